@@ -1,1 +1,430 @@
+//! The embedded demo target: a tiny hosted-mail stack that the harness starts,
+//! injects faults into and measures.
+//!
+//! The stack reproduces the FLG incident, where a hung healthcheck script
+//! froze the database server:
+//!
+//! * the **backend** (the "database") is its own OS process, so the harness
+//!   can freeze it by pid with `SIGSTOP`;
+//! * the **frontend** (the webmail server) is another process that calls the
+//!   backend on every request, with a timeout, and so starts failing;
+//! * the **monitor** is a task in the calling process playing the customer's
+//!   external monitoring: it polls the frontend and pages a webhook sink.
+//!
+//! [`Demo::start`] launches the children through a [`Launcher`], which runs
+//! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
+//! subcommand; this crate's tests use the `relapse-demo-child` binary).
 
+mod backend;
+mod child;
+mod frontend;
+mod http;
+mod monitor;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long [`Demo::start`] waits for each child's readiness line.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Settings of the monitor task (the customer's external monitoring).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorOptions {
+    /// Time between the starts of two health checks; checks never overlap.
+    pub interval: Duration,
+    /// Bound on one health check (and on one alert delivery).
+    pub timeout: Duration,
+    /// Consecutive failed checks that turn UP into DOWN and fire the alert.
+    pub fall: u32,
+    /// Consecutive passed checks that turn DOWN into UP and resolve the alert.
+    pub rise: u32,
+    /// The `alertname` label of the alert.
+    pub alertname: String,
+    /// Where to POST Alertmanager (version 4) webhook payloads, an `http://`
+    /// URL; `None` only tracks state and logs transitions.
+    pub sink_url: Option<String>,
+}
+
+impl Default for MonitorOptions {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            timeout: Duration::from_secs(1),
+            fall: 3,
+            rise: 2,
+            alertname: "FrontendDown".to_owned(),
+            sink_url: None,
+        }
+    }
+}
+
+/// How to start a demo child process: `program` is run with `args` followed
+/// by the role's own arguments (which [`run_child`] parses).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launcher {
+    /// The executable, e.g. the `relapse` binary itself.
+    pub program: PathBuf,
+    /// Leading arguments, e.g. the hidden subcommand that calls [`run_child`].
+    pub args: Vec<OsString>,
+}
+
+/// Settings of a [`Demo`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoOptions {
+    /// How long the frontend waits for the backend before answering 504
+    /// (`/`) or 503 (`/health`).
+    pub upstream_timeout: Duration,
+    /// The monitor task to run, if any.
+    pub monitor: Option<MonitorOptions>,
+    /// How to start the child processes.
+    pub launcher: Launcher,
+}
+
+impl DemoOptions {
+    /// Options with the default upstream timeout (250 ms) and no monitor.
+    pub fn new(launcher: Launcher) -> Self {
+        Self {
+            upstream_timeout: Duration::from_millis(250),
+            monitor: None,
+            launcher,
+        }
+    }
+}
+
+/// Which demo child process an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildRole {
+    /// The backend ("database") server.
+    Backend,
+    /// The frontend (webmail) server.
+    Frontend,
+}
+
+impl fmt::Display for ChildRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Backend => "backend",
+            Self::Frontend => "frontend",
+        })
+    }
+}
+
+/// Why the demo stack could not start, or a demo child could not run.
+#[derive(thiserror::Error, Debug)]
+pub enum DemoError {
+    /// The child process could not be spawned at all.
+    #[error("failed to spawn the {role} child: {source}")]
+    Spawn {
+        /// Which child.
+        role: ChildRole,
+        /// The spawn error.
+        source: std::io::Error,
+    },
+    /// The child exited (or closed its stdout) before printing its readiness line.
+    #[error("the {role} child exited before it was ready ({})", describe_exit(.status))]
+    ExitedEarly {
+        /// Which child.
+        role: ChildRole,
+        /// Its exit status, if it could be collected.
+        status: Option<ExitStatus>,
+    },
+    /// The child printed nothing within the readiness bound; it has been killed.
+    #[error("the {role} child printed no readiness line within {}", humantime::format_duration(*.waited))]
+    NotReady {
+        /// Which child.
+        role: ChildRole,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// The child printed something other than the readiness line.
+    #[error("the {role} child printed an unexpected readiness line {line:?}")]
+    BadReadyLine {
+        /// Which child.
+        role: ChildRole,
+        /// The line, without its newline.
+        line: String,
+    },
+    /// Reading the child's stdout failed.
+    #[error("failed to read the {role} child's stdout: {source}")]
+    ReadStdout {
+        /// Which child.
+        role: ChildRole,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The monitor's sink URL does not parse.
+    #[error("invalid monitor sink url {url:?}: {reason}")]
+    InvalidSinkUrl {
+        /// The offending URL.
+        url: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// [`run_child`] got arguments it does not understand.
+    #[error("invalid demo child arguments: {0}")]
+    Usage(String),
+    /// The child could not ask to be killed when its parent dies.
+    #[error("failed to set the parent-death signal: {0}")]
+    ParentDeathSignal(nix::Error),
+    /// The child's parent was already gone when it started.
+    #[error("the parent process exited before the demo child started")]
+    Orphaned,
+    /// The child could not install its SIGTERM handler.
+    #[error("failed to install the sigterm handler: {0}")]
+    SignalHandler(std::io::Error),
+    /// The child could not bind its listening socket.
+    #[error("failed to listen on {addr}: {source}")]
+    Bind {
+        /// The requested address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
+    /// The child could not print its readiness line.
+    #[error("failed to print the readiness line: {0}")]
+    Announce(std::io::Error),
+}
+
+fn describe_exit(status: &Option<ExitStatus>) -> String {
+    match status {
+        Some(status) => status.to_string(),
+        None => "exit status unknown".to_owned(),
+    }
+}
+
+/// A running demo child process.
+struct DemoChild {
+    /// Spawned with `kill_on_drop`, so dropping it kills the process.
+    process: Child,
+    pid: u32,
+    url: String,
+}
+
+/// A running demo stack: backend and frontend processes plus the optional
+/// monitor task. Dropping it SIGKILLs both children and stops the monitor;
+/// [`Demo::shutdown`] does the same but also waits for the children to be
+/// reaped.
+pub struct Demo {
+    backend: DemoChild,
+    frontend: DemoChild,
+    cancel: CancellationToken,
+    monitor: Option<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Demo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Demo")
+            .field("backend_url", &self.backend.url)
+            .field("backend_pid", &self.backend.pid)
+            .field("frontend_url", &self.frontend.url)
+            .field("frontend_pid", &self.frontend.pid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Demo {
+    /// Starts the backend, then the frontend (pointed at the backend), then
+    /// the monitor task, waiting up to 10 s for each child's readiness line.
+    ///
+    /// Children are started with a parent-death signal, which Linux ties to
+    /// the *thread* that spawned them: call this from a thread that lives as
+    /// long as the demo should (a runtime worker or the `block_on` thread,
+    /// not a `spawn_blocking` task).
+    pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
+        // Validate before spawning anything, so a typo costs no processes.
+        let sink = match &options.monitor {
+            Some(MonitorOptions {
+                sink_url: Some(url),
+                ..
+            }) => Some(
+                url.parse::<hyper::Uri>()
+                    .map_err(|error| DemoError::InvalidSinkUrl {
+                        url: url.clone(),
+                        reason: error.to_string(),
+                    })?,
+            ),
+            _ => None,
+        };
+
+        let backend = spawn_child(
+            &options.launcher,
+            ChildRole::Backend,
+            &["backend", "--listen", "127.0.0.1:0"].map(String::from),
+        )
+        .await?;
+        // Whole milliseconds on the command line; never round down to zero,
+        // which would make every upstream call time out.
+        let timeout_ms = options.upstream_timeout.as_millis().max(1).to_string();
+        let frontend = spawn_child(
+            &options.launcher,
+            ChildRole::Frontend,
+            &[
+                "frontend".to_owned(),
+                "--listen".to_owned(),
+                "127.0.0.1:0".to_owned(),
+                "--backend".to_owned(),
+                backend.url.clone(),
+                "--upstream-timeout-ms".to_owned(),
+                timeout_ms,
+            ],
+        )
+        .await?;
+
+        let cancel = CancellationToken::new();
+        let monitor = options.monitor.map(|monitor_options| {
+            tokio::spawn(monitor::run(
+                monitor_options,
+                frontend.url.clone(),
+                sink,
+                cancel.clone(),
+            ))
+        });
+
+        Ok(Demo {
+            backend,
+            frontend,
+            cancel,
+            monitor,
+        })
+    }
+
+    /// The frontend's base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn frontend_url(&self) -> &str {
+        &self.frontend.url
+    }
+
+    /// The backend's base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    pub fn backend_url(&self) -> &str {
+        &self.backend.url
+    }
+
+    /// The frontend process id.
+    pub fn frontend_pid(&self) -> u32 {
+        self.frontend.pid
+    }
+
+    /// The backend process id (the one the FLG scenario freezes).
+    pub fn backend_pid(&self) -> u32 {
+        self.backend.pid
+    }
+
+    /// Stops the monitor, then SIGKILLs both children and waits until they
+    /// are reaped, so their pids are gone when this returns.
+    pub async fn shutdown(mut self) {
+        self.cancel.cancel();
+        if let Some(monitor) = self.monitor.take() {
+            // The task only ends by cancellation; a join error would mean it
+            // panicked, which is worth a log line but not a failed shutdown.
+            if let Err(error) = monitor.await {
+                tracing::warn!(%error, "demo monitor task failed");
+            }
+        }
+        // Frontend first, so it does not spend its last moments reporting a
+        // dead backend.
+        for (role, child) in [
+            (ChildRole::Frontend, &mut self.frontend),
+            (ChildRole::Backend, &mut self.backend),
+        ] {
+            // SIGKILL (works on a SIGSTOPped process too) to this child's own
+            // pid, then wait for it.
+            if let Err(error) = child.process.kill().await {
+                tracing::warn!(%error, %role, pid = child.pid, "failed to kill demo child");
+            }
+        }
+        // Drop now finds reaped children and a cancelled token: nothing left.
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        // The children are killed by their `kill_on_drop`; the monitor must
+        // not outlive the demo either.
+        self.cancel.cancel();
+        if let Some(monitor) = self.monitor.take() {
+            monitor.abort();
+        }
+    }
+}
+
+/// Spawns one child and waits for its readiness line.
+async fn spawn_child(
+    launcher: &Launcher,
+    role: ChildRole,
+    role_args: &[String],
+) -> Result<DemoChild, DemoError> {
+    let mut process = Command::new(&launcher.program)
+        .args(&launcher.args)
+        .args(role_args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        // Inherited so a failing child's own error message reaches the user.
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|source| DemoError::Spawn { role, source })?;
+    let pid = process
+        .id()
+        .ok_or(DemoError::ExitedEarly { role, status: None })?;
+    let stdout = process
+        .stdout
+        .take()
+        .ok_or(DemoError::ExitedEarly { role, status: None })?;
+    let mut stdout = BufReader::new(stdout);
+
+    let mut line = String::new();
+    // On any error below, `process` is dropped and therefore killed.
+    let read = tokio::time::timeout(READY_TIMEOUT, stdout.read_line(&mut line))
+        .await
+        .map_err(|_| DemoError::NotReady {
+            role,
+            waited: READY_TIMEOUT,
+        })?
+        .map_err(|source| DemoError::ReadStdout { role, source })?;
+    if read == 0 {
+        // EOF: the child is exiting (or closed stdout); collect its status
+        // if it comes promptly, to say why.
+        let status = tokio::time::timeout(Duration::from_secs(1), process.wait())
+            .await
+            .ok()
+            .and_then(Result::ok);
+        return Err(DemoError::ExitedEarly { role, status });
+    }
+    let line = line.trim_end();
+    let addr = child::parse_ready_line(line).ok_or_else(|| DemoError::BadReadyLine {
+        role,
+        line: line.to_owned(),
+    })?;
+
+    // Keep draining stdout so that anything the child prints later can never
+    // fill the pipe and block it; ends at EOF when the child dies.
+    tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await;
+    });
+
+    Ok(DemoChild {
+        process,
+        pid,
+        url: format!("http://{addr}"),
+    })
+}
+
+/// The entry point of a demo child process; the CLI calls this from a hidden
+/// subcommand with the arguments the [`Launcher`] appended:
+///
+/// * `backend --listen ADDR`
+/// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS`
+///
+/// The child asks to be SIGKILLed when its parent dies, binds `ADDR`, prints
+/// `relapse-demo listening on HOST:PORT` to stdout, and serves until SIGTERM.
+pub async fn run_child(args: &[String]) -> Result<(), DemoError> {
+    child::run(args).await
+}

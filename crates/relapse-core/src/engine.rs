@@ -1,0 +1,649 @@
+//! The engine: probes and detection run; steady state is confirmed; faults are injected and
+//! reverted on schedule; the run is observed until recovery or its bound; then measured and judged.
+//!
+//! The engine owns the schedule. Faults never sleep on its behalf, and every applied fault sits in
+//! a [`FaultGuard`], so every exit path (end, error, cancellation, a dropped future) reverts it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use hdrhistogram::Histogram;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::fault::{Fault, FaultGuard};
+use crate::gate::{self, Verdict};
+use crate::measure::{self, FaultActivity, Sample, SteadyRule};
+use crate::report::{EpisodeReport, ProbeStats, RunReport, TimelineEntry};
+use crate::scenario::{Gates, Limits};
+use crate::sense::{Detector, Outcome, Probe, Signal, SignalSender};
+
+/// A probe ready to run.
+pub struct PlannedProbe {
+    pub name: String,
+    pub every: Duration,
+    /// The probe's own timeout: the longest a check can be in flight.
+    pub timeout: Duration,
+    pub probe: Arc<dyn Probe>,
+}
+
+/// A detection source ready to run.
+pub struct PlannedDetector {
+    pub name: String,
+    pub resolution: Duration,
+    pub detector: Box<dyn Detector>,
+}
+
+/// A fault ready to inject.
+pub struct PlannedFault {
+    pub name: String,
+    pub start: Duration,
+    pub duration: Duration,
+    pub fault: Box<dyn Fault>,
+}
+
+/// Everything a run needs, built by the caller from a scenario.
+pub struct Plan {
+    pub scenario: String,
+    pub probes: Vec<PlannedProbe>,
+    /// Index of the SLI probe in `probes`.
+    pub sli: usize,
+    pub steady: SteadyRule,
+    /// How long to wait for steady state before declaring the run inconclusive.
+    pub steady_timeout: Duration,
+    pub detectors: Vec<PlannedDetector>,
+    pub faults: Vec<PlannedFault>,
+    pub gates: Gates,
+    pub limits: Limits,
+}
+
+/// Where a run is, for a live display.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Progress {
+    pub phase: Phase,
+    pub elapsed: Duration,
+    pub sli_samples: u64,
+    pub sli_failures: u64,
+    pub faults_applied: usize,
+    pub detected: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Phase {
+    #[default]
+    Starting,
+    WaitingForSteadyState,
+    Faulting,
+    Observing,
+    Reverting,
+    Done,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::WaitingForSteadyState => "waiting for steady state",
+            Phase::Faulting => "fault schedule running",
+            Phase::Observing => "observing recovery",
+            Phase::Reverting => "reverting",
+            Phase::Done => "done",
+        }
+    }
+}
+
+/// How often the observation phase checks whether it may end early.
+const OBSERVE_CHECK: Duration = Duration::from_millis(100);
+
+/// Runs a plan to the end and reports. Never returns with a fault applied.
+///
+/// Cancel safety: dropping the future reverts applied faults through their guards (without
+/// awaiting confirmation); cancelling `cancel` instead reverts them with confirmation and
+/// returns an `aborted` report, which is the way to stop a run.
+pub async fn run(
+    plan: Plan,
+    cancel: CancellationToken,
+    progress: Option<watch::Sender<Progress>>,
+) -> RunReport {
+    let mut run = Run::new(plan, progress);
+    let ending = run.drive(&cancel).await;
+    run.finish(ending).await
+}
+
+/// How the schedule ended.
+enum Ending {
+    Completed,
+    Inconclusive(String),
+    Aborted(String),
+}
+
+struct Run {
+    scenario: String,
+    sli: usize,
+    steady: SteadyRule,
+    steady_timeout: Duration,
+    gates: Gates,
+    limits: Limits,
+    probe_meta: Vec<(String, Duration, Duration)>,
+    detector_meta: Vec<(String, Duration)>,
+    planned_faults: Vec<(String, Duration, Duration)>,
+    guards: Vec<FaultGuard>,
+    activity: Vec<Option<FaultActivity>>,
+
+    start: Instant,
+    started_wall: SystemTime,
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    samples_rx: mpsc::UnboundedReceiver<(usize, Sample)>,
+    signals_rx: mpsc::UnboundedReceiver<Signal>,
+
+    sli_samples: Vec<Sample>,
+    other_samples: Vec<(usize, Sample)>,
+    signals: Vec<Signal>,
+    timeline: Vec<(Instant, String, String)>,
+    progress: Option<watch::Sender<Progress>>,
+    status: Progress,
+}
+
+impl Run {
+    fn new(plan: Plan, progress: Option<watch::Sender<Progress>>) -> Run {
+        let start = Instant::now();
+        let stop = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (samples_tx, samples_rx) = mpsc::unbounded_channel();
+        let (signals_tx, signals_rx) = mpsc::unbounded_channel();
+
+        let probe_meta = plan
+            .probes
+            .iter()
+            .map(|p| (p.name.clone(), p.every, p.timeout))
+            .collect();
+        for (index, probe) in plan.probes.into_iter().enumerate() {
+            tasks.spawn(probe_loop(index, probe, samples_tx.clone(), stop.clone()));
+        }
+        let detector_meta = plan
+            .detectors
+            .iter()
+            .map(|d| (d.name.clone(), d.resolution))
+            .collect();
+        for (index, detector) in plan.detectors.into_iter().enumerate() {
+            let signals = SignalSender::new(index, signals_tx.clone());
+            let stop = stop.clone();
+            let name = detector.name;
+            tasks.spawn(async move {
+                if let Err(error) = detector.detector.watch(signals, stop).await {
+                    tracing::warn!(detector = %name, %error, "detection source stopped");
+                }
+            });
+        }
+        let planned_faults = plan
+            .faults
+            .iter()
+            .map(|f| (f.name.clone(), f.start, f.duration))
+            .collect();
+        let activity = plan.faults.iter().map(|_| None).collect();
+        let guards = plan
+            .faults
+            .into_iter()
+            .map(|f| FaultGuard::new(f.fault))
+            .collect();
+
+        Run {
+            scenario: plan.scenario,
+            sli: plan.sli,
+            steady: plan.steady,
+            steady_timeout: plan.steady_timeout,
+            gates: plan.gates,
+            limits: plan.limits,
+            probe_meta,
+            detector_meta,
+            planned_faults,
+            guards,
+            activity,
+            start,
+            started_wall: SystemTime::now(),
+            stop,
+            tasks,
+            samples_rx,
+            signals_rx,
+            sli_samples: Vec::new(),
+            other_samples: Vec::new(),
+            signals: Vec::new(),
+            timeline: Vec::new(),
+            progress,
+            status: Progress::default(),
+        }
+    }
+
+    fn event(&mut self, at: Instant, event: &str, detail: impl Into<String>) {
+        self.timeline.push((at, event.to_string(), detail.into()));
+    }
+
+    fn set_phase(&mut self, phase: Phase) {
+        self.status.phase = phase;
+        self.publish();
+    }
+
+    fn publish(&mut self) {
+        if let Some(tx) = &self.progress {
+            self.status.elapsed = Instant::now() - self.start;
+            self.status.faults_applied = self.guards.iter().filter(|g| g.is_applied()).count();
+            let _ = tx.send(self.status.clone());
+        }
+    }
+
+    fn record_sample(&mut self, index: usize, sample: Sample) {
+        if index == self.sli {
+            self.status.sli_samples += 1;
+            if !sample.outcome.is_success() {
+                self.status.sli_failures += 1;
+            }
+            // Checks complete out of order (a slow one after a fast one); keep them sorted by
+            // the instant they were sent. Nearly always this is an append.
+            let position = self.sli_samples.partition_point(|s| s.at <= sample.at);
+            self.sli_samples.insert(position, sample);
+        } else {
+            self.other_samples.push((index, sample));
+        }
+    }
+
+    fn record_signal(&mut self, signal: Signal) {
+        let name = self.detector_meta[signal.source].0.clone();
+        let what = if signal.firing {
+            "detection"
+        } else {
+            "detection cleared"
+        };
+        self.event(signal.at, what, format!("{name}: {}", signal.detail));
+        if signal.firing {
+            self.status.detected = true;
+        }
+        self.signals.push(signal);
+        self.publish();
+    }
+
+    /// Waits for steady state, runs the fault schedule, observes. Returns how it ended.
+    async fn drive(&mut self, cancel: &CancellationToken) -> Ending {
+        let run_deadline = self.start + self.limits.max_run;
+
+        self.set_phase(Phase::WaitingForSteadyState);
+        let steady_deadline = self.start + self.steady_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ending::Aborted("cancelled before injection".into()),
+                _ = sleep_until(run_deadline) => return Ending::Aborted("limits.max_run reached before injection".into()),
+                _ = sleep_until(steady_deadline) => {
+                    return Ending::Inconclusive(format!(
+                        "steady state did not hold within {} of the start; nothing was injected",
+                        crate::duration::format_duration(self.steady_timeout)
+                    ));
+                }
+                Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
+                Some((index, sample)) = self.samples_rx.recv() => {
+                    let is_sli = index == self.sli;
+                    self.record_sample(index, sample);
+                    if is_sli && self.steady_now() {
+                        break;
+                    }
+                }
+            }
+        }
+        let t0 = Instant::now();
+        self.event(
+            t0,
+            "steady state",
+            "steady state confirmed; fault schedule starts",
+        );
+
+        self.set_phase(Phase::Faulting);
+        let mut pending: Vec<(Instant, usize, bool)> = self
+            .planned_faults
+            .iter()
+            .enumerate()
+            .map(|(i, (_, start, _))| (t0 + *start, i, true))
+            .collect();
+        while !pending.is_empty() {
+            pending.sort_by_key(|p| p.0);
+            let (due, index, inject) = pending[0];
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ending::Aborted("cancelled while faults were scheduled".into()),
+                _ = sleep_until(run_deadline) => return Ending::Aborted("limits.max_run reached while faults were scheduled".into()),
+                Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
+                Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
+                _ = sleep_until(due) => {
+                    pending.remove(0);
+                    if inject {
+                        match self.inject(index).await {
+                            Ok(effective_at) => {
+                                let duration = self.planned_faults[index].2;
+                                pending.push((effective_at + duration, index, false));
+                            }
+                            Err(reason) => return Ending::Aborted(reason),
+                        }
+                    } else if let Err(reason) = self.revert(index).await {
+                        return Ending::Aborted(reason);
+                    }
+                    self.publish();
+                }
+            }
+        }
+
+        self.set_phase(Phase::Observing);
+        let last_revert = Instant::now();
+        let observe_deadline = (last_revert + self.limits.observe_after).min(run_deadline);
+        let mut check = tokio::time::interval(OBSERVE_CHECK);
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ending::Aborted("cancelled while observing recovery".into()),
+                _ = sleep_until(observe_deadline) => {
+                    let at = Instant::now();
+                    self.event(at, "observation bound", "observation ended at its bound (limits.observe_after or limits.max_run)");
+                    return Ending::Completed;
+                }
+                Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
+                Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
+                _ = check.tick() => {
+                    self.publish();
+                    if self.observation_complete() {
+                        return Ending::Completed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Steady state holds over the window that just ended (completed checks only).
+    fn steady_now(&self) -> bool {
+        let now = Instant::now();
+        if now < self.start + self.steady.window {
+            return false;
+        }
+        measure::window_holds(&self.sli_samples, now - self.steady.window, &self.steady)
+    }
+
+    /// Recovery is established (and, where sources exist, detection too), counting only windows
+    /// whose every check has completed.
+    fn observation_complete(&self) -> bool {
+        let sli_timeout = self.probe_meta[self.sli].2;
+        let now = Instant::now();
+        let complete_until = now.checked_sub(sli_timeout).unwrap_or(self.start);
+        let episodes = measure::measure(
+            &self.sli_samples,
+            &self.fault_activity(),
+            &self.signals,
+            &self.steady,
+            complete_until,
+        );
+        match episodes.last() {
+            Some(last) => {
+                last.recovered.is_some()
+                    && (self.detector_meta.is_empty() || last.detected.is_some())
+            }
+            None => true,
+        }
+    }
+
+    fn fault_activity(&self) -> Vec<FaultActivity> {
+        self.activity.iter().flatten().cloned().collect()
+    }
+
+    async fn inject(&mut self, index: usize) -> Result<Instant, String> {
+        let name = self.planned_faults[index].0.clone();
+        let description = self.guards[index].describe();
+        self.event(Instant::now(), "inject", format!("{name}: {description}"));
+        let bound = self.limits.inject_timeout;
+        match tokio::time::timeout(bound, self.guards[index].inject()).await {
+            Ok(Ok(effective)) => {
+                self.event(
+                    effective.at,
+                    "fault effective",
+                    format!("{name}: {}", effective.detail),
+                );
+                self.activity[index] = Some(FaultActivity {
+                    name,
+                    injected: effective.at,
+                    reverted: None,
+                });
+                Ok(effective.at)
+            }
+            Ok(Err(error)) => Err(format!("fault \"{name}\" could not be injected: {error}")),
+            Err(_) => Err(format!(
+                "fault \"{name}\" was not confirmed within limits.inject_timeout ({})",
+                crate::duration::format_duration(bound)
+            )),
+        }
+    }
+
+    async fn revert(&mut self, index: usize) -> Result<(), String> {
+        let name = self.planned_faults[index].0.clone();
+        self.event(Instant::now(), "revert", name.clone());
+        match self.guards[index].revert().await {
+            Ok(Some(reverted)) => {
+                self.event(
+                    reverted.at,
+                    "fault reverted",
+                    format!("{name}: {}", reverted.detail),
+                );
+                if let Some(activity) = &mut self.activity[index] {
+                    activity.reverted = Some(reverted.at);
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(error) => Err(format!("fault \"{name}\" could not be reverted: {error}")),
+        }
+    }
+
+    /// Reverts whatever is still applied, stops probes and detection, measures and judges.
+    async fn finish(mut self, ending: Ending) -> RunReport {
+        if self.guards.iter().any(FaultGuard::is_applied) {
+            self.set_phase(Phase::Reverting);
+            for index in 0..self.guards.len() {
+                if let Err(reason) = self.revert(index).await {
+                    // The guard stays applied and reverts again, without confirmation, on drop.
+                    self.event(Instant::now(), "revert failed", reason);
+                }
+            }
+        }
+
+        let end = Instant::now();
+        self.stop.cancel();
+        self.tasks.close();
+        // In-flight checks end by their own timeouts; the bound only guards against a probe that
+        // ignores its own.
+        let longest = self
+            .probe_meta
+            .iter()
+            .map(|m| m.2)
+            .max()
+            .unwrap_or_default();
+        if tokio::time::timeout(longest + Duration::from_secs(2), self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("probes or detection sources did not stop in time");
+        }
+        while let Ok((index, sample)) = self.samples_rx.try_recv() {
+            self.record_sample(index, sample);
+        }
+        while let Ok(signal) = self.signals_rx.try_recv() {
+            self.record_signal(signal);
+        }
+
+        let activity = self.fault_activity();
+        let episodes = measure::measure(
+            &self.sli_samples,
+            &activity,
+            &self.signals,
+            &self.steady,
+            end,
+        );
+        let (verdict, reason, gates) = match ending {
+            Ending::Completed => {
+                let gates = gate::judge(&episodes, &self.gates, !self.detector_meta.is_empty());
+                (gate::verdict(&gates), None, gates)
+            }
+            Ending::Inconclusive(reason) => (Verdict::Inconclusive, Some(reason), Vec::new()),
+            Ending::Aborted(reason) => {
+                self.event(end, "aborted", reason.clone());
+                (Verdict::Aborted, Some(reason), Vec::new())
+            }
+        };
+
+        for e in &episodes {
+            if let Some(t) = e.first_failure {
+                self.event(t, "impact", "first failing SLI sample");
+            }
+            if let Some(t) = e.mitigated {
+                self.event(
+                    t,
+                    "mitigated",
+                    "steady state returned while the fault was active",
+                );
+            }
+            if let Some(t) = e.recovered {
+                self.event(
+                    t,
+                    "recovered",
+                    "start of the first steady window after the revert",
+                );
+            }
+        }
+        self.timeline.sort_by_key(|t| t.0);
+
+        let start = self.start;
+        let episode_reports = episodes
+            .iter()
+            .map(|e| EpisodeReport {
+                faults: e.faults.clone(),
+                injected_at: e.injected - start,
+                reverted_at: e.reverted.map(|r| r - start),
+                time_to_impact: e.time_to_impact(),
+                time_to_detect: e.time_to_detect(),
+                time_to_mitigate: e.time_to_mitigate(),
+                time_to_recover: e.time_to_recover(),
+                detected_by: e.detected.map(|(_, s)| self.detector_meta[s].0.clone()),
+                detect_resolution: e.detected.map(|(_, s)| self.detector_meta[s].1),
+                samples: e.samples,
+                failures: e.failures,
+                failure_statuses: e.failure_statuses.clone(),
+                failure_errors: e.failure_errors.clone(),
+            })
+            .collect();
+
+        let probes = self.probe_stats();
+        self.set_phase(Phase::Done);
+        RunReport {
+            scenario: self.scenario.clone(),
+            file: None,
+            verdict,
+            reason,
+            started: self.started_wall,
+            duration: end - start,
+            resolution: self.steady.probe_every,
+            episodes: episode_reports,
+            gates,
+            timeline: self
+                .timeline
+                .iter()
+                .map(|(at, event, detail)| TimelineEntry {
+                    at: at.saturating_duration_since(start),
+                    event: event.clone(),
+                    detail: detail.clone(),
+                })
+                .collect(),
+            probes,
+        }
+    }
+
+    fn probe_stats(&self) -> Vec<ProbeStats> {
+        self.probe_meta
+            .iter()
+            .enumerate()
+            .map(|(index, (name, every, _))| {
+                let samples: Vec<&Sample> = if index == self.sli {
+                    self.sli_samples.iter().collect()
+                } else {
+                    self.other_samples
+                        .iter()
+                        .filter(|(i, _)| *i == index)
+                        .map(|(_, s)| s)
+                        .collect()
+                };
+                let mut histogram =
+                    Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
+                let mut statuses = BTreeMap::new();
+                let mut error_kinds = BTreeMap::new();
+                let mut errors = 0;
+                for s in &samples {
+                    histogram.saturating_record(s.latency.as_micros() as u64);
+                    if let Some(status) = s.outcome.status() {
+                        *statuses.entry(status).or_default() += 1;
+                    }
+                    if let Outcome::Failure { error, .. } = &s.outcome {
+                        errors += 1;
+                        *error_kinds.entry(error.clone()).or_default() += 1;
+                    }
+                }
+                let at = |q: f64| Duration::from_micros(histogram.value_at_quantile(q));
+                ProbeStats {
+                    name: name.clone(),
+                    sli: index == self.sli,
+                    every: *every,
+                    samples: samples.len() as u64,
+                    errors,
+                    statuses,
+                    error_kinds,
+                    latency_p50: at(0.5),
+                    latency_p90: at(0.9),
+                    latency_p99: at(0.99),
+                    latency_max: Duration::from_micros(histogram.max()),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Sends one check every `every`, without waiting for the previous one: a hung target must not
+/// slow the probe down, or the SLI would stop seeing what users see.
+async fn probe_loop(
+    index: usize,
+    planned: PlannedProbe,
+    samples: mpsc::UnboundedSender<(usize, Sample)>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(planned.every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut in_flight = JoinSet::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {
+                let probe = planned.probe.clone();
+                let samples = samples.clone();
+                in_flight.spawn(async move {
+                    let at = Instant::now();
+                    let outcome = probe.check().await;
+                    let latency = Instant::now() - at;
+                    let _ = samples.send((index, Sample { at, latency, outcome }));
+                });
+            }
+            // Reap finished checks so the set does not grow over a long run.
+            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
+        }
+    }
+    // Checks sent before the stop complete (each probe enforces its timeout), so every sample
+    // sent before the end of the run is measured.
+    while in_flight.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests;

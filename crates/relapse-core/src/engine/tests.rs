@@ -1,0 +1,355 @@
+//! The engine under paused time, with in-memory probe, detector and fault whose behaviour is
+//! exact, so the measured numbers are exact too.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+
+use super::*;
+use crate::fault::{BoxFuture, Effective, FaultError, Reverted};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// The system under test: broken while any fault is applied.
+#[derive(Default)]
+struct System {
+    applied: AtomicU32,
+    injections: AtomicU32,
+    /// When set, the SLI never succeeds (no steady state).
+    always_failing: AtomicBool,
+}
+
+struct SliProbe(Arc<System>);
+
+impl Probe for SliProbe {
+    fn check(&self) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move {
+            if self.0.applied.load(Ordering::SeqCst) > 0
+                || self.0.always_failing.load(Ordering::SeqCst)
+            {
+                Outcome::Failure {
+                    status: Some(503),
+                    error: "status 503".into(),
+                }
+            } else {
+                Outcome::Success { status: Some(200) }
+            }
+        })
+    }
+}
+
+struct Break {
+    system: Arc<System>,
+    fail_inject: bool,
+}
+
+impl Fault for Break {
+    fn describe(&self) -> String {
+        "break the system".into()
+    }
+    fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
+        Box::pin(async move {
+            self.system.injections.fetch_add(1, Ordering::SeqCst);
+            if self.fail_inject {
+                return Err(FaultError::Target("no such process".into()));
+            }
+            self.system.applied.fetch_add(1, Ordering::SeqCst);
+            Ok(Effective {
+                at: Instant::now(),
+                detail: "broken".into(),
+            })
+        })
+    }
+    fn revert(&mut self) -> BoxFuture<'_, Result<Reverted, FaultError>> {
+        Box::pin(async move {
+            self.revert_now();
+            Ok(Reverted {
+                at: Instant::now(),
+                detail: "mended".into(),
+            })
+        })
+    }
+    fn revert_now(&mut self) {
+        let _ = self
+            .system
+            .applied
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+}
+
+/// Notices a broken system `delay` after it breaks (a monitor with a fixed reaction time).
+struct Monitor {
+    system: Arc<System>,
+    delay: Duration,
+}
+
+impl Detector for Monitor {
+    fn watch(
+        self: Box<Self>,
+        signals: SignalSender,
+        cancel: CancellationToken,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        Box::pin(async move {
+            let mut ticks = tokio::time::interval(ms(1));
+            let mut broken_since: Option<Instant> = None;
+            let mut fired = false;
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = ticks.tick() => {}
+                }
+                let broken = self.system.applied.load(Ordering::SeqCst) > 0;
+                let now = Instant::now();
+                match (broken, broken_since) {
+                    (true, None) => broken_since = Some(now),
+                    (false, _) => {
+                        if fired {
+                            signals.clear("resolved");
+                            fired = false;
+                        }
+                        broken_since = None;
+                    }
+                    _ => {}
+                }
+                if let Some(since) = broken_since {
+                    if !fired && now - since >= self.delay {
+                        signals.fire("FrontendDown firing");
+                        fired = true;
+                    }
+                }
+            }
+        })
+    }
+}
+
+fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Option<u64>) -> Plan {
+    Plan {
+        scenario: "test".into(),
+        probes: vec![PlannedProbe {
+            name: "sli".into(),
+            every: ms(100),
+            timeout: ms(500),
+            probe: Arc::new(SliProbe(system.clone())),
+        }],
+        sli: 0,
+        steady: SteadyRule {
+            window: ms(1000),
+            min_success: 0.9,
+            max_p99: Some(ms(300)),
+            probe_every: ms(100),
+        },
+        steady_timeout: ms(5000),
+        detectors: detector_delay
+            .map(|d| PlannedDetector {
+                name: "pager".into(),
+                resolution: Duration::ZERO,
+                detector: Box::new(Monitor {
+                    system: system.clone(),
+                    delay: ms(d),
+                }),
+            })
+            .into_iter()
+            .collect(),
+        faults: faults
+            .iter()
+            .map(|(name, start, duration)| PlannedFault {
+                name: name.to_string(),
+                start: ms(*start),
+                duration: ms(*duration),
+                fault: Box::new(Break {
+                    system: system.clone(),
+                    fail_inject: false,
+                }),
+            })
+            .collect(),
+        gates: Gates {
+            detect_within: Some(ms(1000)),
+            recover_within: Some(ms(200)),
+            ..Gates::default()
+        },
+        limits: Limits {
+            max_run: ms(60_000),
+            observe_after: ms(10_000),
+            inject_timeout: ms(1000),
+        },
+    }
+}
+
+// Timing of these runs: probe checks at 0, 100, 200 ms…; steady state is confirmed with the
+// check at 1000 (window [0, 1000) holds ten successes), so t0 = 1000 ms and a fault with
+// start 1050 ms is effective at 2050 ms. The first failing check is the one at 2100 (TTI 50 ms);
+// the monitor fires 700 ms after the break, on its 1 ms tick (TTD 700 ms); the revert at
+// 2050 + 3000 = 5050 ms is followed by the good check at 5100 (TTR 50 ms).
+
+#[tokio::test(start_paused = true)]
+async fn measures_exact_times_for_one_fault() {
+    let system = Arc::new(System::default());
+    let report = run(
+        plan(&system, &[("freeze", 1050, 3000)], Some(700)),
+        CancellationToken::new(),
+        None,
+    )
+    .await;
+    assert_eq!(report.verdict, Verdict::Pass, "{:?}", report.gates);
+    let e = report.headline().unwrap();
+    assert_eq!(e.injected_at, ms(2050));
+    assert_eq!(e.reverted_at, Some(ms(5050)));
+    assert_eq!(e.time_to_impact, Some(ms(50)));
+    assert_eq!(e.time_to_detect, Some(ms(700)));
+    assert_eq!(e.time_to_recover, Some(ms(50)));
+    assert_eq!(e.time_to_mitigate, None);
+    assert_eq!(e.detected_by.as_deref(), Some("pager"));
+    // Checks 2100..=5000 failed: 30 of them, all 503.
+    assert_eq!((e.samples, e.failures), (30, 30));
+    assert_eq!(e.failure_statuses.get(&503), Some(&30));
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+    // The run ends once recovery is established: the window [5100, 6100) complete plus the probe
+    // timeout (500 ms) for checks in flight is 6600 ms, seen on the first observation tick after
+    // it (ticks every 100 ms from the last revert at 5050 ms).
+    assert_eq!(report.duration, ms(6650));
+    let events: Vec<&str> = report.timeline.iter().map(|t| t.event.as_str()).collect();
+    assert_eq!(
+        events,
+        [
+            "steady state",
+            "inject",
+            "fault effective",
+            "impact",
+            "detection",
+            "revert",
+            "fault reverted",
+            "detection cleared",
+            "recovered"
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_detected_fails_the_detect_gate_and_waits_out_the_observation() {
+    let system = Arc::new(System::default());
+    let mut p = plan(&system, &[("freeze", 1050, 3000)], Some(60_000));
+    p.limits.observe_after = ms(2000);
+    let report = run(p, CancellationToken::new(), None).await;
+    assert_eq!(report.verdict, Verdict::Fail);
+    let gate = &report.gates[0];
+    assert_eq!(gate.name, "detect_within");
+    assert!(!gate.passed);
+    assert_eq!(gate.measured, None);
+    // Recovery held, but detection never came: the run watched until the bound.
+    assert_eq!(report.headline().unwrap().time_to_recover, Some(ms(50)));
+    assert_eq!(report.duration, ms(5050 + 2000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_steady_state_is_inconclusive_and_injects_nothing() {
+    let system = Arc::new(System::default());
+    system.always_failing.store(true, Ordering::SeqCst);
+    let report = run(
+        plan(&system, &[("freeze", 0, 3000)], Some(700)),
+        CancellationToken::new(),
+        None,
+    )
+    .await;
+    assert_eq!(report.verdict, Verdict::Inconclusive);
+    assert_eq!(system.injections.load(Ordering::SeqCst), 0);
+    assert!(report.episodes.is_empty());
+    assert!(report
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("steady state did not hold within 5s"));
+    assert_eq!(report.duration, ms(5000));
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancellation_mid_fault_reverts_and_aborts() {
+    let system = Arc::new(System::default());
+    let cancel = CancellationToken::new();
+    let canceller = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(ms(3000)).await;
+            cancel.cancel();
+        })
+    };
+    let report = run(
+        plan(&system, &[("freeze", 1050, 30_000)], Some(700)),
+        cancel,
+        None,
+    )
+    .await;
+    canceller.await.unwrap();
+    assert_eq!(report.verdict, Verdict::Aborted);
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+    let e = report.headline().unwrap();
+    assert_eq!(e.reverted_at, Some(ms(3000)));
+    assert!(report.timeline.iter().any(|t| t.event == "aborted"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_injection_aborts_and_reverts_what_it_may_have_left() {
+    let system = Arc::new(System::default());
+    let mut p = plan(&system, &[("freeze", 1050, 3000)], Some(700));
+    p.faults[0].fault = Box::new(Break {
+        system: system.clone(),
+        fail_inject: true,
+    });
+    let report = run(p, CancellationToken::new(), None).await;
+    assert_eq!(report.verdict, Verdict::Aborted);
+    assert!(report
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("could not be injected: target: no such process"));
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_run_reverts_and_aborts() {
+    let system = Arc::new(System::default());
+    let mut p = plan(&system, &[("freeze", 1050, 30_000)], Some(700));
+    p.limits.max_run = ms(4000);
+    let report = run(p, CancellationToken::new(), None).await;
+    assert_eq!(report.verdict, Verdict::Aborted);
+    assert!(report.reason.as_deref().unwrap().contains("limits.max_run"));
+    assert_eq!(report.duration, ms(4000));
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn overlapping_faults_are_one_episode_measured_from_the_last_revert() {
+    let system = Arc::new(System::default());
+    // Effective at 2050 and 3050; reverted at 4050 and 6050.
+    let report = run(
+        plan(
+            &system,
+            &[("first", 1050, 2000), ("second", 2050, 3000)],
+            Some(700),
+        ),
+        CancellationToken::new(),
+        None,
+    )
+    .await;
+    assert_eq!(report.verdict, Verdict::Pass, "{:?}", report.gates);
+    assert_eq!(report.episodes.len(), 1);
+    let e = report.headline().unwrap();
+    assert_eq!(e.faults, ["first", "second"]);
+    assert_eq!(e.reverted_at, Some(ms(6050)));
+    assert_eq!(e.time_to_detect, Some(ms(700)));
+    assert_eq!(e.time_to_recover, Some(ms(50)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_run_future_reverts_through_the_guard() {
+    let system = Arc::new(System::default());
+    let run_future = run(
+        plan(&system, &[("freeze", 1050, 30_000)], None),
+        CancellationToken::new(),
+        None,
+    );
+    // The fault is applied at 2050 ms; the timeout drops the run at 3000 ms.
+    let result = tokio::time::timeout(ms(3000), run_future).await;
+    assert!(result.is_err());
+    assert_eq!(system.injections.load(Ordering::SeqCst), 1);
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+}

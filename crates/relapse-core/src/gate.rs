@@ -1,0 +1,314 @@
+//! Gates: limits on what was measured, and the verdict they add up to.
+
+use std::time::Duration;
+
+use crate::duration::format_duration;
+use crate::measure::Episode;
+use crate::scenario::Gates;
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Every gate held.
+    Pass,
+    /// At least one gate was missed.
+    Fail,
+    /// Steady state never held before injection: nothing was injected, nothing judged.
+    Inconclusive,
+    /// The run was stopped early (cancelled, over its time limit, an injector failed); every
+    /// applied fault was reverted.
+    Aborted,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+            Verdict::Aborted => "aborted",
+        }
+    }
+}
+
+/// One gate judged against one episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GateResult {
+    pub name: String,
+    /// The limit, for gates on a duration.
+    pub limit: Option<Duration>,
+    /// What was measured, for gates on a duration (`None`: never reached).
+    pub measured: Option<Duration>,
+    pub passed: bool,
+    /// What was measured against what limit, in words.
+    pub message: String,
+}
+
+/// Judges every gate against every episode. With more than one episode, gate names carry the
+/// episode number: `detect_within[2]`.
+///
+/// `has_detectors`: a scenario that declares detection sources but no `detect_within` still
+/// fails when nothing was detected (gate `detected`): silence is never a pass.
+pub fn judge(episodes: &[Episode], gates: &Gates, has_detectors: bool) -> Vec<GateResult> {
+    let mut results = Vec::new();
+    for (i, episode) in episodes.iter().enumerate() {
+        let name = |gate: &str| {
+            if episodes.len() > 1 {
+                format!("{gate}[{}]", i + 1)
+            } else {
+                gate.to_string()
+            }
+        };
+        if let Some(limit) = gates.detect_within {
+            results.push(duration_gate(
+                name("detect_within"),
+                "time to detect",
+                episode.time_to_detect(),
+                limit,
+                "not detected before the observation ended",
+            ));
+        } else if has_detectors {
+            let detected = episode.time_to_detect();
+            results.push(GateResult {
+                name: name("detected"),
+                limit: None,
+                measured: detected,
+                passed: detected.is_some(),
+                message: match detected {
+                    Some(t) => format!("detected after {}", fmt(t)),
+                    None => "not detected before the observation ended".to_string(),
+                },
+            });
+        }
+        if let Some(limit) = gates.mitigate_within {
+            if episode.first_failure.is_none() {
+                results.push(GateResult {
+                    name: name("mitigate_within"),
+                    limit: Some(limit),
+                    measured: None,
+                    passed: true,
+                    message: "no impact on the SLI, nothing to mitigate".to_string(),
+                });
+            } else {
+                results.push(duration_gate(
+                    name("mitigate_within"),
+                    "time to mitigate",
+                    episode.time_to_mitigate(),
+                    limit,
+                    "steady state did not return while the fault was active",
+                ));
+            }
+        }
+        if let Some(limit) = gates.recover_within {
+            let never = if episode.reverted.is_none() {
+                "the fault was still applied when the run ended"
+            } else {
+                "steady state did not return before the observation ended"
+            };
+            results.push(duration_gate(
+                name("recover_within"),
+                "time to recover",
+                episode.time_to_recover(),
+                limit,
+                never,
+            ));
+        }
+        if let Some(limit) = gates.max_error_ratio {
+            let ratio = episode.error_ratio();
+            results.push(GateResult {
+                name: name("max_error_ratio"),
+                limit: None,
+                measured: None,
+                passed: ratio <= limit,
+                message: format!(
+                    "error ratio {:.3} ({} of {} SLI samples) against a limit of {limit:.3}",
+                    ratio, episode.failures, episode.samples
+                ),
+            });
+        }
+        if let Some(allowed) = &gates.allowed_error_statuses {
+            let disallowed: Vec<String> = episode
+                .failure_statuses
+                .iter()
+                .filter(|(status, _)| !allowed.contains(status))
+                .map(|(status, count)| format!("{status} ×{count}"))
+                .collect();
+            let allowed_list = allowed
+                .iter()
+                .map(u16::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            results.push(GateResult {
+                name: name("allowed_error_statuses"),
+                limit: None,
+                measured: None,
+                passed: disallowed.is_empty(),
+                message: if disallowed.is_empty() {
+                    format!("every error status was one of [{allowed_list}]")
+                } else {
+                    format!(
+                        "statuses outside [{allowed_list}] during impact: {}",
+                        disallowed.join(", ")
+                    )
+                },
+            });
+        }
+    }
+    results
+}
+
+fn duration_gate(
+    name: String,
+    what: &str,
+    measured: Option<Duration>,
+    limit: Duration,
+    never: &str,
+) -> GateResult {
+    match measured {
+        Some(t) => GateResult {
+            name,
+            limit: Some(limit),
+            measured: Some(t),
+            passed: t <= limit,
+            message: format!(
+                "{what} {} {} the limit of {}",
+                fmt(t),
+                if t <= limit { "is within" } else { "exceeds" },
+                fmt(limit)
+            ),
+        },
+        None => GateResult {
+            name,
+            limit: Some(limit),
+            measured: None,
+            passed: false,
+            message: format!("{never} (limit {})", fmt(limit)),
+        },
+    }
+}
+
+fn fmt(d: Duration) -> String {
+    if d.subsec_nanos() % 1_000_000 == 0 {
+        format_duration(d)
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+/// The verdict of a run that was not stopped early.
+pub fn verdict(results: &[GateResult]) -> Verdict {
+    if results.iter().all(|g| g.passed) {
+        Verdict::Pass
+    } else {
+        Verdict::Fail
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use tokio::time::Instant;
+
+    fn episode(base: Instant) -> Episode {
+        let ms = Duration::from_millis;
+        Episode {
+            faults: vec!["freeze".into()],
+            injected: base + ms(1000),
+            reverted: Some(base + ms(4000)),
+            horizon: base + ms(9000),
+            first_failure: Some(base + ms(1050)),
+            detected: Some((base + ms(2500), 0)),
+            mitigated: None,
+            recovered: Some(base + ms(4100)),
+            samples: 31,
+            failures: 30,
+            failure_statuses: BTreeMap::from([(504, 28), (401, 2)]),
+            failure_errors: BTreeMap::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn duration_gates_compare_with_the_limit() {
+        let e = episode(Instant::now());
+        let gates = Gates {
+            detect_within: Some(Duration::from_millis(1500)),
+            recover_within: Some(Duration::from_millis(99)),
+            ..Gates::default()
+        };
+        let results = judge(&[e], &gates, true);
+        assert_eq!(results[0].name, "detect_within");
+        assert!(results[0].passed, "{}", results[0].message);
+        assert_eq!(results[0].measured, Some(Duration::from_millis(1500)));
+        assert_eq!(results[1].name, "recover_within");
+        assert!(!results[1].passed);
+        assert_eq!(
+            results[1].message,
+            "time to recover 100ms exceeds the limit of 99ms"
+        );
+        assert_eq!(verdict(&results), Verdict::Fail);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn silence_fails_even_without_a_detect_gate() {
+        let mut e = episode(Instant::now());
+        e.detected = None;
+        let results = judge(&[e], &Gates::default(), true);
+        assert_eq!(results.len(), 1);
+        assert_eq!(results[0].name, "detected");
+        assert!(!results[0].passed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn error_statuses_outside_the_allowed_list_fail_and_are_named() {
+        let e = episode(Instant::now());
+        let gates = Gates {
+            allowed_error_statuses: Some(vec![503, 504]),
+            max_error_ratio: Some(0.5),
+            ..Gates::default()
+        };
+        let results = judge(&[e], &gates, false);
+        assert!(!results[0].passed);
+        assert!(
+            results[0].message.contains("30 of 31"),
+            "{}",
+            results[0].message
+        );
+        assert!(!results[1].passed);
+        assert_eq!(
+            results[1].message,
+            "statuses outside [503, 504] during impact: 401 ×2"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gates_are_named_per_episode_when_there_are_several() {
+        let base = Instant::now();
+        let gates = Gates {
+            detect_within: Some(Duration::from_secs(2)),
+            ..Gates::default()
+        };
+        let mut second = episode(base);
+        second.detected = None;
+        let results = judge(&[episode(base), second], &gates, true);
+        let names: Vec<&str> = results.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(names, ["detect_within[1]", "detect_within[2]"]);
+        assert!(results[0].passed && !results[1].passed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn mitigation_without_impact_passes_and_says_why() {
+        let mut e = episode(Instant::now());
+        e.first_failure = None;
+        let gates = Gates {
+            mitigate_within: Some(Duration::from_secs(1)),
+            ..Gates::default()
+        };
+        let results = judge(&[e], &gates, false);
+        assert!(results[0].passed);
+        assert_eq!(
+            results[0].message,
+            "no impact on the SLI, nothing to mitigate"
+        );
+    }
+}

@@ -1,0 +1,193 @@
+//! The JSON report format: `{"relapse_report": 1, "runs": [...]}`. Its own types, so the model
+//! can change without changing what CI jobs parse.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::{EpisodeReport, RunReport};
+
+/// The version of the JSON report format.
+pub const REPORT_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize)]
+pub struct ReportFile {
+    pub relapse_report: u32,
+    pub runs: Vec<RunFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RunFile {
+    pub scenario: String,
+    pub file: Option<String>,
+    pub verdict: &'static str,
+    pub reason: Option<String>,
+    pub started: String,
+    pub duration_ms: u64,
+    pub metrics: MetricsFile,
+    pub episodes: Vec<MetricsFile>,
+    pub gates: Vec<GateFile>,
+    pub timeline: Vec<TimelineFile>,
+    pub probes: Vec<ProbeFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MetricsFile {
+    pub faults: Vec<String>,
+    pub injected_at_ms: Option<f64>,
+    pub reverted_at_ms: Option<f64>,
+    pub time_to_impact_ms: Option<f64>,
+    pub time_to_detect_ms: Option<f64>,
+    pub time_to_mitigate_ms: Option<f64>,
+    pub time_to_recover_ms: Option<f64>,
+    pub resolution_ms: f64,
+    pub detected_by: Option<String>,
+    pub detect_resolution_ms: Option<f64>,
+    pub samples: u64,
+    pub failures: u64,
+    pub error_ratio: f64,
+    pub failure_statuses: BTreeMap<String, u64>,
+    pub failure_errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GateFile {
+    pub name: String,
+    pub limit_ms: Option<f64>,
+    pub measured_ms: Option<f64>,
+    pub passed: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimelineFile {
+    pub at_ms: f64,
+    pub wall: String,
+    pub event: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbeFile {
+    pub name: String,
+    pub sli: bool,
+    pub every_ms: f64,
+    pub samples: u64,
+    pub errors: u64,
+    pub status_codes: BTreeMap<String, u64>,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub latency_ms: LatencyFile,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatencyFile {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+/// Milliseconds with microsecond precision.
+fn ms(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+fn metrics(e: Option<&EpisodeReport>, resolution: Duration) -> MetricsFile {
+    MetricsFile {
+        faults: e.map(|e| e.faults.clone()).unwrap_or_default(),
+        injected_at_ms: e.map(|e| ms(e.injected_at)),
+        reverted_at_ms: e.and_then(|e| e.reverted_at).map(ms),
+        time_to_impact_ms: e.and_then(|e| e.time_to_impact).map(ms),
+        time_to_detect_ms: e.and_then(|e| e.time_to_detect).map(ms),
+        time_to_mitigate_ms: e.and_then(|e| e.time_to_mitigate).map(ms),
+        time_to_recover_ms: e.and_then(|e| e.time_to_recover).map(ms),
+        resolution_ms: ms(resolution),
+        detected_by: e.and_then(|e| e.detected_by.clone()),
+        detect_resolution_ms: e.and_then(|e| e.detect_resolution).map(ms),
+        samples: e.map_or(0, |e| e.samples),
+        failures: e.map_or(0, |e| e.failures),
+        error_ratio: e.map_or(0.0, EpisodeReport::error_ratio),
+        failure_statuses: e
+            .map(|e| {
+                e.failure_statuses
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        failure_errors: e.map(|e| e.failure_errors.clone()).unwrap_or_default(),
+    }
+}
+
+impl RunFile {
+    pub fn from_report(r: &RunReport) -> RunFile {
+        RunFile {
+            scenario: r.scenario.clone(),
+            file: r.file.as_ref().map(|p| p.display().to_string()),
+            verdict: r.verdict.as_str(),
+            reason: r.reason.clone(),
+            started: humantime::format_rfc3339_millis(r.started).to_string(),
+            duration_ms: r.duration.as_millis() as u64,
+            metrics: metrics(r.headline(), r.resolution),
+            episodes: r
+                .episodes
+                .iter()
+                .map(|e| metrics(Some(e), r.resolution))
+                .collect(),
+            gates: r
+                .gates
+                .iter()
+                .map(|g| GateFile {
+                    name: g.name.clone(),
+                    limit_ms: g.limit.map(ms),
+                    measured_ms: g.measured.map(ms),
+                    passed: g.passed,
+                    message: g.message.clone(),
+                })
+                .collect(),
+            timeline: r
+                .timeline
+                .iter()
+                .map(|t| TimelineFile {
+                    at_ms: ms(t.at),
+                    wall: humantime::format_rfc3339_millis(r.started + t.at).to_string(),
+                    event: t.event.clone(),
+                    detail: t.detail.clone(),
+                })
+                .collect(),
+            probes: r
+                .probes
+                .iter()
+                .map(|p| ProbeFile {
+                    name: p.name.clone(),
+                    sli: p.sli,
+                    every_ms: ms(p.every),
+                    samples: p.samples,
+                    errors: p.errors,
+                    status_codes: p
+                        .statuses
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                    error_kinds: p.error_kinds.clone(),
+                    latency_ms: LatencyFile {
+                        p50: ms(p.latency_p50),
+                        p90: ms(p.latency_p90),
+                        p99: ms(p.latency_p99),
+                        max: ms(p.latency_max),
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+impl ReportFile {
+    pub fn new(runs: &[RunReport]) -> ReportFile {
+        ReportFile {
+            relapse_report: REPORT_VERSION,
+            runs: runs.iter().map(RunFile::from_report).collect(),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! The report model: what a run measured, in a form the CLI renders (terminal, JSON, JUnit).
+
+pub mod file;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::gate::{GateResult, Verdict};
+
+/// Everything one run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    pub scenario: String,
+    pub file: Option<PathBuf>,
+    pub verdict: Verdict,
+    /// Why the run was inconclusive or aborted.
+    pub reason: Option<String>,
+    /// Wall-clock start; every `at` below is monotonic time since this instant.
+    pub started: SystemTime,
+    pub duration: Duration,
+    /// The SLI probe interval: it bounds the precision of impact, mitigation and recovery times.
+    pub resolution: Duration,
+    pub episodes: Vec<EpisodeReport>,
+    pub gates: Vec<GateResult>,
+    pub timeline: Vec<TimelineEntry>,
+    pub probes: Vec<ProbeStats>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct EpisodeReport {
+    pub faults: Vec<String>,
+    pub injected_at: Duration,
+    pub reverted_at: Option<Duration>,
+    pub time_to_impact: Option<Duration>,
+    pub time_to_detect: Option<Duration>,
+    pub time_to_mitigate: Option<Duration>,
+    pub time_to_recover: Option<Duration>,
+    pub detected_by: Option<String>,
+    /// How late the detecting source could have noticed (its polling interval; zero if pushed).
+    pub detect_resolution: Option<Duration>,
+    pub samples: u64,
+    pub failures: u64,
+    pub failure_statuses: BTreeMap<u16, u64>,
+    pub failure_errors: BTreeMap<String, u64>,
+}
+
+impl EpisodeReport {
+    pub fn error_ratio(&self) -> f64 {
+        if self.samples == 0 {
+            0.0
+        } else {
+            self.failures as f64 / self.samples as f64
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimelineEntry {
+    pub at: Duration,
+    pub event: String,
+    pub detail: String,
+}
+
+/// Counts and latency of one probe over the whole run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeStats {
+    pub name: String,
+    pub sli: bool,
+    pub every: Duration,
+    pub samples: u64,
+    pub errors: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub error_kinds: BTreeMap<String, u64>,
+    pub latency_p50: Duration,
+    pub latency_p90: Duration,
+    pub latency_p99: Duration,
+    pub latency_max: Duration,
+}
+
+impl RunReport {
+    /// The first episode: the headline numbers of a run.
+    pub fn headline(&self) -> Option<&EpisodeReport> {
+        self.episodes.first()
+    }
+}

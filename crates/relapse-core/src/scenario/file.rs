@@ -1,0 +1,194 @@
+//! The scenario file format (TOML), as serde reads it. `docs/scenario-format.md` documents every
+//! key. These types only mirror the file; `super::load` converts them into the model and checks
+//! what serde cannot (references, exactly one kind per table, template variables).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// A duration written as `"250ms"`, `"30s"`, `"2m"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dur(pub Duration);
+
+impl<'de> Deserialize<'de> for Dur {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        crate::duration::parse_duration(&text)
+            .map(Dur)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioFile {
+    pub scenario: ScenarioSection,
+    #[serde(default)]
+    pub target: TargetSection,
+    #[serde(default)]
+    pub sink: SinkSection,
+    #[serde(default)]
+    pub probe: Vec<ProbeSection>,
+    pub steady_state: Spanned<SteadyStateSection>,
+    #[serde(default)]
+    pub detect: Vec<DetectSection>,
+    #[serde(default)]
+    pub fault: Vec<Spanned<FaultSection>>,
+    #[serde(default)]
+    pub gates: GatesSection,
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSection {
+    pub name: String,
+    pub description: Option<String>,
+    pub incident: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    pub demo: Option<DemoSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoSection {
+    pub upstream_timeout: Option<Dur>,
+    pub monitor: Option<MonitorSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MonitorSection {
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub fall: Option<u32>,
+    pub rise: Option<u32>,
+    pub alertname: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkSection {
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeSection {
+    pub name: Spanned<String>,
+    pub every: Option<Dur>,
+    pub http: Option<HttpProbeSection>,
+    pub tcp: Option<TcpProbeSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbeSection {
+    pub url: Spanned<String>,
+    pub method: Option<Spanned<String>>,
+    pub timeout: Option<Dur>,
+    pub expect: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbeSection {
+    pub address: Spanned<String>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SteadyStateSection {
+    pub probe: Spanned<String>,
+    pub window: Dur,
+    pub min_success: Spanned<f64>,
+    pub max_p99: Option<Dur>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectSection {
+    pub name: Spanned<String>,
+    pub webhook: Option<WebhookDetectSection>,
+    pub http: Option<HttpDetectSection>,
+    pub command: Option<CommandDetectSection>,
+    pub log: Option<LogDetectSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookDetectSection {
+    #[serde(rename = "match", default)]
+    pub matchers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpDetectSection {
+    pub url: Spanned<String>,
+    pub every: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub healthy: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandDetectSection {
+    pub run: Spanned<Vec<Spanned<String>>>,
+    pub every: Option<Dur>,
+    pub timeout: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogDetectSection {
+    pub path: Spanned<String>,
+    pub pattern: Spanned<String>,
+    pub every: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSection {
+    pub name: Spanned<String>,
+    pub start: Dur,
+    pub duration: Dur,
+    pub process_freeze: Option<Spanned<ProcessFreezeSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessFreezeSection {
+    pub pid: Option<u32>,
+    pub pidfile: Option<String>,
+    pub demo: Option<Spanned<String>>,
+    #[serde(default)]
+    pub process_group: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatesSection {
+    pub detect_within: Option<Dur>,
+    pub recover_within: Option<Dur>,
+    pub mitigate_within: Option<Dur>,
+    pub max_error_ratio: Option<Spanned<f64>>,
+    pub allowed_error_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    pub max_run: Option<Dur>,
+    pub observe_after: Option<Dur>,
+    pub inject_timeout: Option<Dur>,
+}

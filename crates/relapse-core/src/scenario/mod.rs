@@ -1,0 +1,624 @@
+//! The scenario model: what a run does, converted from the file format and checked.
+
+mod file;
+mod template;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+pub use template::{Template, TemplateError, Vars};
+
+/// The longest run any scenario may ask for; `limits.max_run` above it is refused.
+pub const MAX_RUN_CEILING: Duration = Duration::from_secs(3600);
+
+/// A scenario, checked and with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub incident: Option<String>,
+    pub demo: Option<DemoTarget>,
+    pub sink_listen: SocketAddr,
+    pub probes: Vec<ProbeSpec>,
+    pub steady_state: SteadyStateSpec,
+    pub detectors: Vec<DetectorSpec>,
+    pub faults: Vec<FaultSpec>,
+    pub gates: Gates,
+    pub limits: Limits,
+}
+
+/// The embedded demo target and its monitor's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoTarget {
+    pub upstream_timeout: Duration,
+    pub monitor: MonitorSpec,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSpec {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub alertname: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub name: String,
+    pub every: Duration,
+    pub kind: ProbeKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    Http {
+        url: Template,
+        method: String,
+        timeout: Duration,
+        expect: Vec<u16>,
+    },
+    Tcp {
+        address: Template,
+        timeout: Duration,
+    },
+}
+
+impl ProbeKind {
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ProbeKind::Http { timeout, .. } | ProbeKind::Tcp { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// Steady state: over `window`, the SLI probe's success ratio is at least `min_success` and its
+/// p99 latency at most `max_p99`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteadyStateSpec {
+    /// Index into `Scenario::probes`.
+    pub probe: usize,
+    pub window: Duration,
+    pub min_success: f64,
+    pub max_p99: Option<Duration>,
+    /// How long the run waits for steady state before injecting; past it, `inconclusive`.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectorSpec {
+    pub name: String,
+    pub kind: DetectorKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum DetectorKind {
+    /// An alert POSTed to the harness's sink whose labels include all of `matchers`.
+    Webhook { matchers: BTreeMap<String, String> },
+    /// A health endpoint answering a status outside `healthy` (or not answering).
+    Http {
+        url: Template,
+        every: Duration,
+        timeout: Duration,
+        healthy: Vec<u16>,
+    },
+    /// A command exiting non-zero (or outliving its timeout).
+    Command {
+        run: Vec<Template>,
+        every: Duration,
+        timeout: Duration,
+    },
+    /// A line appended to a file matching a regular expression.
+    Log {
+        path: Template,
+        pattern: String,
+        every: Duration,
+    },
+}
+
+impl DetectorKind {
+    /// The interval that bounds how late this source can notice a signal; zero for pushed signals.
+    pub fn resolution(&self) -> Duration {
+        match self {
+            DetectorKind::Webhook { .. } => Duration::ZERO,
+            DetectorKind::Http { every, .. }
+            | DetectorKind::Command { every, .. }
+            | DetectorKind::Log { every, .. } => *every,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultSpec {
+    pub name: String,
+    /// Offset from the instant steady state was confirmed.
+    pub start: Duration,
+    /// How long the fault stays applied, from the instant it became effective.
+    pub duration: Duration,
+    pub kind: FaultKind,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultKind {
+    ProcessFreeze {
+        target: ProcessTarget,
+        process_group: bool,
+    },
+}
+
+impl FaultKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            FaultKind::ProcessFreeze { .. } => "process_freeze",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProcessTarget {
+    Pid(u32),
+    Pidfile(PathBuf),
+    Demo(DemoComponent),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoComponent {
+    Frontend,
+    Backend,
+}
+
+impl DemoComponent {
+    pub fn name(self) -> &'static str {
+        match self {
+            DemoComponent::Frontend => "frontend",
+            DemoComponent::Backend => "backend",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gates {
+    pub detect_within: Option<Duration>,
+    pub recover_within: Option<Duration>,
+    pub mitigate_within: Option<Duration>,
+    pub max_error_ratio: Option<f64>,
+    pub allowed_error_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The whole run, steady-state wait included; past it every fault is reverted and the run is
+    /// `aborted`.
+    pub max_run: Duration,
+    /// How long to keep watching after the last revert for detection and recovery.
+    pub observe_after: Duration,
+    /// How long an injector may take to confirm a fault before the run is aborted.
+    pub inject_timeout: Duration,
+}
+
+/// Why a scenario could not be loaded. `Invalid` carries the place in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: cannot read the scenario: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Reads and checks a scenario file.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(path, &text)
+}
+
+/// Parses and checks scenario text; `path` is used in error messages only.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    let invalid = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+        ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let parsed: file::ScenarioFile = toml::from_str(text)
+        .map_err(|err| invalid(err.span(), err.message().trim_end_matches('.').to_string()))?;
+    convert(parsed).map_err(|Problem { span, message }| invalid(Some(span), message))
+}
+
+/// A checking failure at a place in the file.
+struct Problem {
+    span: Range<usize>,
+    message: String,
+}
+
+fn problem<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, Problem> {
+    Err(Problem {
+        span,
+        message: message.into(),
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
+    let demo = f.target.demo.map(|d| {
+        let m = d.monitor.unwrap_or_default();
+        DemoTarget {
+            upstream_timeout: d
+                .upstream_timeout
+                .map_or(Duration::from_millis(250), |d| d.0),
+            monitor: MonitorSpec {
+                interval: m.interval.map_or(Duration::from_millis(500), |d| d.0),
+                timeout: m.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                fall: m.fall.unwrap_or(3).max(1),
+                rise: m.rise.unwrap_or(2).max(1),
+                alertname: m.alertname.unwrap_or_else(|| "FrontendDown".to_string()),
+            },
+        }
+    });
+    let vars = Vars::known(demo.is_some());
+    let template = |s: &Spanned<String>| -> Result<Template, Problem> {
+        let t = Template::new(s.get_ref());
+        t.check(&vars).map_err(|e| Problem {
+            span: s.span(),
+            message: e.to_string(),
+        })?;
+        Ok(t)
+    };
+
+    let sink_listen = match &f.sink.listen {
+        None => SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(s) => s.get_ref().parse().map_err(|_| Problem {
+            span: s.span(),
+            message: format!(
+                "invalid sink address \"{}\": expected IP:PORT, e.g. \"127.0.0.1:9095\"",
+                s.get_ref()
+            ),
+        })?,
+    };
+
+    let mut probes = Vec::new();
+    let mut probe_names = BTreeSet::new();
+    for p in &f.probe {
+        if !probe_names.insert(p.name.get_ref().clone()) {
+            return problem(
+                p.name.span(),
+                format!("duplicate probe name \"{}\"", p.name.get_ref()),
+            );
+        }
+        let every = p.every.map_or(Duration::from_millis(100), |d| d.0);
+        if every.is_zero() {
+            return problem(p.name.span(), "probe `every` must be more than 0ms");
+        }
+        let kind = match (&p.http, &p.tcp) {
+            (Some(h), None) => {
+                if !h.url.get_ref().starts_with("http://") {
+                    return problem(
+                        h.url.span(),
+                        "expected an http:// URL (https is not supported by the http probe yet)",
+                    );
+                }
+                let method = match &h.method {
+                    None => "GET".to_string(),
+                    Some(m) => {
+                        let upper = m.get_ref().to_ascii_uppercase();
+                        if !["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
+                            .contains(&upper.as_str())
+                        {
+                            return problem(
+                                m.span(),
+                                format!("unknown HTTP method \"{}\": expected GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH", m.get_ref()),
+                            );
+                        }
+                        upper
+                    }
+                };
+                let expect = h.expect.clone().unwrap_or_else(|| vec![200]);
+                check_statuses(&expect, h.url.span())?;
+                ProbeKind::Http {
+                    url: template(&h.url)?,
+                    method,
+                    timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                    expect,
+                }
+            }
+            (None, Some(t)) => ProbeKind::Tcp {
+                address: template(&t.address)?,
+                timeout: t.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            },
+            _ => {
+                return problem(
+                    p.name.span(),
+                    format!(
+                        "probe \"{}\" needs exactly one kind: expected one of `http`, `tcp`",
+                        p.name.get_ref()
+                    ),
+                )
+            }
+        };
+        probes.push(ProbeSpec {
+            name: p.name.get_ref().clone(),
+            every,
+            kind,
+        });
+    }
+
+    let steady_span = f.steady_state.span();
+    let s = f.steady_state.into_inner();
+    let probe = probes
+        .iter()
+        .position(|p| &p.name == s.probe.get_ref())
+        .ok_or_else(|| Problem {
+            span: s.probe.span(),
+            message: if probes.is_empty() {
+                format!(
+                    "unknown probe \"{}\": the scenario declares no [[probe]]",
+                    s.probe.get_ref()
+                )
+            } else {
+                format!(
+                    "unknown probe \"{}\": expected one of {}",
+                    s.probe.get_ref(),
+                    quoted_list(probes.iter().map(|p| p.name.as_str()))
+                )
+            },
+        })?;
+    let min_success = *s.min_success.get_ref();
+    if !(0.0..=1.0).contains(&min_success) {
+        return problem(s.min_success.span(), "min_success must lie between 0 and 1");
+    }
+    if s.window.0 < probes[probe].every {
+        return problem(
+            steady_span,
+            "the steady-state window must be at least one probe interval",
+        );
+    }
+    let steady_state = SteadyStateSpec {
+        probe,
+        window: s.window.0,
+        min_success,
+        max_p99: s.max_p99.map(|d| d.0),
+        timeout: s.timeout.map_or(Duration::from_secs(30), |d| d.0),
+    };
+
+    let mut detectors = Vec::new();
+    let mut detector_names = BTreeSet::new();
+    for d in &f.detect {
+        let name = d.name.get_ref().clone();
+        if !detector_names.insert(name.clone()) {
+            return problem(
+                d.name.span(),
+                format!("duplicate detection source name \"{name}\""),
+            );
+        }
+        let kinds = [
+            d.webhook.is_some(),
+            d.http.is_some(),
+            d.command.is_some(),
+            d.log.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return problem(
+                d.name.span(),
+                format!("detection source \"{name}\" needs exactly one kind: expected one of `webhook`, `http`, `command`, `log`"),
+            );
+        }
+        let kind = if let Some(w) = &d.webhook {
+            DetectorKind::Webhook {
+                matchers: w.matchers.clone(),
+            }
+        } else if let Some(h) = &d.http {
+            let healthy = h.healthy.clone().unwrap_or_else(|| vec![200]);
+            check_statuses(&healthy, h.url.span())?;
+            if !h.url.get_ref().starts_with("http://") {
+                return problem(h.url.span(), "expected an http:// URL");
+            }
+            DetectorKind::Http {
+                url: template(&h.url)?,
+                every: h.every.map_or(Duration::from_millis(250), |d| d.0),
+                timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                healthy,
+            }
+        } else if let Some(c) = &d.command {
+            if c.run.get_ref().is_empty() {
+                return problem(c.run.span(), "`run` must name a program: expected e.g. [\"check_mail\", \"--host\", \"mx1\"]");
+            }
+            DetectorKind::Command {
+                run: c
+                    .run
+                    .get_ref()
+                    .iter()
+                    .map(template)
+                    .collect::<Result<_, _>>()?,
+                every: c.every.map_or(Duration::from_secs(1), |d| d.0),
+                timeout: c.timeout.map_or(Duration::from_secs(5), |d| d.0),
+            }
+        } else if let Some(l) = &d.log {
+            if let Err(e) = regex::Regex::new(l.pattern.get_ref()) {
+                let first_line = e.to_string().lines().last().unwrap_or_default().to_string();
+                return problem(
+                    l.pattern.span(),
+                    format!("invalid regular expression: {}", first_line.trim()),
+                );
+            }
+            DetectorKind::Log {
+                path: template(&l.path)?,
+                pattern: l.pattern.get_ref().clone(),
+                every: l.every.map_or(Duration::from_millis(100), |d| d.0),
+            }
+        } else {
+            unreachable!("exactly one kind was checked above")
+        };
+        detectors.push(DetectorSpec { name, kind });
+    }
+
+    if f.fault.is_empty() {
+        return problem(0..0, "the scenario has no [[fault]]: expected at least one");
+    }
+    let mut faults = Vec::new();
+    let mut fault_names = BTreeSet::new();
+    for spanned in &f.fault {
+        let fault = spanned.get_ref();
+        let name = fault.name.get_ref().clone();
+        if !fault_names.insert(name.clone()) {
+            return problem(
+                fault.name.span(),
+                format!("duplicate fault name \"{name}\""),
+            );
+        }
+        if fault.duration.0.is_zero() {
+            return problem(
+                spanned.span(),
+                format!("fault \"{name}\": duration must be more than 0ms"),
+            );
+        }
+        let kind = match &fault.process_freeze {
+            Some(pf) => {
+                let span = pf.span();
+                let pf = pf.get_ref();
+                let target = match (&pf.pid, &pf.pidfile, &pf.demo) {
+                    (Some(pid), None, None) => {
+                        if *pid <= 1 {
+                            return problem(span, "refusing to freeze pid 0 or 1");
+                        }
+                        ProcessTarget::Pid(*pid)
+                    }
+                    (None, Some(file), None) => ProcessTarget::Pidfile(PathBuf::from(file)),
+                    (None, None, Some(component)) => {
+                        if demo.is_none() {
+                            return problem(component.span(), "`demo` names a demo component but the scenario has no [target.demo]");
+                        }
+                        match component.get_ref().as_str() {
+                            "backend" => ProcessTarget::Demo(DemoComponent::Backend),
+                            "frontend" => ProcessTarget::Demo(DemoComponent::Frontend),
+                            other => {
+                                return problem(
+                                    component.span(),
+                                    format!("unknown demo component \"{other}\": expected \"backend\" or \"frontend\""),
+                                )
+                            }
+                        }
+                    }
+                    _ => {
+                        return problem(
+                            span,
+                            "process_freeze needs exactly one target: expected one of `pid`, `pidfile`, `demo`",
+                        )
+                    }
+                };
+                FaultKind::ProcessFreeze {
+                    target,
+                    process_group: pf.process_group,
+                }
+            }
+            None => {
+                return problem(
+                    fault.name.span(),
+                    format!("fault \"{name}\" has no kind: expected one of `process_freeze`"),
+                )
+            }
+        };
+        faults.push(FaultSpec {
+            name,
+            start: fault.start.0,
+            duration: fault.duration.0,
+            kind,
+        });
+    }
+
+    let gates = Gates {
+        detect_within: f.gates.detect_within.map(|d| d.0),
+        recover_within: f.gates.recover_within.map(|d| d.0),
+        mitigate_within: f.gates.mitigate_within.map(|d| d.0),
+        max_error_ratio: match &f.gates.max_error_ratio {
+            Some(r) if !(0.0..=1.0).contains(r.get_ref()) => {
+                return problem(r.span(), "max_error_ratio must lie between 0 and 1")
+            }
+            r => r.as_ref().map(|r| *r.get_ref()),
+        },
+        allowed_error_statuses: f.gates.allowed_error_statuses.clone(),
+    };
+    if gates.detect_within.is_some() && detectors.is_empty() {
+        return problem(
+            0..0,
+            "gates.detect_within is set but the scenario declares no [[detect]] source",
+        );
+    }
+
+    let limits = Limits {
+        max_run: f.limits.max_run.map_or(Duration::from_secs(600), |d| d.0),
+        observe_after: f
+            .limits
+            .observe_after
+            .map_or(Duration::from_secs(30), |d| d.0),
+        inject_timeout: f
+            .limits
+            .inject_timeout
+            .map_or(Duration::from_secs(10), |d| d.0),
+    };
+    if limits.max_run > MAX_RUN_CEILING {
+        return problem(0..0, "limits.max_run is above the ceiling of 1h");
+    }
+
+    Ok(Scenario {
+        name: f.scenario.name,
+        description: f.scenario.description,
+        incident: f.scenario.incident,
+        demo,
+        sink_listen,
+        probes,
+        steady_state,
+        detectors,
+        faults,
+        gates,
+        limits,
+    })
+}
+
+fn check_statuses(statuses: &[u16], span: Range<usize>) -> Result<(), Problem> {
+    match statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        Some(bad) => problem(
+            span,
+            format!("HTTP status {bad} is out of range: expected 100 to 599"),
+        ),
+        None if statuses.is_empty() => {
+            problem(span, "the list of statuses is empty: expected at least one")
+        }
+        None => Ok(()),
+    }
+}
+
+fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+//! Template strings: `"{demo.url}/health"`. Variables name things only known once the run has
+//! started (the demo's ports and pids, the sink's address), so they are checked at load time
+//! and rendered at run time.
+
+use std::collections::BTreeMap;
+
+/// A string with `{variable}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template(String);
+
+/// Values of template variables.
+#[derive(Debug, Clone, Default)]
+pub struct Vars(BTreeMap<String, String>);
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("unclosed `{{` in \"{0}\": expected `{{variable}}`")]
+    Unclosed(String),
+    #[error("unknown template variable `{{{name}}}`: expected one of {known}")]
+    Unknown { name: String, known: String },
+    #[error("template variable `{{{0}}}` needs [target.demo] in the scenario")]
+    NeedsDemo(String),
+}
+
+/// The variables that the demo target provides.
+pub const DEMO_VARIABLES: [&str; 5] = [
+    "demo.url",
+    "demo.frontend.url",
+    "demo.backend.url",
+    "demo.frontend.pid",
+    "demo.backend.pid",
+];
+
+/// The variables that every run provides.
+pub const RUN_VARIABLES: [&str; 1] = ["sink.url"];
+
+impl Vars {
+    /// Placeholder values for every variable a scenario may use; `with_demo` adds the demo's.
+    pub fn known(with_demo: bool) -> Vars {
+        let mut vars = Vars::default();
+        for name in RUN_VARIABLES {
+            vars.set(name, "");
+        }
+        if with_demo {
+            for name in DEMO_VARIABLES {
+                vars.set(name, "");
+            }
+        }
+        vars
+    }
+
+    pub fn set(&mut self, name: &str, value: impl Into<String>) {
+        self.0.insert(name.to_string(), value.into());
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+}
+
+impl Template {
+    pub fn new(text: &str) -> Template {
+        Template(text.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Checks that every variable is known, without rendering.
+    pub fn check(&self, vars: &Vars) -> Result<(), TemplateError> {
+        self.render(vars).map(|_| ())
+    }
+
+    pub fn render(&self, vars: &Vars) -> Result<String, TemplateError> {
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest = self.0.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| TemplateError::Unclosed(self.0.clone()))?;
+            let name = after[..close].trim();
+            match vars.get(name) {
+                Some(value) => out.push_str(value),
+                None if DEMO_VARIABLES.contains(&name) => {
+                    return Err(TemplateError::NeedsDemo(name.to_string()))
+                }
+                None => {
+                    let known = RUN_VARIABLES
+                        .iter()
+                        .chain(DEMO_VARIABLES.iter())
+                        .map(|v| format!("{{{v}}}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(TemplateError::Unknown {
+                        name: name.to_string(),
+                        known,
+                    });
+                }
+            }
+            rest = &after[close + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_known_variables() {
+        let mut vars = Vars::default();
+        vars.set("demo.url", "http://127.0.0.1:4000");
+        let t = Template::new("{demo.url}/health?x=1");
+        assert_eq!(t.render(&vars).unwrap(), "http://127.0.0.1:4000/health?x=1");
+        assert_eq!(Template::new("plain").render(&vars).unwrap(), "plain");
+    }
+
+    #[test]
+    fn names_what_is_wrong() {
+        let vars = Vars::known(false);
+        assert_eq!(
+            Template::new("{demo.url}/").check(&vars),
+            Err(TemplateError::NeedsDemo("demo.url".into()))
+        );
+        assert!(matches!(
+            Template::new("{nope}").check(&vars),
+            Err(TemplateError::Unknown { .. })
+        ));
+        assert!(matches!(
+            Template::new("{sink.url").check(&vars),
+            Err(TemplateError::Unclosed(_))
+        ));
+        assert_eq!(Template::new("{sink.url}").check(&vars), Ok(()));
+    }
+}

@@ -1,0 +1,232 @@
+//! The demo child processes: argument parsing, process hygiene and the
+//! readiness handshake with the parent.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::getppid;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{backend, frontend, ChildRole, DemoError};
+
+/// What the child prints, followed by its address, once it accepts
+/// connections. The parent waits for exactly this line.
+pub(crate) const READY_PREFIX: &str = "relapse-demo listening on ";
+
+/// A parsed child command line.
+#[derive(Debug, PartialEq, Eq)]
+enum ChildArgs {
+    Backend {
+        listen: SocketAddr,
+    },
+    Frontend {
+        listen: SocketAddr,
+        backend: String,
+        upstream_timeout: Duration,
+    },
+}
+
+fn usage(message: impl Into<String>) -> DemoError {
+    DemoError::Usage(message.into())
+}
+
+fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
+    let (role, rest) = args
+        .split_first()
+        .ok_or_else(|| usage("missing role, expected `backend` or `frontend`"))?;
+    let role = match role.as_str() {
+        "backend" => ChildRole::Backend,
+        "frontend" => ChildRole::Frontend,
+        other => return Err(usage(format!("unknown role {other:?}"))),
+    };
+
+    let mut listen = None;
+    let mut backend = None;
+    let mut upstream_timeout = None;
+    let mut rest = rest.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || {
+            rest.next()
+                .ok_or_else(|| usage(format!("{flag} needs a value")))
+        };
+        match (role, flag.as_str()) {
+            (_, "--listen") => {
+                let value = value()?;
+                let addr = value
+                    .parse::<SocketAddr>()
+                    .map_err(|error| usage(format!("bad --listen address {value:?}: {error}")))?;
+                listen = Some(addr);
+            }
+            (ChildRole::Frontend, "--backend") => {
+                let value = value()?;
+                value
+                    .parse::<hyper::Uri>()
+                    .map_err(|error| usage(format!("bad --backend url {value:?}: {error}")))?;
+                backend = Some(value.clone());
+            }
+            (ChildRole::Frontend, "--upstream-timeout-ms") => {
+                let value = value()?;
+                let millis = value.parse::<u64>().map_err(|error| {
+                    usage(format!(
+                        "bad --upstream-timeout-ms value {value:?}: {error}"
+                    ))
+                })?;
+                upstream_timeout = Some(Duration::from_millis(millis));
+            }
+            (_, other) => {
+                return Err(usage(format!("unknown argument {other:?} for the {role}")));
+            }
+        }
+    }
+
+    let listen = listen.ok_or_else(|| usage(format!("the {role} needs --listen")))?;
+    Ok(match role {
+        ChildRole::Backend => ChildArgs::Backend { listen },
+        ChildRole::Frontend => ChildArgs::Frontend {
+            listen,
+            backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
+            upstream_timeout: upstream_timeout
+                .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?,
+        },
+    })
+}
+
+pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
+    // A demo child must never outlive the harness that started it, even if
+    // the harness is SIGKILLed and gets no chance to clean up.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(DemoError::ParentDeathSignal)?;
+    // The parent may have died between fork and prctl, in which case the
+    // death signal will never come: we were already re-parented to init.
+    if getppid().as_raw() == 1 {
+        return Err(DemoError::Orphaned);
+    }
+
+    let args = parse(args)?;
+    let listen = match &args {
+        ChildArgs::Backend { listen } | ChildArgs::Frontend { listen, .. } => *listen,
+    };
+    // Install the handler before announcing readiness so that a SIGTERM sent
+    // right after the readiness line already shuts us down cleanly.
+    let mut sigterm = signal(SignalKind::terminate()).map_err(DemoError::SignalHandler)?;
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| DemoError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(|source| DemoError::Bind {
+        addr: listen,
+        source,
+    })?;
+    announce(local)?;
+
+    let shutdown = async move {
+        sigterm.recv().await;
+    };
+    match args {
+        ChildArgs::Backend { .. } => {
+            crate::http::serve(listener, backend::handle, shutdown).await;
+        }
+        ChildArgs::Frontend {
+            backend,
+            upstream_timeout,
+            ..
+        } => {
+            let state = frontend::Frontend::new(backend, upstream_timeout);
+            crate::http::serve(
+                listener,
+                move |request| state.clone().handle(request),
+                shutdown,
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+/// Prints the readiness line; flushing matters because stdout is a pipe and
+/// therefore block-buffered.
+fn announce(addr: SocketAddr) -> Result<(), DemoError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{READY_PREFIX}{addr}")
+        .and_then(|()| stdout.flush())
+        .map_err(DemoError::Announce)
+}
+
+/// Parses a readiness line (without its newline) into the child's address.
+pub(crate) fn parse_ready_line(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix(READY_PREFIX)?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(args: &[&str]) -> Vec<String> {
+        args.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn parses_backend_args() {
+        let args = parse(&strings(&["backend", "--listen", "127.0.0.1:0"])).unwrap();
+        assert_eq!(
+            args,
+            ChildArgs::Backend {
+                listen: "127.0.0.1:0".parse().unwrap()
+            }
+        );
+    }
+
+    #[test]
+    fn parses_frontend_args() {
+        let args = parse(&strings(&[
+            "frontend",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--upstream-timeout-ms",
+            "250",
+        ]))
+        .unwrap();
+        assert_eq!(
+            args,
+            ChildArgs::Frontend {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                backend: "http://127.0.0.1:9".into(),
+                upstream_timeout: Duration::from_millis(250),
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_unknown_and_incomplete_args() {
+        assert!(parse(&[]).is_err());
+        assert!(parse(&strings(&["database"])).is_err());
+        assert!(parse(&strings(&["backend"])).is_err());
+        assert!(parse(&strings(&["backend", "--listen"])).is_err());
+        assert!(parse(&strings(&["backend", "--listen", "127.0.0.1:0", "--x"])).is_err());
+        // Frontend-only flags are not accepted by the backend.
+        assert!(parse(&strings(&[
+            "backend",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9"
+        ]))
+        .is_err());
+        assert!(parse(&strings(&["frontend", "--listen", "127.0.0.1:0"])).is_err());
+    }
+
+    #[test]
+    fn parses_ready_line() {
+        assert_eq!(
+            parse_ready_line("relapse-demo listening on 127.0.0.1:4242"),
+            Some("127.0.0.1:4242".parse().unwrap())
+        );
+        assert_eq!(parse_ready_line("hello"), None);
+    }
+}

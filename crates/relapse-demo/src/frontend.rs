@@ -1,0 +1,187 @@
+//! The frontend: the customer-facing webmail server. It has no state of its
+//! own and asks the backend on every request, which is exactly why a frozen
+//! backend turns into user-visible failures.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::backend::Mailbox;
+use crate::http::{self, Body};
+
+/// Everything a request handler needs; shared by all connections.
+pub(crate) struct Frontend {
+    client: Client<HttpConnector, Empty<Bytes>>,
+    /// Backend base URL without a trailing slash, e.g. `http://127.0.0.1:4000`.
+    backend: String,
+    upstream_timeout: Duration,
+}
+
+/// Why a call to the backend did not produce a usable body.
+enum UpstreamFailure {
+    Timeout(Duration),
+    Status(StatusCode),
+    Transport(String),
+}
+
+impl fmt::Display for UpstreamFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Timeout(after) => write!(
+                f,
+                "backend did not answer within {}",
+                humantime::format_duration(*after)
+            ),
+            Self::Status(status) => write!(f, "backend answered {status}"),
+            Self::Transport(reason) => write!(f, "backend unreachable: {reason}"),
+        }
+    }
+}
+
+impl Frontend {
+    pub(crate) fn new(backend: String, upstream_timeout: Duration) -> Arc<Self> {
+        // A pooled keep-alive client mirrors a real app server's upstream
+        // connections, including requests parked on a frozen peer.
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        Arc::new(Self {
+            client,
+            backend: backend.trim_end_matches('/').to_owned(),
+            upstream_timeout,
+        })
+    }
+
+    pub(crate) async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        if request.method() != Method::GET {
+            return http::not_found();
+        }
+        match request.uri().path() {
+            "/" => self.inbox().await,
+            "/health" => self.health().await,
+            _ => http::not_found(),
+        }
+    }
+
+    async fn inbox(&self) -> Response<Body> {
+        let body = match self.fetch("/mailbox").await {
+            Ok(body) => body,
+            Err(failure) => {
+                let status = match failure {
+                    UpstreamFailure::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                return http::response(status, http::TEXT_PLAIN, format!("{failure}\n"));
+            }
+        };
+        match serde_json::from_slice::<Mailbox>(&body) {
+            Ok(mailbox) => http::response(StatusCode::OK, http::TEXT_HTML, render(&mailbox)),
+            Err(error) => http::response(
+                StatusCode::BAD_GATEWAY,
+                http::TEXT_PLAIN,
+                format!("backend sent an unreadable mailbox: {error}\n"),
+            ),
+        }
+    }
+
+    async fn health(&self) -> Response<Body> {
+        // The frontend is only as healthy as its backend: this is the check
+        // the external monitor relies on to notice the frozen database.
+        match self.fetch("/health").await {
+            Ok(_) => http::response(StatusCode::OK, http::TEXT_PLAIN, "ok"),
+            Err(failure) => http::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT_PLAIN,
+                format!("{failure}\n"),
+            ),
+        }
+    }
+
+    /// GETs `path` from the backend; the timeout covers connecting, the
+    /// response head and the whole body, since a frozen peer can stall any
+    /// of them.
+    async fn fetch(&self, path: &str) -> Result<Bytes, UpstreamFailure> {
+        let uri: Uri = format!("{}{path}", self.backend)
+            .parse()
+            .map_err(|error| UpstreamFailure::Transport(format!("bad backend url: {error}")))?;
+        let call = async {
+            let response = self
+                .client
+                .get(uri)
+                .await
+                .map_err(|error| UpstreamFailure::Transport(error.to_string()))?;
+            if response.status() != StatusCode::OK {
+                return Err(UpstreamFailure::Status(response.status()));
+            }
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|error| UpstreamFailure::Transport(error.to_string()))?;
+            Ok(body.to_bytes())
+        };
+        tokio::time::timeout(self.upstream_timeout, call)
+            .await
+            .unwrap_or(Err(UpstreamFailure::Timeout(self.upstream_timeout)))
+    }
+}
+
+/// Renders the inbox page.
+fn render(mailbox: &Mailbox) -> String {
+    let mut page = String::from(
+        "<!doctype html>\n<html><head><title>Inbox</title></head><body>\n<h1>Inbox</h1>\n<ul>\n",
+    );
+    for message in &mailbox.messages {
+        page.push_str(&format!(
+            "<li><b>{}</b> &mdash; {}</li>\n",
+            escape(&message.from),
+            escape(&message.subject)
+        ));
+    }
+    page.push_str("</ul>\n</body></html>\n");
+    page
+}
+
+/// Minimal HTML escaping: the mailbox content comes from another process and
+/// must not be able to inject markup.
+fn escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '"' => escaped.push_str("&quot;"),
+            '\'' => escaped.push_str("&#39;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Message;
+
+    #[test]
+    fn render_escapes_message_fields() {
+        let mailbox = Mailbox {
+            messages: vec![Message {
+                id: 1,
+                from: "a&b@example.com".into(),
+                subject: "<script>".into(),
+            }],
+        };
+        let page = render(&mailbox);
+        assert!(page.contains("a&amp;b@example.com"));
+        assert!(page.contains("&lt;script&gt;"));
+        assert!(!page.contains("<script>"));
+    }
+}
