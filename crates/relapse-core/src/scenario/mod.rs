@@ -317,7 +317,7 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
         }
         let kind = match (&p.http, &p.tcp) {
             (Some(h), None) => {
-                if !h.url.get_ref().starts_with("http://") {
+                if !is_http_url(h.url.get_ref()) {
                     return problem(
                         h.url.span(),
                         "expected an http:// URL (https is not supported by the http probe yet)",
@@ -435,7 +435,7 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
         } else if let Some(h) = &d.http {
             let healthy = h.healthy.clone().unwrap_or_else(|| vec![200]);
             check_statuses(&healthy, h.url.span())?;
-            if !h.url.get_ref().starts_with("http://") {
+            if !is_http_url(h.url.get_ref()) {
                 return problem(h.url.span(), "expected an http:// URL");
             }
             DetectorKind::Http {
@@ -598,6 +598,11 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
         gates,
         limits,
     })
+}
+
+/// An `http://` URL, or a template that starts with a variable (checked again once rendered).
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with('{')
 }
 
 fn check_statuses(statuses: &[u16], span: Range<usize>) -> Result<(), Problem> {

@@ -1,1 +1,154 @@
+//! Loading scenarios: defaults, and errors that point at the right place.
 
+use super::*;
+
+const GOOD: &str = r#"
+[scenario]
+name = "example"
+
+[target.demo]
+monitor = { interval = "250ms", fall = 2 }
+
+[[probe]]
+name = "webmail"
+every = "50ms"
+http = { url = "{demo.url}/", timeout = "1s" }
+
+[[probe]]
+name = "smtp"
+tcp = { address = "127.0.0.1:25" }
+
+[steady_state]
+probe = "webmail"
+window = "2s"
+min_success = 0.99
+max_p99 = "300ms"
+
+[[detect]]
+name = "pager"
+webhook = { match = { alertname = "FrontendDown" } }
+
+[[detect]]
+name = "errors"
+log = { path = "/var/log/app.log", pattern = "ERROR .* timeout" }
+
+[[fault]]
+name = "hang"
+process_freeze = { demo = "backend" }
+start = "1s"
+duration = "5s"
+
+[gates]
+detect_within = "5s"
+recover_within = "2m"
+allowed_error_statuses = [503]
+"#;
+
+fn parse_str(text: &str) -> Result<Scenario, ScenarioError> {
+    parse(Path::new("s.toml"), text)
+}
+
+/// The error as the CLI prints it.
+fn error(text: &str) -> String {
+    parse_str(text).unwrap_err().to_string()
+}
+
+#[test]
+fn reads_a_full_scenario_and_fills_defaults() {
+    let s = parse_str(GOOD).unwrap();
+    assert_eq!(s.name, "example");
+    let demo = s.demo.unwrap();
+    assert_eq!(demo.upstream_timeout, Duration::from_millis(250));
+    assert_eq!(demo.monitor.interval, Duration::from_millis(250));
+    assert_eq!((demo.monitor.fall, demo.monitor.rise), (2, 2));
+    assert_eq!(s.probes.len(), 2);
+    match &s.probes[0].kind {
+        ProbeKind::Http { method, expect, .. } => {
+            assert_eq!(method, "GET");
+            assert_eq!(expect, &[200]);
+        }
+        other => panic!("expected an http probe, got {other:?}"),
+    }
+    assert_eq!(s.probes[1].every, Duration::from_millis(100));
+    assert_eq!(s.steady_state.probe, 0);
+    assert_eq!(s.steady_state.timeout, Duration::from_secs(30));
+    assert_eq!(s.detectors.len(), 2);
+    assert_eq!(s.faults[0].kind, FaultKind::ProcessFreeze { target: ProcessTarget::Demo(DemoComponent::Backend), process_group: false });
+    assert_eq!(s.gates.recover_within, Some(Duration::from_secs(120)));
+    assert_eq!(s.limits.max_run, Duration::from_secs(600));
+    assert_eq!(s.sink_listen, "127.0.0.1:0".parse().unwrap());
+}
+
+#[test]
+fn a_bad_duration_points_at_its_value() {
+    let text = GOOD.replace("window = \"2s\"", "window = \"2 parsecs\"");
+    let line = text.lines().position(|l| l.starts_with("window")).unwrap() + 1;
+    let err = error(&text);
+    assert!(err.starts_with(&format!("s.toml:{line}:10: invalid duration \"2 parsecs\"")), "{err}");
+    assert!(err.contains("expected a number followed by a unit"), "{err}");
+}
+
+#[test]
+fn an_unknown_key_is_an_error_that_lists_the_expected_ones() {
+    let text = GOOD.replace("min_success = 0.99", "min_succes = 0.99");
+    let line = text.lines().position(|l| l.starts_with("min_succes")).unwrap() + 1;
+    let err = error(&text);
+    assert!(err.starts_with(&format!("s.toml:{line}:1: unknown field `min_succes`")), "{err}");
+    assert!(err.contains("expected one of"), "{err}");
+}
+
+#[test]
+fn an_unknown_fault_kind_names_the_known_kinds() {
+    let text = GOOD.replace("process_freeze = { demo = \"backend\" }", "disk_fill = { path = \"/\" }");
+    let line = text.lines().position(|l| l.starts_with("disk_fill")).unwrap() + 1;
+    let err = error(&text);
+    assert!(err.starts_with(&format!("s.toml:{line}:1: unknown field `disk_fill`")), "{err}");
+    assert!(err.contains("process_freeze"), "{err}");
+}
+
+#[test]
+fn a_missing_probe_reference_points_at_the_reference() {
+    let text = GOOD.replace("probe = \"webmail\"", "probe = \"webmial\"");
+    let line = text.lines().position(|l| l.starts_with("probe = ")).unwrap() + 1;
+    let err = error(&text);
+    assert_eq!(
+        err,
+        format!("s.toml:{line}:9: unknown probe \"webmial\": expected one of \"webmail\", \"smtp\"")
+    );
+}
+
+#[test]
+fn a_demo_variable_without_a_demo_is_refused() {
+    let text = GOOD
+        .replace("[target.demo]\nmonitor = { interval = \"250ms\", fall = 2 }\n", "")
+        .replace("process_freeze = { demo = \"backend\" }", "process_freeze = { pid = 4242 }");
+    let err = error(&text);
+    assert!(err.contains("template variable `{demo.url}` needs [target.demo]"), "{err}");
+}
+
+#[test]
+fn a_fault_needs_exactly_one_target() {
+    let text = GOOD.replace("process_freeze = { demo = \"backend\" }", "process_freeze = { pid = 4242, demo = \"backend\" }");
+    assert!(error(&text).contains("process_freeze needs exactly one target"));
+    let text = GOOD.replace("process_freeze = { demo = \"backend\" }", "process_freeze = { pid = 1 }");
+    assert!(error(&text).contains("refusing to freeze pid 0 or 1"));
+}
+
+#[test]
+fn an_invalid_regex_is_caught_at_load_time() {
+    let text = GOOD.replace("ERROR .* timeout", "ERROR (unclosed");
+    assert!(error(&text).contains("invalid regular expression"));
+}
+
+#[test]
+fn syntax_errors_point_at_the_place() {
+    let err = error("[scenario]\nname = \"x\"\n[steady_state\n");
+    assert!(err.starts_with("s.toml:3:"), "{err}");
+}
+
+#[test]
+fn line_and_column_count_characters_not_bytes() {
+    assert_eq!(line_column("ab\ncdé\nf", 8), (3, 1));
+    assert_eq!(line_column("ab\ncdé\nf", 7), (2, 4));
+    assert_eq!(line_column("x", 0), (1, 1));
+}

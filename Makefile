@@ -1,0 +1,36 @@
+# relapse — the commands a developer and CI use. `make test` is the README's test command.
+
+CARGO ?= cargo
+
+.PHONY: all build test lint fmt bench demo flg clean
+
+all: build
+
+build:
+	$(CARGO) build --release
+
+# Every test: unit tests (measurement under paused time), the injector and probe tests against
+# real processes and sockets, and the end-to-end tests of the CLI against the demo target.
+test:
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+bench:
+	$(CARGO) bench --bench measure
+
+# The embedded demo target, standalone, until Ctrl-C.
+demo:
+	$(CARGO) run --release -- demo
+
+# The README's first command: the FLG scenario end to end against the demo target.
+flg:
+	$(CARGO) run --release -- run scenarios/flg-healthcheck-hang.toml
+
+clean:
+	$(CARGO) clean
