@@ -1,1 +1,399 @@
-fn main() {}
+//! `relapse`: parse arguments, load scenarios, run them, report, and exit with the code a CI job
+//! acts on (0 pass, 1 a gate failed, 2 invalid input, 3 inconclusive or aborted).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use relapse::exit;
+use relapse::wiring::{run_scenario, StartError};
+use relapse_core::report::file::ReportFile;
+use relapse_core::report::RunReport;
+use relapse_core::scenario::{self, Scenario};
+use relapse_demo::Launcher;
+use tokio_util::sync::CancellationToken;
+
+/// Reproduce the failure modes of real outages against a system and measure how long it takes
+/// to detect them and to recover.
+#[derive(Parser)]
+#[command(name = "relapse", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run scenarios end to end: steady state, faults, observation, verdict.
+    Run {
+        /// Scenario files (TOML; see docs/scenario-format.md).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the JSON report here.
+        #[arg(long, value_name = "PATH")]
+        json: Option<PathBuf>,
+        /// Write a JUnit XML report here (one test suite per run, one test case per gate).
+        #[arg(long, value_name = "PATH")]
+        junit: Option<PathBuf>,
+        /// Run each scenario this many times and summarise the spread of the measured times.
+        #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+        repeat: u32,
+        /// Print only the verdict lines, not the full summaries.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Check scenario files without running anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List the fault kinds, probe kinds and detection sources, with one line of help each.
+    List,
+    /// Run the embedded demo target (hosted-mail stack) until Ctrl-C.
+    Demo {
+        /// Where the demo's monitor POSTs its Alertmanager (v4) webhooks.
+        #[arg(long, value_name = "URL")]
+        sink: Option<String>,
+        /// Milliseconds between the monitor's health checks.
+        #[arg(long, default_value_t = 500, value_name = "MS")]
+        monitor_interval_ms: u64,
+    },
+    /// Internal: a demo child process (backend or frontend).
+    #[command(name = "__demo-child", hide = true)]
+    DemoChild {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RELAPSE_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::INCONCLUSIVE);
+        }
+    };
+    let code = runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                files,
+                json,
+                junit,
+                repeat,
+                quiet,
+            } => run(&files, json.as_deref(), junit.as_deref(), repeat, quiet).await,
+            Command::Validate { files } => validate(&files),
+            Command::List => {
+                print!("{}", LIST);
+                exit::PASS
+            }
+            Command::Demo {
+                sink,
+                monitor_interval_ms,
+            } => demo(sink, monitor_interval_ms).await,
+            Command::DemoChild { args } => match relapse_demo::run_child(&args).await {
+                Ok(()) => exit::PASS,
+                Err(e) => {
+                    eprintln!("error: demo child: {e}");
+                    exit::INCONCLUSIVE
+                }
+            },
+        }
+    });
+    ExitCode::from(code)
+}
+
+const LIST: &str = "\
+fault kinds
+  process_freeze    stop a process (or its process group) with SIGSTOP, resume with SIGCONT
+                    (the FLG incident: a healthcheck script hung the database server)
+
+probe kinds (the SLI: what users feel)
+  http              an HTTP/1.1 request; success = status in `expect`, within `timeout`
+  tcp               a TCP connect within `timeout`
+
+detection sources (how relapse learns that the system noticed)
+  webhook           an alert POSTed to relapse's sink ({sink.url}); Alertmanager v4 or plain
+                    JSON, matched by labels
+  http              a health endpoint answering a status outside `healthy`, or not answering
+  command           a command exiting non-zero (a Nagios-style check)
+  log               a line appended to a file matching a regular expression
+";
+
+fn launcher() -> anyhow::Result<Launcher> {
+    let program =
+        std::env::current_exe().context("cannot find the relapse executable to start the demo")?;
+    Ok(Launcher {
+        program,
+        args: vec!["__demo-child".into()],
+    })
+}
+
+fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ()> {
+    let mut scenarios = Vec::new();
+    let mut failed = false;
+    for file in files {
+        match scenario::load(file) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    if failed {
+        Err(())
+    } else {
+        Ok(scenarios)
+    }
+}
+
+fn validate(files: &[PathBuf]) -> u8 {
+    match load_all(files) {
+        Err(()) => exit::INVALID_INPUT,
+        Ok(scenarios) => {
+            for (file, s) in files.iter().zip(&scenarios) {
+                println!(
+                    "ok: {} ({}: {} probe{}, {} detection source{}, {} fault{})",
+                    file.display(),
+                    s.name,
+                    s.probes.len(),
+                    plural(s.probes.len()),
+                    s.detectors.len(),
+                    plural(s.detectors.len()),
+                    s.faults.len(),
+                    plural(s.faults.len())
+                );
+            }
+            exit::PASS
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Ctrl-C and SIGTERM cancel the run (faults are reverted, a partial report is written). Further
+/// signals are noted and otherwise ignored, so a second Ctrl-C cannot interrupt the revert.
+fn cancel_on_signals() -> CancellationToken {
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    tokio::spawn(async move {
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            if token.is_cancelled() {
+                eprintln!("relapse: already stopping; reverting faults before exit");
+            } else {
+                eprintln!("relapse: stopping: reverting faults and writing the partial report");
+                token.cancel();
+            }
+        }
+    });
+    cancel
+}
+
+async fn run(
+    files: &[PathBuf],
+    json: Option<&Path>,
+    junit: Option<&Path>,
+    repeat: u32,
+    quiet: bool,
+) -> u8 {
+    let Ok(scenarios) = load_all(files) else {
+        return exit::INVALID_INPUT;
+    };
+    let launcher = match launcher() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INCONCLUSIVE;
+        }
+    };
+    let cancel = cancel_on_signals();
+    let mut reports: Vec<RunReport> = Vec::new();
+    let mut start_error = None;
+    'runs: for (file, scenario) in files.iter().zip(&scenarios) {
+        for _ in 0..repeat {
+            if cancel.is_cancelled() {
+                break 'runs;
+            }
+            let (tx, rx) = tokio::sync::watch::channel(Default::default());
+            let display = spawn_progress(scenario.name.clone(), rx);
+            let result = run_scenario(scenario, file, &launcher, cancel.clone(), Some(tx)).await;
+            let _ = display.await;
+            match result {
+                Ok(report) => {
+                    if quiet {
+                        println!("{}: {}", report.scenario, report.verdict.as_str());
+                    } else {
+                        println!("{}", relapse::render::summary(&report));
+                    }
+                    reports.push(report);
+                }
+                Err(e) => {
+                    eprintln!("error: {e}; nothing was injected");
+                    start_error = Some(match e {
+                        StartError::Invalid { .. } => exit::INVALID_INPUT,
+                        StartError::Harness { .. } => exit::INCONCLUSIVE,
+                    });
+                    break 'runs;
+                }
+            }
+        }
+    }
+    if repeat > 1 {
+        print!("{}", spread(&reports));
+    }
+    if let Err(e) = write_reports(&reports, json, junit) {
+        eprintln!("error: {e:#}");
+        return exit::INCONCLUSIVE;
+    }
+    start_error.unwrap_or_else(|| relapse::exit_code(&reports))
+}
+
+fn write_reports(
+    reports: &[RunReport],
+    json: Option<&Path>,
+    junit: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&ReportFile::new(reports))
+            .context("serialising the JSON report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    }
+    if let Some(path) = junit {
+        let text = relapse::junit::to_junit(reports).context("serialising the JUnit report")?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing the JUnit report to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// The live one-line display; drawn only on a terminal (indicatif hides itself otherwise).
+fn spawn_progress(
+    scenario: String,
+    mut rx: tokio::sync::watch::Receiver<relapse_core::engine::Progress>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        while rx.changed().await.is_ok() {
+            let p = rx.borrow_and_update().clone();
+            bar.set_message(relapse::render::progress_line(&scenario, &p));
+        }
+        bar.finish_and_clear();
+    })
+}
+
+/// Min / median / max of each measured time over repeated runs of the same scenario.
+fn spread(reports: &[RunReport]) -> String {
+    use relapse::render::human;
+    let mut out = String::from("\nspread over repeated runs (first episode of each run)\n");
+    let mut names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
+    names.dedup();
+    for name in names {
+        let runs: Vec<&RunReport> = reports.iter().filter(|r| r.scenario == name).collect();
+        out += &format!(
+            "  {name}: {} runs, {} passed\n",
+            runs.len(),
+            runs.iter()
+                .filter(|r| r.verdict == relapse_core::gate::Verdict::Pass)
+                .count()
+        );
+        type Pick = fn(&relapse_core::report::EpisodeReport) -> Option<Duration>;
+        let metrics: [(&str, Pick); 4] = [
+            ("time to impact", |e| e.time_to_impact),
+            ("time to detect", |e| e.time_to_detect),
+            ("time to mitigate", |e| e.time_to_mitigate),
+            ("time to recover", |e| e.time_to_recover),
+        ];
+        for (label, pick) in metrics {
+            let mut values: Vec<Duration> = runs
+                .iter()
+                .filter_map(|r| r.headline().and_then(pick))
+                .collect();
+            values.sort();
+            if values.is_empty() {
+                out += &format!("    {label:<17} —\n");
+            } else {
+                out += &format!(
+                    "    {label:<17} min {:>9}  median {:>9}  max {:>9}  ({} of {} runs)\n",
+                    human(values[0]),
+                    human(values[values.len() / 2]),
+                    human(values[values.len() - 1]),
+                    values.len(),
+                    runs.len()
+                );
+            }
+        }
+    }
+    out
+}
+
+async fn demo(sink: Option<String>, monitor_interval_ms: u64) -> u8 {
+    let launcher = match launcher() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INCONCLUSIVE;
+        }
+    };
+    let monitor = relapse_demo::MonitorOptions {
+        interval: Duration::from_millis(monitor_interval_ms.max(1)),
+        sink_url: sink,
+        ..Default::default()
+    };
+    let options = relapse_demo::DemoOptions {
+        monitor: Some(monitor),
+        ..relapse_demo::DemoOptions::new(launcher)
+    };
+    let demo = match relapse_demo::Demo::start(options).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: demo target: {e}");
+            return exit::INCONCLUSIVE;
+        }
+    };
+    println!("relapse demo: hosted-mail stack running (Ctrl-C to stop)");
+    println!(
+        "  frontend  {}  (pid {})  GET / and /health",
+        demo.frontend_url(),
+        demo.frontend_pid()
+    );
+    println!(
+        "  backend   {}  (pid {})  GET /mailbox and /health",
+        demo.backend_url(),
+        demo.backend_pid()
+    );
+    let _ = tokio::signal::ctrl_c().await;
+    demo.shutdown().await;
+    exit::PASS
+}

@@ -15,6 +15,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(trimmed.len());
     let (number, unit) = trimmed.split_at(split);
+    let unit = unit.trim_start();
     if number.is_empty() {
         return Err(format!("invalid duration \"{text}\": {expected}"));
     }

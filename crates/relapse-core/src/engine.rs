@@ -577,8 +577,10 @@ impl Run {
                         .map(|(_, s)| s)
                         .collect()
                 };
-                let mut histogram =
-                    Histogram::<u64>::new(3).expect("3 significant figures is a valid precision");
+                // Fixed bounds (1 µs to 1 h): `saturating_record` on an auto-resizing histogram
+                // clamps to its initial range instead of growing it.
+                let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
+                    .expect("1 µs to 1 h at 3 significant figures are valid bounds");
                 let mut statuses = BTreeMap::new();
                 let mut error_kinds = BTreeMap::new();
                 let mut errors = 0;

@@ -19,6 +19,9 @@ struct System {
     always_failing: AtomicBool,
 }
 
+/// How long a failing check takes; a good one answers at once.
+const FAILING_CHECK_TAKES: Duration = Duration::from_millis(250);
+
 struct SliProbe(Arc<System>);
 
 impl Probe for SliProbe {
@@ -27,6 +30,8 @@ impl Probe for SliProbe {
             if self.0.applied.load(Ordering::SeqCst) > 0
                 || self.0.always_failing.load(Ordering::SeqCst)
             {
+                // Like a gateway that waits for a hung upstream before it gives up.
+                tokio::time::sleep(FAILING_CHECK_TAKES).await;
                 Outcome::Failure {
                     status: Some(503),
                     error: "status 503".into(),
@@ -203,6 +208,15 @@ async fn measures_exact_times_for_one_fault() {
     assert_eq!((e.samples, e.failures), (30, 30));
     assert_eq!(e.failure_statuses.get(&503), Some(&30));
     assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+    // 30 of the 67 checks (0..=6600 ms) failed, each after 250 ms; the rest answered at once.
+    // The histogram keeps 3 significant figures.
+    let probe = &report.probes[0];
+    assert_eq!((probe.samples, probe.errors), (67, 30));
+    assert_eq!(probe.statuses.get(&503), Some(&30));
+    assert_eq!(probe.latency_p50, Duration::ZERO);
+    for latency in [probe.latency_p90, probe.latency_p99, probe.latency_max] {
+        assert!(latency.abs_diff(FAILING_CHECK_TAKES) < ms(1), "{latency:?}");
+    }
     // The run ends once recovery is established: the window [5100, 6100) complete plus the probe
     // timeout (500 ms) for checks in flight is 6600 ms, seen on the first observation tick after
     // it (ticks every 100 ms from the last revert at 5050 ms).

@@ -178,7 +178,7 @@ pub struct ProcessFreezeSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatesSection {
-    pub detect_within: Option<Dur>,
+    pub detect_within: Option<Spanned<Dur>>,
     pub recover_within: Option<Dur>,
     pub mitigate_within: Option<Dur>,
     pub max_error_ratio: Option<Spanned<f64>>,
@@ -188,7 +188,7 @@ pub struct GatesSection {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsSection {
-    pub max_run: Option<Dur>,
+    pub max_run: Option<Spanned<Dur>>,
     pub observe_after: Option<Dur>,
     pub inject_timeout: Option<Dur>,
 }

@@ -552,7 +552,7 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
     }
 
     let gates = Gates {
-        detect_within: f.gates.detect_within.map(|d| d.0),
+        detect_within: f.gates.detect_within.as_ref().map(|d| d.get_ref().0),
         recover_within: f.gates.recover_within.map(|d| d.0),
         mitigate_within: f.gates.mitigate_within.map(|d| d.0),
         max_error_ratio: match &f.gates.max_error_ratio {
@@ -563,15 +563,19 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
         },
         allowed_error_statuses: f.gates.allowed_error_statuses.clone(),
     };
-    if gates.detect_within.is_some() && detectors.is_empty() {
+    if let (Some(gate), true) = (&f.gates.detect_within, detectors.is_empty()) {
         return problem(
-            0..0,
-            "gates.detect_within is set but the scenario declares no [[detect]] source",
+            gate.span(),
+            "detect_within needs a detection source: expected at least one [[detect]]",
         );
     }
 
     let limits = Limits {
-        max_run: f.limits.max_run.map_or(Duration::from_secs(600), |d| d.0),
+        max_run: f
+            .limits
+            .max_run
+            .as_ref()
+            .map_or(Duration::from_secs(600), |d| d.get_ref().0),
         observe_after: f
             .limits
             .observe_after
@@ -581,8 +585,16 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
             .inject_timeout
             .map_or(Duration::from_secs(10), |d| d.0),
     };
-    if limits.max_run > MAX_RUN_CEILING {
-        return problem(0..0, "limits.max_run is above the ceiling of 1h");
+    if let Some(max_run) = f
+        .limits
+        .max_run
+        .as_ref()
+        .filter(|_| limits.max_run > MAX_RUN_CEILING)
+    {
+        return problem(
+            max_run.span(),
+            "max_run is above the ceiling of 1h: expected at most \"1h\"",
+        );
     }
 
     Ok(Scenario {

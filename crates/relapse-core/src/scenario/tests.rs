@@ -73,7 +73,13 @@ fn reads_a_full_scenario_and_fills_defaults() {
     assert_eq!(s.steady_state.probe, 0);
     assert_eq!(s.steady_state.timeout, Duration::from_secs(30));
     assert_eq!(s.detectors.len(), 2);
-    assert_eq!(s.faults[0].kind, FaultKind::ProcessFreeze { target: ProcessTarget::Demo(DemoComponent::Backend), process_group: false });
+    assert_eq!(
+        s.faults[0].kind,
+        FaultKind::ProcessFreeze {
+            target: ProcessTarget::Demo(DemoComponent::Backend),
+            process_group: false
+        }
+    );
     assert_eq!(s.gates.recover_within, Some(Duration::from_secs(120)));
     assert_eq!(s.limits.max_run, Duration::from_secs(600));
     assert_eq!(s.sink_listen, "127.0.0.1:0".parse().unwrap());
@@ -84,53 +90,97 @@ fn a_bad_duration_points_at_its_value() {
     let text = GOOD.replace("window = \"2s\"", "window = \"2 parsecs\"");
     let line = text.lines().position(|l| l.starts_with("window")).unwrap() + 1;
     let err = error(&text);
-    assert!(err.starts_with(&format!("s.toml:{line}:10: invalid duration \"2 parsecs\"")), "{err}");
-    assert!(err.contains("expected a number followed by a unit"), "{err}");
+    assert!(
+        err.starts_with(&format!("s.toml:{line}:10: invalid duration \"2 parsecs\"")),
+        "{err}"
+    );
+    assert!(
+        err.contains("expected a number followed by a unit"),
+        "{err}"
+    );
 }
 
 #[test]
 fn an_unknown_key_is_an_error_that_lists_the_expected_ones() {
     let text = GOOD.replace("min_success = 0.99", "min_succes = 0.99");
-    let line = text.lines().position(|l| l.starts_with("min_succes")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("min_succes"))
+        .unwrap()
+        + 1;
     let err = error(&text);
-    assert!(err.starts_with(&format!("s.toml:{line}:1: unknown field `min_succes`")), "{err}");
+    assert!(
+        err.starts_with(&format!("s.toml:{line}:1: unknown field `min_succes`")),
+        "{err}"
+    );
     assert!(err.contains("expected one of"), "{err}");
 }
 
 #[test]
 fn an_unknown_fault_kind_names_the_known_kinds() {
-    let text = GOOD.replace("process_freeze = { demo = \"backend\" }", "disk_fill = { path = \"/\" }");
-    let line = text.lines().position(|l| l.starts_with("disk_fill")).unwrap() + 1;
+    let text = GOOD.replace(
+        "process_freeze = { demo = \"backend\" }",
+        "disk_fill = { path = \"/\" }",
+    );
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("disk_fill"))
+        .unwrap()
+        + 1;
     let err = error(&text);
-    assert!(err.starts_with(&format!("s.toml:{line}:1: unknown field `disk_fill`")), "{err}");
+    assert!(
+        err.starts_with(&format!("s.toml:{line}:1: unknown field `disk_fill`")),
+        "{err}"
+    );
     assert!(err.contains("process_freeze"), "{err}");
 }
 
 #[test]
 fn a_missing_probe_reference_points_at_the_reference() {
     let text = GOOD.replace("probe = \"webmail\"", "probe = \"webmial\"");
-    let line = text.lines().position(|l| l.starts_with("probe = ")).unwrap() + 1;
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("probe = "))
+        .unwrap()
+        + 1;
     let err = error(&text);
     assert_eq!(
         err,
-        format!("s.toml:{line}:9: unknown probe \"webmial\": expected one of \"webmail\", \"smtp\"")
+        format!(
+            "s.toml:{line}:9: unknown probe \"webmial\": expected one of \"webmail\", \"smtp\""
+        )
     );
 }
 
 #[test]
 fn a_demo_variable_without_a_demo_is_refused() {
     let text = GOOD
-        .replace("[target.demo]\nmonitor = { interval = \"250ms\", fall = 2 }\n", "")
-        .replace("process_freeze = { demo = \"backend\" }", "process_freeze = { pid = 4242 }");
+        .replace(
+            "[target.demo]\nmonitor = { interval = \"250ms\", fall = 2 }\n",
+            "",
+        )
+        .replace(
+            "process_freeze = { demo = \"backend\" }",
+            "process_freeze = { pid = 4242 }",
+        );
     let err = error(&text);
-    assert!(err.contains("template variable `{demo.url}` needs [target.demo]"), "{err}");
+    assert!(
+        err.contains("template variable `{demo.url}` needs [target.demo]"),
+        "{err}"
+    );
 }
 
 #[test]
 fn a_fault_needs_exactly_one_target() {
-    let text = GOOD.replace("process_freeze = { demo = \"backend\" }", "process_freeze = { pid = 4242, demo = \"backend\" }");
+    let text = GOOD.replace(
+        "process_freeze = { demo = \"backend\" }",
+        "process_freeze = { pid = 4242, demo = \"backend\" }",
+    );
     assert!(error(&text).contains("process_freeze needs exactly one target"));
-    let text = GOOD.replace("process_freeze = { demo = \"backend\" }", "process_freeze = { pid = 1 }");
+    let text = GOOD.replace(
+        "process_freeze = { demo = \"backend\" }",
+        "process_freeze = { pid = 1 }",
+    );
     assert!(error(&text).contains("refusing to freeze pid 0 or 1"));
 }
 

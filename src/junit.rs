@@ -1,0 +1,47 @@
+//! JUnit XML: one test suite per run, one test case per gate, so a CI system shows which gate
+//! failed and by how much.
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use relapse_core::gate::Verdict;
+use relapse_core::report::RunReport;
+
+pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeError> {
+    let mut junit = Report::new("relapse");
+    for (i, r) in reports.iter().enumerate() {
+        let name = if reports.iter().filter(|o| o.scenario == r.scenario).count() > 1 {
+            format!("{} #{}", r.scenario, i + 1)
+        } else {
+            r.scenario.clone()
+        };
+        let mut suite = TestSuite::new(name);
+        if matches!(r.verdict, Verdict::Inconclusive | Verdict::Aborted) {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status.set_message(format!(
+                "{}: {}",
+                r.verdict.as_str(),
+                r.reason.as_deref().unwrap_or("no reason recorded")
+            ));
+            status.set_type(r.verdict.as_str());
+            let mut case = TestCase::new("run", status);
+            case.set_classname(r.scenario.clone());
+            case.set_time(r.duration);
+            suite.add_test_case(case);
+        }
+        for g in &r.gates {
+            let status = if g.passed {
+                TestCaseStatus::success()
+            } else {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(g.message.clone());
+                status.set_type("gate");
+                status
+            };
+            let mut case = TestCase::new(g.name.clone(), status);
+            case.set_classname(r.scenario.clone());
+            case.set_system_out(g.message.clone());
+            suite.add_test_case(case);
+        }
+        junit.add_test_suite(suite);
+    }
+    junit.to_string()
+}

@@ -1,0 +1,34 @@
+//! The `relapse` command's library: wiring a scenario to injectors, probes and the demo target,
+//! and rendering reports. `main.rs` only parses arguments, calls in here and picks the exit code.
+
+#![forbid(unsafe_code)]
+
+pub mod junit;
+pub mod render;
+pub mod wiring;
+
+use relapse_core::gate::Verdict;
+use relapse_core::report::RunReport;
+
+/// Exit codes, as DESIGN.md fixes them.
+pub mod exit {
+    pub const PASS: u8 = 0;
+    pub const FAIL: u8 = 1;
+    pub const INVALID_INPUT: u8 = 2;
+    pub const INCONCLUSIVE: u8 = 3;
+}
+
+/// The exit code for a set of runs: any failed gate gives 1 (a definite finding outranks an
+/// unknown), else any inconclusive or aborted run gives 3, else 0.
+pub fn exit_code(reports: &[RunReport]) -> u8 {
+    if reports.iter().any(|r| r.verdict == Verdict::Fail) {
+        exit::FAIL
+    } else if reports
+        .iter()
+        .any(|r| matches!(r.verdict, Verdict::Inconclusive | Verdict::Aborted))
+    {
+        exit::INCONCLUSIVE
+    } else {
+        exit::PASS
+    }
+}
