@@ -50,8 +50,7 @@ impl Detector for CommandDetector {
             let mut ticks = tokio::time::interval(crate::poll_period(self.every));
             // Delay: runs never overlap, and a slow run is not followed by a burst.
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            // The run starts from a healthy system; only a change is news.
-            let mut healthy = true;
+            let mut edge = crate::HealthEdge::new();
             loop {
                 // Cancelling drops a running child, and kill_on_drop kills it.
                 let Some((now_healthy, detail)) = cancel
@@ -64,14 +63,7 @@ impl Detector for CommandDetector {
                     return Ok(());
                 };
                 tracing::trace!(healthy = now_healthy, %detail, "check command");
-                if now_healthy != healthy {
-                    healthy = now_healthy;
-                    if healthy {
-                        signals.clear(detail);
-                    } else {
-                        signals.fire(detail);
-                    }
-                }
+                edge.observe(now_healthy, detail, &signals);
             }
         })
     }

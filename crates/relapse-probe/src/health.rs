@@ -46,8 +46,7 @@ impl Detector for HttpHealthDetector {
             // Delay: after a slow check, wait a full period instead of bursting to catch up, so
             // checks never overlap and the endpoint sees a steady rate.
             ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-            // The run starts from a healthy system; only a change is news.
-            let mut healthy = true;
+            let mut edge = crate::HealthEdge::new();
             loop {
                 let Some(exchange) = cancel
                     .run_until_cancelled(async {
@@ -65,14 +64,7 @@ impl Detector for HttpHealthDetector {
                     Exchange::Failed { error, .. } => (false, error),
                 };
                 tracing::trace!(healthy = now_healthy, %detail, "health check");
-                if now_healthy != healthy {
-                    healthy = now_healthy;
-                    if healthy {
-                        signals.clear(detail);
-                    } else {
-                        signals.fire(detail);
-                    }
-                }
+                edge.observe(now_healthy, detail, &signals);
             }
         })
     }

@@ -55,6 +55,36 @@ pub(crate) fn poll_period(every: std::time::Duration) -> std::time::Duration {
     every.max(std::time::Duration::from_millis(1))
 }
 
+/// The state of a polled source, turned into signals on changes only. The run starts from a
+/// healthy system, so only a change is news.
+pub(crate) struct HealthEdge {
+    healthy: bool,
+}
+
+impl HealthEdge {
+    pub(crate) fn new() -> HealthEdge {
+        HealthEdge { healthy: true }
+    }
+
+    /// Records one observation; fires on healthy → unhealthy, clears on the way back.
+    pub(crate) fn observe(
+        &mut self,
+        healthy: bool,
+        detail: String,
+        signals: &relapse_core::sense::SignalSender,
+    ) {
+        if healthy == self.healthy {
+            return;
+        }
+        self.healthy = healthy;
+        if healthy {
+            signals.clear(detail);
+        } else {
+            signals.fire(detail);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
