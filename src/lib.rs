@@ -5,6 +5,7 @@
 
 pub mod junit;
 pub mod render;
+pub mod safety;
 pub mod wiring;
 
 use relapse_core::gate::Verdict;

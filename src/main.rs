@@ -8,11 +8,13 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use relapse::exit;
+use relapse::safety::{Guardian, JournalLog};
 use relapse::wiring::{run_scenario, StartError};
 use relapse_core::report::file::ReportFile;
 use relapse_core::report::RunReport;
 use relapse_core::scenario::{self, Scenario};
 use relapse_demo::Launcher;
+use relapse_journal::Journal;
 use tokio_util::sync::CancellationToken;
 
 /// Reproduce the failure modes of real outages against a system and measure how long it takes
@@ -43,11 +45,31 @@ enum Command {
         /// Print only the verdict lines, not the full summaries.
         #[arg(long, short)]
         quiet: bool,
+        /// Also allow probes and detection sources to reach HOST (by default only loopback).
+        #[arg(long = "allow-target", value_name = "HOST")]
+        allow_targets: Vec<String>,
+        /// Where the revert journal lives [default: $RELAPSE_STATE_DIR, else
+        /// $XDG_STATE_HOME/relapse, else ~/.local/state/relapse].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Check scenario files without running anything.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also allow probes and detection sources to reach HOST (by default only loopback).
+        #[arg(long = "allow-target", value_name = "HOST")]
+        allow_targets: Vec<String>,
+    },
+    /// Revert every fault that a journal says is still applied (left by a relapse that died).
+    /// Runs whose relapse is still alive are left alone unless --force.
+    Cleanup {
+        /// The state directory holding the journals [default: as for `run`].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Also revert the faults of runs whose relapse process is still alive.
+        #[arg(long)]
+        force: bool,
     },
     /// List the fault kinds, probe kinds and detection sources, with one line of help each.
     List,
@@ -60,6 +82,9 @@ enum Command {
         #[arg(long, default_value_t = 500, value_name = "MS")]
         monitor_interval_ms: u64,
     },
+    /// Internal: the guardian of a run's journal.
+    #[command(name = "__guardian", hide = true)]
+    Guardian { run_dir: PathBuf },
     /// Internal: a demo child process (backend or frontend).
     #[command(name = "__demo-child", hide = true)]
     DemoChild {
@@ -77,6 +102,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The guardian runs before any runtime exists: it blocks terminal signals, and a signal mask
+    // is per thread, so it must be set while the process has only this one.
+    if let Command::Guardian { run_dir } = &cli.command {
+        return ExitCode::from(relapse::safety::guardian_main(run_dir));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -95,8 +125,30 @@ fn main() -> ExitCode {
                 junit,
                 repeat,
                 quiet,
-            } => run(&files, json.as_deref(), junit.as_deref(), repeat, quiet).await,
-            Command::Validate { files } => validate(&files),
+                allow_targets,
+                state_dir,
+            } => {
+                let options = RunOptions {
+                    json,
+                    junit,
+                    repeat,
+                    quiet,
+                    allow_targets,
+                    state_dir: state_dir.unwrap_or_else(relapse_journal::default_state_dir),
+                };
+                run(&files, &options).await
+            }
+            Command::Validate {
+                files,
+                allow_targets,
+            } => validate(&files, &allow_targets),
+            Command::Cleanup { state_dir, force } => cleanup(
+                &state_dir.unwrap_or_else(relapse_journal::default_state_dir),
+                force,
+            ),
+            Command::Guardian { .. } => {
+                unreachable!("the guardian returned before the runtime started")
+            }
             Command::List => {
                 print!("{}", LIST);
                 exit::PASS
@@ -143,11 +195,11 @@ fn launcher() -> anyhow::Result<Launcher> {
     })
 }
 
-fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ()> {
+fn load_all(files: &[PathBuf], allow_targets: &[String]) -> Result<Vec<Scenario>, ()> {
     let mut scenarios = Vec::new();
     let mut failed = false;
     for file in files {
-        match scenario::load(file) {
+        match scenario::load_allowing(file, allow_targets) {
             Ok(s) => scenarios.push(s),
             Err(e) => {
                 eprintln!("error: {e}");
@@ -162,8 +214,8 @@ fn load_all(files: &[PathBuf]) -> Result<Vec<Scenario>, ()> {
     }
 }
 
-fn validate(files: &[PathBuf]) -> u8 {
-    match load_all(files) {
+fn validate(files: &[PathBuf], allow_targets: &[String]) -> u8 {
+    match load_all(files, allow_targets) {
         Err(()) => exit::INVALID_INPUT,
         Ok(scenarios) => {
             for (file, s) in files.iter().zip(&scenarios) {
@@ -219,14 +271,33 @@ fn cancel_on_signals() -> CancellationToken {
     cancel
 }
 
-async fn run(
-    files: &[PathBuf],
-    json: Option<&Path>,
-    junit: Option<&Path>,
+struct RunOptions {
+    json: Option<PathBuf>,
+    junit: Option<PathBuf>,
     repeat: u32,
     quiet: bool,
-) -> u8 {
-    let Ok(scenarios) = load_all(files) else {
+    allow_targets: Vec<String>,
+    state_dir: PathBuf,
+}
+
+/// The journal and its guardian for one `relapse run`, set up before anything is injected.
+fn start_safety(state_dir: &Path) -> anyhow::Result<(JournalLog, Guardian)> {
+    let journal = Journal::create(state_dir).with_context(|| {
+        format!(
+            "cannot create the revert journal under {} (set --state-dir or RELAPSE_STATE_DIR)",
+            state_dir.display()
+        )
+    })?;
+    let journal = JournalLog::new(journal);
+    let program = std::env::current_exe()
+        .context("cannot find the relapse executable to start the guardian")?;
+    let guardian = Guardian::spawn(&program, &["__guardian".to_string()], &journal.dir())
+        .context("cannot start the guardian process")?;
+    Ok((journal, guardian))
+}
+
+async fn run(files: &[PathBuf], options: &RunOptions) -> u8 {
+    let Ok(scenarios) = load_all(files, &options.allow_targets) else {
         return exit::INVALID_INPUT;
     };
     let launcher = match launcher() {
@@ -236,21 +307,44 @@ async fn run(
             return exit::INCONCLUSIVE;
         }
     };
+    let (journal, mut guardian) = match start_safety(&options.state_dir) {
+        Ok(safety) => safety,
+        Err(e) => {
+            eprintln!("error: {e:#}; nothing was injected");
+            return exit::INCONCLUSIVE;
+        }
+    };
     let cancel = cancel_on_signals();
     let mut reports: Vec<RunReport> = Vec::new();
     let mut start_error = None;
     'runs: for (file, scenario) in files.iter().zip(&scenarios) {
-        for _ in 0..repeat {
+        for _ in 0..options.repeat {
             if cancel.is_cancelled() {
+                break 'runs;
+            }
+            if !guardian.is_alive() {
+                eprintln!(
+                    "error: the guardian process (pid {}) has died; not starting another run",
+                    guardian.pid()
+                );
+                start_error = Some(exit::INCONCLUSIVE);
                 break 'runs;
             }
             let (tx, rx) = tokio::sync::watch::channel(Default::default());
             let display = spawn_progress(scenario.name.clone(), rx);
-            let result = run_scenario(scenario, file, &launcher, cancel.clone(), Some(tx)).await;
+            let result = run_scenario(
+                scenario,
+                file,
+                &launcher,
+                Some(journal.clone()),
+                cancel.clone(),
+                Some(tx),
+            )
+            .await;
             let _ = display.await;
             match result {
                 Ok(report) => {
-                    if quiet {
+                    if options.quiet {
                         println!("{}: {}", report.scenario, report.verdict.as_str());
                     } else {
                         println!("{}", relapse::render::summary(&report));
@@ -268,14 +362,64 @@ async fn run(
             }
         }
     }
-    if repeat > 1 {
+    // Every fault is reverted by now; the guardian clears the journal's run directory and exits.
+    guardian.finish(Duration::from_secs(5));
+    if options.repeat > 1 {
         print!("{}", spread(&reports));
     }
-    if let Err(e) = write_reports(&reports, json, junit) {
+    if let Err(e) = write_reports(&reports, options.json.as_deref(), options.junit.as_deref()) {
         eprintln!("error: {e:#}");
         return exit::INCONCLUSIVE;
     }
     start_error.unwrap_or_else(|| relapse::exit_code(&reports))
+}
+
+fn cleanup(state_dir: &Path, force: bool) -> u8 {
+    let cleaned = match relapse::safety::cleanup(state_dir, force) {
+        Ok(cleaned) => cleaned,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INCONCLUSIVE;
+        }
+    };
+    let mut failed = false;
+    let mut reverted = 0;
+    for run in &cleaned {
+        if let Some(pid) = run.skipped_live_owner {
+            println!("left alone: {} (its relapse, pid {pid}, is still running; --force reverts it anyway)", run.run.display());
+            continue;
+        }
+        for (fault, describe, result) in &run.reverts {
+            match result {
+                Ok(done) => {
+                    reverted += 1;
+                    println!("reverted: \"{fault}\" ({describe}): {done}");
+                }
+                Err(e) => {
+                    failed = true;
+                    println!(
+                        "FAILED: \"{fault}\" ({describe}): {e}; the entry stays in {}",
+                        run.run.display()
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "cleanup: {reverted} fault{} reverted in {}; nothing else is applied by relapse{}",
+        plural(reverted),
+        state_dir.display(),
+        if failed {
+            " except the failures above"
+        } else {
+            ""
+        }
+    );
+    if failed {
+        exit::INCONCLUSIVE
+    } else {
+        exit::PASS
+    }
 }
 
 fn write_reports(

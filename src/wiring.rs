@@ -7,6 +7,7 @@ use std::sync::Arc;
 use relapse_core::engine::{self, Plan, PlannedDetector, PlannedFault, PlannedProbe, Progress};
 use relapse_core::measure::SteadyRule;
 use relapse_core::report::RunReport;
+use relapse_core::scenario::target;
 use relapse_core::scenario::{
     DemoComponent, DetectorKind, FaultKind, ProbeKind, ProcessTarget, Scenario, Template, Vars,
 };
@@ -16,6 +17,8 @@ use relapse_probe::{
     CommandDetector, HttpHealthDetector, HttpProbe, LogDetector, TcpProbe, WebhookSink,
 };
 use tokio::sync::watch;
+
+use crate::safety::JournalLog;
 use tokio_util::sync::CancellationToken;
 
 /// Why a run could not start. Nothing was injected in either case.
@@ -38,6 +41,7 @@ pub async fn run_scenario(
     scenario: &Scenario,
     file: &Path,
     launcher: &Launcher,
+    journal: Option<JournalLog>,
     cancel: CancellationToken,
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<RunReport, StartError> {
@@ -89,7 +93,10 @@ pub async fn run_scenario(
     };
 
     let result = match build_plan(scenario, &vars, &sink, demo.as_ref()) {
-        Ok(plan) => Ok(engine::run(plan, cancel, progress).await),
+        Ok(mut plan) => {
+            plan.journal = journal.map(|j| Box::new(j) as Box<dyn relapse_core::fault::RevertLog>);
+            Ok(engine::run(plan, cancel, progress).await)
+        }
         Err(message) => Err(invalid(message)),
     };
     if let Some(demo) = demo {
@@ -104,6 +111,15 @@ fn render(template: &Template, vars: &Vars) -> Result<String, String> {
     template.render(vars).map_err(|e| e.to_string())
 }
 
+/// Checks a rendered URL or address against the allowlist: hosts that came from template
+/// variables were not checked when the scenario was loaded.
+fn reachable(host: Option<&str>, allowed: &[String]) -> Result<(), String> {
+    match host {
+        Some(host) => target::check(host, allowed),
+        None => Ok(()),
+    }
+}
+
 /// Builds every probe, source and injector before anything runs, so a bad target is refused
 /// with nothing injected.
 fn build_plan(
@@ -112,6 +128,7 @@ fn build_plan(
     sink: &WebhookSink,
     demo: Option<&Demo>,
 ) -> Result<Plan, String> {
+    let allowed = &scenario.allow_targets;
     let mut probes = Vec::new();
     for spec in &scenario.probes {
         let probe: Arc<dyn Probe> = match &spec.kind {
@@ -120,14 +137,21 @@ fn build_plan(
                 method,
                 timeout,
                 expect,
-            } => Arc::new(
-                HttpProbe::new(&render(url, vars)?, method, *timeout, expect.clone())
-                    .map_err(|e| format!("probe \"{}\": {e}", spec.name))?,
-            ),
-            ProbeKind::Tcp { address, timeout } => Arc::new(
-                TcpProbe::new(&render(address, vars)?, *timeout)
-                    .map_err(|e| format!("probe \"{}\": {e}", spec.name))?,
-            ),
+            } => {
+                let url = render(url, vars)?;
+                let context = |e: String| format!("probe \"{}\": {e}", spec.name);
+                reachable(target::http_host(&url), allowed).map_err(context)?;
+                Arc::new(
+                    HttpProbe::new(&url, method, *timeout, expect.clone())
+                        .map_err(|e| context(e.to_string()))?,
+                )
+            }
+            ProbeKind::Tcp { address, timeout } => {
+                let address = render(address, vars)?;
+                let context = |e: String| format!("probe \"{}\": {e}", spec.name);
+                reachable(target::address_host(&address), allowed).map_err(context)?;
+                Arc::new(TcpProbe::new(&address, *timeout).map_err(|e| context(e.to_string()))?)
+            }
         };
         probes.push(PlannedProbe {
             name: spec.name.clone(),
@@ -147,15 +171,14 @@ fn build_plan(
                 every,
                 timeout,
                 healthy,
-            } => Box::new(
-                HttpHealthDetector::new(
-                    &render(url, vars).map_err(context)?,
-                    *every,
-                    *timeout,
-                    healthy.clone(),
+            } => {
+                let url = render(url, vars).map_err(context)?;
+                reachable(target::http_host(&url), allowed).map_err(context)?;
+                Box::new(
+                    HttpHealthDetector::new(&url, *every, *timeout, healthy.clone())
+                        .map_err(|e| context(e.to_string()))?,
                 )
-                .map_err(|e| context(e.to_string()))?,
-            ),
+            }
             DetectorKind::Command {
                 run,
                 every,
@@ -238,5 +261,7 @@ fn build_plan(
         faults,
         gates: scenario.gates.clone(),
         limits: scenario.limits.clone(),
+        stops: scenario.stops.clone(),
+        journal: None,
     })
 }

@@ -15,11 +15,11 @@ use tokio::time::{sleep_until, Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fault::{Fault, FaultGuard};
+use crate::fault::{Fault, FaultGuard, RevertLog};
 use crate::gate::{self, Verdict};
 use crate::measure::{self, FaultActivity, Sample, SteadyRule};
 use crate::report::{EpisodeReport, ProbeStats, RunReport, TimelineEntry};
-use crate::scenario::{Gates, Limits};
+use crate::scenario::{Gates, Limits, StopSpec};
 use crate::sense::{Detector, Outcome, Probe, Signal, SignalSender};
 
 /// A probe ready to run.
@@ -59,6 +59,10 @@ pub struct Plan {
     pub faults: Vec<PlannedFault>,
     pub gates: Gates,
     pub limits: Limits,
+    /// Conditions that abort the run when the target is hurt beyond a declared bound.
+    pub stops: Vec<StopSpec>,
+    /// Where reverts are written down before each injection; `None` runs without a journal.
+    pub journal: Option<Box<dyn RevertLog>>,
 }
 
 /// Where a run is, for a live display.
@@ -133,6 +137,9 @@ struct Run {
     planned_faults: Vec<(String, Duration, Duration)>,
     guards: Vec<FaultGuard>,
     activity: Vec<Option<FaultActivity>>,
+    stops: Vec<StopSpec>,
+    journal: Option<Box<dyn RevertLog>>,
+    journal_ids: Vec<Option<u64>>,
 
     start: Instant,
     started_wall: SystemTime,
@@ -186,6 +193,7 @@ impl Run {
             .map(|f| (f.name.clone(), f.start, f.duration))
             .collect();
         let activity = plan.faults.iter().map(|_| None).collect();
+        let journal_ids = plan.faults.iter().map(|_| None).collect();
         let guards = plan
             .faults
             .into_iter()
@@ -204,6 +212,9 @@ impl Run {
             planned_faults,
             guards,
             activity,
+            stops: plan.stops,
+            journal: plan.journal,
+            journal_ids,
             start,
             started_wall: SystemTime::now(),
             stop,
@@ -301,6 +312,7 @@ impl Run {
         );
 
         self.set_phase(Phase::Faulting);
+        let mut check = tokio::time::interval(OBSERVE_CHECK);
         let mut pending: Vec<(Instant, usize, bool)> = self
             .planned_faults
             .iter()
@@ -316,6 +328,11 @@ impl Run {
                 _ = sleep_until(run_deadline) => return Ending::Aborted("limits.max_run reached while faults were scheduled".into()),
                 Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
                 Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
+                _ = check.tick() => {
+                    if let Some(reason) = self.stop_tripped() {
+                        return Ending::Aborted(reason);
+                    }
+                }
                 _ = sleep_until(due) => {
                     pending.remove(0);
                     if inject {
@@ -337,7 +354,6 @@ impl Run {
         self.set_phase(Phase::Observing);
         let last_revert = Instant::now();
         let observe_deadline = (last_revert + self.limits.observe_after).min(run_deadline);
-        let mut check = tokio::time::interval(OBSERVE_CHECK);
         loop {
             tokio::select! {
                 biased;
@@ -351,6 +367,9 @@ impl Run {
                 Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
                 _ = check.tick() => {
                     self.publish();
+                    if let Some(reason) = self.stop_tripped() {
+                        return Ending::Aborted(reason);
+                    }
                     if self.observation_complete() {
                         return Ending::Completed;
                     }
@@ -390,6 +409,62 @@ impl Run {
         }
     }
 
+    /// The first stop condition whose bound the target is beyond, as the abort reason. A
+    /// condition is judged over its window of completed checks, once a whole window has passed
+    /// since the first injection.
+    fn stop_tripped(&mut self) -> Option<String> {
+        let first_inject = self.activity.iter().flatten().map(|a| a.injected).min()?;
+        let now = Instant::now();
+        for stop in &self.stops {
+            let timeout = self.probe_meta[stop.probe].2;
+            let Some(until) = now.checked_sub(timeout) else {
+                continue;
+            };
+            if until < first_inject + stop.window {
+                continue;
+            }
+            let from = until - stop.window;
+            let in_window = |s: &&Sample| s.at >= from && s.at < until;
+            let (total, good) = if stop.probe == self.sli {
+                let window: Vec<&Sample> = self.sli_samples.iter().filter(in_window).collect();
+                (
+                    window.len(),
+                    window.iter().filter(|s| s.outcome.is_success()).count(),
+                )
+            } else {
+                let window: Vec<&Sample> = self
+                    .other_samples
+                    .iter()
+                    .filter(|(i, _)| *i == stop.probe)
+                    .map(|(_, s)| s)
+                    .filter(in_window)
+                    .collect();
+                (
+                    window.len(),
+                    window.iter().filter(|s| s.outcome.is_success()).count(),
+                )
+            };
+            if total == 0 {
+                continue;
+            }
+            let ratio = good as f64 / total as f64;
+            if ratio < stop.min_success {
+                let reason = format!(
+                    "stop condition \"{}\" tripped: probe \"{}\" succeeded in {:.1}% of {} checks over the last {}, under the bound of {:.1}%",
+                    stop.name,
+                    self.probe_meta[stop.probe].0,
+                    ratio * 100.0,
+                    total,
+                    crate::duration::format_duration(stop.window),
+                    stop.min_success * 100.0
+                );
+                self.event(now, "stop condition", reason.clone());
+                return Some(reason);
+            }
+        }
+        None
+    }
+
     fn fault_activity(&self) -> Vec<FaultActivity> {
         self.activity.iter().flatten().cloned().collect()
     }
@@ -398,6 +473,15 @@ impl Run {
         let name = self.planned_faults[index].0.clone();
         let description = self.guards[index].describe();
         self.event(Instant::now(), "inject", format!("{name}: {description}"));
+        if let Some(journal) = &mut self.journal {
+            let instructions = self.guards[index].revert_instructions();
+            match journal.record(&name, &description, &instructions) {
+                Ok(id) => self.journal_ids[index] = Some(id),
+                Err(error) => return Err(format!(
+                    "fault \"{name}\" was not injected: its revert could not be journaled: {error}"
+                )),
+            }
+        }
         let bound = self.limits.inject_timeout;
         match tokio::time::timeout(bound, self.guards[index].inject()).await {
             Ok(Ok(effective)) => {
@@ -434,10 +518,30 @@ impl Run {
                 if let Some(activity) = &mut self.activity[index] {
                     activity.reverted = Some(reverted.at);
                 }
+                self.strike_from_journal(index);
                 Ok(())
             }
-            Ok(None) => Ok(()),
+            Ok(None) => {
+                // Journaled but never applied (the injection failed before it began): nothing to
+                // revert, so nothing to keep.
+                self.strike_from_journal(index);
+                Ok(())
+            }
             Err(error) => Err(format!("fault \"{name}\" could not be reverted: {error}")),
+        }
+    }
+
+    /// Removes a confirmed revert from the journal. A failure here leaves an entry whose revert
+    /// is idempotent, so it is noted, not fatal.
+    fn strike_from_journal(&mut self, index: usize) {
+        if let (Some(journal), Some(id)) = (&mut self.journal, self.journal_ids[index].take()) {
+            if let Err(error) = journal.remove(id) {
+                self.event(
+                    Instant::now(),
+                    "journal",
+                    format!("could not remove a confirmed revert: {error}"),
+                );
+            }
         }
     }
 

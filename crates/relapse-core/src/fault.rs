@@ -41,10 +41,24 @@ pub enum FaultError {
     NotConfirmed(String),
 }
 
+/// How to revert a fault without the process that injected it: written to the journal before
+/// the fault is injected, executed by the guardian or `relapse cleanup` if the harness dies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevertInstructions {
+    /// The fault kind, which picks the injector that can execute the instructions.
+    pub kind: &'static str,
+    /// The injector's own instructions, as a JSON document.
+    pub json: String,
+}
+
 /// A fault injector. Implementations live in the injector crates.
 pub trait Fault: Send {
     /// A short description for the timeline: "freeze pid 4242".
     fn describe(&self) -> String;
+
+    /// How to revert this fault from another process. Known before injection, so it can be
+    /// journaled first.
+    fn revert_instructions(&self) -> RevertInstructions;
 
     /// Applies the fault and returns once it is confirmed effective.
     ///
@@ -59,6 +73,21 @@ pub trait Fault: Send {
     /// Removes the fault without waiting for confirmation, for drop paths that cannot await.
     /// Idempotent like `revert`.
     fn revert_now(&mut self);
+}
+
+/// Where the engine writes down how to revert each fault before injecting it, and strikes it out
+/// once the revert is confirmed (the journal; see the relapse-journal crate).
+pub trait RevertLog: Send {
+    /// Durably records a revert; returns its id. An error means the fault must not be injected.
+    fn record(
+        &mut self,
+        fault: &str,
+        describe: &str,
+        instructions: &RevertInstructions,
+    ) -> Result<u64, String>;
+
+    /// Removes a recorded revert once it is confirmed.
+    fn remove(&mut self, id: u64) -> Result<(), String>;
 }
 
 /// Holds a fault that may be applied; dropping the guard reverts it if it still is.
@@ -77,6 +106,10 @@ impl FaultGuard {
 
     pub fn describe(&self) -> String {
         self.fault.describe()
+    }
+
+    pub fn revert_instructions(&self) -> RevertInstructions {
+        self.fault.revert_instructions()
     }
 
     pub fn is_applied(&self) -> bool {
@@ -122,6 +155,12 @@ mod tests {
     impl Fault for Counter {
         fn describe(&self) -> String {
             "counter".into()
+        }
+        fn revert_instructions(&self) -> RevertInstructions {
+            RevertInstructions {
+                kind: "counter",
+                json: "{}".into(),
+            }
         }
         fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
             Box::pin(async move {

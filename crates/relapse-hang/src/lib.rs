@@ -10,7 +10,8 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, getpgrp, Pid};
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, Reverted};
+use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// How long to wait for the kernel to show the process stopped (or running again).
@@ -48,23 +49,31 @@ pub fn read_pidfile(path: &Path) -> Result<u32, TargetError> {
     })
 }
 
-/// The state letter of a process from `/proc/PID/stat` (`R`, `S`, `T`, …) and its process group.
-fn proc_stat(pid: i32) -> Option<(char, i32)> {
+/// What `/proc/PID/stat` says of a process.
+struct Stat {
+    /// `R`, `S`, `T`, …
+    state: char,
+    pgrp: i32,
+    /// Clock ticks since boot: with the pid, it names one process even after the pid is reused.
+    start_time: u64,
+}
+
+fn proc_stat(pid: i32) -> Option<Stat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may itself hold spaces or parentheses: the fields
-    // we want come after the last ')'.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    // we want come after the last ')'. They are numbered from 3 (state) in proc(5).
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// Whether the process is stopped by a signal (`T`; `t` is stopped by a tracer, which also
 /// counts: it does not run).
 pub fn is_stopped(pid: u32) -> Option<bool> {
-    proc_stat(pid as i32).map(|(state, _)| state == 'T' || state == 't')
+    proc_stat(pid as i32).map(|s| s.state == 'T' || s.state == 't')
 }
 
 /// The members of a process group, from `/proc`.
@@ -75,7 +84,7 @@ fn group_members(pgid: i32) -> Vec<i32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| proc_stat(*pid).is_some_and(|(_, g)| g == pgid))
+        .filter(|pid| proc_stat(*pid).is_some_and(|s| s.pgrp == pgid))
         .collect()
 }
 
@@ -84,6 +93,47 @@ pub struct ProcessFreeze {
     pid: Pid,
     /// The group to signal, when the whole group is frozen.
     group: Option<Pid>,
+    start_time: Option<u64>,
+}
+
+/// The journal's record of a freeze: enough to resume it from another process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FreezeRecord {
+    pub pid: i32,
+    /// The process group that was frozen, if the whole group was.
+    pub group: Option<i32>,
+    /// The target's start time, so a recycled pid is never signalled.
+    pub start_time: Option<u64>,
+}
+
+/// Resumes what a journaled freeze stopped; used by the guardian and `relapse cleanup`.
+/// Idempotent. Returns what was done, in words.
+pub fn revert_journaled(json: &str) -> Result<String, String> {
+    let record: FreezeRecord =
+        serde_json::from_str(json).map_err(|e| format!("unreadable process_freeze record: {e}"))?;
+    let same_process = match (proc_stat(record.pid), record.start_time) {
+        (None, _) => false,
+        (Some(stat), Some(then)) => stat.start_time == then,
+        (Some(_), None) => true,
+    };
+    match record.group {
+        Some(pgid) if !group_members(pgid).is_empty() => {
+            match killpg(Pid::from_raw(pgid), Signal::SIGCONT) {
+                Ok(()) | Err(Errno::ESRCH) => {
+                    Ok(format!("process group {pgid} resumed with SIGCONT"))
+                }
+                Err(e) => Err(format!("SIGCONT to process group {pgid}: {e}")),
+            }
+        }
+        Some(pgid) => Ok(format!(
+            "process group {pgid} has exited; nothing to resume"
+        )),
+        None if same_process => match kill(Pid::from_raw(record.pid), Signal::SIGCONT) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(format!("pid {} resumed with SIGCONT", record.pid)),
+            Err(e) => Err(format!("SIGCONT to pid {}: {e}", record.pid)),
+        },
+        None => Ok(format!("pid {} has exited; nothing to resume", record.pid)),
+    }
 }
 
 impl ProcessFreeze {
@@ -112,7 +162,12 @@ impl ProcessFreeze {
         } else {
             None
         };
-        Ok(ProcessFreeze { pid: target, group })
+        let start_time = proc_stat(raw).map(|s| s.start_time);
+        Ok(ProcessFreeze {
+            pid: target,
+            group,
+            start_time,
+        })
     }
 
     fn signal(&self, signal: Signal) -> Result<(), Errno> {
@@ -165,6 +220,18 @@ impl ProcessFreeze {
 impl Fault for ProcessFreeze {
     fn describe(&self) -> String {
         format!("freeze {} with SIGSTOP", self.what())
+    }
+
+    fn revert_instructions(&self) -> RevertInstructions {
+        let record = FreezeRecord {
+            pid: self.pid.as_raw(),
+            group: self.group.map(Pid::as_raw),
+            start_time: self.start_time,
+        };
+        RevertInstructions {
+            kind: "process_freeze",
+            json: serde_json::to_string(&record).expect("a freeze record always serialises"),
+        }
     }
 
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
@@ -223,9 +290,14 @@ mod tests {
     #[test]
     fn reads_state_and_group_of_our_own_process() {
         // The test binary's main thread waits for this test thread: running or sleeping.
-        let (state, pgrp) = proc_stat(std::process::id() as i32).unwrap();
-        assert!(state == 'R' || state == 'S', "state {state}");
-        assert_eq!(pgrp, getpgrp().as_raw());
+        let stat = proc_stat(std::process::id() as i32).unwrap();
+        assert!(
+            stat.state == 'R' || stat.state == 'S',
+            "state {}",
+            stat.state
+        );
+        assert_eq!(stat.pgrp, getpgrp().as_raw());
+        assert!(stat.start_time > 0);
     }
 
     #[test]

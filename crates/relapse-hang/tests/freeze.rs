@@ -4,7 +4,7 @@ use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
 use relapse_core::fault::{Fault, FaultGuard};
-use relapse_hang::{is_stopped, ProcessFreeze, TargetError};
+use relapse_hang::{is_stopped, revert_journaled, ProcessFreeze, TargetError};
 
 /// A child that lives until killed; killed and reaped on drop.
 struct Sleeper(Child);
@@ -123,4 +123,32 @@ async fn a_process_that_exits_while_frozen_reverts_cleanly() {
         "{}",
         reverted.detail
     );
+}
+
+#[tokio::test]
+async fn a_journaled_freeze_is_resumed_from_its_record_alone() {
+    let child = Sleeper::start(true);
+    let mut freeze = ProcessFreeze::new(child.pid(), false).unwrap();
+    let instructions = freeze.revert_instructions();
+    assert_eq!(instructions.kind, "process_freeze");
+    freeze.inject().await.unwrap();
+    assert_eq!(is_stopped(child.pid()), Some(true));
+    // Another process would have only the record. A bare ProcessFreeze does not resume on drop
+    // (its FaultGuard does), so dropping it here leaves the process stopped, as a crash would.
+    drop(freeze);
+    assert_eq!(is_stopped(child.pid()), Some(true));
+    let done = revert_journaled(&instructions.json).unwrap();
+    assert!(done.contains("resumed"), "{done}");
+    assert_eq!(is_stopped(child.pid()), Some(false));
+    // Idempotent.
+    revert_journaled(&instructions.json).unwrap();
+}
+
+#[test]
+fn a_recycled_pid_is_not_signalled() {
+    let child = Sleeper::start(true);
+    let record = format!(r#"{{"pid":{},"group":null,"start_time":1}}"#, child.pid());
+    let done = revert_journaled(&record).unwrap();
+    assert!(done.contains("has exited; nothing to resume"), "{done}");
+    assert!(revert_journaled("{").unwrap_err().contains("unreadable"));
 }

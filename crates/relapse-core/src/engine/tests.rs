@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::*;
-use crate::fault::{BoxFuture, Effective, FaultError, Reverted};
+use crate::fault::{BoxFuture, Effective, FaultError, RevertInstructions, RevertLog, Reverted};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -51,6 +51,12 @@ struct Break {
 impl Fault for Break {
     fn describe(&self) -> String {
         "break the system".into()
+    }
+    fn revert_instructions(&self) -> RevertInstructions {
+        RevertInstructions {
+            kind: "break",
+            json: "{}".into(),
+        }
     }
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
         Box::pin(async move {
@@ -177,6 +183,39 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
             observe_after: ms(10_000),
             inject_timeout: ms(1000),
         },
+        stops: Vec::new(),
+        journal: None,
+    }
+}
+
+/// A journal in memory, shared with the test.
+#[derive(Clone, Default)]
+struct MemoryJournal {
+    entries: Arc<std::sync::Mutex<Vec<(u64, String)>>>,
+    next: Arc<AtomicU32>,
+    refuse: bool,
+}
+
+impl RevertLog for MemoryJournal {
+    fn record(
+        &mut self,
+        fault: &str,
+        _describe: &str,
+        instructions: &RevertInstructions,
+    ) -> Result<u64, String> {
+        if self.refuse {
+            return Err("disk full".into());
+        }
+        let id = u64::from(self.next.fetch_add(1, Ordering::SeqCst));
+        self.entries
+            .lock()
+            .unwrap()
+            .push((id, format!("{fault}:{}", instructions.kind)));
+        Ok(id)
+    }
+    fn remove(&mut self, id: u64) -> Result<(), String> {
+        self.entries.lock().unwrap().retain(|(i, _)| *i != id);
+        Ok(())
     }
 }
 
@@ -208,19 +247,19 @@ async fn measures_exact_times_for_one_fault() {
     assert_eq!((e.samples, e.failures), (30, 30));
     assert_eq!(e.failure_statuses.get(&503), Some(&30));
     assert_eq!(system.applied.load(Ordering::SeqCst), 0);
-    // 30 of the 67 checks (0..=6600 ms) failed, each after 250 ms; the rest answered at once.
+    // 30 of the 66 checks (0..=6500 ms) failed, each after 250 ms; the rest answered at once.
     // The histogram keeps 3 significant figures.
     let probe = &report.probes[0];
-    assert_eq!((probe.samples, probe.errors), (67, 30));
+    assert_eq!((probe.samples, probe.errors), (66, 30));
     assert_eq!(probe.statuses.get(&503), Some(&30));
     assert_eq!(probe.latency_p50, Duration::ZERO);
     for latency in [probe.latency_p90, probe.latency_p99, probe.latency_max] {
         assert!(latency.abs_diff(FAILING_CHECK_TAKES) < ms(1), "{latency:?}");
     }
     // The run ends once recovery is established: the window [5100, 6100) complete plus the probe
-    // timeout (500 ms) for checks in flight is 6600 ms, seen on the first observation tick after
-    // it (ticks every 100 ms from the last revert at 5050 ms).
-    assert_eq!(report.duration, ms(6650));
+    // timeout (500 ms) for checks in flight is 6600 ms, seen on the engine's check tick at 6600
+    // (every 100 ms from t0 = 1000 ms), before the probe's own tick at that instant.
+    assert_eq!(report.duration, ms(6600));
     let events: Vec<&str> = report.timeline.iter().map(|t| t.event.as_str()).collect();
     assert_eq!(
         events,
@@ -366,4 +405,82 @@ async fn dropping_the_run_future_reverts_through_the_guard() {
     assert!(result.is_err());
     assert_eq!(system.injections.load(Ordering::SeqCst), 1);
     assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_fault_is_journaled_before_injection_and_struck_out_after_revert() {
+    let system = Arc::new(System::default());
+    let journal = MemoryJournal::default();
+    let mut p = plan(&system, &[("freeze", 1050, 3000)], Some(700));
+    p.journal = Some(Box::new(journal.clone()));
+    let watcher = {
+        let journal = journal.clone();
+        let system = system.clone();
+        tokio::spawn(async move {
+            // While the fault is applied, its revert is in the journal.
+            tokio::time::sleep(ms(3000)).await;
+            (
+                system.applied.load(Ordering::SeqCst),
+                journal.entries.lock().unwrap().clone(),
+            )
+        })
+    };
+    let report = run(p, CancellationToken::new(), None).await;
+    let (applied, entries) = watcher.await.unwrap();
+    assert_eq!(applied, 1);
+    assert_eq!(entries, [(0, "freeze:break".to_string())]);
+    assert_eq!(report.verdict, Verdict::Pass);
+    assert!(journal.entries.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_fault_whose_revert_cannot_be_journaled_is_not_injected() {
+    let system = Arc::new(System::default());
+    let mut p = plan(&system, &[("freeze", 1050, 3000)], Some(700));
+    p.journal = Some(Box::new(MemoryJournal {
+        refuse: true,
+        ..MemoryJournal::default()
+    }));
+    let report = run(p, CancellationToken::new(), None).await;
+    assert_eq!(report.verdict, Verdict::Aborted);
+    assert!(report
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("could not be journaled: disk full"));
+    assert_eq!(system.injections.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_condition_aborts_and_reverts_at_once() {
+    let system = Arc::new(System::default());
+    let mut p = plan(&system, &[("freeze", 1050, 30_000)], Some(700));
+    p.stops = vec![StopSpec {
+        name: "sli-collapse".into(),
+        probe: 0,
+        min_success: 0.5,
+        window: ms(1000),
+    }];
+    let report = run(p, CancellationToken::new(), None).await;
+    assert_eq!(report.verdict, Verdict::Aborted);
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+    let reason = report.reason.as_deref().unwrap();
+    assert!(
+        reason.starts_with("stop condition \"sli-collapse\" tripped"),
+        "{reason}"
+    );
+    // Injected at 2050. Checks complete after the probe timeout (500 ms), so the window
+    // [2050, 3050) is judged at 3550 — the first 100 ms tick (from t0 = 1000) at or after it is
+    // 3600 — and it holds ten failed checks: 0 % success.
+    assert!(
+        reason.contains("0.0% of 10 checks over the last 1s"),
+        "{reason}"
+    );
+    let stop = report
+        .timeline
+        .iter()
+        .find(|t| t.event == "stop condition")
+        .unwrap();
+    assert_eq!(stop.at, ms(3600));
+    assert_eq!(report.headline().unwrap().reverted_at, Some(ms(3600)));
 }

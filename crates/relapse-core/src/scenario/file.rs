@@ -37,6 +37,8 @@ pub struct ScenarioFile {
     #[serde(default)]
     pub fault: Vec<Spanned<FaultSection>>,
     #[serde(default)]
+    pub stop: Vec<StopSection>,
+    #[serde(default)]
     pub gates: GatesSection,
     #[serde(default)]
     pub limits: LimitsSection,
@@ -48,6 +50,8 @@ pub struct ScenarioSection {
     pub name: String,
     pub description: Option<String>,
     pub incident: Option<String>,
+    #[serde(default)]
+    pub allow_targets: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -173,6 +177,16 @@ pub struct ProcessFreezeSection {
     pub demo: Option<Spanned<String>>,
     #[serde(default)]
     pub process_group: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopSection {
+    pub name: Spanned<String>,
+    pub probe: Option<Spanned<String>>,
+    pub min_success: Spanned<f64>,
+    #[serde(rename = "for")]
+    pub window: Dur,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,7 @@
 //! The scenario model: what a run does, converted from the file format and checked.
 
 mod file;
+pub mod target;
 mod template;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +31,20 @@ pub struct Scenario {
     pub faults: Vec<FaultSpec>,
     pub gates: Gates,
     pub limits: Limits,
+    pub stops: Vec<StopSpec>,
+    /// Hosts besides loopback that probes and detection sources may reach.
+    pub allow_targets: Vec<String>,
+}
+
+/// Abort the run when a probe's success ratio over `window` falls under `min_success` after the
+/// first injection: the target is hurt beyond what the experiment may cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopSpec {
+    pub name: String,
+    /// Index into `Scenario::probes`.
+    pub probe: usize,
+    pub min_success: f64,
+    pub window: Duration,
 }
 
 /// The embedded demo target and its monitor's settings.
@@ -218,17 +233,32 @@ pub enum ScenarioError {
     },
 }
 
-/// Reads and checks a scenario file.
+/// Reads and checks a scenario file. Probes and detection sources may reach only loopback and
+/// the scenario's own `allow_targets`.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_allowing(path, &[])
+}
+
+/// Like [`load`], with more hosts allowed (the command line's `--allow-target`).
+pub fn load_allowing(path: &Path, allowed: &[String]) -> Result<Scenario, ScenarioError> {
     let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse(path, &text)
+    parse_allowing(path, &text, allowed)
 }
 
 /// Parses and checks scenario text; `path` is used in error messages only.
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    parse_allowing(path, text, &[])
+}
+
+/// Like [`parse`], with more hosts allowed.
+pub fn parse_allowing(
+    path: &Path,
+    text: &str,
+    allowed: &[String],
+) -> Result<Scenario, ScenarioError> {
     let invalid = |span: Option<Range<usize>>, message: String| {
         let (line, column) = line_column(text, span.map_or(0, |s| s.start));
         ScenarioError::Invalid {
@@ -240,7 +270,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     };
     let parsed: file::ScenarioFile = toml::from_str(text)
         .map_err(|err| invalid(err.span(), err.message().trim_end_matches('.').to_string()))?;
-    convert(parsed).map_err(|Problem { span, message }| invalid(Some(span), message))
+    convert(parsed, allowed).map_err(|Problem { span, message }| invalid(Some(span), message))
 }
 
 /// A checking failure at a place in the file.
@@ -265,7 +295,27 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     (line, before[line_start..].chars().count() + 1)
 }
 
-fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
+fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, Problem> {
+    let allowed: Vec<String> = f
+        .scenario
+        .allow_targets
+        .iter()
+        .chain(extra_allowed)
+        .cloned()
+        .collect();
+    // Literal hosts are checked here, with their place in the file; hosts that come from
+    // template variables are checked again once rendered.
+    let reachable = |s: &Spanned<String>, host: Option<&str>| -> Result<(), Problem> {
+        match host {
+            Some(host) if !s.get_ref().starts_with('{') => {
+                target::check(host, &allowed).map_err(|message| Problem {
+                    span: s.span(),
+                    message,
+                })
+            }
+            _ => Ok(()),
+        }
+    };
     let demo = f.target.demo.map(|d| {
         let m = d.monitor.unwrap_or_default();
         DemoTarget {
@@ -340,6 +390,7 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
                 };
                 let expect = h.expect.clone().unwrap_or_else(|| vec![200]);
                 check_statuses(&expect, h.url.span())?;
+                reachable(&h.url, target::http_host(h.url.get_ref()))?;
                 ProbeKind::Http {
                     url: template(&h.url)?,
                     method,
@@ -348,7 +399,10 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
                 }
             }
             (None, Some(t)) => ProbeKind::Tcp {
-                address: template(&t.address)?,
+                address: {
+                    reachable(&t.address, target::address_host(t.address.get_ref()))?;
+                    template(&t.address)?
+                },
                 timeout: t.timeout.map_or(Duration::from_secs(1), |d| d.0),
             },
             _ => {
@@ -438,6 +492,7 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
             if !is_http_url(h.url.get_ref()) {
                 return problem(h.url.span(), "expected an http:// URL");
             }
+            reachable(&h.url, target::http_host(h.url.get_ref()))?;
             DetectorKind::Http {
                 url: template(&h.url)?,
                 every: h.every.map_or(Duration::from_millis(250), |d| d.0),
@@ -551,6 +606,43 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
         });
     }
 
+    let mut stops = Vec::new();
+    for stop in &f.stop {
+        let probe = match &stop.probe {
+            None => steady_state.probe,
+            Some(name) => probes
+                .iter()
+                .position(|p| &p.name == name.get_ref())
+                .ok_or_else(|| Problem {
+                    span: name.span(),
+                    message: format!(
+                        "unknown probe \"{}\": expected one of {}",
+                        name.get_ref(),
+                        quoted_list(probes.iter().map(|p| p.name.as_str()))
+                    ),
+                })?,
+        };
+        let min_success = *stop.min_success.get_ref();
+        if !(0.0..=1.0).contains(&min_success) {
+            return problem(
+                stop.min_success.span(),
+                "min_success must lie between 0 and 1",
+            );
+        }
+        if stop.window.0 < probes[probe].every {
+            return problem(
+                stop.name.span(),
+                "a stop condition's `for` must be at least one probe interval",
+            );
+        }
+        stops.push(StopSpec {
+            name: stop.name.get_ref().clone(),
+            probe,
+            min_success,
+            window: stop.window.0,
+        });
+    }
+
     let gates = Gates {
         detect_within: f.gates.detect_within.as_ref().map(|d| d.get_ref().0),
         recover_within: f.gates.recover_within.map(|d| d.0),
@@ -609,6 +701,8 @@ fn convert(f: file::ScenarioFile) -> Result<Scenario, Problem> {
         faults,
         gates,
         limits,
+        stops,
+        allow_targets: allowed,
     })
 }
 
