@@ -50,12 +50,59 @@ fn run_scenario(dir: &Path, scenario_text: &str) -> (Output, Value, String) {
         .arg(&json)
         .arg("--junit")
         .arg(&junit)
+        .env("RELAPSE_STATE_DIR", dir.join("state"))
         .output()
         .unwrap();
+    assert_journal_empty(&dir.join("state"));
     let report = std::fs::read_to_string(&json)
         .unwrap_or_else(|_| panic!("no JSON report\n{}", show(&output)));
     let junit = std::fs::read_to_string(&junit).unwrap_or_default();
     (output, serde_json::from_str(&report).unwrap(), junit)
+}
+
+/// Polls until `done`, at most `within`; returns how long it took. Used where no event can be
+/// awaited with a bound: another process's run state, a directory emptied by another process.
+fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    start.elapsed()
+}
+
+fn journal_is_empty(state: &Path) -> bool {
+    std::fs::read_dir(state.join("runs")).map_or(true, |mut d| d.next().is_none())
+}
+
+fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal).unwrap();
+}
+
+/// The pid of the guardian that the relapse process `harness` started.
+fn guardian_of(harness: u32) -> u32 {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{harness}/task")).unwrap() {
+        let list =
+            std::fs::read_to_string(task.unwrap().path().join("children")).unwrap_or_default();
+        children.extend(list.split_whitespace().map(|p| p.parse::<u32>().unwrap()));
+    }
+    children
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("__guardian"))
+        })
+        .expect("relapse runs a guardian")
+}
+
+/// No run directory is left in the state directory: every revert was confirmed and struck out.
+fn assert_journal_empty(state: &Path) {
+    let runs = state.join("runs");
+    let left: Vec<PathBuf> = std::fs::read_dir(&runs)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "journal not empty: {left:?}");
 }
 
 /// A process the test starts and ends by its own pid; never left stopped.
@@ -88,10 +135,18 @@ impl Drop for Sleeper {
     }
 }
 
-/// A port with a listener behind it: connects succeed (the kernel completes the handshake).
+/// A port with a listener behind it that accepts and closes every connection, so that probes
+/// succeed however many run (an unaccepted backlog would fill up and stall them).
 fn listening_port() -> (TcpListener, u16) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    let acceptor = listener.try_clone().unwrap();
+    // Ends with the test binary; it only ever serves this test's own probes.
+    std::thread::spawn(move || {
+        for connection in acceptor.incoming() {
+            drop(connection);
+        }
+    });
     (listener, port)
 }
 
@@ -255,8 +310,10 @@ fn no_steady_state_exits_3_without_injecting() {
     let dir = tempfile::tempdir().unwrap();
     let sleeper = Sleeper::start();
     // A port nobody listens on: every probe is refused, steady state never holds.
-    let (listener, port) = listening_port();
-    drop(listener);
+    let port = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
     let (output, report, junit) = run_scenario(
         dir.path(),
         &freeze_scenario(sleeper.pid(), port, "1s", "2s"),
@@ -316,19 +373,14 @@ fn sigterm_mid_fault_reverts_writes_a_partial_report_and_exits_3() {
         .arg(&scenario)
         .arg("--json")
         .arg(&json)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
         .spawn()
         .unwrap();
     // Wait for the freeze to take effect: the sleeper's state turns T.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while sleeper.state() != 'T' {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the fault never took effect"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    wait_until(Duration::from_secs(20), "the fault to take effect", || {
+        sleeper.state() == 'T'
+    });
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
@@ -414,23 +466,273 @@ fn a_missing_target_process_is_invalid_input_and_nothing_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (_listener, port) = listening_port();
     // Pids above the kernel's pid_max (at most 2^22) never exist.
-    let (output, _, _) = {
-        let scenario = dir.path().join("scenario.toml");
-        std::fs::write(&scenario, freeze_scenario(5_000_000, port, "10s", "1s")).unwrap();
-        let json = dir.path().join("report.json");
-        let output = relapse()
-            .arg("run")
-            .arg(&scenario)
-            .arg("--json")
-            .arg(&json)
-            .output()
-            .unwrap();
-        (output, (), ())
-    };
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, freeze_scenario(5_000_000, port, "10s", "1s")).unwrap();
+    let output = relapse()
+        .arg("run")
+        .arg(&scenario)
+        .env("RELAPSE_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
     assert_eq!(output.status.code(), Some(2), "{}", show(&output));
     assert!(
         text(&output.stderr).contains("no process with pid 5000000"),
         "{}",
         show(&output)
     );
+}
+
+#[test]
+fn sigint_twice_mid_fault_still_reverts_and_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let sleeper = Sleeper::start();
+    let (_listener, port) = listening_port();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
+    let json = dir.path().join("report.json");
+    let mut child = relapse()
+        .arg("run")
+        .arg(&scenario)
+        .arg("--json")
+        .arg(&json)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the fault to take effect", || {
+        sleeper.state() == 'T'
+    });
+    // As an impatient person at a terminal would: Ctrl-C, and at once again.
+    signal(child.id(), nix::sys::signal::Signal::SIGINT);
+    signal(child.id(), nix::sys::signal::Signal::SIGINT);
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    assert_ne!(sleeper.state(), 'T', "the process was left frozen");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["runs"][0]["verdict"], "aborted");
+    assert!(journal_is_empty(&state));
+}
+
+#[test]
+fn kill_9_of_the_harness_at_random_instants_leaves_nothing_applied() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    // Printed so that a failure can be replayed with the same instants.
+    eprintln!("kill -9 instants: seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let (_listener, port) = listening_port();
+    let rounds = 20;
+    let mut killed_mid_fault = 0;
+    let mut slowest_revert = Duration::ZERO;
+    for round in 0..rounds {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let sleeper = Sleeper::start();
+        let scenario = dir.path().join("scenario.toml");
+        std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
+        let mut child = relapse()
+            .arg("run")
+            .arg(&scenario)
+            .env("RELAPSE_STATE_DIR", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Three kills in four land while the fault is applied (a random instant up to 300 ms
+        // after it took effect), the rest at a random instant before it: while relapse starts,
+        // waits for steady state, or is about to inject.
+        let mid_fault = rng.random_ratio(3, 4);
+        let started = std::time::Instant::now();
+        let kill_at = if mid_fault {
+            let frozen_after =
+                wait_until(Duration::from_secs(20), "the fault to take effect", || {
+                    sleeper.state() == 'T'
+                });
+            frozen_after + Duration::from_millis(rng.random_range(0..300))
+        } else {
+            Duration::from_millis(rng.random_range(0..500))
+        };
+        let mut seen_frozen = false;
+        while started.elapsed() < kill_at {
+            seen_frozen |= sleeper.state() == 'T';
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        seen_frozen |= sleeper.state() == 'T';
+        signal(child.id(), nix::sys::signal::Signal::SIGKILL);
+        let killed = std::time::Instant::now();
+        child.wait().unwrap();
+        killed_mid_fault += u32::from(seen_frozen);
+        wait_until(
+            Duration::from_secs(1),
+            "the guardian to resume the process",
+            || sleeper.state() != 'T',
+        );
+        slowest_revert = slowest_revert.max(killed.elapsed());
+        wait_until(
+            Duration::from_secs(1),
+            "the guardian to empty the journal",
+            || journal_is_empty(&state),
+        );
+        eprintln!(
+            "round {round}: killed after {kill_at:?}, {}",
+            if seen_frozen {
+                "mid-fault"
+            } else {
+                "before the fault"
+            }
+        );
+    }
+    eprintln!("kill -9: {rounds} rounds, {killed_mid_fault} mid-fault, 0 faults left behind, slowest revert {slowest_revert:?}");
+    // Enough kills must land while the fault is applied for the test to mean something.
+    assert!(
+        killed_mid_fault >= 5,
+        "only {killed_mid_fault} of {rounds} kills landed mid-fault"
+    );
+    assert!(slowest_revert < Duration::from_secs(1));
+}
+
+#[test]
+fn cleanup_reverts_what_a_dead_harness_and_guardian_left_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let sleeper = Sleeper::start();
+    let (_listener, port) = listening_port();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
+    let mut child = relapse()
+        .arg("run")
+        .arg(&scenario)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the fault to take effect", || {
+        sleeper.state() == 'T'
+    });
+    // The worst case: the guardian dies first, then the harness. Both are ours, ended by pid.
+    signal(guardian_of(child.id()), nix::sys::signal::Signal::SIGKILL);
+    signal(child.id(), nix::sys::signal::Signal::SIGKILL);
+    child.wait().unwrap();
+    assert_eq!(
+        sleeper.state(),
+        'T',
+        "nothing was left to revert: the test proves nothing"
+    );
+    assert!(!journal_is_empty(&state));
+
+    let output = relapse()
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let said = text(&output.stdout);
+    assert!(said.contains("reverted: \"freeze\""), "{said}");
+    assert!(said.contains("1 fault reverted"), "{said}");
+    assert_ne!(sleeper.state(), 'T');
+    assert!(journal_is_empty(&state));
+
+    let again = relapse()
+        .arg("cleanup")
+        .arg("--state-dir")
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", show(&again));
+    assert!(
+        text(&again.stdout).contains("0 faults reverted"),
+        "{}",
+        show(&again)
+    );
+}
+
+#[test]
+fn a_stop_condition_trips_aborts_and_reverts() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("scenarios/flg-healthcheck-hang.toml")).unwrap()
+        + "\n[[stop]]\nname = \"webmail-down\"\nmin_success = 0.5\nfor = \"1s\"\n";
+    let (output, report, junit) = run_scenario(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let run = &report["runs"][0];
+    assert_eq!(run["verdict"], "aborted");
+    let reason = run["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("stop condition \"webmail-down\" tripped"),
+        "{reason}"
+    );
+    let timeline = run["timeline"].as_array().unwrap();
+    let at = |event: &str| {
+        timeline
+            .iter()
+            .find(|t| t["event"] == event)
+            .map(|t| ms(&t["at_ms"]))
+    };
+    let (injected, tripped, reverted) = (
+        at("fault effective").unwrap(),
+        at("stop condition").unwrap(),
+        at("fault reverted").unwrap(),
+    );
+    // The condition is judged on completed checks: a full 1 s window after the injection plus the
+    // probe's 1 s timeout, seen on the next 100 ms check.
+    assert!(
+        tripped - injected >= 2000.0 && tripped - injected <= 2200.0,
+        "tripped {} ms after the injection",
+        tripped - injected
+    );
+    assert!(reverted >= tripped && reverted - tripped < 100.0);
+    // Only the first hang happened: the second was never injected.
+    assert_eq!(
+        timeline
+            .iter()
+            .filter(|t| t["event"] == "fault effective")
+            .count(),
+        1
+    );
+    assert!(junit.contains("type=\"aborted\""), "{junit}");
+}
+
+#[test]
+fn a_target_off_loopback_needs_permission() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start();
+    let scenario = dir.path().join("scenario.toml");
+    // 198.51.100.0/24 is TEST-NET-2: documentation only; nothing is ever sent there.
+    let scenario_text =
+        freeze_scenario(sleeper.pid(), 1, "10s", "1s").replace("127.0.0.1:1", "198.51.100.7:80");
+    std::fs::write(&scenario, &scenario_text).unwrap();
+    let output = relapse()
+        .arg("run")
+        .arg(&scenario)
+        .env("RELAPSE_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    let line = scenario_text
+        .lines()
+        .position(|l| l.contains("198.51.100.7"))
+        .unwrap()
+        + 1;
+    let stderr = text(&output.stderr);
+    assert!(
+        stderr.contains(&format!("{}:{line}:", scenario.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--allow-target 198.51.100.7"), "{stderr}");
+    assert!(
+        !dir.path().join("state").exists(),
+        "a journal was started for a refused scenario"
+    );
+    assert_ne!(sleeper.state(), 'T');
+    // Named, it is allowed (validated only: nothing is sent to it).
+    let output = relapse()
+        .arg("validate")
+        .arg(&scenario)
+        .arg("--allow-target")
+        .arg("198.51.100.7")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
 }

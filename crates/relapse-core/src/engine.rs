@@ -477,9 +477,11 @@ impl Run {
             let instructions = self.guards[index].revert_instructions();
             match journal.record(&name, &description, &instructions) {
                 Ok(id) => self.journal_ids[index] = Some(id),
-                Err(error) => return Err(format!(
+                Err(error) => {
+                    return Err(format!(
                     "fault \"{name}\" was not injected: its revert could not be journaled: {error}"
-                )),
+                ))
+                }
             }
         }
         let bound = self.limits.inject_timeout;

@@ -134,8 +134,8 @@ async fn a_journaled_freeze_is_resumed_from_its_record_alone() {
     freeze.inject().await.unwrap();
     assert_eq!(is_stopped(child.pid()), Some(true));
     // Another process would have only the record. A bare ProcessFreeze does not resume on drop
-    // (its FaultGuard does), so dropping it here leaves the process stopped, as a crash would.
-    drop(freeze);
+    // (its FaultGuard does), so letting it go leaves the process stopped, as a crash would.
+    let _ = freeze;
     assert_eq!(is_stopped(child.pid()), Some(true));
     let done = revert_journaled(&instructions.json).unwrap();
     assert!(done.contains("resumed"), "{done}");

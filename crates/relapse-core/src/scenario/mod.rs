@@ -307,7 +307,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     // template variables are checked again once rendered.
     let reachable = |s: &Spanned<String>, host: Option<&str>| -> Result<(), Problem> {
         match host {
-            Some(host) if !s.get_ref().starts_with('{') => {
+            Some(host) if !s.get_ref().contains('{') => {
                 target::check(host, &allowed).map_err(|message| Problem {
                     span: s.span(),
                     message,
