@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build test lint fmt bench demo flg clean
+.PHONY: all build test lint fmt bench fuzz demo flg clean
 
 all: build
 
@@ -23,6 +23,13 @@ fmt:
 
 bench:
 	$(CARGO) bench --bench measure
+
+# The scenario parser under libFuzzer for FUZZ_SECONDS (needs `cargo install cargo-fuzz`).
+# cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the machine's stable toolchain take them.
+FUZZ_SECONDS ?= 60
+fuzz:
+	mkdir -p fuzz/corpus/scenario
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run scenario fuzz/corpus/scenario fuzz/seeds -- -max_total_time=$(FUZZ_SECONDS)
 
 # The embedded demo target, standalone, until Ctrl-C.
 demo:

@@ -415,8 +415,20 @@ fn malformed_scenarios_exit_2_with_file_line_column_and_what_was_expected() {
             .next()
             .and_then(|l| l.strip_prefix("# expect: "))
             .unwrap_or_else(|| panic!("{} has no `# expect:` line", file.display()));
+        let state = tempfile::tempdir().unwrap();
         for verb in ["validate", "run"] {
-            let output = relapse().arg(verb).arg(&file).output().unwrap();
+            let output = relapse()
+                .arg(verb)
+                .arg(&file)
+                .env("RELAPSE_STATE_DIR", state.path())
+                .output()
+                .unwrap();
+            // Nothing was applied: not even a journal was started.
+            assert!(
+                !state.path().join("runs").exists(),
+                "{verb} {} started a journal",
+                file.display()
+            );
             assert_eq!(
                 output.status.code(),
                 Some(2),
