@@ -150,6 +150,23 @@ fn listening_port() -> (TcpListener, u16) {
     (listener, port)
 }
 
+/// Starts `relapse run` in the background on a scenario that freezes `sleeper` for a minute, with
+/// its journal under `dir/state` and its JSON report at `dir/report.json`.
+fn spawn_freeze_run(dir: &Path, sleeper: &Sleeper, port: u16) -> Child {
+    let scenario = dir.join("scenario.toml");
+    std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
+    relapse()
+        .arg("run")
+        .arg(&scenario)
+        .arg("--json")
+        .arg(dir.join("report.json"))
+        .env("RELAPSE_STATE_DIR", dir.join("state"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
 /// A scenario that freezes `pid` while a TCP probe watches `port`.
 fn freeze_scenario(pid: u32, port: u16, steady_timeout: &str, duration: &str) -> String {
     format!(
@@ -365,18 +382,8 @@ fn sigterm_mid_fault_reverts_writes_a_partial_report_and_exits_3() {
     let dir = tempfile::tempdir().unwrap();
     let sleeper = Sleeper::start();
     let (_listener, port) = listening_port();
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
+    let mut child = spawn_freeze_run(dir.path(), &sleeper, port);
     let json = dir.path().join("report.json");
-    let mut child = relapse()
-        .arg("run")
-        .arg(&scenario)
-        .arg("--json")
-        .arg(&json)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Wait for the freeze to take effect: the sleeper's state turns T.
     wait_until(Duration::from_secs(20), "the fault to take effect", || {
         sleeper.state() == 'T'
@@ -389,6 +396,7 @@ fn sigterm_mid_fault_reverts_writes_a_partial_report_and_exits_3() {
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(3));
     assert_ne!(sleeper.state(), 'T', "the process was left frozen");
+    assert!(journal_is_empty(&dir.path().join("state")));
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["runs"][0]["verdict"], "aborted");
     assert!(report["runs"][0]["reason"]
@@ -500,19 +508,8 @@ fn sigint_twice_mid_fault_still_reverts_and_exits_3() {
     let state = dir.path().join("state");
     let sleeper = Sleeper::start();
     let (_listener, port) = listening_port();
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
+    let mut child = spawn_freeze_run(dir.path(), &sleeper, port);
     let json = dir.path().join("report.json");
-    let mut child = relapse()
-        .arg("run")
-        .arg(&scenario)
-        .arg("--json")
-        .arg(&json)
-        .env("RELAPSE_STATE_DIR", &state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     wait_until(Duration::from_secs(20), "the fault to take effect", || {
         sleeper.state() == 'T'
     });
@@ -541,16 +538,7 @@ fn kill_9_of_the_harness_at_random_instants_leaves_nothing_applied() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let sleeper = Sleeper::start();
-        let scenario = dir.path().join("scenario.toml");
-        std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
-        let mut child = relapse()
-            .arg("run")
-            .arg(&scenario)
-            .env("RELAPSE_STATE_DIR", &state)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_freeze_run(dir.path(), &sleeper, port);
         // Three kills in four land while the fault is applied (a random instant up to 300 ms
         // after it took effect), the rest at a random instant before it: while relapse starts,
         // waits for steady state, or is about to inject.
@@ -610,16 +598,7 @@ fn cleanup_reverts_what_a_dead_harness_and_guardian_left_and_is_idempotent() {
     let state = dir.path().join("state");
     let sleeper = Sleeper::start();
     let (_listener, port) = listening_port();
-    let scenario = dir.path().join("scenario.toml");
-    std::fs::write(&scenario, freeze_scenario(sleeper.pid(), port, "10s", "1m")).unwrap();
-    let mut child = relapse()
-        .arg("run")
-        .arg(&scenario)
-        .env("RELAPSE_STATE_DIR", &state)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_freeze_run(dir.path(), &sleeper, port);
     wait_until(Duration::from_secs(20), "the fault to take effect", || {
         sleeper.state() == 'T'
     });
