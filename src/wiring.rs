@@ -79,6 +79,7 @@ pub async fn run_scenario(
                 upstream_timeout: target.upstream_timeout,
                 monitor: Some(monitor),
                 launcher: launcher.clone(),
+                host: None,
             };
             let demo = Demo::start(options)
                 .await

@@ -26,6 +26,8 @@ enum ChildArgs {
         listen: SocketAddr,
         backend: String,
         upstream_timeout: Duration,
+        /// A new upstream connection per request, closed after it (no keep-alive pool).
+        fresh_upstream: bool,
     },
 }
 
@@ -46,6 +48,7 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut listen = None;
     let mut backend = None;
     let mut upstream_timeout = None;
+    let mut fresh_upstream = false;
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -76,6 +79,7 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                 })?;
                 upstream_timeout = Some(Duration::from_millis(millis));
             }
+            (ChildRole::Frontend, "--fresh-upstream") => fresh_upstream = true,
             (_, other) => {
                 return Err(usage(format!("unknown argument {other:?} for the {role}")));
             }
@@ -90,6 +94,7 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
             upstream_timeout: upstream_timeout
                 .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?,
+            fresh_upstream,
         },
     })
 }
@@ -133,9 +138,10 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
         ChildArgs::Frontend {
             backend,
             upstream_timeout,
+            fresh_upstream,
             ..
         } => {
-            let state = frontend::Frontend::new(backend, upstream_timeout);
+            let state = frontend::Frontend::new(backend, upstream_timeout, fresh_upstream);
             crate::http::serve(
                 listener,
                 move |request| state.clone().handle(request),
@@ -198,6 +204,7 @@ mod tests {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 backend: "http://127.0.0.1:9".into(),
                 upstream_timeout: Duration::from_millis(250),
+                fresh_upstream: false,
             }
         );
     }

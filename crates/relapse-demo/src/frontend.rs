@@ -47,10 +47,21 @@ impl fmt::Display for UpstreamFailure {
 }
 
 impl Frontend {
-    pub(crate) fn new(backend: String, upstream_timeout: Duration) -> Arc<Self> {
+    pub(crate) fn new(
+        backend: String,
+        upstream_timeout: Duration,
+        fresh_upstream: bool,
+    ) -> Arc<Self> {
         // A pooled keep-alive client mirrors a real app server's upstream
-        // connections, including requests parked on a frozen peer.
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        // connections, including requests parked on a frozen peer. With
+        // `fresh_upstream` every request opens (and then closes) its own
+        // connection, taking an ephemeral port each time, as the service in
+        // the iPaper incident did.
+        let mut builder = Client::builder(TokioExecutor::new());
+        if fresh_upstream {
+            builder.pool_max_idle_per_host(0);
+        }
+        let client = builder.build_http();
         Arc::new(Self {
             client,
             backend: backend.trim_end_matches('/').to_owned(),

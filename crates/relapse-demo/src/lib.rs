@@ -87,15 +87,30 @@ pub struct DemoOptions {
     pub monitor: Option<MonitorOptions>,
     /// How to start the child processes.
     pub launcher: Launcher,
+    /// Run the frontend as its own "host" (e.g. in a network namespace); `None` keeps every
+    /// part on 127.0.0.1.
+    pub host: Option<DemoHost>,
+}
+
+/// Where the frontend runs when it is its own host: started by its own launcher (e.g. `ip netns
+/// exec NAME relapse …`), listening on `frontend_address`, calling the backend on
+/// `backend_address` with a new connection per request, so that it needs a fresh ephemeral port
+/// for every request it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoHost {
+    pub frontend_launcher: Launcher,
+    pub frontend_address: std::net::IpAddr,
+    pub backend_address: std::net::IpAddr,
 }
 
 impl DemoOptions {
-    /// Options with the default upstream timeout (250 ms) and no monitor.
+    /// Options with the default upstream timeout (250 ms), no monitor, all on loopback.
     pub fn new(launcher: Launcher) -> Self {
         Self {
             upstream_timeout: Duration::from_millis(250),
             monitor: None,
             launcher,
+            host: None,
         }
     }
 }
@@ -255,29 +270,41 @@ impl Demo {
             _ => None,
         };
 
+        let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
+        let (backend_address, frontend_address, frontend_launcher) = match &options.host {
+            Some(host) => (
+                host.backend_address,
+                host.frontend_address,
+                &host.frontend_launcher,
+            ),
+            None => (loopback, loopback, &options.launcher),
+        };
         let backend = spawn_child(
             &options.launcher,
             ChildRole::Backend,
-            &["backend", "--listen", "127.0.0.1:0"].map(String::from),
+            &[
+                "backend".to_owned(),
+                "--listen".to_owned(),
+                SocketAddr::new(backend_address, 0).to_string(),
+            ],
         )
         .await?;
         // Whole milliseconds on the command line; never round down to zero,
         // which would make every upstream call time out.
         let timeout_ms = options.upstream_timeout.as_millis().max(1).to_string();
-        let frontend = spawn_child(
-            &options.launcher,
-            ChildRole::Frontend,
-            &[
-                "frontend".to_owned(),
-                "--listen".to_owned(),
-                "127.0.0.1:0".to_owned(),
-                "--backend".to_owned(),
-                backend.url.clone(),
-                "--upstream-timeout-ms".to_owned(),
-                timeout_ms,
-            ],
-        )
-        .await?;
+        let mut frontend_args = vec![
+            "frontend".to_owned(),
+            "--listen".to_owned(),
+            SocketAddr::new(frontend_address, 0).to_string(),
+            "--backend".to_owned(),
+            backend.url.clone(),
+            "--upstream-timeout-ms".to_owned(),
+            timeout_ms,
+        ];
+        if options.host.is_some() {
+            frontend_args.push("--fresh-upstream".to_owned());
+        }
+        let frontend = spawn_child(frontend_launcher, ChildRole::Frontend, &frontend_args).await?;
 
         let cancel = CancellationToken::new();
         let monitor = options.monitor.map(|monitor_options| {

@@ -38,6 +38,7 @@ fn options() -> DemoOptions {
         upstream_timeout: UPSTREAM_TIMEOUT,
         monitor: None,
         launcher: launcher(),
+        host: None,
     }
 }
 
