@@ -82,6 +82,12 @@ enum Command {
         #[arg(long, default_value_t = 500, value_name = "MS")]
         monitor_interval_ms: u64,
     },
+    /// Internal: a process holding reserved ports for port_exhaustion.
+    #[command(name = "__hold-ports", hide = true)]
+    HoldPorts {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Internal: the guardian of a run's journal.
     #[command(name = "__guardian", hide = true)]
     Guardian { run_dir: PathBuf },
@@ -106,6 +112,16 @@ fn main() -> ExitCode {
     // is per thread, so it must be set while the process has only this one.
     if let Command::Guardian { run_dir } = &cli.command {
         return ExitCode::from(relapse::safety::guardian_main(run_dir));
+    }
+    // A port holder enters a namespace for the whole process: it too must still be one thread.
+    if let Command::HoldPorts { args } = &cli.command {
+        return match relapse_ports::ports::holder_main(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("relapse port holder: {e}");
+                ExitCode::from(exit::INCONCLUSIVE)
+            }
+        };
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -146,7 +162,7 @@ fn main() -> ExitCode {
                 &state_dir.unwrap_or_else(relapse_journal::default_state_dir),
                 force,
             ),
-            Command::Guardian { .. } => {
+            Command::Guardian { .. } | Command::HoldPorts { .. } => {
                 unreachable!("the guardian returned before the runtime started")
             }
             Command::List => {

@@ -16,6 +16,16 @@ use relapse_journal::{Entry, Journal, JournalError, Run};
 pub fn revert_entry(entry: &Entry) -> Result<String, String> {
     match entry.kind.as_str() {
         "process_freeze" => relapse_hang::revert_journaled(&entry.revert.to_string()),
+        "port_exhaustion" => relapse_ports::ports::revert_journaled(&entry.revert.to_string()),
+        "fd_exhaustion" => relapse_ports::fd::revert_journaled(&entry.revert.to_string()),
+        "netns" => {
+            let name = entry.revert["name"]
+                .as_str()
+                .ok_or("a netns entry without a name")?;
+            relapse_ports::netns::remove(name)
+                .map(|()| format!("network namespace {name} removed"))
+                .map_err(|e| e.to_string())
+        }
         other => Err(format!(
             "unknown fault kind \"{other}\" in the journal: cannot revert it"
         )),

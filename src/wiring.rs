@@ -7,12 +7,17 @@ use std::sync::Arc;
 use relapse_core::engine::{self, Plan, PlannedDetector, PlannedFault, PlannedProbe, Progress};
 use relapse_core::measure::SteadyRule;
 use relapse_core::report::RunReport;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use relapse_core::fault::{RevertInstructions, RevertLog};
 use relapse_core::scenario::target;
 use relapse_core::scenario::{
     DemoComponent, DetectorKind, FaultKind, ProbeKind, ProcessTarget, Scenario, Template, Vars,
 };
+use relapse_core::scenario::{DemoHostKind, NetnsTarget, PortsMode, ReserveAmount};
 use relapse_core::sense::{Detector, Probe};
-use relapse_demo::{Demo, DemoOptions, Launcher, MonitorOptions};
+use relapse_demo::{Demo, DemoHost, DemoOptions, Launcher, MonitorOptions};
 use relapse_probe::{
     CommandDetector, HttpHealthDetector, HttpProbe, LogDetector, TcpProbe, WebhookSink,
 };
@@ -64,6 +69,41 @@ pub async fn run_scenario(
     let mut vars = Vars::default();
     vars.set("sink.url", sink.url());
 
+    // The demo's own host, when it runs as one: a namespace journaled before it exists, so a
+    // crash of relapse leaves nothing for `cleanup` to miss.
+    let mut host = None;
+    let mut host_entry = None;
+    if scenario.demo.as_ref().map(|d| d.host) == Some(DemoHostKind::Netns) {
+        static HOSTS: AtomicU32 = AtomicU32::new(0);
+        let n = HOSTS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("relapse-{}-{n}", std::process::id());
+        if let Some(journal) = &journal {
+            let instructions = RevertInstructions {
+                kind: "netns",
+                json: format!("{{\"name\":\"{name}\"}}"),
+            };
+            let id = journal
+                .clone()
+                .record(
+                    "demo host",
+                    &format!("network namespace {name}"),
+                    &instructions,
+                )
+                .map_err(|e| harness(format!("cannot journal the demo host: {e}")))?;
+            host_entry = Some(id);
+        }
+        let seed = std::process::id().wrapping_mul(131).wrapping_add(n);
+        let created = relapse_ports::netns::Host::create(&name, seed)
+            .map_err(|e| harness(format!("demo host: {e}")));
+        match created {
+            Ok(created) => host = Some(created),
+            Err(e) => {
+                forget_host(&journal, host_entry);
+                return Err(e);
+            }
+        }
+    }
+
     let demo = match &scenario.demo {
         None => None,
         Some(target) => {
@@ -75,27 +115,59 @@ pub async fn run_scenario(
                 alertname: target.monitor.alertname.clone(),
                 sink_url: Some(sink.url()),
             };
+            let demo_host = host.as_ref().map(|h| {
+                let mut args: Vec<std::ffi::OsString> = vec![
+                    "netns".into(),
+                    "exec".into(),
+                    h.name().into(),
+                    launcher.program.clone().into(),
+                ];
+                args.extend(launcher.args.iter().cloned());
+                DemoHost {
+                    frontend_launcher: Launcher {
+                        program: "ip".into(),
+                        args,
+                    },
+                    frontend_address: h.inside.into(),
+                    backend_address: h.outside.into(),
+                }
+            });
             let options = DemoOptions {
                 upstream_timeout: target.upstream_timeout,
                 monitor: Some(monitor),
                 launcher: launcher.clone(),
-                host: None,
+                host: demo_host,
             };
-            let demo = Demo::start(options)
-                .await
-                .map_err(|e| harness(format!("demo target: {e}")))?;
-            vars.set("demo.url", demo.frontend_url());
-            vars.set("demo.frontend.url", demo.frontend_url());
-            vars.set("demo.backend.url", demo.backend_url());
-            vars.set("demo.frontend.pid", demo.frontend_pid().to_string());
-            vars.set("demo.backend.pid", demo.backend_pid().to_string());
-            Some(demo)
+            match Demo::start(options).await {
+                Ok(demo) => {
+                    vars.set("demo.url", demo.frontend_url());
+                    vars.set("demo.frontend.url", demo.frontend_url());
+                    vars.set("demo.backend.url", demo.backend_url());
+                    vars.set(
+                        "demo.backend.address",
+                        demo.backend_url().trim_start_matches("http://"),
+                    );
+                    vars.set("demo.frontend.pid", demo.frontend_pid().to_string());
+                    vars.set("demo.backend.pid", demo.backend_pid().to_string());
+                    Some(demo)
+                }
+                Err(e) => {
+                    drop(host);
+                    forget_host(&journal, host_entry);
+                    return Err(harness(format!("demo target: {e}")));
+                }
+            }
         }
     };
 
-    let result = match build_plan(scenario, &vars, &sink, demo.as_ref()) {
+    let context = Context {
+        demo: demo.as_ref(),
+        host: host.as_ref(),
+        program: &launcher.program,
+    };
+    let result = match build_plan(scenario, &vars, &sink, &context) {
         Ok(mut plan) => {
-            plan.journal = journal.map(|j| Box::new(j) as Box<dyn relapse_core::fault::RevertLog>);
+            plan.journal = journal.clone().map(|j| Box::new(j) as Box<dyn RevertLog>);
             Ok(engine::run(plan, cancel, progress).await)
         }
         Err(message) => Err(invalid(message)),
@@ -103,9 +175,72 @@ pub async fn run_scenario(
     if let Some(demo) = demo {
         demo.shutdown().await;
     }
+    if let Some(mut host) = host {
+        match host.remove() {
+            Ok(()) => forget_host(&journal, host_entry),
+            Err(e) => {
+                tracing::error!(error = %e, "could not remove the demo host; `relapse cleanup` will")
+            }
+        }
+    }
     let mut report = result?;
     report.file = Some(file.to_path_buf());
     Ok(report)
+}
+
+/// Strikes the demo host's namespace from the journal once it is removed (or was never made).
+fn forget_host(journal: &Option<JournalLog>, entry: Option<u64>) {
+    if let (Some(journal), Some(id)) = (journal, entry) {
+        if let Err(e) = journal.clone().remove(id) {
+            tracing::warn!(error = %e, "could not strike the demo host from the journal");
+        }
+    }
+}
+
+/// What the plan may refer to besides the scenario: the running demo, its host, and the relapse
+/// executable (which also serves as the port holder).
+struct Context<'a> {
+    demo: Option<&'a Demo>,
+    host: Option<&'a relapse_ports::netns::Host>,
+    program: &'a Path,
+}
+
+impl Context<'_> {
+    fn pid(&self, target: &ProcessTarget) -> Result<u32, String> {
+        Ok(match target {
+            ProcessTarget::Pid(pid) => *pid,
+            ProcessTarget::Pidfile(path) => {
+                relapse_hang::read_pidfile(path).map_err(|e| e.to_string())?
+            }
+            ProcessTarget::Demo(component) => {
+                let demo = self.demo.ok_or("the demo target is not running")?;
+                match component {
+                    DemoComponent::Backend => demo.backend_pid(),
+                    DemoComponent::Frontend => demo.frontend_pid(),
+                }
+            }
+        })
+    }
+
+    fn netns_path(&self, target: &NetnsTarget) -> Result<PathBuf, String> {
+        match target {
+            NetnsTarget::Named(name) => {
+                let path = relapse_ports::netns::named_path(name);
+                if path.exists() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "no network namespace named \"{name}\" (ip netns list shows them)"
+                    ))
+                }
+            }
+            NetnsTarget::Pid(pid) => Ok(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            NetnsTarget::DemoHost => self
+                .host
+                .map(|h| h.path())
+                .ok_or_else(|| "the demo host is not running".to_string()),
+        }
+    }
 }
 
 fn render(template: &Template, vars: &Vars) -> Result<String, String> {
@@ -127,9 +262,14 @@ fn build_plan(
     scenario: &Scenario,
     vars: &Vars,
     sink: &WebhookSink,
-    demo: Option<&Demo>,
+    context: &Context<'_>,
 ) -> Result<Plan, String> {
-    let allowed = &scenario.allow_targets;
+    // Hosts in a namespace relapse made are as much the run's own as loopback.
+    let mut allowed = scenario.allow_targets.clone();
+    if let Some(host) = context.host {
+        allowed.extend([host.inside.to_string(), host.outside.to_string()]);
+    }
+    let allowed = &allowed;
     let mut probes = Vec::new();
     for spec in &scenario.probes {
         let probe: Arc<dyn Probe> = match &spec.kind {
@@ -214,35 +354,85 @@ fn build_plan(
 
     let mut faults = Vec::new();
     for spec in &scenario.faults {
-        let context = |e: String| format!("fault \"{}\": {e}", spec.name);
-        let fault = match &spec.kind {
+        let context_error = |e: String| format!("fault \"{}\": {e}", spec.name);
+        let fault: Box<dyn relapse_core::fault::Fault> = match &spec.kind {
             FaultKind::ProcessFreeze {
                 target,
                 process_group,
             } => {
-                let pid = match target {
-                    ProcessTarget::Pid(pid) => *pid,
-                    ProcessTarget::Pidfile(path) => {
-                        relapse_hang::read_pidfile(path).map_err(|e| context(e.to_string()))?
-                    }
-                    ProcessTarget::Demo(component) => {
-                        let demo =
-                            demo.ok_or_else(|| context("the demo target is not running".into()))?;
-                        match component {
-                            DemoComponent::Backend => demo.backend_pid(),
-                            DemoComponent::Frontend => demo.frontend_pid(),
-                        }
-                    }
+                let pid = context.pid(target).map_err(context_error)?;
+                Box::new(
+                    relapse_hang::ProcessFreeze::new(pid, *process_group)
+                        .map_err(|e| context_error(e.to_string()))?,
+                )
+            }
+            FaultKind::FdExhaustion { target, headroom } => {
+                let pid = context.pid(target).map_err(context_error)?;
+                Box::new(
+                    relapse_ports::fd::FdExhaustion::new(pid, *headroom)
+                        .map_err(|e| context_error(e.to_string()))?,
+                )
+            }
+            FaultKind::PortExhaustion {
+                target,
+                mode,
+                allow_own_namespace,
+            } => {
+                use relapse_ports::ports::{Amount, Mode};
+                let path = context.netns_path(target).map_err(context_error)?;
+                let destination = |t: &Template| -> Result<std::net::SocketAddr, String> {
+                    let text = render(t, vars)?;
+                    reachable(target::address_host(&text), allowed)?;
+                    text.parse()
+                        .map_err(|_| format!("destination \"{text}\" is not IP:PORT"))
                 };
-                relapse_hang::ProcessFreeze::new(pid, *process_group)
-                    .map_err(|e| context(e.to_string()))?
+                let mode = match mode {
+                    PortsMode::Reserve(ReserveAmount::All) => Mode::Reserve(Amount::All),
+                    PortsMode::Reserve(ReserveAmount::Fraction(f)) => {
+                        Mode::Reserve(Amount::Fraction(*f))
+                    }
+                    PortsMode::Reserve(ReserveAmount::LeaveFree(n)) => {
+                        Mode::Reserve(Amount::LeaveFree(*n))
+                    }
+                    PortsMode::Leak {
+                        destination: d,
+                        rate,
+                        count,
+                    } => Mode::Leak {
+                        destination: destination(d).map_err(context_error)?,
+                        rate: *rate,
+                        count: *count,
+                    },
+                    PortsMode::TimeWait {
+                        destination: d,
+                        rate,
+                        count,
+                    } => Mode::TimeWait {
+                        destination: destination(d).map_err(context_error)?,
+                        rate: *rate,
+                        count: *count,
+                    },
+                };
+                let holder = relapse_ports::ports::HolderLauncher {
+                    program: context.program.to_path_buf(),
+                    args: vec!["__hold-ports".to_string()],
+                };
+                Box::new(
+                    relapse_ports::ports::PortExhaustion::new(
+                        path,
+                        mode,
+                        *allow_own_namespace,
+                        holder,
+                    )
+                    .map_err(|e| context_error(e.to_string()))?,
+                )
             }
         };
         faults.push(PlannedFault {
             name: spec.name.clone(),
             start: spec.start,
             duration: spec.duration,
-            fault: Box::new(fault),
+            fault,
         });
     }
 

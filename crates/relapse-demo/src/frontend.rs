@@ -20,10 +20,18 @@ use crate::http::{self, Body};
 /// Everything a request handler needs; shared by all connections.
 pub(crate) struct Frontend {
     client: Client<HttpConnector, Empty<Bytes>>,
+    /// Open a new upstream connection per request and let go of it only `LINGER` later.
+    fresh_upstream: bool,
     /// Backend base URL without a trailing slash, e.g. `http://127.0.0.1:4000`.
     backend: String,
     upstream_timeout: Duration,
 }
+
+/// How long a fresh upstream connection is kept after its request is done. The service in the
+/// iPaper incident did not complete its internal requests promptly; holding each connection a
+/// while makes this frontend need many ephemeral ports at once, so that when few are left, some
+/// requests get one and some do not.
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Why a call to the backend did not produce a usable body.
 enum UpstreamFailure {
@@ -57,13 +65,10 @@ impl Frontend {
         // `fresh_upstream` every request opens (and then closes) its own
         // connection, taking an ephemeral port each time, as the service in
         // the iPaper incident did.
-        let mut builder = Client::builder(TokioExecutor::new());
-        if fresh_upstream {
-            builder.pool_max_idle_per_host(0);
-        }
-        let client = builder.build_http();
+        let client = Client::builder(TokioExecutor::new()).build_http();
         Arc::new(Self {
             client,
+            fresh_upstream,
             backend: backend.trim_end_matches('/').to_owned(),
             upstream_timeout,
         })
@@ -122,11 +127,14 @@ impl Frontend {
             .parse()
             .map_err(|error| UpstreamFailure::Transport(format!("bad backend url: {error}")))?;
         let call = async {
-            let response = self
-                .client
-                .get(uri)
-                .await
-                .map_err(|error| UpstreamFailure::Transport(error.to_string()))?;
+            let response = if self.fresh_upstream {
+                fresh_request(&uri).await?
+            } else {
+                self.client
+                    .get(uri)
+                    .await
+                    .map_err(|error| UpstreamFailure::Transport(error.to_string()))?
+            };
             if response.status() != StatusCode::OK {
                 return Err(UpstreamFailure::Status(response.status()));
             }
@@ -141,6 +149,43 @@ impl Frontend {
             .await
             .unwrap_or(Err(UpstreamFailure::Timeout(self.upstream_timeout)))
     }
+}
+
+/// One request on a connection of its own, kept open (idle) for `LINGER` after the answer and
+/// then reset, so that it holds its ephemeral port that long but leaves no TIME_WAIT behind.
+async fn fresh_request(uri: &Uri) -> Result<Response<Incoming>, UpstreamFailure> {
+    let transport = |error: &dyn fmt::Display| UpstreamFailure::Transport(error.to_string());
+    let authority = uri
+        .authority()
+        .ok_or_else(|| transport(&"backend url without host"))?
+        .clone();
+    let stream = tokio::net::TcpStream::connect(authority.as_str())
+        .await
+        .map_err(|e| transport(&e))?;
+    // Closing with a zero linger resets the connection: the port is free at once afterwards.
+    stream.set_zero_linger().map_err(|e| transport(&e))?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| transport(&e))?;
+    let connection = tokio::spawn(connection);
+    let request = Request::get(uri.path())
+        .header(hyper::header::HOST, authority.as_str())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| transport(&e))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| transport(&e))?;
+    // After the linger the connection task is aborted, not shut down: a graceful shutdown would
+    // exchange FINs and leave the port in TIME_WAIT; dropping the socket with a zero linger
+    // resets it instead.
+    tokio::spawn(async move {
+        tokio::time::sleep(LINGER).await;
+        connection.abort();
+        drop(sender);
+    });
+    Ok(response)
 }
 
 /// Renders the inbox page.

@@ -114,32 +114,48 @@ fn bind_ports(range: (u16, u16), count: usize) -> Vec<Socket> {
         if held.len() >= count {
             break;
         }
-        let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)) else {
-            break; // Out of descriptors: stop with what we hold; the caller reports the count.
-        };
-        // SO_REUSEADDR lets a port held only by TIME_WAIT sockets be taken too; the port stays
-        // unavailable to connect() all the same, because it is bound.
-        let _ = socket.set_reuse_address(true);
-        let address = SockAddr::from(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port));
-        if socket.bind(&address).is_ok() {
+        if let Some(socket) = bind_one(port) {
             held.push(socket);
         }
     }
     held
 }
 
+/// Binds one port on the wildcard address, without listening; `None` if it is in use (or no
+/// descriptor is left).
+fn bind_one(port: u16) -> Option<Socket> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).ok()?;
+    // SO_REUSEADDR lets a port be taken beside sockets that also set it; the port stays
+    // unavailable to connect() all the same, because it is bound.
+    let _ = socket.set_reuse_address(true);
+    socket
+        .bind(&SockAddr::from(SocketAddrV4::new(
+            Ipv4Addr::UNSPECIFIED,
+            port,
+        )))
+        .ok()?;
+    Some(socket)
+}
+
 /// Whether an implicit-bind `connect()` in the current thread's namespace fails for want of a
-/// port. The destination is loopback's discard port: if a port is free, the connect is refused
-/// at once; if none is, it fails before sending anything.
-fn connect_starved() -> bool {
-    let Ok(socket) = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)) else {
-        return false;
-    };
-    let target = SockAddr::from(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9));
-    matches!(
-        socket.connect_timeout(&target, Duration::from_secs(1)),
-        Err(e) if e.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL)
-    )
+/// port. The destination is a listener of this thread's own on loopback, below the ephemeral
+/// range: if a port is free the connect succeeds, if none is it fails before sending anything.
+fn connect_starved(range: (u16, u16)) -> Result<bool, String> {
+    let listener = (1..range.0)
+        .rev()
+        .find_map(|port| std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port)).ok())
+        .ok_or("no port below the ephemeral range to listen on")?;
+    let target = listener.local_addr().map_err(|e| e.to_string())?;
+    match std::net::TcpStream::connect_timeout(&target, Duration::from_secs(1)) {
+        Ok(stream) => {
+            // Reset rather than close: a closed probe connection would park its port in
+            // TIME_WAIT, where the next connect() could reuse it.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            Ok(false)
+        }
+        Err(e) if e.raw_os_error() == Some(nix::libc::EADDRNOTAVAIL) => Ok(true),
+        Err(e) => Err(format!("connect() to {target} failed otherwise: {e}")),
+    }
 }
 
 /// The journal's record: sockets die with the harness, so there is nothing to undo from outside;
@@ -212,13 +228,44 @@ pub fn holder_main(args: &[String]) -> Result<(), String> {
         nix::sched::CloneFlags::CLONE_NEWNET,
     )
     .map_err(|e| format!("cannot enter {path}: {e}"))?;
-    let sockets = bind_ports((from, to), count);
+    let mut sockets = bind_ports((from, to), count);
     let mut out = std::io::stdout();
     writeln!(out, "held {}", sockets.len())
         .and_then(|()| out.flush())
         .map_err(|e| e.to_string())?;
-    let mut sink = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut sink);
+    // Ports in use a moment ago (a connection closing) come free: take them as they do, until
+    // the quota is held, for as long as relapse keeps the pipe open.
+    let closed = Arc::new(AtomicBool::new(false));
+    let watcher = closed.clone();
+    std::thread::spawn(move || {
+        let mut sink = Vec::new();
+        let _ = std::io::stdin().read_to_end(&mut sink);
+        watcher.store(true, Ordering::SeqCst);
+    });
+    // The ports of the chunk not yet held, worked down as they come free; one pass of
+    // getsockname, not one per round, so a freed port is taken within a few milliseconds.
+    let held: std::collections::HashSet<u16> = sockets
+        .iter()
+        .filter_map(|s| s.local_addr().ok()?.as_socket().map(|a| a.port()))
+        .collect();
+    let mut missing: Vec<u16> = (from..=to).filter(|p| !held.contains(p)).collect();
+    while !closed.load(Ordering::SeqCst) {
+        if sockets.len() < count {
+            missing.retain(|&port| {
+                if sockets.len() >= count {
+                    return true;
+                }
+                match bind_one(port) {
+                    Some(socket) => {
+                        sockets.push(socket);
+                        false
+                    }
+                    None => true,
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
     drop(sockets);
     Ok(())
 }
@@ -367,23 +414,35 @@ impl PortExhaustion {
                 .map_err(FaultError::Injector)?;
                 self.holders = holders;
                 let bound = self.held();
-                let starved =
-                    netns::within(&self.netns, connect_starved).map_err(|e| injector(e.into()))?;
-                if amount == Amount::All && !starved {
-                    return Err(FaultError::NotConfirmed(format!(
-                        "{bound} ports reserved in {where_}, yet connect() still found a free one"
-                    )));
+                if amount == Amount::All {
+                    // Ports in use a moment ago (a connection closing) are taken by the holders
+                    // as they come free; confirm that connect() finds none left.
+                    let deadline = Instant::now() + Duration::from_secs(3);
+                    loop {
+                        let starved = netns::within(&self.netns, move || connect_starved(range))
+                            .map_err(|e| injector(e.into()))?
+                            .map_err(FaultError::Injector)?;
+                        if starved {
+                            break;
+                        }
+                        if Instant::now() >= deadline {
+                            return Err(FaultError::NotConfirmed(format!(
+                                "{bound} ports bound in {where_}, yet connect() still finds a free one (ports in TIME_WAIT stay usable to connect())"
+                            )));
+                        }
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
                 }
                 Ok(Effective {
                     at: Instant::now(),
                     detail: format!(
-                        "reserved {bound} of {size} ephemeral ports ({}–{}) in {where_}{}",
+                        "bound {bound} of {size} ephemeral ports ({}–{}) in {where_}{}",
                         range.0,
                         range.1,
-                        if starved {
-                            "; connect() fails with EADDRNOTAVAIL"
-                        } else {
-                            ""
+                        match amount {
+                            Amount::All => "; connect() fails with EADDRNOTAVAIL".to_string(),
+                            Amount::LeaveFree(n) => format!("; {n} left free"),
+                            Amount::Fraction(_) => String::new(),
                         }
                     ),
                 })

@@ -65,6 +65,7 @@ pub struct TargetSection {
 pub struct DemoSection {
     pub upstream_timeout: Option<Dur>,
     pub monitor: Option<MonitorSection>,
+    pub host: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -167,6 +168,34 @@ pub struct FaultSection {
     pub start: Dur,
     pub duration: Dur,
     pub process_freeze: Option<Spanned<ProcessFreezeSection>>,
+    pub port_exhaustion: Option<Spanned<PortExhaustionSection>>,
+    pub fd_exhaustion: Option<Spanned<FdExhaustionSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortExhaustionSection {
+    pub netns: Option<String>,
+    pub pid: Option<u32>,
+    pub demo: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow_own_namespace: bool,
+    pub mode: Option<Spanned<String>>,
+    pub fraction: Option<Spanned<f64>>,
+    pub leave_free: Option<u32>,
+    pub destination: Option<Spanned<String>>,
+    pub rate: Option<u32>,
+    pub count: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FdExhaustionSection {
+    pub pid: Option<u32>,
+    pub pidfile: Option<String>,
+    pub demo: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headroom: u32,
 }
 
 #[derive(Debug, Deserialize)]

@@ -52,6 +52,15 @@ pub struct StopSpec {
 pub struct DemoTarget {
     pub upstream_timeout: Duration,
     pub monitor: MonitorSpec,
+    /// Where the frontend runs: on loopback, or as its own host in a network namespace.
+    pub host: DemoHostKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoHostKind {
+    Loopback,
+    /// A network namespace relapse creates for the run (veth pair, 198.18.0.0/15) and removes.
+    Netns,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -164,14 +173,58 @@ pub enum FaultKind {
         target: ProcessTarget,
         process_group: bool,
     },
+    PortExhaustion {
+        target: NetnsTarget,
+        mode: PortsMode,
+        allow_own_namespace: bool,
+    },
+    FdExhaustion {
+        target: ProcessTarget,
+        headroom: u32,
+    },
 }
 
 impl FaultKind {
     pub fn name(&self) -> &'static str {
         match self {
             FaultKind::ProcessFreeze { .. } => "process_freeze",
+            FaultKind::PortExhaustion { .. } => "port_exhaustion",
+            FaultKind::FdExhaustion { .. } => "fd_exhaustion",
         }
     }
+}
+
+/// The network namespace a host-wide fault acts in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NetnsTarget {
+    /// A namespace named by `ip netns` (`/run/netns/NAME`).
+    Named(String),
+    /// The namespace of a process (`/proc/PID/ns/net`).
+    Pid(u32),
+    /// The demo's own host namespace.
+    DemoHost,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PortsMode {
+    Reserve(ReserveAmount),
+    Leak {
+        destination: Template,
+        rate: u32,
+        count: u32,
+    },
+    TimeWait {
+        destination: Template,
+        rate: u32,
+        count: u32,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReserveAmount {
+    All,
+    Fraction(f64),
+    LeaveFree(u32),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -316,9 +369,23 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             _ => Ok(()),
         }
     };
+    let demo_host = match f.target.demo.as_ref().and_then(|d| d.host.as_ref()) {
+        None => DemoHostKind::Loopback,
+        Some(h) => match h.get_ref().as_str() {
+            "loopback" => DemoHostKind::Loopback,
+            "netns" => DemoHostKind::Netns,
+            other => {
+                return problem(
+                    h.span(),
+                    format!("unknown demo host \"{other}\": expected \"loopback\" or \"netns\""),
+                )
+            }
+        },
+    };
     let demo = f.target.demo.map(|d| {
         let m = d.monitor.unwrap_or_default();
         DemoTarget {
+            host: demo_host,
             upstream_timeout: d
                 .upstream_timeout
                 .map_or(Duration::from_millis(250), |d| d.0),
@@ -552,51 +619,115 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
                 format!("fault \"{name}\": duration must be more than 0ms"),
             );
         }
-        let kind = match &fault.process_freeze {
-            Some(pf) => {
-                let span = pf.span();
-                let pf = pf.get_ref();
-                let target = match (&pf.pid, &pf.pidfile, &pf.demo) {
-                    (Some(pid), None, None) => {
-                        if *pid <= 1 {
-                            return problem(span, "refusing to freeze pid 0 or 1");
-                        }
-                        ProcessTarget::Pid(*pid)
+        let kinds = [
+            fault.process_freeze.is_some(),
+            fault.port_exhaustion.is_some(),
+            fault.fd_exhaustion.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return problem(
+                fault.name.span(),
+                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`"),
+            );
+        }
+        let kind = if let Some(pf) = &fault.process_freeze {
+            let target = process_target(
+                pf.span(),
+                pf.get_ref().pid,
+                &pf.get_ref().pidfile,
+                &pf.get_ref().demo,
+                demo.is_some(),
+                "process_freeze",
+            )?;
+            FaultKind::ProcessFreeze {
+                target,
+                process_group: pf.get_ref().process_group,
+            }
+        } else if let Some(fe) = &fault.fd_exhaustion {
+            let target = process_target(
+                fe.span(),
+                fe.get_ref().pid,
+                &fe.get_ref().pidfile,
+                &fe.get_ref().demo,
+                demo.is_some(),
+                "fd_exhaustion",
+            )?;
+            FaultKind::FdExhaustion {
+                target,
+                headroom: fe.get_ref().headroom,
+            }
+        } else if let Some(pe) = &fault.port_exhaustion {
+            let span = pe.span();
+            let pe = pe.get_ref();
+            let target = match (&pe.netns, &pe.pid, &pe.demo) {
+                (Some(name), None, None) => NetnsTarget::Named(name.clone()),
+                (None, Some(pid), None) => NetnsTarget::Pid(*pid),
+                (None, None, Some(component)) => {
+                    if component.get_ref() != "host" {
+                        return problem(component.span(), format!("unknown demo component \"{}\" for port_exhaustion: expected \"host\"", component.get_ref()));
                     }
-                    (None, Some(file), None) => ProcessTarget::Pidfile(PathBuf::from(file)),
-                    (None, None, Some(component)) => {
-                        if demo.is_none() {
-                            return problem(component.span(), "`demo` names a demo component but the scenario has no [target.demo]");
-                        }
-                        match component.get_ref().as_str() {
-                            "backend" => ProcessTarget::Demo(DemoComponent::Backend),
-                            "frontend" => ProcessTarget::Demo(DemoComponent::Frontend),
-                            other => {
-                                return problem(
-                                    component.span(),
-                                    format!("unknown demo component \"{other}\": expected \"backend\" or \"frontend\""),
-                                )
+                    if demo.as_ref().map(|d| d.host) != Some(DemoHostKind::Netns) {
+                        return problem(component.span(), "`demo = \"host\"` needs the demo to run as its own host: expected [target.demo] host = \"netns\"");
+                    }
+                    NetnsTarget::DemoHost
+                }
+                _ => return problem(span, "port_exhaustion needs exactly one target: expected one of `netns`, `pid`, `demo`"),
+            };
+            let mode_name = pe.mode.as_ref().map_or("reserve", |m| m.get_ref().as_str());
+            let mode = match mode_name {
+                "reserve" => {
+                    let amount = match (&pe.fraction, pe.leave_free) {
+                        (None, None) => ReserveAmount::All,
+                        (Some(f), None) => {
+                            if !(*f.get_ref() > 0.0 && *f.get_ref() <= 1.0) {
+                                return problem(f.span(), "fraction must lie in (0, 1]");
                             }
+                            ReserveAmount::Fraction(*f.get_ref())
                         }
-                    }
-                    _ => {
+                        (None, Some(n)) => ReserveAmount::LeaveFree(n),
+                        (Some(f), Some(_)) => {
+                            return problem(f.span(), "give `fraction` or `leave_free`, not both")
+                        }
+                    };
+                    PortsMode::Reserve(amount)
+                }
+                "leak" | "time_wait" => {
+                    let Some(destination) = &pe.destination else {
                         return problem(
                             span,
-                            "process_freeze needs exactly one target: expected one of `pid`, `pidfile`, `demo`",
-                        )
+                            format!("mode \"{mode_name}\" needs a `destination` (host:port)"),
+                        );
+                    };
+                    reachable(destination, target::address_host(destination.get_ref()))?;
+                    let destination = template(destination)?;
+                    let rate = pe.rate.unwrap_or(1000).max(1);
+                    let count = pe.count.unwrap_or(10_000).max(1);
+                    if mode_name == "leak" {
+                        PortsMode::Leak {
+                            destination,
+                            rate,
+                            count,
+                        }
+                    } else {
+                        PortsMode::TimeWait {
+                            destination,
+                            rate,
+                            count,
+                        }
                     }
-                };
-                FaultKind::ProcessFreeze {
-                    target,
-                    process_group: pf.process_group,
                 }
+                other => {
+                    let at = pe.mode.as_ref().map_or(span.clone(), |m| m.span());
+                    return problem(at, format!("unknown port_exhaustion mode \"{other}\": expected \"reserve\", \"leak\" or \"time_wait\""));
+                }
+            };
+            FaultKind::PortExhaustion {
+                target,
+                mode,
+                allow_own_namespace: pe.allow_own_namespace,
             }
-            None => {
-                return problem(
-                    fault.name.span(),
-                    format!("fault \"{name}\" has no kind: expected one of `process_freeze`"),
-                )
-            }
+        } else {
+            unreachable!("exactly one kind was checked above")
         };
         faults.push(FaultSpec {
             name,
@@ -704,6 +835,58 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         stops,
         allow_targets: allowed,
     })
+}
+
+/// The target process of a fault: exactly one of `pid`, `pidfile`, `demo`.
+fn process_target(
+    span: Range<usize>,
+    pid: Option<u32>,
+    pidfile: &Option<String>,
+    demo_component: &Option<Spanned<String>>,
+    has_demo: bool,
+    kind: &str,
+) -> Result<ProcessTarget, Problem> {
+    match (pid, pidfile, demo_component) {
+        (Some(pid), None, None) => {
+            if pid <= 1 {
+                return problem(
+                    span,
+                    format!(
+                        "refusing to {} pid 0 or 1",
+                        if kind == "process_freeze" {
+                            "freeze"
+                        } else {
+                            "starve"
+                        }
+                    ),
+                );
+            }
+            Ok(ProcessTarget::Pid(pid))
+        }
+        (None, Some(file), None) => Ok(ProcessTarget::Pidfile(PathBuf::from(file))),
+        (None, None, Some(component)) => {
+            if !has_demo {
+                return problem(
+                    component.span(),
+                    "`demo` names a demo component but the scenario has no [target.demo]",
+                );
+            }
+            match component.get_ref().as_str() {
+                "backend" => Ok(ProcessTarget::Demo(DemoComponent::Backend)),
+                "frontend" => Ok(ProcessTarget::Demo(DemoComponent::Frontend)),
+                other => problem(
+                    component.span(),
+                    format!(
+                        "unknown demo component \"{other}\": expected \"backend\" or \"frontend\""
+                    ),
+                ),
+            }
+        }
+        _ => problem(
+            span,
+            format!("{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`"),
+        ),
+    }
 }
 
 /// An `http://` URL, or a template that starts with a variable (checked again once rendered).

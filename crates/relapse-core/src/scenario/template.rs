@@ -23,10 +23,11 @@ pub enum TemplateError {
 }
 
 /// The variables that the demo target provides.
-pub const DEMO_VARIABLES: [&str; 5] = [
+pub const DEMO_VARIABLES: [&str; 6] = [
     "demo.url",
     "demo.frontend.url",
     "demo.backend.url",
+    "demo.backend.address",
     "demo.frontend.pid",
     "demo.backend.pid",
 ];
