@@ -1,7 +1,7 @@
 //! End-to-end tests of the `relapse` binary: real processes, real sockets, the real demo target.
 //! Each test has its own temp dir and its own demo on 127.0.0.1:0; nothing is shared.
 
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
@@ -726,4 +726,160 @@ fn a_target_off_loopback_needs_permission() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+}
+
+/// Processes whose command line mentions `needle` (e.g. a namespace name).
+fn processes_mentioning(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(needle))
+        })
+        .collect()
+}
+
+/// The network namespaces a relapse process with this pid made (`relapse-PID-N`).
+fn namespaces_of(harness: u32) -> Vec<String> {
+    std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.starts_with(&format!("relapse-{harness}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_ipaper_scenario_passes_and_leaves_the_machines_own_ports_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let json = dir.path().join("report.json");
+    let mut child = relapse()
+        .arg("run")
+        .arg(repo("scenarios/ipaper-port-exhaustion.toml"))
+        .arg("--json")
+        .arg(&json)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // While it runs, connect() in the machine's own namespace keeps working.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut connects = 0;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        TcpStream::connect(listener.local_addr().unwrap()).expect("connect() in our own namespace");
+        drop(listener.accept().unwrap());
+        connects += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        connects > 100,
+        "only {connects} connects while the scenario ran"
+    );
+    assert_eq!(status.code(), Some(0));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let run = &report["runs"][0];
+    assert_eq!(run["verdict"], "pass", "{run:#}");
+    let episode = &run["episodes"][0];
+    assert_eq!(
+        episode["faults"],
+        serde_json::json!(["ports-leaking", "ports-exhausted"])
+    );
+    // Intermittent first: some requests failed before the whole range was taken.
+    let timeline = run["timeline"].as_array().unwrap();
+    let at = |event: &str, n: usize| {
+        timeline
+            .iter()
+            .filter(|t| t["event"] == event)
+            .nth(n)
+            .map(|t| ms(&t["at_ms"]))
+    };
+    let (impact, exhausted) = (at("impact", 0).unwrap(), at("fault effective", 1).unwrap());
+    assert!(
+        impact < exhausted,
+        "the SLI was first hit at {impact} ms, only once exhausted at {exhausted} ms"
+    );
+    // Nothing is left: no namespace, no port holder, no journal entry.
+    assert!(
+        namespaces_of(child.id()).is_empty(),
+        "{:?}",
+        namespaces_of(child.id())
+    );
+    assert!(processes_mentioning(&format!("relapse-{}-", child.id())).is_empty());
+    assert!(journal_is_empty(&state));
+}
+
+#[test]
+fn kill_9_mid_port_exhaustion_frees_the_ports_and_removes_the_namespace() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let mut child = relapse()
+            .arg("run")
+            .arg(repo("scenarios/ipaper-port-exhaustion.toml"))
+            .env("RELAPSE_STATE_DIR", &state)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let needle = format!("relapse-{}-", child.id());
+        // Mid-fault: the port holders are running.
+        wait_until(Duration::from_secs(30), "the port holders", || {
+            processes_mentioning("__hold-ports").iter().any(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+            })
+        });
+        signal(child.id(), nix::sys::signal::Signal::SIGKILL);
+        child.wait().unwrap();
+        wait_until(
+            Duration::from_secs(1),
+            "the guardian to remove the namespace",
+            || namespaces_of(child.id()).is_empty(),
+        );
+        wait_until(
+            Duration::from_secs(1),
+            "the holders to die with relapse",
+            || processes_mentioning(&needle).is_empty(),
+        );
+        wait_until(
+            Duration::from_secs(1),
+            "the guardian to empty the journal",
+            || journal_is_empty(&state),
+        );
+    }
+}
+
+#[test]
+fn port_exhaustion_refuses_relapses_own_namespace() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_listener, port) = listening_port();
+    let scenario = dir.path().join("scenario.toml");
+    // The test's own namespace is relapse's too: it runs beside us.
+    let text = freeze_scenario(std::process::id(), port, "10s", "1s").replace(
+        &format!("process_freeze = {{ pid = {} }}", std::process::id()),
+        &format!(
+            "port_exhaustion = {{ pid = {}, mode = \"reserve\" }}",
+            std::process::id()
+        ),
+    );
+    std::fs::write(&scenario, &text).unwrap();
+    let output = relapse()
+        .arg("run")
+        .arg(&scenario)
+        .env("RELAPSE_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", show(&output));
+    assert!(
+        text(&output.stderr).contains("refusing to exhaust relapse's own network namespace"),
+        "{}",
+        show(&output)
+    );
 }

@@ -100,9 +100,7 @@ pub struct Host {
 
 impl Host {
     /// Creates namespace `name` with a veth pair whose /30 block is picked from 198.18.0.0/15 by
-    /// `seed` (tried again further on if taken), loopback up, and TIME_WAIT reuse on (a server
-    /// setting; it lets a few free ports carry steady traffic, so a partial exhaustion shows as
-    /// intermittent failures rather than none).
+    /// `seed` (tried again further on if taken), and loopback up.
     pub fn create(name: &str, seed: u32) -> Result<Host, NetnsError> {
         ip(&["netns", "add", name])?;
         let mut host = Host {
@@ -140,27 +138,6 @@ impl Host {
                 ])?;
                 ip(&["-n", name, "link", "set", &veth_in, "up"])?;
                 ip(&["-n", name, "link", "set", "lo", "up"])?;
-                let output = Command::new("ip")
-                    .args([
-                        "netns",
-                        "exec",
-                        name,
-                        "sysctl",
-                        "-q",
-                        "-w",
-                        "net.ipv4.tcp_tw_reuse=1",
-                    ])
-                    .output()
-                    .map_err(|e| NetnsError::Command {
-                        command: "sysctl".into(),
-                        reason: e.to_string(),
-                    })?;
-                if !output.status.success() {
-                    return Err(NetnsError::Command {
-                        command: format!("ip netns exec {name} sysctl -w net.ipv4.tcp_tw_reuse=1"),
-                        reason: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-                    });
-                }
                 Ok(())
             };
             match setup() {
