@@ -862,14 +862,14 @@ fn port_exhaustion_refuses_relapses_own_namespace() {
     let (_listener, port) = listening_port();
     let scenario = dir.path().join("scenario.toml");
     // The test's own namespace is relapse's too: it runs beside us.
-    let text = freeze_scenario(std::process::id(), port, "10s", "1s").replace(
+    let scenario_text = freeze_scenario(std::process::id(), port, "10s", "1s").replace(
         &format!("process_freeze = {{ pid = {} }}", std::process::id()),
         &format!(
             "port_exhaustion = {{ pid = {}, mode = \"reserve\" }}",
             std::process::id()
         ),
     );
-    std::fs::write(&scenario, &text).unwrap();
+    std::fs::write(&scenario, &scenario_text).unwrap();
     let output = relapse()
         .arg("run")
         .arg(&scenario)
