@@ -189,6 +189,9 @@ const LIST: &str = "\
 fault kinds
   process_freeze    stop a process (or its process group) with SIGSTOP, resume with SIGCONT
                     (the FLG incident: a healthcheck script hung the database server)
+  port_exhaustion   take a network namespace's ephemeral ports: reserve (bind), leak (hold
+                    connections) or time_wait (churn) (the iPaper incident)
+  fd_exhaustion     lower a process's RLIMIT_NOFILE to what it uses, so it can open nothing new
 
 probe kinds (the SLI: what users feel)
   http              an HTTP/1.1 request; success = status in `expect`, within `timeout`

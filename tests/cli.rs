@@ -476,7 +476,16 @@ fn list_names_every_kind() {
     let output = relapse().arg("list").output().unwrap();
     assert_eq!(output.status.code(), Some(0));
     let listing = text(&output.stdout);
-    for kind in ["process_freeze", "http", "tcp", "webhook", "command", "log"] {
+    for kind in [
+        "process_freeze",
+        "port_exhaustion",
+        "fd_exhaustion",
+        "http",
+        "tcp",
+        "webhook",
+        "command",
+        "log",
+    ] {
         assert!(listing.contains(kind), "{kind} missing from\n{listing}");
     }
 }
