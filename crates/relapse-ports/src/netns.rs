@@ -102,7 +102,13 @@ impl Host {
     /// Creates namespace `name` with a veth pair whose /30 block is picked from 198.18.0.0/15 by
     /// `seed` (tried again further on if taken), and loopback up.
     pub fn create(name: &str, seed: u32) -> Result<Host, NetnsError> {
-        ip(&["netns", "add", name])?;
+        ip(&["netns", "add", name]).map_err(|e| match e {
+            NetnsError::Command { command, reason } => NetnsError::Command {
+                command,
+                reason: format!("{reason} (creating a network namespace needs root: CAP_SYS_ADMIN and CAP_NET_ADMIN)"),
+            },
+            other => other,
+        })?;
         let mut host = Host {
             name: name.to_string(),
             outside: Ipv4Addr::UNSPECIFIED,

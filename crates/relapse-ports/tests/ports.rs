@@ -130,3 +130,57 @@ fn the_namespace_is_gone_after_drop() {
     };
     assert!(!path.exists());
 }
+
+#[tokio::test]
+async fn time_wait_churn_leaves_ports_in_time_wait() {
+    let host = Host::create(&unique_name("tw"), std::process::id() + 4).unwrap();
+    let listener = TcpListener::bind(SocketAddrV4::new(host.outside, 0)).unwrap();
+    let destination = listener.local_addr().unwrap();
+    // Accept and close at once: the client closes after its connect, so TIME_WAIT is on the
+    // namespace's side.
+    let acceptor = listener.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..200 {
+            let Ok((stream, _)) = acceptor.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 1];
+            // Wait for the client's close so that the client closes first.
+            let _ = std::io::Read::read(&mut &stream, &mut buf);
+        }
+    });
+    let mut fault = PortExhaustion::new(
+        host.path(),
+        Mode::TimeWait {
+            destination,
+            rate: 2000,
+            count: 200,
+        },
+        false,
+        holder(),
+    )
+    .unwrap();
+    fault.inject().await.unwrap();
+    let count_time_wait = || {
+        netns::within(&host.path(), || {
+            // /proc/thread-self/net shows this thread's namespace; state 06 is TIME_WAIT.
+            std::fs::read_to_string("/proc/thread-self/net/tcp")
+                .unwrap()
+                .lines()
+                .skip(1)
+                .filter(|l| l.split_whitespace().nth(3) == Some("06"))
+                .count()
+        })
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while count_time_wait() < 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} in TIME_WAIT",
+            count_time_wait()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    fault.revert().await.unwrap();
+}
