@@ -18,6 +18,14 @@ pub fn revert_entry(entry: &Entry) -> Result<String, String> {
         "process_freeze" => relapse_hang::revert_journaled(&entry.revert.to_string()),
         "port_exhaustion" => relapse_ports::ports::revert_journaled(&entry.revert.to_string()),
         "fd_exhaustion" => relapse_ports::fd::revert_journaled(&entry.revert.to_string()),
+        "db_lock" => {
+            // The revert needs a runtime of its own, and `cleanup` is called from inside the
+            // CLI's: run it on a thread of its own.
+            let json = entry.revert.to_string();
+            std::thread::spawn(move || relapse_db::revert_journaled_blocking(&json))
+                .join()
+                .unwrap_or_else(|_| Err("the db_lock revert panicked".to_string()))
+        }
         "netns" => {
             let name = entry.revert["name"]
                 .as_str()
