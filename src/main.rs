@@ -192,6 +192,8 @@ fault kinds
   port_exhaustion   take a network namespace's ephemeral ports: reserve (bind), leak (hold
                     connections) or time_wait (churn) (the iPaper incident)
   fd_exhaustion     lower a process's RLIMIT_NOFILE to what it uses, so it can open nothing new
+  db_lock           hold a real lock on PostgreSQL or MySQL/MariaDB: a table, rows, or the
+                    global read lock (the Kolab incident)
 
 probe kinds (the SLI: what users feel)
   http              an HTTP/1.1 request; success = status in `expect`, within `timeout`

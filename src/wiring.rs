@@ -13,9 +13,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use relapse_core::fault::{RevertInstructions, RevertLog};
 use relapse_core::scenario::target;
 use relapse_core::scenario::{
+    DbLockTarget, DbServer, DemoHostKind, NetnsTarget, PortsMode, ReserveAmount,
+};
+use relapse_core::scenario::{
     DemoComponent, DetectorKind, FaultKind, ProbeKind, ProcessTarget, Scenario, Template, Vars,
 };
-use relapse_core::scenario::{DemoHostKind, NetnsTarget, PortsMode, ReserveAmount};
 use relapse_core::sense::{Detector, Probe};
 use relapse_demo::{Demo, DemoHost, DemoOptions, Launcher, MonitorOptions};
 use relapse_probe::{
@@ -165,7 +167,7 @@ pub async fn run_scenario(
         host: host.as_ref(),
         program: &launcher.program,
     };
-    let result = match build_plan(scenario, &vars, &sink, &context) {
+    let result = match build_plan(scenario, &vars, &sink, &context).await {
         Ok(mut plan) => {
             plan.journal = journal.clone().map(|j| Box::new(j) as Box<dyn RevertLog>);
             Ok(engine::run(plan, cancel, progress).await)
@@ -186,6 +188,19 @@ pub async fn run_scenario(
     let mut report = result?;
     report.file = Some(file.to_path_buf());
     Ok(report)
+}
+
+/// The host a database connection string names: a URL's authority, or a PostgreSQL key/value
+/// DSN's `host=`. A Unix socket path (or no host at all) is local.
+fn dsn_host(dsn: &str) -> Option<&str> {
+    if let Some((_, rest)) = dsn.split_once("://") {
+        let authority = rest.split(['/', '?']).next()?;
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+        return target::address_host(authority).filter(|h| !h.is_empty());
+    }
+    dsn.split_whitespace()
+        .find_map(|kv| kv.strip_prefix("host="))
+        .filter(|h| !h.starts_with('/'))
 }
 
 /// Strikes the demo host's namespace from the journal once it is removed (or was never made).
@@ -258,7 +273,7 @@ fn reachable(host: Option<&str>, allowed: &[String]) -> Result<(), String> {
 
 /// Builds every probe, source and injector before anything runs, so a bad target is refused
 /// with nothing injected.
-fn build_plan(
+async fn build_plan(
     scenario: &Scenario,
     vars: &Vars,
     sink: &WebhookSink,
@@ -370,6 +385,33 @@ fn build_plan(
                 let pid = context.pid(target).map_err(context_error)?;
                 Box::new(
                     relapse_ports::fd::FdExhaustion::new(pid, *headroom)
+                        .map_err(|e| context_error(e.to_string()))?,
+                )
+            }
+            FaultKind::DbLock { server, dsn, lock } => {
+                let dsn = render(dsn, vars).map_err(context_error)?;
+                reachable(dsn_host(&dsn), allowed).map_err(context_error)?;
+                let kind = match server {
+                    DbServer::Postgres => relapse_db::DbKind::Postgres,
+                    DbServer::Mysql => relapse_db::DbKind::Mysql,
+                };
+                let spec = match lock {
+                    DbLockTarget::Table { table, mode } => relapse_db::LockSpec::Table {
+                        table: table.clone(),
+                        mode: mode.clone(),
+                    },
+                    DbLockTarget::Rows {
+                        table,
+                        where_clause,
+                    } => relapse_db::LockSpec::Rows {
+                        table: table.clone(),
+                        where_clause: where_clause.clone(),
+                    },
+                    DbLockTarget::GlobalRead => relapse_db::LockSpec::GlobalRead,
+                };
+                Box::new(
+                    relapse_db::DbLock::new(kind, &dsn, spec)
+                        .await
                         .map_err(|e| context_error(e.to_string()))?,
                 )
             }

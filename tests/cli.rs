@@ -892,3 +892,128 @@ fn port_exhaustion_refuses_relapses_own_namespace() {
         show(&output)
     );
 }
+
+/// Runs SQL on the machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`) with psql,
+/// the server's own client; returns its unaligned output.
+fn psql(sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-XAtqc",
+            sql,
+        ])
+        .output()
+        .expect("psql is installed with PostgreSQL");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        text(&output.stderr)
+    );
+    text(&output.stdout).trim().to_string()
+}
+
+/// A table of this test's own on the real PostgreSQL, dropped at the end.
+struct PgTable(String);
+
+impl PgTable {
+    fn create(test: &str) -> PgTable {
+        let name = format!("relapse_e2e_{}_{test}", std::process::id());
+        psql(&format!("DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int primary key, body text); INSERT INTO {name} VALUES (1, 'mail')"));
+        PgTable(name)
+    }
+
+    /// Granted locks on the table, held by sessions other than psql's own.
+    fn locks_held(&self) -> u32 {
+        psql(&format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid WHERE c.relname = '{}' AND l.granted AND l.pid <> pg_backend_pid()",
+            self.0
+        ))
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for PgTable {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-XAtqc",
+                &format!("DROP TABLE IF EXISTS {}", self.0),
+            ])
+            .output();
+    }
+}
+
+/// A scenario that holds an ACCESS EXCLUSIVE lock on `table` while a TCP probe watches `port`.
+fn db_lock_scenario(table: &str, port: u16, duration: &str) -> String {
+    freeze_scenario(1, port, "10s", duration).replace(
+        "process_freeze = { pid = 1 }",
+        &format!("db_lock = {{ postgres = \"host=127.0.0.1 port=5432 user=postgres dbname=test\", table = \"{table}\" }}"),
+    )
+}
+
+#[test]
+fn a_db_lock_is_held_for_its_duration_and_released_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let table = PgTable::create("held");
+    let (_listener, port) = listening_port();
+    let (output, report, _) = run_scenario(dir.path(), &db_lock_scenario(&table.0, port, "500ms"));
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let timeline = report["runs"][0]["timeline"].as_array().unwrap();
+    let effective = timeline
+        .iter()
+        .find(|t| t["event"] == "fault effective")
+        .unwrap();
+    assert!(
+        effective["detail"]
+            .as_str()
+            .unwrap()
+            .contains("ACCESS EXCLUSIVE"),
+        "{effective}"
+    );
+    assert_eq!(table.locks_held(), 0, "the lock outlived the run");
+}
+
+#[test]
+fn kill_9_mid_db_lock_releases_the_lock_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let table = PgTable::create("kill");
+    let (_listener, port) = listening_port();
+    let scenario = dir.path().join("scenario.toml");
+    std::fs::write(&scenario, db_lock_scenario(&table.0, port, "1m")).unwrap();
+    let mut child = relapse()
+        .arg("run")
+        .arg(&scenario)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(Duration::from_secs(20), "the lock to be granted", || {
+        table.locks_held() > 0
+    });
+    signal(child.id(), nix::sys::signal::Signal::SIGKILL);
+    child.wait().unwrap();
+    // The session dies with relapse's connection, and the guardian terminates it by its journaled
+    // backend pid in any case.
+    wait_until(Duration::from_secs(1), "the lock to be released", || {
+        table.locks_held() == 0
+    });
+    wait_until(
+        Duration::from_secs(1),
+        "the guardian to empty the journal",
+        || journal_is_empty(&state),
+    );
+}

@@ -170,6 +170,19 @@ pub struct FaultSection {
     pub process_freeze: Option<Spanned<ProcessFreezeSection>>,
     pub port_exhaustion: Option<Spanned<PortExhaustionSection>>,
     pub fd_exhaustion: Option<Spanned<FdExhaustionSection>>,
+    pub db_lock: Option<Spanned<DbLockSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbLockSection {
+    pub postgres: Option<Spanned<String>>,
+    pub mysql: Option<Spanned<String>>,
+    pub table: Option<String>,
+    pub mode: Option<String>,
+    pub rows: Option<String>,
+    #[serde(default)]
+    pub global_read: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -182,6 +182,28 @@ pub enum FaultKind {
         target: ProcessTarget,
         headroom: u32,
     },
+    DbLock {
+        server: DbServer,
+        /// Connection string (template): a PostgreSQL DSN or URL, or a `mysql://` URL.
+        dsn: Template,
+        lock: DbLockTarget,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbServer {
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbLockTarget {
+    /// A table lock; the mode is checked against the server's list when the run starts.
+    Table { table: String, mode: String },
+    /// The rows a (trusted) WHERE clause selects, FOR UPDATE.
+    Rows { table: String, where_clause: String },
+    /// MySQL's FLUSH TABLES WITH READ LOCK.
+    GlobalRead,
 }
 
 impl FaultKind {
@@ -190,6 +212,7 @@ impl FaultKind {
             FaultKind::ProcessFreeze { .. } => "process_freeze",
             FaultKind::PortExhaustion { .. } => "port_exhaustion",
             FaultKind::FdExhaustion { .. } => "fd_exhaustion",
+            FaultKind::DbLock { .. } => "db_lock",
         }
     }
 }
@@ -623,11 +646,12 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             fault.process_freeze.is_some(),
             fault.port_exhaustion.is_some(),
             fault.fd_exhaustion.is_some(),
+            fault.db_lock.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return problem(
                 fault.name.span(),
-                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`"),
+                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`, `db_lock`"),
             );
         }
         let kind = if let Some(pf) = &fault.process_freeze {
@@ -655,6 +679,37 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             FaultKind::FdExhaustion {
                 target,
                 headroom: fe.get_ref().headroom,
+            }
+        } else if let Some(db) = &fault.db_lock {
+            let span = db.span();
+            let db = db.get_ref();
+            let (server, dsn) = match (&db.postgres, &db.mysql) {
+                (Some(dsn), None) => (DbServer::Postgres, dsn),
+                (None, Some(dsn)) => (DbServer::Mysql, dsn),
+                _ => return problem(span, "db_lock needs exactly one server: expected `postgres = \"DSN\"` or `mysql = \"mysql://…\"`"),
+            };
+            let lock = match (&db.table, &db.rows, db.global_read) {
+                (None, None, true) if server == DbServer::Mysql => DbLockTarget::GlobalRead,
+                (_, _, true) if server == DbServer::Postgres => {
+                    return problem(span, "global_read is MySQL's FLUSH TABLES WITH READ LOCK: PostgreSQL has none; expected `table`")
+                }
+                (Some(table), None, false) => DbLockTarget::Table {
+                    table: table.clone(),
+                    mode: db.mode.clone().unwrap_or_else(|| match server {
+                        DbServer::Postgres => "ACCESS EXCLUSIVE".to_string(),
+                        DbServer::Mysql => "WRITE".to_string(),
+                    }),
+                },
+                (Some(table), Some(rows), false) if db.mode.is_none() => DbLockTarget::Rows {
+                    table: table.clone(),
+                    where_clause: rows.clone(),
+                },
+                _ => return problem(span, "db_lock needs `table` (with an optional `mode`), `table` and `rows` (a WHERE clause), or `global_read = true`"),
+            };
+            FaultKind::DbLock {
+                server,
+                dsn: template(dsn)?,
+                lock,
             }
         } else if let Some(pe) = &fault.port_exhaustion {
             let span = pe.span();
