@@ -139,6 +139,17 @@ pub async fn run_scenario(
                 monitor: Some(monitor),
                 launcher: launcher.clone(),
                 host: demo_host,
+                database: target
+                    .database
+                    .as_ref()
+                    .map(|db| relapse_demo::DemoDatabase {
+                        postgres_dsn: db.postgres_dsn.clone(),
+                        profile: if db.misleading_errors {
+                            relapse_demo::ErrorProfile::MisleadingErrors
+                        } else {
+                            relapse_demo::ErrorProfile::Honest
+                        },
+                    }),
             };
             match Demo::start(options).await {
                 Ok(demo) => {
@@ -151,6 +162,15 @@ pub async fn run_scenario(
                     );
                     vars.set("demo.frontend.pid", demo.frontend_pid().to_string());
                     vars.set("demo.backend.pid", demo.backend_pid().to_string());
+                    let tables = demo.database_tables();
+                    vars.set(
+                        "demo.mail_table",
+                        tables.as_ref().map_or(String::new(), |t| t.mail.clone()),
+                    );
+                    vars.set(
+                        "demo.queue_table",
+                        tables.as_ref().map_or(String::new(), |t| t.queue.clone()),
+                    );
                     Some(demo)
                 }
                 Err(e) => {
@@ -397,14 +417,14 @@ async fn build_plan(
                 };
                 let spec = match lock {
                     DbLockTarget::Table { table, mode } => relapse_db::LockSpec::Table {
-                        table: table.clone(),
+                        table: render(table, vars).map_err(context_error)?,
                         mode: mode.clone(),
                     },
                     DbLockTarget::Rows {
                         table,
                         where_clause,
                     } => relapse_db::LockSpec::Rows {
-                        table: table.clone(),
+                        table: render(table, vars).map_err(context_error)?,
                         where_clause: where_clause.clone(),
                     },
                     DbLockTarget::GlobalRead => relapse_db::LockSpec::GlobalRead,

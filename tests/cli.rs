@@ -1017,3 +1017,39 @@ fn kill_9_mid_db_lock_releases_the_lock_within_a_second() {
         || journal_is_empty(&state),
     );
 }
+
+#[test]
+fn the_kolab_scenario_passes_with_honest_503s() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("scenarios/kolab-db-lock.toml")).unwrap();
+    let (output, report, _) = run_scenario(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let episode = &report["runs"][0]["episodes"][0];
+    let statuses = episode["failure_statuses"].as_object().unwrap();
+    assert_eq!(statuses.keys().collect::<Vec<_>>(), ["503"], "{statuses:?}");
+    assert!(episode["time_to_detect_ms"].as_f64().is_some());
+}
+
+#[test]
+fn the_misleading_errors_scenario_fails_its_status_gate_by_design() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("scenarios/kolab-misleading-errors.toml")).unwrap();
+    let (output, report, junit) = run_scenario(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let gates = report["runs"][0]["gates"].as_array().unwrap();
+    let failed: Vec<&str> = gates
+        .iter()
+        .filter(|g| g["passed"] == false)
+        .map(|g| g["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failed, ["allowed_error_statuses"]);
+    let gate = gates
+        .iter()
+        .find(|g| g["name"] == "allowed_error_statuses")
+        .unwrap();
+    assert!(gate["message"].as_str().unwrap().contains("401"), "{gate}");
+    assert!(
+        junit.contains("statuses outside [503] during impact: 401"),
+        "{junit}"
+    );
+}

@@ -10,6 +10,9 @@ use nix::unistd::getppid;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::database::Database;
 use crate::{backend, frontend, ChildRole, DemoError};
 
 /// What the child prints, followed by its address, once it accepts
@@ -28,6 +31,10 @@ enum ChildArgs {
         upstream_timeout: Duration,
         /// A new upstream connection per request, closed after it (no keep-alive pool).
         fresh_upstream: bool,
+        /// Back `/mail`, `/send` and `/metrics` with this PostgreSQL database.
+        postgres_dsn: Option<String>,
+        /// Answer a database outage with 401 "planned maintenance" instead of 503.
+        misleading_errors: bool,
     },
 }
 
@@ -49,6 +56,8 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut backend = None;
     let mut upstream_timeout = None;
     let mut fresh_upstream = false;
+    let mut postgres_dsn = None;
+    let mut misleading_errors = false;
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -80,6 +89,14 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                 upstream_timeout = Some(Duration::from_millis(millis));
             }
             (ChildRole::Frontend, "--fresh-upstream") => fresh_upstream = true,
+            (ChildRole::Frontend, "--postgres-dsn") => {
+                let value = value()?;
+                value
+                    .parse::<tokio_postgres::Config>()
+                    .map_err(|error| usage(format!("bad --postgres-dsn: {error}")))?;
+                postgres_dsn = Some(value.clone());
+            }
+            (ChildRole::Frontend, "--misleading-errors") => misleading_errors = true,
             (_, other) => {
                 return Err(usage(format!("unknown argument {other:?} for the {role}")));
             }
@@ -87,6 +104,9 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     }
 
     let listen = listen.ok_or_else(|| usage(format!("the {role} needs --listen")))?;
+    if misleading_errors && postgres_dsn.is_none() {
+        return Err(usage("--misleading-errors needs --postgres-dsn"));
+    }
     Ok(match role {
         ChildRole::Backend => ChildArgs::Backend { listen },
         ChildRole::Frontend => ChildArgs::Frontend {
@@ -95,6 +115,8 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             upstream_timeout: upstream_timeout
                 .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?,
             fresh_upstream,
+            postgres_dsn,
+            misleading_errors,
         },
     })
 }
@@ -126,28 +148,58 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
         addr: listen,
         source,
     })?;
-    announce(local)?;
-
     let shutdown = async move {
         sigterm.recv().await;
     };
     match args {
         ChildArgs::Backend { .. } => {
+            announce(local)?;
             crate::http::serve(listener, backend::handle, shutdown).await;
         }
         ChildArgs::Frontend {
             backend,
             upstream_timeout,
             fresh_upstream,
+            postgres_dsn,
+            misleading_errors,
             ..
         } => {
-            let state = frontend::Frontend::new(backend, upstream_timeout, fresh_upstream);
+            // The tables exist before the readiness line, so the parent can
+            // use them as soon as `Demo::start` returns.
+            let database = match postgres_dsn {
+                Some(dsn) => Some(
+                    Database::open(dsn, upstream_timeout, misleading_errors)
+                        .await
+                        .map_err(|failure| DemoError::Database(failure.to_string()))?,
+                ),
+                None => None,
+            };
+            announce(local)?;
+            let cancel = CancellationToken::new();
+            let delivery = database
+                .clone()
+                .map(|database| tokio::spawn(database.deliver(cancel.clone())));
+            let state = frontend::Frontend::new(
+                backend,
+                upstream_timeout,
+                fresh_upstream,
+                database.clone(),
+            );
             crate::http::serve(
                 listener,
                 move |request| state.clone().handle(request),
                 shutdown,
             )
             .await;
+            // Stop delivering (its transaction would hold locks the DROP waits
+            // for), then drop the tables.
+            cancel.cancel();
+            if let Some(delivery) = delivery {
+                let _ = delivery.await;
+            }
+            if let Some(database) = database {
+                database.drop_tables().await;
+            }
         }
     }
     Ok(())
@@ -205,8 +257,31 @@ mod tests {
                 backend: "http://127.0.0.1:9".into(),
                 upstream_timeout: Duration::from_millis(250),
                 fresh_upstream: false,
+                postgres_dsn: None,
+                misleading_errors: false,
             }
         );
+        let args = parse(&strings(&[
+            "frontend",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--upstream-timeout-ms",
+            "250",
+            "--postgres-dsn",
+            "host=127.0.0.1 user=postgres dbname=test",
+            "--misleading-errors",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            args,
+            ChildArgs::Frontend {
+                postgres_dsn: Some(_),
+                misleading_errors: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -15,6 +15,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::backend::Mailbox;
+use crate::database::{Database, DbFailure};
 use crate::http::{self, Body};
 
 /// Everything a request handler needs; shared by all connections.
@@ -25,7 +26,12 @@ pub(crate) struct Frontend {
     /// Backend base URL without a trailing slash, e.g. `http://127.0.0.1:4000`.
     backend: String,
     upstream_timeout: Duration,
+    /// The PostgreSQL side (`/mail`, `/send`, `/metrics`), if configured.
+    database: Option<Arc<Database>>,
 }
+
+/// The largest message `POST /send` accepts.
+const MAX_MESSAGE: usize = 64 * 1024;
 
 /// How long a fresh upstream connection is kept after its request is done. The service in the
 /// iPaper incident did not complete its internal requests promptly; holding each connection a
@@ -59,6 +65,7 @@ impl Frontend {
         backend: String,
         upstream_timeout: Duration,
         fresh_upstream: bool,
+        database: Option<Arc<Database>>,
     ) -> Arc<Self> {
         // A pooled keep-alive client mirrors a real app server's upstream
         // connections, including requests parked on a frozen peer. With
@@ -71,16 +78,18 @@ impl Frontend {
             fresh_upstream,
             backend: backend.trim_end_matches('/').to_owned(),
             upstream_timeout,
+            database,
         })
     }
 
     pub(crate) async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
-        if request.method() != Method::GET {
-            return http::not_found();
-        }
-        match request.uri().path() {
-            "/" => self.inbox().await,
-            "/health" => self.health().await,
+        let database = self.database.as_deref();
+        match (request.method(), request.uri().path(), database) {
+            (&Method::GET, "/", _) => self.inbox().await,
+            (&Method::GET, "/health", _) => self.health().await,
+            (&Method::GET, "/mail", Some(database)) => mail(database).await,
+            (&Method::POST, "/send", Some(database)) => send(database, request).await,
+            (&Method::GET, "/metrics", Some(database)) => metrics(database).await,
             _ => http::not_found(),
         }
     }
@@ -109,14 +118,25 @@ impl Frontend {
     async fn health(&self) -> Response<Body> {
         // The frontend is only as healthy as its backend: this is the check
         // the external monitor relies on to notice the frozen database.
-        match self.fetch("/health").await {
-            Ok(_) => http::response(StatusCode::OK, http::TEXT_PLAIN, "ok"),
-            Err(failure) => http::response(
+        if let Err(failure) = self.fetch("/health").await {
+            return http::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 http::TEXT_PLAIN,
                 format!("{failure}\n"),
-            ),
+            );
         }
+        // And so is it only as healthy as its database, when it has one. The
+        // health check is for operators: always honest.
+        if let Some(database) = &self.database {
+            if let Err(failure) = database.ping().await {
+                return http::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    http::TEXT_PLAIN,
+                    format!("{failure}\n"),
+                );
+            }
+        }
+        http::response(StatusCode::OK, http::TEXT_PLAIN, "ok")
     }
 
     /// GETs `path` from the backend; the timeout covers connecting, the
@@ -148,6 +168,89 @@ impl Frontend {
         tokio::time::timeout(self.upstream_timeout, call)
             .await
             .unwrap_or(Err(UpstreamFailure::Timeout(self.upstream_timeout)))
+    }
+}
+
+/// `GET /mail`: the latest delivered messages, one `ID<TAB>BODY` line each, newest first.
+async fn mail(database: &Database) -> Response<Body> {
+    match database.list_mail().await {
+        Ok(messages) => {
+            let mut body = String::new();
+            for (id, text) in messages {
+                // One line per message, whatever the message contains.
+                let text = text.replace(['\n', '\r'], " ");
+                body.push_str(&format!("{id}\t{text}\n"));
+            }
+            http::response(StatusCode::OK, http::TEXT_PLAIN, body)
+        }
+        Err(failure) => outage(database, &failure),
+    }
+}
+
+/// `POST /send`: queues the body as a message; 202, delivered later.
+async fn send(database: &Database, request: Request<Incoming>) -> Response<Body> {
+    let body = match Limited::new(request.into_body(), MAX_MESSAGE)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return http::response(
+                StatusCode::BAD_REQUEST,
+                http::TEXT_PLAIN,
+                format!("unreadable message: {error}\n"),
+            )
+        }
+    };
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return http::response(
+            StatusCode::BAD_REQUEST,
+            http::TEXT_PLAIN,
+            "the message is not UTF-8\n",
+        );
+    };
+    match database.enqueue(text).await {
+        Ok(()) => http::response(StatusCode::ACCEPTED, http::TEXT_PLAIN, "queued\n"),
+        Err(failure) => outage(database, &failure),
+    }
+}
+
+/// `GET /metrics`: the queue depth in the Prometheus text format.
+async fn metrics(database: &Database) -> Response<Body> {
+    let (depth, stale) = database.queue_depth().await;
+    let body = format!(
+        "# HELP relapse_demo_queue_depth Messages queued and not yet delivered.\n\
+         # TYPE relapse_demo_queue_depth gauge\n\
+         relapse_demo_queue_depth {depth}\n\
+         # HELP relapse_demo_queue_depth_stale 1 if the database did not answer and the depth is the last known one.\n\
+         # TYPE relapse_demo_queue_depth_stale gauge\n\
+         relapse_demo_queue_depth_stale {}\n",
+        u8::from(stale)
+    );
+    http::response(StatusCode::OK, http::PROMETHEUS_TEXT, body)
+}
+
+/// The answer to a request whose database statement failed or timed out, by error profile.
+fn outage(database: &Database, failure: &DbFailure) -> Response<Body> {
+    tracing::debug!(%failure, "database outage");
+    if database.misleading_errors {
+        // What Kolab's users saw: a login error and a maintenance story.
+        http::response(
+            StatusCode::UNAUTHORIZED,
+            http::TEXT_PLAIN,
+            "Unauthorized: the service is down for planned maintenance\n",
+        )
+    } else {
+        let mut response = http::response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            http::TEXT_PLAIN,
+            format!("the database is unavailable: {failure}\n"),
+        );
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("5"),
+        );
+        response
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) type Body = Full<Bytes>;
 pub(crate) const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 pub(crate) const TEXT_HTML: &str = "text/html; charset=utf-8";
 pub(crate) const APPLICATION_JSON: &str = "application/json";
+pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Builds a response with an explicit `content-length`, so that clients (and
 /// the harness's probes) never have to rely on connection close or chunking

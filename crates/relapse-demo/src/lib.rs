@@ -17,6 +17,7 @@
 
 mod backend;
 mod child;
+mod database;
 mod frontend;
 mod http;
 mod monitor;
@@ -35,6 +36,9 @@ use tokio_util::sync::CancellationToken;
 
 /// How long [`Demo::start`] waits for each child's readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Demo::shutdown`] lets a child exit after SIGTERM before SIGKILL.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Settings of the monitor task (the customer's external monitoring).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +94,40 @@ pub struct DemoOptions {
     /// Run the frontend as its own "host" (e.g. in a network namespace); `None` keeps every
     /// part on 127.0.0.1.
     pub host: Option<DemoHost>,
+    /// Back the frontend's `/mail`, `/send` and `/metrics` with PostgreSQL (the Kolab
+    /// incident); `None` leaves those routes out.
+    pub database: Option<DemoDatabase>,
+}
+
+/// The frontend's PostgreSQL database. The frontend creates its own tables (see
+/// [`Demo::database_tables`]) at start and drops them when it gets SIGTERM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoDatabase {
+    /// A libpq-style connection string, e.g. `host=127.0.0.1 user=postgres dbname=test`;
+    /// connected without TLS.
+    pub postgres_dsn: String,
+    /// What the frontend answers while the database does not.
+    pub profile: ErrorProfile,
+}
+
+/// How the frontend reports a database outage (a statement that failed or did not finish within
+/// the upstream timeout).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorProfile {
+    /// 503 Service Unavailable with `Retry-After: 5`, saying the database is unavailable.
+    Honest,
+    /// 401 Unauthorized saying "planned maintenance", as Kolab's users saw.
+    MisleadingErrors,
+}
+
+/// The tables a database-backed frontend owns: `relapse_demo_<frontend pid>_mail` and
+/// `relapse_demo_<frontend pid>_queue`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoTables {
+    /// Delivered messages (`id`, `body`, `queued_at`, `delivered_at`).
+    pub mail: String,
+    /// Messages waiting for delivery (`id`, `body`, `queued_at`).
+    pub queue: String,
 }
 
 /// Where the frontend runs when it is its own host: started by its own launcher (e.g. `ip netns
@@ -111,6 +149,7 @@ impl DemoOptions {
             monitor: None,
             launcher,
             host: None,
+            database: None,
         }
     }
 }
@@ -207,6 +246,9 @@ pub enum DemoError {
     /// The child could not print its readiness line.
     #[error("failed to print the readiness line: {0}")]
     Announce(std::io::Error),
+    /// The frontend could not connect to its database or create its tables.
+    #[error("failed to set up the frontend's database: {0}")]
+    Database(String),
 }
 
 fn describe_exit(status: &Option<ExitStatus>) -> String {
@@ -233,6 +275,8 @@ pub struct Demo {
     frontend: DemoChild,
     cancel: CancellationToken,
     monitor: Option<JoinHandle<()>>,
+    /// Whether the frontend was given a database.
+    database: bool,
 }
 
 impl fmt::Debug for Demo {
@@ -304,6 +348,13 @@ impl Demo {
         if options.host.is_some() {
             frontend_args.push("--fresh-upstream".to_owned());
         }
+        if let Some(database) = &options.database {
+            frontend_args.push("--postgres-dsn".to_owned());
+            frontend_args.push(database.postgres_dsn.clone());
+            if database.profile == ErrorProfile::MisleadingErrors {
+                frontend_args.push("--misleading-errors".to_owned());
+            }
+        }
         let frontend = spawn_child(frontend_launcher, ChildRole::Frontend, &frontend_args).await?;
 
         let cancel = CancellationToken::new();
@@ -321,6 +372,7 @@ impl Demo {
             frontend,
             cancel,
             monitor,
+            database: options.database.is_some(),
         })
     }
 
@@ -344,8 +396,18 @@ impl Demo {
         self.backend.pid
     }
 
-    /// Stops the monitor, then SIGKILLs both children and waits until they
-    /// are reaped, so their pids are gone when this returns.
+    /// The tables the frontend owns when it has a database: named after the frontend's pid
+    /// ([`Demo::frontend_pid`]) as `relapse_demo_<pid>_mail` and `relapse_demo_<pid>_queue`.
+    pub fn database_tables(&self) -> Option<DemoTables> {
+        self.database
+            .then(|| database::tables_for_pid(self.frontend.pid))
+    }
+
+    /// Stops the monitor, then stops each child (frontend first): SIGTERM, so
+    /// that it can clean up (the frontend drops its database tables), and
+    /// SIGKILL if it has not exited within [`SHUTDOWN_GRACE`] (a SIGSTOPped
+    /// child never does). Waits until both are reaped, so their pids are gone
+    /// when this returns.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(monitor) = self.monitor.take() {
@@ -361,6 +423,20 @@ impl Demo {
             (ChildRole::Frontend, &mut self.frontend),
             (ChildRole::Backend, &mut self.backend),
         ] {
+            if let Some(pid) = child.process.id() {
+                // Still ours (not reaped), so the pid cannot have been reused.
+                if let Err(error) = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                ) {
+                    tracing::warn!(%error, %role, pid, "failed to send SIGTERM to demo child");
+                }
+                if let Ok(Ok(_status)) =
+                    tokio::time::timeout(SHUTDOWN_GRACE, child.process.wait()).await
+                {
+                    continue;
+                }
+            }
             // SIGKILL (works on a SIGSTOPped process too) to this child's own
             // pid, then wait for it.
             if let Err(error) = child.process.kill().await {
@@ -448,7 +524,8 @@ async fn spawn_child(
 /// subcommand with the arguments the [`Launcher`] appended:
 ///
 /// * `backend --listen ADDR`
-/// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS`
+/// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS
+///   [--fresh-upstream] [--postgres-dsn DSN [--misleading-errors]]`
 ///
 /// The child asks to be SIGKILLed when its parent dies, binds `ADDR`, prints
 /// `relapse-demo listening on HOST:PORT` to stdout, and serves until SIGTERM.

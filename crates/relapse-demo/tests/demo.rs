@@ -39,6 +39,7 @@ fn options() -> DemoOptions {
         monitor: None,
         launcher: launcher(),
         host: None,
+        database: None,
     }
 }
 

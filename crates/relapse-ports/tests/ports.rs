@@ -134,7 +134,14 @@ fn the_namespace_is_gone_after_drop() {
 #[tokio::test]
 async fn time_wait_churn_leaves_ports_in_time_wait() {
     let host = Host::create(&unique_name("tw"), std::process::id() + 4).unwrap();
-    let listener = TcpListener::bind(SocketAddrV4::new(host.outside, 0)).unwrap();
+    // A backlog for every connection at once: the handshakes complete in the kernel however far
+    // the acceptor lags, so none of the 200 connects can time out.
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddrV4::new(host.outside, 0).into())
+        .unwrap();
+    socket.listen(1024).unwrap();
+    let listener: TcpListener = socket.into();
     let destination = listener.local_addr().unwrap();
     // Accept and close at once: the client closes after its connect, so TIME_WAIT is on the
     // namespace's side.

@@ -66,6 +66,14 @@ pub struct DemoSection {
     pub upstream_timeout: Option<Dur>,
     pub monitor: Option<MonitorSection>,
     pub host: Option<Spanned<String>>,
+    pub database: Option<DemoDatabaseSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoDatabaseSection {
+    pub postgres: String,
+    pub profile: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,7 +186,7 @@ pub struct FaultSection {
 pub struct DbLockSection {
     pub postgres: Option<Spanned<String>>,
     pub mysql: Option<Spanned<String>>,
-    pub table: Option<String>,
+    pub table: Option<Spanned<String>>,
     pub mode: Option<String>,
     pub rows: Option<String>,
     #[serde(default)]

@@ -54,6 +54,16 @@ pub struct DemoTarget {
     pub monitor: MonitorSpec,
     /// Where the frontend runs: on loopback, or as its own host in a network namespace.
     pub host: DemoHostKind,
+    /// The frontend's mail store and queue on PostgreSQL, if it has one.
+    pub database: Option<DemoDatabaseSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoDatabaseSpec {
+    pub postgres_dsn: String,
+    /// During a database outage: `false` answers 503 with Retry-After, `true` 401 "planned
+    /// maintenance", as Kolab's front ends did.
+    pub misleading_errors: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,10 +208,14 @@ pub enum DbServer {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbLockTarget {
-    /// A table lock; the mode is checked against the server's list when the run starts.
-    Table { table: String, mode: String },
+    /// A table lock (the table is a template); the mode is checked against the server's list
+    /// when the run starts.
+    Table { table: Template, mode: String },
     /// The rows a (trusted) WHERE clause selects, FOR UPDATE.
-    Rows { table: String, where_clause: String },
+    Rows {
+        table: Template,
+        where_clause: String,
+    },
     /// MySQL's FLUSH TABLES WITH READ LOCK.
     GlobalRead,
 }
@@ -405,10 +419,27 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             }
         },
     };
+    let demo_database = match f.target.demo.as_ref().and_then(|d| d.database.as_ref()) {
+        None => None,
+        Some(db) => Some(DemoDatabaseSpec {
+            postgres_dsn: db.postgres.clone(),
+            misleading_errors: match db.profile.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+                None | Some(("honest", _)) => false,
+                Some(("misleading_errors", _)) => true,
+                Some((other, span)) => {
+                    return problem(
+                        span,
+                        format!("unknown error profile \"{other}\": expected \"honest\" or \"misleading_errors\""),
+                    )
+                }
+            },
+        }),
+    };
     let demo = f.target.demo.map(|d| {
         let m = d.monitor.unwrap_or_default();
         DemoTarget {
             host: demo_host,
+            database: demo_database,
             upstream_timeout: d
                 .upstream_timeout
                 .map_or(Duration::from_millis(250), |d| d.0),
@@ -694,14 +725,14 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
                     return problem(span, "global_read is MySQL's FLUSH TABLES WITH READ LOCK: PostgreSQL has none; expected `table`")
                 }
                 (Some(table), None, false) => DbLockTarget::Table {
-                    table: table.clone(),
+                    table: template(table)?,
                     mode: db.mode.clone().unwrap_or_else(|| match server {
                         DbServer::Postgres => "ACCESS EXCLUSIVE".to_string(),
                         DbServer::Mysql => "WRITE".to_string(),
                     }),
                 },
                 (Some(table), Some(rows), false) if db.mode.is_none() => DbLockTarget::Rows {
-                    table: table.clone(),
+                    table: template(table)?,
                     where_clause: rows.clone(),
                 },
                 _ => return problem(span, "db_lock needs `table` (with an optional `mode`), `table` and `rows` (a WHERE clause), or `global_read = true`"),

@@ -23,13 +23,15 @@ pub enum TemplateError {
 }
 
 /// The variables that the demo target provides.
-pub const DEMO_VARIABLES: [&str; 6] = [
+pub const DEMO_VARIABLES: [&str; 8] = [
     "demo.url",
     "demo.frontend.url",
     "demo.backend.url",
     "demo.backend.address",
     "demo.frontend.pid",
     "demo.backend.pid",
+    "demo.mail_table",
+    "demo.queue_table",
 ];
 
 /// The variables that every run provides.
