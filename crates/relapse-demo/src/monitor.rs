@@ -240,6 +240,14 @@ async fn check(client: &HttpClient, health: &Uri, timeout: Duration) -> Result<(
             Err(format!("frontend answered {status}"))
         }
     };
+    bounded(timeout, call).await
+}
+
+/// Runs one call of the monitor's, failing it with "no answer within …" past `timeout`.
+async fn bounded(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<(), String>>,
+) -> Result<(), String> {
     tokio::time::timeout(timeout, call)
         .await
         .unwrap_or_else(|_| {
@@ -276,14 +284,7 @@ async fn post(
             Err(format!("sink answered {status}"))
         }
     };
-    tokio::time::timeout(timeout, call)
-        .await
-        .unwrap_or_else(|_| {
-            Err(format!(
-                "no answer within {}",
-                humantime::format_duration(timeout)
-            ))
-        })
+    bounded(timeout, call).await
 }
 
 #[cfg(test)]
