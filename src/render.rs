@@ -102,11 +102,29 @@ pub fn summary(r: &RunReport) -> String {
             "    time to mitigate  {:>9}",
             optional(e.time_to_mitigate)
         );
+        let recover_detail = match &e.backlog {
+            Some(_) => format!(
+                "  serving again after {}, backlog drained after {}",
+                optional(e.time_to_serve),
+                optional(e.time_to_drain)
+            ),
+            None => String::new(),
+        };
         let _ = writeln!(
             out,
-            "    time to recover   {:>9}",
+            "    time to recover   {:>9}{recover_detail}",
             optional(e.time_to_recover)
         );
+        if let Some(backlog) = &e.backlog {
+            let peak = backlog
+                .peak
+                .map_or("unreadable".to_string(), |p| format!("{p}"));
+            let _ = writeln!(
+                out,
+                "    backlog           peak {peak}, drained means at or under {}",
+                backlog.max
+            );
+        }
         let mut kinds: Vec<String> = e
             .failure_statuses
             .iter()

@@ -4,7 +4,9 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use relapse_core::engine::{self, Plan, PlannedDetector, PlannedFault, PlannedProbe, Progress};
+use relapse_core::engine::{
+    self, Plan, PlannedBacklog, PlannedDetector, PlannedFault, PlannedProbe, Progress,
+};
 use relapse_core::measure::SteadyRule;
 use relapse_core::report::RunReport;
 use std::path::PathBuf;
@@ -13,12 +15,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use relapse_core::fault::{RevertInstructions, RevertLog};
 use relapse_core::scenario::target;
 use relapse_core::scenario::{
-    DbLockTarget, DbServer, DemoHostKind, NetnsTarget, PortsMode, ReserveAmount,
+    BacklogKind, DbLockTarget, DbServer, DemoDatabaseSpec, DemoHostKind, NetnsTarget, PortsMode,
+    ReserveAmount,
 };
 use relapse_core::scenario::{
     DemoComponent, DetectorKind, FaultKind, ProbeKind, ProcessTarget, Scenario, Template, Vars,
 };
-use relapse_core::sense::{Detector, Probe};
+use relapse_core::sense::{Detector, Gauge, Probe};
 use relapse_demo::{Demo, DemoHost, DemoOptions, Launcher, MonitorOptions};
 use relapse_probe::{
     CommandDetector, HttpHealthDetector, HttpProbe, LogDetector, TcpProbe, WebhookSink,
@@ -134,22 +137,23 @@ pub async fn run_scenario(
                     backend_address: h.outside.into(),
                 }
             });
+            let database = match &target.database {
+                None => None,
+                Some(db) => match demo_database(db, &vars, &scenario.allow_targets) {
+                    Ok(database) => Some(database),
+                    Err(e) => {
+                        drop(host);
+                        forget_host(&journal, host_entry);
+                        return Err(invalid(format!("demo database: {e}")));
+                    }
+                },
+            };
             let options = DemoOptions {
                 upstream_timeout: target.upstream_timeout,
                 monitor: Some(monitor),
                 launcher: launcher.clone(),
                 host: demo_host,
-                database: target
-                    .database
-                    .as_ref()
-                    .map(|db| relapse_demo::DemoDatabase {
-                        postgres_dsn: db.postgres_dsn.clone(),
-                        profile: if db.misleading_errors {
-                            relapse_demo::ErrorProfile::MisleadingErrors
-                        } else {
-                            relapse_demo::ErrorProfile::Honest
-                        },
-                    }),
+                database,
             };
             match Demo::start(options).await {
                 Ok(demo) => {
@@ -208,6 +212,29 @@ pub async fn run_scenario(
     let mut report = result?;
     report.file = Some(file.to_path_buf());
     Ok(report)
+}
+
+/// The demo's database settings, its DSN rendered (it may name a proxy of the run) and checked
+/// against the allowlist.
+fn demo_database(
+    db: &DemoDatabaseSpec,
+    vars: &Vars,
+    allowed: &[String],
+) -> Result<relapse_demo::DemoDatabase, String> {
+    let dsn = render(&db.dsn, vars)?;
+    reachable(dsn_host(&dsn), allowed)?;
+    let profile = if db.misleading_errors {
+        relapse_demo::ErrorProfile::MisleadingErrors
+    } else {
+        relapse_demo::ErrorProfile::Honest
+    };
+    match db.server {
+        DbServer::Postgres => Ok(relapse_demo::DemoDatabase {
+            postgres_dsn: dsn,
+            profile,
+        }),
+        DbServer::Mysql => Err("the demo's MySQL store is not built yet".to_string()),
+    }
 }
 
 /// The host a database connection string names: a URL's authority, or a PostgreSQL key/value
@@ -411,10 +438,7 @@ async fn build_plan(
             FaultKind::DbLock { server, dsn, lock } => {
                 let dsn = render(dsn, vars).map_err(context_error)?;
                 reachable(dsn_host(&dsn), allowed).map_err(context_error)?;
-                let kind = match server {
-                    DbServer::Postgres => relapse_db::DbKind::Postgres,
-                    DbServer::Mysql => relapse_db::DbKind::Mysql,
-                };
+                let kind = db_kind(*server);
                 let spec = match lock {
                     DbLockTarget::Table { table, mode } => relapse_db::LockSpec::Table {
                         table: render(table, vars).map_err(context_error)?,
@@ -434,6 +458,9 @@ async fn build_plan(
                         .await
                         .map_err(|e| context_error(e.to_string()))?,
                 )
+            }
+            FaultKind::DbProxy { .. } => {
+                return Err(context_error("db_proxy is not built yet".to_string()))
             }
             FaultKind::PortExhaustion {
                 target,
@@ -498,6 +525,39 @@ async fn build_plan(
         });
     }
 
+    let backlog = match &scenario.backlog {
+        None => None,
+        Some(spec) => {
+            let context = |e: String| format!("backlog \"{}\": {e}", spec.name);
+            let gauge: Arc<dyn Gauge> = match &spec.kind {
+                BacklogKind::Metric { url, metric } => {
+                    let url = render(url, vars).map_err(context)?;
+                    reachable(target::http_host(&url), allowed).map_err(context)?;
+                    Arc::new(
+                        relapse_probe::MetricGauge::new(&url, metric, spec.timeout)
+                            .map_err(|e| context(e.to_string()))?,
+                    )
+                }
+                BacklogKind::Sql { server, dsn, query } => {
+                    let dsn = render(dsn, vars).map_err(context)?;
+                    reachable(dsn_host(&dsn), allowed).map_err(context)?;
+                    let query = render(query, vars).map_err(context)?;
+                    Arc::new(
+                        relapse_db::SqlGauge::new(db_kind(*server), &dsn, &query)
+                            .map_err(context)?,
+                    )
+                }
+            };
+            Some(PlannedBacklog {
+                name: spec.name.clone(),
+                every: spec.every,
+                timeout: spec.timeout,
+                max: spec.max,
+                gauge,
+            })
+        }
+    };
+
     let sli = &scenario.probes[scenario.steady_state.probe];
     Ok(Plan {
         scenario: scenario.name.clone(),
@@ -515,6 +575,14 @@ async fn build_plan(
         gates: scenario.gates.clone(),
         limits: scenario.limits.clone(),
         stops: scenario.stops.clone(),
+        backlog,
         journal: None,
     })
+}
+
+fn db_kind(server: DbServer) -> relapse_db::DbKind {
+    match server {
+        DbServer::Postgres => relapse_db::DbKind::Postgres,
+        DbServer::Mysql => relapse_db::DbKind::Mysql,
+    }
 }

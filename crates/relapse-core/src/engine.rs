@@ -17,10 +17,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::fault::{Fault, FaultGuard, RevertLog};
 use crate::gate::{self, Verdict};
-use crate::measure::{self, FaultActivity, Sample, SteadyRule};
-use crate::report::{EpisodeReport, ProbeStats, RunReport, TimelineEntry};
+use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
+use crate::report::{BacklogReport, EpisodeReport, ProbeStats, RunReport, TimelineEntry};
 use crate::scenario::{Gates, Limits, StopSpec};
-use crate::sense::{Detector, Outcome, Probe, Signal, SignalSender};
+use crate::sense::{Detector, Gauge, Outcome, Probe, Signal, SignalSender};
 
 /// A probe ready to run.
 pub struct PlannedProbe {
@@ -29,6 +29,16 @@ pub struct PlannedProbe {
     /// The probe's own timeout: the longest a check can be in flight.
     pub timeout: Duration,
     pub probe: Arc<dyn Probe>,
+}
+
+/// A backlog gauge ready to read: recovery also waits for it to be at or under `max`.
+pub struct PlannedBacklog {
+    pub name: String,
+    pub every: Duration,
+    /// The longest a reading may take; a slower one counts as unreadable.
+    pub timeout: Duration,
+    pub max: f64,
+    pub gauge: Arc<dyn Gauge>,
 }
 
 /// A detection source ready to run.
@@ -61,6 +71,8 @@ pub struct Plan {
     pub limits: Limits,
     /// Conditions that abort the run when the target is hurt beyond a declared bound.
     pub stops: Vec<StopSpec>,
+    /// A backlog that recovery must also wait out, if the scenario declares one.
+    pub backlog: Option<PlannedBacklog>,
     /// Where reverts are written down before each injection; `None` runs without a journal.
     pub journal: Option<Box<dyn RevertLog>>,
 }
@@ -134,6 +146,8 @@ struct Run {
     limits: Limits,
     probe_meta: Vec<(String, Duration, Duration)>,
     detector_meta: Vec<(String, Duration)>,
+    /// Name, interval and bound of the backlog gauge.
+    backlog_meta: Option<(String, Duration, f64)>,
     planned_faults: Vec<(String, Duration, Duration)>,
     guards: Vec<FaultGuard>,
     activity: Vec<Option<FaultActivity>>,
@@ -147,7 +161,9 @@ struct Run {
     tasks: TaskTracker,
     samples_rx: mpsc::UnboundedReceiver<(usize, Sample)>,
     signals_rx: mpsc::UnboundedReceiver<Signal>,
+    backlog_rx: mpsc::UnboundedReceiver<BacklogReading>,
 
+    backlog: Vec<BacklogReading>,
     sli_samples: Vec<Sample>,
     other_samples: Vec<(usize, Sample)>,
     signals: Vec<Signal>,
@@ -187,6 +203,14 @@ impl Run {
                 }
             });
         }
+        let (backlog_tx, backlog_rx) = mpsc::unbounded_channel();
+        let backlog_meta = plan
+            .backlog
+            .as_ref()
+            .map(|b| (b.name.clone(), b.every, b.max));
+        if let Some(backlog) = plan.backlog {
+            tasks.spawn(backlog_loop(backlog, backlog_tx, stop.clone()));
+        }
         let planned_faults = plan
             .faults
             .iter()
@@ -209,6 +233,7 @@ impl Run {
             limits: plan.limits,
             probe_meta,
             detector_meta,
+            backlog_meta,
             planned_faults,
             guards,
             activity,
@@ -221,6 +246,8 @@ impl Run {
             tasks,
             samples_rx,
             signals_rx,
+            backlog_rx,
+            backlog: Vec::new(),
             sli_samples: Vec::new(),
             other_samples: Vec::new(),
             signals: Vec::new(),
@@ -295,6 +322,7 @@ impl Run {
                     ));
                 }
                 Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
+                Some(reading) = self.backlog_rx.recv() => self.backlog.push(reading),
                 Some((index, sample)) = self.samples_rx.recv() => {
                     let is_sli = index == self.sli;
                     self.record_sample(index, sample);
@@ -328,6 +356,7 @@ impl Run {
                 _ = sleep_until(run_deadline) => return Ending::Aborted("limits.max_run reached while faults were scheduled".into()),
                 Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
                 Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
+                Some(reading) = self.backlog_rx.recv() => self.backlog.push(reading),
                 _ = check.tick() => {
                     if let Some(reason) = self.stop_tripped() {
                         return Ending::Aborted(reason);
@@ -365,6 +394,7 @@ impl Run {
                 }
                 Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
                 Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
+                Some(reading) = self.backlog_rx.recv() => self.backlog.push(reading),
                 _ = check.tick() => {
                     self.publish();
                     if let Some(reason) = self.stop_tripped() {
@@ -393,16 +423,19 @@ impl Run {
         let sli_timeout = self.probe_meta[self.sli].2;
         let now = Instant::now();
         let complete_until = now.checked_sub(sli_timeout).unwrap_or(self.start);
-        let episodes = measure::measure(
+        let mut episodes = measure::measure(
             &self.sli_samples,
             &self.fault_activity(),
             &self.signals,
             &self.steady,
             complete_until,
         );
+        if let Some((_, _, max)) = &self.backlog_meta {
+            measure::apply_backlog(&mut episodes, &self.backlog, *max);
+        }
         match episodes.last() {
             Some(last) => {
-                last.recovered.is_some()
+                last.time_to_recover().is_some()
                     && (self.detector_meta.is_empty() || last.detected.is_some())
             }
             None => true,
@@ -582,15 +615,21 @@ impl Run {
         while let Ok(signal) = self.signals_rx.try_recv() {
             self.record_signal(signal);
         }
+        while let Ok(reading) = self.backlog_rx.try_recv() {
+            self.backlog.push(reading);
+        }
 
         let activity = self.fault_activity();
-        let episodes = measure::measure(
+        let mut episodes = measure::measure(
             &self.sli_samples,
             &activity,
             &self.signals,
             &self.steady,
             end,
         );
+        if let Some((_, _, max)) = &self.backlog_meta {
+            measure::apply_backlog(&mut episodes, &self.backlog, *max);
+        }
         let (verdict, reason, gates) = match ending {
             Ending::Completed => {
                 let gates = gate::judge(&episodes, &self.gates, !self.detector_meta.is_empty());
@@ -621,6 +660,15 @@ impl Run {
                     "start of the first steady window after the revert",
                 );
             }
+            if let (Some(backlog), Some((name, _, _))) = (&e.backlog, &self.backlog_meta) {
+                if let Some(t) = backlog.drained {
+                    self.event(
+                        t,
+                        "drained",
+                        format!("backlog \"{name}\" at or under {}", backlog.max),
+                    );
+                }
+            }
         }
         self.timeline.sort_by_key(|t| t.0);
 
@@ -635,6 +683,12 @@ impl Run {
                 time_to_detect: e.time_to_detect(),
                 time_to_mitigate: e.time_to_mitigate(),
                 time_to_recover: e.time_to_recover(),
+                time_to_serve: e.time_to_serve(),
+                time_to_drain: e.time_to_drain(),
+                backlog: e.backlog.as_ref().map(|b| BacklogReport {
+                    max: b.max,
+                    peak: b.peak,
+                }),
                 detected_by: e.detected.map(|(_, s)| self.detector_meta[s].0.clone()),
                 detect_resolution: e.detected.map(|(_, s)| self.detector_meta[s].1),
                 samples: e.samples,
@@ -751,6 +805,35 @@ async fn probe_loop(
     // Checks sent before the stop complete (each probe enforces its timeout), so every sample
     // sent before the end of the run is measured.
     while in_flight.join_next().await.is_some() {}
+}
+
+/// Reads the backlog gauge every `every`, one reading at a time: a queue-depth query is cheap,
+/// and a slow one is bounded by the timeout and recorded as unreadable.
+async fn backlog_loop(
+    planned: PlannedBacklog,
+    readings: mpsc::UnboundedSender<BacklogReading>,
+    stop: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(planned.every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    loop {
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => break,
+            _ = ticks.tick() => {
+                let at = Instant::now();
+                let value = match tokio::time::timeout(planned.timeout, planned.gauge.read()).await {
+                    Ok(Ok(value)) => Some(value),
+                    Ok(Err(error)) => {
+                        tracing::debug!(backlog = %planned.name, %error, "backlog unreadable");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                let _ = readings.send(BacklogReading { at, value });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

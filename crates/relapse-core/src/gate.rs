@@ -225,6 +225,7 @@ mod tests {
             failures: 30,
             failure_statuses: BTreeMap::from([(504, 28), (401, 2)]),
             failure_errors: BTreeMap::new(),
+            backlog: None,
         }
     }
 

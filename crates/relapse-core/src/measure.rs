@@ -7,7 +7,10 @@
 //!   half of what the probe interval promises, succeed at least `min_success` of the time, and
 //!   their p99 latency is at most `max_p99`;
 //! - faults whose active periods overlap form one *episode*, measured from its first injection to
-//!   its last revert; each episode is observed until the next one starts or the run ends.
+//!   its last revert; each episode is observed until the next one starts or the run ends;
+//! - where a backlog is declared (a queue depth), an episode has *drained* at the first reading
+//!   sent after the revert that is at or under the bound, and recovery needs both: serving again
+//!   and the backlog drained.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -74,6 +77,28 @@ pub struct Episode {
     pub failure_statuses: BTreeMap<u16, u64>,
     /// Errors without a status (timeouts, refused connections) in that span.
     pub failure_errors: BTreeMap<String, u64>,
+    /// The backlog over this episode, when the scenario declares one ([`apply_backlog`]).
+    pub backlog: Option<BacklogOutcome>,
+}
+
+/// One reading of a backlog gauge (a queue depth).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacklogReading {
+    /// The instant the reading was asked for.
+    pub at: Instant,
+    /// `None` when the gauge could not be read: it neither proves nor disproves a drain.
+    pub value: Option<f64>,
+}
+
+/// What the backlog did over one episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacklogOutcome {
+    /// The bound recovery waits for: drained means at or under it.
+    pub max: f64,
+    /// The highest reading from injection to the horizon; `None` when none could be read.
+    pub peak: Option<f64>,
+    /// The first reading sent at or after the revert that is at or under `max`.
+    pub drained: Option<Instant>,
 }
 
 impl Episode {
@@ -86,8 +111,23 @@ impl Episode {
     pub fn time_to_mitigate(&self) -> Option<Duration> {
         self.mitigated.map(|t| t - self.injected)
     }
+    /// Time from the revert until the system served again and, where a backlog is declared, had
+    /// drained it: whichever came last.
     pub fn time_to_recover(&self) -> Option<Duration> {
+        let serving = self.time_to_serve()?;
+        match &self.backlog {
+            None => Some(serving),
+            Some(_) => Some(serving.max(self.time_to_drain()?)),
+        }
+    }
+    /// Time from the revert until the SLI's steady state returned, backlog aside.
+    pub fn time_to_serve(&self) -> Option<Duration> {
         Some(self.recovered? - self.reverted?)
+    }
+    /// Time from the revert until the backlog was at or under its bound.
+    pub fn time_to_drain(&self) -> Option<Duration> {
+        let drained = self.backlog.as_ref()?.drained?;
+        Some(drained - self.reverted?)
     }
     pub fn error_ratio(&self) -> f64 {
         if self.samples == 0 {
@@ -224,6 +264,7 @@ pub fn measure(
                 failures: 0,
                 failure_statuses: BTreeMap::new(),
                 failure_errors: BTreeMap::new(),
+                backlog: None,
             };
             for s in samples
                 .iter()
@@ -241,6 +282,30 @@ pub fn measure(
             episode
         })
         .collect()
+}
+
+/// Measures the backlog over each episode: its peak from injection to the horizon, and when it
+/// drained (the first reading sent at or after the revert, before the horizon, at or under
+/// `max`). `readings` need not be sorted.
+pub fn apply_backlog(episodes: &mut [Episode], readings: &[BacklogReading], max: f64) {
+    let mut readings = readings.to_vec();
+    readings.sort_by_key(|r| r.at);
+    for episode in episodes {
+        let in_span = |r: &&BacklogReading| r.at >= episode.injected && r.at < episode.horizon;
+        let peak = readings
+            .iter()
+            .filter(in_span)
+            .filter_map(|r| r.value)
+            .fold(None, |peak: Option<f64>, v| Some(peak.map_or(v, |p| p.max(v))));
+        let drained = episode.reverted.and_then(|reverted| {
+            readings
+                .iter()
+                .filter(in_span)
+                .find(|r| r.at >= reverted && r.value.is_some_and(|v| v <= max))
+                .map(|r| r.at)
+        });
+        episode.backlog = Some(BacklogOutcome { max, peak, drained });
+    }
 }
 
 #[cfg(test)]

@@ -35,6 +35,15 @@ pub trait Probe: Send + Sync {
     fn check(&self) -> BoxFuture<'_, Outcome>;
 }
 
+/// A gauge read over time, such as the depth of a queue that a fault lets build up: recovery then
+/// also waits for it to drain.
+pub trait Gauge: Send + Sync {
+    /// Reads the current value.
+    ///
+    /// Cancel safety: cancel safe; a dropped read records nothing.
+    fn read(&self) -> BoxFuture<'_, Result<f64, String>>;
+}
+
 /// A detection event, stamped when the harness received it.
 #[derive(Debug, Clone)]
 pub struct Signal {

@@ -16,6 +16,10 @@
 
 #![forbid(unsafe_code)]
 
+mod gauge;
+
+pub use gauge::SqlGauge;
+
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -265,7 +269,7 @@ enum Session {
     Mysql(mysql_async::Conn),
 }
 
-async fn connect_postgres(
+pub(crate) async fn connect_postgres(
     dsn: &str,
     tag: &str,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), String> {
@@ -283,7 +287,7 @@ async fn connect_postgres(
     Ok((client, task))
 }
 
-async fn connect_mysql(dsn: &str) -> Result<mysql_async::Conn, String> {
+pub(crate) async fn connect_mysql(dsn: &str) -> Result<mysql_async::Conn, String> {
     let opts = mysql_async::Opts::from_url(dsn).map_err(|e| format!("dsn: {e}"))?;
     mysql_async::Conn::new(opts)
         .await

@@ -503,3 +503,41 @@ async fn postgres_lock_not_granted_in_time_is_not_confirmed() {
     assert!(reverted.detail.contains("nothing to revert"));
     first.revert().await.unwrap();
 }
+
+/// The SQL backlog gauge reads what the server counts, follows changes, and says why when the
+/// query does not give a number.
+async fn gauge_counts_rows(kind: DbKind, dsn: &str) {
+    use relapse_core::sense::Gauge;
+    use relapse_db::SqlGauge;
+
+    let table = Table::create(kind).await;
+    let name = &table.name;
+    let gauge = SqlGauge::new(kind, dsn, &format!("SELECT count(*) FROM {name}")).unwrap();
+    assert_eq!(timeout(BOUND, gauge.read()).await.unwrap(), Ok(2.0));
+    let insert = format!("INSERT INTO {name} VALUES (3, 0), (4, 0), (5, 0)");
+    match kind {
+        DbKind::Postgres => {
+            pg_connect().await.batch_execute(&insert).await.unwrap();
+        }
+        DbKind::Mysql => mysql_connect().await.query_drop(&insert).await.unwrap(),
+    }
+    assert_eq!(timeout(BOUND, gauge.read()).await.unwrap(), Ok(5.0));
+
+    let words = SqlGauge::new(kind, dsn, "SELECT 'many'").unwrap();
+    let error = timeout(BOUND, words.read()).await.unwrap().unwrap_err();
+    assert!(error.contains("not a number"), "{error}");
+    let nothing = SqlGauge::new(kind, dsn, &format!("SELECT v FROM {name} WHERE id = 0")).unwrap();
+    let error = timeout(BOUND, nothing.read()).await.unwrap().unwrap_err();
+    assert!(error.contains("no row"), "{error}");
+}
+
+#[tokio::test]
+async fn sql_gauge_reads_a_count_on_postgres() {
+    gauge_counts_rows(DbKind::Postgres, &pg_dsn()).await;
+}
+
+#[tokio::test]
+async fn sql_gauge_reads_a_count_on_mysql() {
+    let _serial = MYSQL_SERIAL.lock().await;
+    gauge_counts_rows(DbKind::Mysql, &mysql_dsn()).await;
+}

@@ -105,6 +105,44 @@ impl HttpTarget {
     }
 }
 
+impl HttpTarget {
+    /// Fetches a body of at most `limit` bytes, under the timeout; a status other than 2xx is an
+    /// error, as is a larger body.
+    pub(crate) async fn fetch(&self, limit: usize) -> Result<Vec<u8>, String> {
+        let mut request = Request::new(Empty::<Bytes>::new());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        request
+            .headers_mut()
+            .insert(USER_AGENT, HeaderValue::from_static(PROBE_USER_AGENT));
+        let call = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|error| classify_client_error(&error))?;
+            if !response.status().is_success() {
+                return Err(format!("status {}", response.status().as_u16()));
+            }
+            let mut body = response.into_body();
+            let mut data = Vec::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|error| classify_error(&error, false))?;
+                if let Some(chunk) = frame.data_ref() {
+                    if data.len() + chunk.len() > limit {
+                        return Err(format!("body larger than {limit} bytes"));
+                    }
+                    data.extend_from_slice(chunk);
+                }
+            }
+            Ok(data)
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err("timeout".to_owned()))
+    }
+}
+
 /// Accepts `http://host[:port][/path]` only: HTTPS would need a TLS stack this crate leaves out.
 fn parse_http_url(url: &str) -> Result<Uri, ProbeError> {
     let invalid = |reason: &str| ProbeError::InvalidUrl {

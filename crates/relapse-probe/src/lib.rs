@@ -16,6 +16,8 @@
 //!   [`HttpHealthDetector`] polls a health endpoint and [`CommandDetector`] runs a check command;
 //!   both report changes of state only. [`LogDetector`] tails a log file and fires on every new
 //!   line matching a pattern.
+//! - **Backlog gauges** ([`Gauge`](relapse_core::sense::Gauge)): [`MetricGauge`] reads a metric
+//!   such as a queue depth from a Prometheus text exposition.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +26,7 @@ mod error;
 mod health;
 mod http;
 mod log;
+mod metric;
 mod tcp;
 mod webhook;
 
@@ -32,6 +35,7 @@ pub use error::ProbeError;
 pub use health::HttpHealthDetector;
 pub use http::HttpProbe;
 pub use log::LogDetector;
+pub use metric::{metric_sum, MetricGauge};
 pub use tcp::TcpProbe;
 pub use webhook::{WebhookDetector, WebhookSink};
 

@@ -184,7 +184,30 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
             inject_timeout: ms(1000),
         },
         stops: Vec::new(),
+        backlog: None,
         journal: None,
+    }
+}
+
+/// A mail queue: grows by 10 per reading while the system is broken, shrinks by `drain_per`
+/// per reading once it is not, like mail waiting for a locked mailbox store.
+struct Queue {
+    system: Arc<System>,
+    depth: std::sync::Mutex<f64>,
+    drain_per: f64,
+}
+
+impl Gauge for Queue {
+    fn read(&self) -> BoxFuture<'_, Result<f64, String>> {
+        Box::pin(async move {
+            let mut depth = self.depth.lock().unwrap();
+            if self.system.applied.load(Ordering::SeqCst) > 0 {
+                *depth += 10.0;
+            } else {
+                *depth = (*depth - self.drain_per).max(0.0);
+            }
+            Ok(*depth)
+        })
     }
 }
 
@@ -483,4 +506,37 @@ async fn a_stop_condition_aborts_and_reverts_at_once() {
         .unwrap();
     assert_eq!(stop.at, ms(3600));
     assert_eq!(report.headline().unwrap().reverted_at, Some(ms(3600)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_waits_for_a_declared_backlog_to_drain() {
+    let system = Arc::new(System::default());
+    let mut plan = plan(&system, &[("lock", 1050, 3000)], Some(700));
+    plan.gates.recover_within = Some(ms(5000));
+    plan.backlog = Some(PlannedBacklog {
+        name: "mail queue".into(),
+        every: ms(100),
+        timeout: ms(500),
+        max: 0.0,
+        gauge: Arc::new(Queue {
+            system: system.clone(),
+            depth: std::sync::Mutex::new(0.0),
+            drain_per: 10.0,
+        }),
+    });
+    let report = run(plan, CancellationToken::new(), None).await;
+    assert_eq!(report.verdict, Verdict::Pass, "{:?}", report.gates);
+    let e = report.headline().unwrap();
+    // Broken from 2050 to 5050: the 30 readings 2100..=5000 grow the queue to 300; from 5100 it
+    // drains 10 per reading and reads 0 at 8000.
+    assert_eq!(e.time_to_serve, Some(ms(50)));
+    assert_eq!(e.time_to_drain, Some(ms(2950)));
+    assert_eq!(e.time_to_recover, Some(ms(2950)));
+    let backlog = e.backlog.as_ref().unwrap();
+    assert_eq!((backlog.max, backlog.peak), (0.0, Some(300.0)));
+    // Observation lasts until the drain is seen, not only until the SLI recovered (6600). Like
+    // every check of completeness it looks only up to now minus the probe timeout (500 ms), so
+    // the reading at 8000 counts from 8500, on the check tick at 8600.
+    assert_eq!(report.duration, ms(8600));
+    assert!(report.timeline.iter().any(|t| t.event == "drained" && t.at == ms(8000)));
 }

@@ -297,3 +297,90 @@ fn percentile_is_nearest_rank() {
     assert_eq!(percentile(&values[..10], 0.99), ms(10));
     assert_eq!(percentile(&[], 0.99), Duration::ZERO);
 }
+
+/// A queue that grows by 10 per 100 ms from `grow_from` while faulted and shrinks by `drain_per`
+/// per 100 ms after `drain_from`; one reading every 100 ms from 0 to 9000.
+fn queue(base: Instant, grow_from: u64, drain_from: u64, drain_per: f64) -> Vec<BacklogReading> {
+    let mut depth: f64 = 0.0;
+    (0..=9000)
+        .step_by(100)
+        .map(|t| {
+            if t >= grow_from && t < drain_from {
+                depth += 10.0;
+            } else if t >= drain_from {
+                depth = (depth - drain_per).max(0.0);
+            }
+            BacklogReading {
+                at: base + ms(t),
+                value: Some(depth),
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn recovery_waits_for_the_backlog_to_drain() {
+    let base = Instant::now();
+    let sli = samples(base, 0, 9000, |t| (2100..=5000).contains(&t));
+    let mut episodes = measure(
+        &sli,
+        &[fault(base, "lock", 2050, Some(5050))],
+        &[],
+        &rule(),
+        base + ms(9050),
+    );
+    // 30 readings grow the queue to 300 (2100..=5000); from 5100 it drains 50 per reading, so
+    // the reading at 5600 is the first at 0.
+    apply_backlog(&mut episodes, &queue(base, 2100, 5100, 50.0), 0.0);
+    let e = &episodes[0];
+    assert_eq!(e.time_to_serve(), Some(ms(50)));
+    assert_eq!(e.time_to_drain(), Some(ms(550)));
+    assert_eq!(e.time_to_recover(), Some(ms(550)));
+    let backlog = e.backlog.as_ref().unwrap();
+    assert_eq!(backlog.peak, Some(300.0));
+    assert_eq!(backlog.drained, Some(base + ms(5600)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_under_its_bound_at_the_revert_costs_nothing_beyond_serving() {
+    let base = Instant::now();
+    let sli = samples(base, 0, 9000, |t| (2100..=5000).contains(&t));
+    let mut episodes = measure(
+        &sli,
+        &[fault(base, "lock", 2050, Some(5050))],
+        &[],
+        &rule(),
+        base + ms(9050),
+    );
+    // Peak 300, bound 1000: the first reading after the revert (5100) already counts.
+    apply_backlog(&mut episodes, &queue(base, 2100, 5100, 50.0), 1000.0);
+    let e = &episodes[0];
+    assert_eq!(e.time_to_drain(), Some(ms(50)));
+    assert_eq!(e.time_to_recover(), Some(ms(50)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_that_never_drains_means_no_recovery_and_unreadable_gauges_prove_nothing() {
+    let base = Instant::now();
+    let sli = samples(base, 0, 9000, |t| (2100..=5000).contains(&t));
+    let mut episodes = measure(
+        &sli,
+        &[fault(base, "lock", 2050, Some(5050))],
+        &[],
+        &rule(),
+        base + ms(9050),
+    );
+    // Drains 1 per reading: 300 → 261 by the end of the run, never at 0.
+    let mut readings = queue(base, 2100, 5100, 1.0);
+    // Failed readings after the revert must not count as drained.
+    readings.push(BacklogReading {
+        at: base + ms(5150),
+        value: None,
+    });
+    apply_backlog(&mut episodes, &readings, 0.0);
+    let e = &episodes[0];
+    assert_eq!(e.time_to_serve(), Some(ms(50)));
+    assert_eq!(e.time_to_drain(), None);
+    assert_eq!(e.time_to_recover(), None);
+    assert_eq!(e.backlog.as_ref().unwrap().peak, Some(300.0));
+}

@@ -41,6 +41,10 @@ pub struct MetricsFile {
     pub time_to_detect_ms: Option<f64>,
     pub time_to_mitigate_ms: Option<f64>,
     pub time_to_recover_ms: Option<f64>,
+    /// Recovery of the SLI alone; equal to `time_to_recover_ms` unless a backlog drained later.
+    pub time_to_serve_ms: Option<f64>,
+    pub time_to_drain_ms: Option<f64>,
+    pub backlog: Option<BacklogFile>,
     pub resolution_ms: f64,
     pub detected_by: Option<String>,
     pub detect_resolution_ms: Option<f64>,
@@ -49,6 +53,12 @@ pub struct MetricsFile {
     pub error_ratio: f64,
     pub failure_statuses: BTreeMap<String, u64>,
     pub failure_errors: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct BacklogFile {
+    pub max: f64,
+    pub peak: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -102,6 +112,12 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration) -> MetricsFile {
         time_to_detect_ms: e.and_then(|e| e.time_to_detect).map(ms),
         time_to_mitigate_ms: e.and_then(|e| e.time_to_mitigate).map(ms),
         time_to_recover_ms: e.and_then(|e| e.time_to_recover).map(ms),
+        time_to_serve_ms: e.and_then(|e| e.time_to_serve).map(ms),
+        time_to_drain_ms: e.and_then(|e| e.time_to_drain).map(ms),
+        backlog: e.and_then(|e| e.backlog.as_ref()).map(|b| BacklogFile {
+            max: b.max,
+            peak: b.peak,
+        }),
         resolution_ms: ms(resolution),
         detected_by: e.and_then(|e| e.detected_by.clone()),
         detect_resolution_ms: e.and_then(|e| e.detect_resolution).map(ms),

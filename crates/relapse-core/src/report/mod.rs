@@ -35,7 +35,13 @@ pub struct EpisodeReport {
     pub time_to_impact: Option<Duration>,
     pub time_to_detect: Option<Duration>,
     pub time_to_mitigate: Option<Duration>,
+    /// Until serving again and, with a backlog, drained: whichever came last.
     pub time_to_recover: Option<Duration>,
+    /// Until the SLI's steady state returned, backlog aside.
+    pub time_to_serve: Option<Duration>,
+    /// Until the backlog was at or under its bound.
+    pub time_to_drain: Option<Duration>,
+    pub backlog: Option<BacklogReport>,
     pub detected_by: Option<String>,
     /// How late the detecting source could have noticed (its polling interval; zero if pushed).
     pub detect_resolution: Option<Duration>,
@@ -53,6 +59,15 @@ impl EpisodeReport {
             self.failures as f64 / self.samples as f64
         }
     }
+}
+
+/// The backlog over an episode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BacklogReport {
+    /// The bound recovery waited for.
+    pub max: f64,
+    /// The highest reading during the episode, if any could be read.
+    pub peak: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -39,6 +39,9 @@ pub struct ScenarioFile {
     #[serde(default)]
     pub stop: Vec<StopSection>,
     #[serde(default)]
+    pub db_proxy: Vec<DbProxySection>,
+    pub backlog: Option<BacklogSection>,
+    #[serde(default)]
     pub gates: GatesSection,
     #[serde(default)]
     pub limits: LimitsSection,
@@ -66,13 +69,14 @@ pub struct DemoSection {
     pub upstream_timeout: Option<Dur>,
     pub monitor: Option<MonitorSection>,
     pub host: Option<Spanned<String>>,
-    pub database: Option<DemoDatabaseSection>,
+    pub database: Option<Spanned<DemoDatabaseSection>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DemoDatabaseSection {
-    pub postgres: String,
+    pub postgres: Option<Spanned<String>>,
+    pub mysql: Option<Spanned<String>>,
     pub profile: Option<Spanned<String>>,
 }
 
@@ -179,6 +183,60 @@ pub struct FaultSection {
     pub port_exhaustion: Option<Spanned<PortExhaustionSection>>,
     pub fd_exhaustion: Option<Spanned<FdExhaustionSection>>,
     pub db_lock: Option<Spanned<DbLockSection>>,
+    pub db_proxy: Option<Spanned<DbProxyFaultSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbProxyFaultSection {
+    pub proxy: Spanned<String>,
+    pub mode: Spanned<String>,
+    pub latency: Option<Dur>,
+    pub jitter: Option<Dur>,
+    pub error: Option<Spanned<ErrorCodeValue>>,
+}
+
+/// A database error: a PostgreSQL SQLSTATE (`"55P03"`) or a MySQL error number (`1205`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorCodeValue {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbProxySection {
+    pub name: Spanned<String>,
+    pub postgres: Option<Spanned<String>>,
+    pub mysql: Option<Spanned<String>>,
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BacklogSection {
+    pub name: Spanned<String>,
+    pub max: Spanned<f64>,
+    pub every: Option<Dur>,
+    pub timeout: Option<Dur>,
+    pub metric: Option<MetricBacklogSection>,
+    pub sql: Option<SqlBacklogSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricBacklogSection {
+    pub url: Spanned<String>,
+    pub name: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlBacklogSection {
+    pub postgres: Option<Spanned<String>>,
+    pub mysql: Option<Spanned<String>>,
+    pub query: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -32,6 +32,10 @@ pub struct Scenario {
     pub gates: Gates,
     pub limits: Limits,
     pub stops: Vec<StopSpec>,
+    /// Protocol-aware proxies in front of databases, started with the run.
+    pub db_proxies: Vec<DbProxySpec>,
+    /// A backlog that recovery must also wait out.
+    pub backlog: Option<BacklogSpec>,
     /// Hosts besides loopback that probes and detection sources may reach.
     pub allow_targets: Vec<String>,
 }
@@ -58,9 +62,66 @@ pub struct DemoTarget {
     pub database: Option<DemoDatabaseSpec>,
 }
 
+/// A proxy relapse runs between a target and its database, pass-through until a `db_proxy`
+/// fault switches it. Its address is in the template variables `{db_proxy.NAME.address}`,
+/// `{db_proxy.NAME.host}` and `{db_proxy.NAME.port}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbProxySpec {
+    pub name: String,
+    pub server: DbServer,
+    /// The database server, `host:port`, checked against the allowlist.
+    pub upstream: String,
+    pub listen: SocketAddr,
+}
+
+/// What a `db_proxy` fault makes the proxy do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbProxyMode {
+    /// Hold every server response until the revert, as a lock wait does.
+    Stall,
+    /// Hold only statements that write or commit; reads go on.
+    StallWrites,
+    /// Delay each response by `latency` ± a uniform `jitter`.
+    Latency { latency: Duration, jitter: Duration },
+    /// Answer statements with this error (a SQLSTATE, or a MySQL error number).
+    Error { code: String },
+    /// Reset open connections and every new one.
+    Reset,
+    /// Refuse new connections; open ones go on.
+    RefuseNew,
+}
+
+/// The errors a `db_proxy` fault can answer with, per server.
+pub const POSTGRES_PROXY_ERRORS: [&str; 3] = ["55P03", "40P01", "57014"];
+pub const MYSQL_PROXY_ERRORS: [&str; 2] = ["1205", "1213"];
+
+/// A gauge whose value must be at or under `max` before a run counts as recovered.
+#[derive(Debug, Clone)]
+pub struct BacklogSpec {
+    pub name: String,
+    pub max: f64,
+    pub every: Duration,
+    pub timeout: Duration,
+    pub kind: BacklogKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum BacklogKind {
+    /// A metric in Prometheus text format: the sum of the samples named `metric`.
+    Metric { url: Template, metric: String },
+    /// The first column of the first row of a query.
+    Sql {
+        server: DbServer,
+        dsn: Template,
+        query: Template,
+    },
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DemoDatabaseSpec {
-    pub postgres_dsn: String,
+    pub server: DbServer,
+    /// A PostgreSQL DSN or a `mysql://` URL; may name a `db_proxy` of the run.
+    pub dsn: Template,
     /// During a database outage: `false` answers 503 with Retry-After, `true` 401 "planned
     /// maintenance", as Kolab's front ends did.
     pub misleading_errors: bool,
@@ -198,6 +259,11 @@ pub enum FaultKind {
         dsn: Template,
         lock: DbLockTarget,
     },
+    DbProxy {
+        /// Index into `Scenario::db_proxies`.
+        proxy: usize,
+        mode: DbProxyMode,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -227,6 +293,7 @@ impl FaultKind {
             FaultKind::PortExhaustion { .. } => "port_exhaustion",
             FaultKind::FdExhaustion { .. } => "fd_exhaustion",
             FaultKind::DbLock { .. } => "db_lock",
+            FaultKind::DbProxy { .. } => "db_proxy",
         }
     }
 }
@@ -419,11 +486,60 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             }
         },
     };
+    let mut db_proxies = Vec::new();
+    for p in &f.db_proxy {
+        let name = p.name.get_ref().clone();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return problem(p.name.span(), format!("invalid proxy name \"{name}\": expected letters, digits, `_` or `-` (it becomes part of {{db_proxy.NAME.address}})"));
+        }
+        if db_proxies.iter().any(|d: &DbProxySpec| d.name == name) {
+            return problem(p.name.span(), format!("duplicate db_proxy name \"{name}\""));
+        }
+        let (server, upstream) = match (&p.postgres, &p.mysql) {
+            (Some(a), None) => (DbServer::Postgres, a),
+            (None, Some(a)) => (DbServer::Mysql, a),
+            _ => return problem(p.name.span(), format!("db_proxy \"{name}\" needs exactly one server: expected `postgres = \"HOST:PORT\"` or `mysql = \"HOST:PORT\"`")),
+        };
+        let Some((host, port)) = upstream.get_ref().rsplit_once(':').filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0)) else {
+            return problem(upstream.span(), format!("invalid database address \"{}\": expected HOST:PORT, e.g. \"127.0.0.1:5432\"", upstream.get_ref()));
+        };
+        let _ = port;
+        reachable(upstream, Some(host.trim_start_matches('[').trim_end_matches(']')))?;
+        let listen = match &p.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(l) => match l.get_ref().parse::<SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => addr,
+                Ok(_) => return problem(l.span(), "a db_proxy listens on loopback only: expected e.g. \"127.0.0.1:0\""),
+                Err(_) => return problem(l.span(), format!("invalid listen address \"{}\": expected IP:PORT, e.g. \"127.0.0.1:0\"", l.get_ref())),
+            },
+        };
+        db_proxies.push(DbProxySpec { name, server, upstream: upstream.get_ref().clone(), listen });
+    }
+
+    // The demo's database may be reached through a proxy of the run; the demo's own variables
+    // are not known before the demo starts.
+    let mut proxy_vars = Vars::known(false);
+    for proxy in &db_proxies {
+        for part in ["address", "host", "port"] {
+            proxy_vars.set(&format!("db_proxy.{}.{part}", proxy.name), "");
+        }
+    }
     let demo_database = match f.target.demo.as_ref().and_then(|d| d.database.as_ref()) {
         None => None,
-        Some(db) => Some(DemoDatabaseSpec {
-            postgres_dsn: db.postgres.clone(),
-            misleading_errors: match db.profile.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+        Some(spanned) => Some(DemoDatabaseSpec {
+            server: match (&spanned.get_ref().postgres, &spanned.get_ref().mysql) {
+                (Some(_), None) => DbServer::Postgres,
+                (None, Some(_)) => DbServer::Mysql,
+                _ => return problem(spanned.span(), "the demo database needs exactly one server: expected `postgres = \"DSN\"` or `mysql = \"mysql://…\"`"),
+            },
+            dsn: {
+                let db = spanned.get_ref();
+                let dsn = db.postgres.as_ref().or(db.mysql.as_ref()).expect("one server was checked above");
+                let template = Template::new(dsn.get_ref());
+                template.check(&proxy_vars).map_err(|e| Problem { span: dsn.span(), message: e.to_string() })?;
+                template
+            },
+            misleading_errors: match spanned.get_ref().profile.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
                 None | Some(("honest", _)) => false,
                 Some(("misleading_errors", _)) => true,
                 Some((other, span)) => {
@@ -452,7 +568,12 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             },
         }
     });
-    let vars = Vars::known(demo.is_some());
+    let mut vars = proxy_vars.clone();
+    if demo.is_some() {
+        for name in template::DEMO_VARIABLES {
+            vars.set(name, "");
+        }
+    }
     let template = |s: &Spanned<String>| -> Result<Template, Problem> {
         let t = Template::new(s.get_ref());
         t.check(&vars).map_err(|e| Problem {
@@ -678,11 +799,12 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             fault.port_exhaustion.is_some(),
             fault.fd_exhaustion.is_some(),
             fault.db_lock.is_some(),
+            fault.db_proxy.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return problem(
                 fault.name.span(),
-                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`, `db_lock`"),
+                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`, `db_lock`, `db_proxy`"),
             );
         }
         let kind = if let Some(pf) = &fault.process_freeze {
@@ -742,6 +864,8 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
                 dsn: template(dsn)?,
                 lock,
             }
+        } else if let Some(dp) = &fault.db_proxy {
+            db_proxy_fault(dp, &db_proxies)?
         } else if let Some(pe) = &fault.port_exhaustion {
             let span = pe.span();
             let pe = pe.get_ref();
@@ -906,6 +1030,49 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         );
     }
 
+    let backlog = match &f.backlog {
+        None => None,
+        Some(b) => {
+            let max = *b.max.get_ref();
+            if !(max.is_finite() && max >= 0.0) {
+                return problem(b.max.span(), "backlog `max` must be a number of at least 0");
+            }
+            let kind = match (&b.metric, &b.sql) {
+                (Some(m), None) => {
+                    if !is_http_url(m.url.get_ref()) {
+                        return problem(m.url.span(), "expected an http:// URL");
+                    }
+                    reachable(&m.url, target::http_host(m.url.get_ref()))?;
+                    let metric = m.name.get_ref();
+                    if metric.is_empty() || !metric.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':') {
+                        return problem(m.name.span(), format!("invalid metric name \"{metric}\": expected a Prometheus metric name such as \"mail_queue_depth\""));
+                    }
+                    BacklogKind::Metric { url: template(&m.url)?, metric: metric.clone() }
+                }
+                (None, Some(q)) => {
+                    let (server, dsn) = match (&q.postgres, &q.mysql) {
+                        (Some(d), None) => (DbServer::Postgres, d),
+                        (None, Some(d)) => (DbServer::Mysql, d),
+                        _ => return problem(q.query.span(), "a sql backlog needs exactly one server: expected `postgres = \"DSN\"` or `mysql = \"mysql://…\"`"),
+                    };
+                    BacklogKind::Sql { server, dsn: template(dsn)?, query: template(&q.query)? }
+                }
+                _ => return problem(b.name.span(), "backlog needs exactly one kind: expected `metric = { url, name }` or `sql = { postgres | mysql, query }`"),
+            };
+            let every = b.every.map_or(Duration::from_millis(100), |d| d.0);
+            if every.is_zero() {
+                return problem(b.name.span(), "backlog `every` must be more than 0ms");
+            }
+            Some(BacklogSpec {
+                name: b.name.get_ref().clone(),
+                max,
+                every,
+                timeout: b.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                kind,
+            })
+        }
+    };
+
     Ok(Scenario {
         name: f.scenario.name,
         description: f.scenario.description,
@@ -919,8 +1086,90 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         gates,
         limits,
         stops,
+        db_proxies,
+        backlog,
         allow_targets: allowed,
     })
+}
+
+/// A `db_proxy` fault: which proxy, and a mode whose settings fit it.
+fn db_proxy_fault(
+    spanned: &Spanned<file::DbProxyFaultSection>,
+    proxies: &[DbProxySpec],
+) -> Result<FaultKind, Problem> {
+    let span = spanned.span();
+    let dp = spanned.get_ref();
+    let Some(proxy) = proxies.iter().position(|p| &p.name == dp.proxy.get_ref()) else {
+        return problem(
+            dp.proxy.span(),
+            if proxies.is_empty() {
+                format!("unknown db_proxy \"{}\": the scenario declares no [[db_proxy]]", dp.proxy.get_ref())
+            } else {
+                format!(
+                    "unknown db_proxy \"{}\": expected one of {}",
+                    dp.proxy.get_ref(),
+                    quoted_list(proxies.iter().map(|p| p.name.as_str()))
+                )
+            },
+        );
+    };
+    let mode_name = dp.mode.get_ref().as_str();
+    let settings_for = |wanted: &str| -> Result<(), Problem> {
+        let given = [
+            ("latency", dp.latency.is_some()),
+            ("jitter", dp.jitter.is_some()),
+            ("error", dp.error.is_some()),
+        ];
+        match given.iter().find(|(key, set)| *set && !wanted.contains(key)) {
+            Some((key, _)) => problem(span.clone(), format!("`{key}` does not apply to mode \"{mode_name}\"")),
+            None => Ok(()),
+        }
+    };
+    let mode = match mode_name {
+        "stall" => DbProxyMode::Stall,
+        "stall_writes" => DbProxyMode::StallWrites,
+        "reset" => DbProxyMode::Reset,
+        "refuse_new" => DbProxyMode::RefuseNew,
+        "latency" => {
+            settings_for("latency jitter")?;
+            let Some(latency) = dp.latency else {
+                return problem(span, "mode \"latency\" needs `latency`, e.g. latency = \"200ms\"");
+            };
+            let jitter = dp.jitter.map_or(Duration::ZERO, |d| d.0);
+            if jitter > latency.0 {
+                return problem(span, "`jitter` must not exceed `latency`");
+            }
+            DbProxyMode::Latency { latency: latency.0, jitter }
+        }
+        "error" => {
+            settings_for("error")?;
+            let Some(code) = &dp.error else {
+                return problem(span, "mode \"error\" needs `error`: a SQLSTATE such as \"55P03\" or a MySQL error number such as 1205");
+            };
+            let text = match code.get_ref() {
+                file::ErrorCodeValue::Number(n) => n.to_string(),
+                file::ErrorCodeValue::Text(t) => t.to_ascii_uppercase(),
+            };
+            let allowed: &[&str] = match proxies[proxy].server {
+                DbServer::Postgres => &POSTGRES_PROXY_ERRORS,
+                DbServer::Mysql => &MYSQL_PROXY_ERRORS,
+            };
+            if !allowed.contains(&text.as_str()) {
+                return problem(code.span(), format!("unknown error {text} for a {} proxy: expected one of {}", match proxies[proxy].server { DbServer::Postgres => "postgres", DbServer::Mysql => "mysql" }, allowed.join(", ")));
+            }
+            DbProxyMode::Error { code: text }
+        }
+        other => {
+            return problem(
+                dp.mode.span(),
+                format!("unknown db_proxy mode \"{other}\": expected \"stall\", \"stall_writes\", \"latency\", \"error\", \"reset\" or \"refuse_new\""),
+            )
+        }
+    };
+    if !matches!(mode, DbProxyMode::Latency { .. } | DbProxyMode::Error { .. }) {
+        settings_for("")?;
+    }
+    Ok(FaultKind::DbProxy { proxy, mode })
 }
 
 /// The target process of a fault: exactly one of `pid`, `pidfile`, `demo`.

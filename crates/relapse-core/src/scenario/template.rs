@@ -91,9 +91,8 @@ impl Template {
                     return Err(TemplateError::NeedsDemo(name.to_string()))
                 }
                 None => {
-                    let known = RUN_VARIABLES
+                    let known = self_or_defaults(vars)
                         .iter()
-                        .chain(DEMO_VARIABLES.iter())
                         .map(|v| format!("{{{v}}}"))
                         .collect::<Vec<_>>()
                         .join(", ");
@@ -108,6 +107,18 @@ impl Template {
         out.push_str(rest);
         Ok(out)
     }
+}
+
+/// The names to suggest for an unknown variable: those defined (which include any
+/// `db_proxy.NAME.*`), and the demo's even where the scenario has no demo.
+fn self_or_defaults(vars: &Vars) -> Vec<String> {
+    let mut names: Vec<String> = vars.0.keys().cloned().collect();
+    for name in DEMO_VARIABLES.iter().chain(RUN_VARIABLES.iter()) {
+        if !names.iter().any(|n| n == name) {
+            names.push((*name).to_string());
+        }
+    }
+    names
 }
 
 #[cfg(test)]
