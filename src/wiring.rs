@@ -143,7 +143,7 @@ pub async fn run_scenario(
                     .database
                     .as_ref()
                     .map(|db| relapse_demo::DemoDatabase {
-                        postgres_dsn: db.postgres_dsn.clone(),
+                        dsn: relapse_demo::DatabaseDsn::Postgres(db.postgres_dsn.clone()),
                         profile: if db.misleading_errors {
                             relapse_demo::ErrorProfile::MisleadingErrors
                         } else {
