@@ -263,3 +263,50 @@ async fn move_queued(
         .await?;
     Ok(transaction.affected_rows())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request abandoned mid-statement by the client-side timeout must not
+    /// leave its connection, with the abandoned answer still on the wire, for
+    /// the next request: the answers after it are theirs, and come at once.
+    #[tokio::test]
+    async fn an_abandoned_request_leaves_no_poisoned_connection() {
+        // A server-side bound well above the sleep below, so that only the
+        // client gives up.
+        let timeout = Duration::from_secs(5);
+        let tables = super::super::tables_for_pid(std::process::id());
+        let (store, depth) = Store::open(
+            "mysql://root@127.0.0.1:3306/test",
+            timeout,
+            timeout,
+            &tables,
+        )
+        .await
+        .unwrap();
+        assert_eq!(depth, 0);
+
+        let abandoned = tokio::time::timeout(Duration::from_millis(100), async {
+            let mut conn = store.pool.get_conn().await?;
+            conn.query_drop("SELECT SLEEP(2)").await
+        })
+        .await;
+        assert!(abandoned.is_err(), "SLEEP(2) finished within 100 ms");
+
+        let started = std::time::Instant::now();
+        for n in 0..2 * POOL_SIZE {
+            store
+                .enqueue(&tables, &format!("message {n}"))
+                .await
+                .unwrap();
+            let depth = store.queue_depth(&tables).await.unwrap();
+            assert_eq!(depth, i64::try_from(n + 1).unwrap());
+        }
+        // Well below the abandoned SLEEP(2): nothing waited for its answer.
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(1), "took {took:?}");
+
+        store.drop_tables(&tables, timeout).await.unwrap();
+    }
+}
