@@ -228,13 +228,11 @@ fn demo_database(
     } else {
         relapse_demo::ErrorProfile::Honest
     };
-    match db.server {
-        DbServer::Postgres => Ok(relapse_demo::DemoDatabase {
-            postgres_dsn: dsn,
-            profile,
-        }),
-        DbServer::Mysql => Err("the demo's MySQL store is not built yet".to_string()),
-    }
+    let dsn = match db.server {
+        DbServer::Postgres => relapse_demo::DatabaseDsn::Postgres(dsn),
+        DbServer::Mysql => relapse_demo::DatabaseDsn::Mysql(dsn),
+    };
+    Ok(relapse_demo::DemoDatabase { dsn, profile })
 }
 
 /// The host a database connection string names: a URL's authority, or a PostgreSQL key/value

@@ -13,7 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use crate::database::Database;
-use crate::{backend, frontend, ChildRole, DemoError};
+use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError};
 
 /// What the child prints, followed by its address, once it accepts
 /// connections. The parent waits for exactly this line.
@@ -31,8 +31,8 @@ enum ChildArgs {
         upstream_timeout: Duration,
         /// A new upstream connection per request, closed after it (no keep-alive pool).
         fresh_upstream: bool,
-        /// Back `/mail`, `/send` and `/metrics` with this PostgreSQL database.
-        postgres_dsn: Option<String>,
+        /// Back `/mail`, `/send` and `/metrics` with this database.
+        database: Option<DatabaseDsn>,
         /// Answer a database outage with 401 "planned maintenance" instead of 503.
         misleading_errors: bool,
     },
@@ -56,7 +56,7 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut backend = None;
     let mut upstream_timeout = None;
     let mut fresh_upstream = false;
-    let mut postgres_dsn = None;
+    let mut database = None;
     let mut misleading_errors = false;
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
@@ -94,7 +94,13 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                 value
                     .parse::<tokio_postgres::Config>()
                     .map_err(|error| usage(format!("bad --postgres-dsn: {error}")))?;
-                postgres_dsn = Some(value.clone());
+                set_database(&mut database, DatabaseDsn::Postgres(value.clone()))?;
+            }
+            (ChildRole::Frontend, "--mysql-url") => {
+                let value = value()?;
+                crate::database::parse_mysql_url(value)
+                    .map_err(|error| usage(format!("bad --mysql-url: {error}")))?;
+                set_database(&mut database, DatabaseDsn::Mysql(value.clone()))?;
             }
             (ChildRole::Frontend, "--misleading-errors") => misleading_errors = true,
             (_, other) => {
@@ -104,8 +110,10 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     }
 
     let listen = listen.ok_or_else(|| usage(format!("the {role} needs --listen")))?;
-    if misleading_errors && postgres_dsn.is_none() {
-        return Err(usage("--misleading-errors needs --postgres-dsn"));
+    if misleading_errors && database.is_none() {
+        return Err(usage(
+            "--misleading-errors needs --postgres-dsn or --mysql-url",
+        ));
     }
     Ok(match role {
         ChildRole::Backend => ChildArgs::Backend { listen },
@@ -115,10 +123,20 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             upstream_timeout: upstream_timeout
                 .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?,
             fresh_upstream,
-            postgres_dsn,
+            database,
             misleading_errors,
         },
     })
+}
+
+/// Records the frontend's database; one frontend has at most one.
+fn set_database(slot: &mut Option<DatabaseDsn>, dsn: DatabaseDsn) -> Result<(), DemoError> {
+    if slot.replace(dsn).is_some() {
+        return Err(usage(
+            "give one database: --postgres-dsn or --mysql-url, once",
+        ));
+    }
+    Ok(())
 }
 
 pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
@@ -160,13 +178,13 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             backend,
             upstream_timeout,
             fresh_upstream,
-            postgres_dsn,
+            database,
             misleading_errors,
             ..
         } => {
             // The tables exist before the readiness line, so the parent can
             // use them as soon as `Demo::start` returns.
-            let database = match postgres_dsn {
+            let database = match database {
                 Some(dsn) => Some(
                     Database::open(dsn, upstream_timeout, misleading_errors)
                         .await
@@ -257,7 +275,7 @@ mod tests {
                 backend: "http://127.0.0.1:9".into(),
                 upstream_timeout: Duration::from_millis(250),
                 fresh_upstream: false,
-                postgres_dsn: None,
+                database: None,
                 misleading_errors: false,
             }
         );
@@ -277,11 +295,64 @@ mod tests {
         assert!(matches!(
             args,
             ChildArgs::Frontend {
-                postgres_dsn: Some(_),
+                database: Some(DatabaseDsn::Postgres(_)),
                 misleading_errors: true,
                 ..
             }
         ));
+        let args = parse(&strings(&[
+            "frontend",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--upstream-timeout-ms",
+            "250",
+            "--mysql-url",
+            "mysql://root@127.0.0.1:3306/test",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            args,
+            ChildArgs::Frontend {
+                database: Some(DatabaseDsn::Mysql(ref url)),
+                misleading_errors: false,
+                ..
+            } if url == "mysql://root@127.0.0.1:3306/test"
+        ));
+    }
+
+    #[test]
+    fn rejects_a_bad_or_second_database() {
+        let frontend = |extra: &[&str]| {
+            let mut args = strings(&[
+                "frontend",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "http://127.0.0.1:9",
+                "--upstream-timeout-ms",
+                "250",
+            ]);
+            args.extend(strings(extra));
+            parse(&args)
+        };
+        assert!(frontend(&["--mysql-url", "postgres://127.0.0.1/test"]).is_err());
+        assert!(frontend(&[
+            "--mysql-url",
+            "mysql://root@127.0.0.1:3306/test",
+            "--postgres-dsn",
+            "host=127.0.0.1 user=postgres dbname=test",
+        ])
+        .is_err());
+        assert!(frontend(&[
+            "--mysql-url",
+            "mysql://root@127.0.0.1:3306/test",
+            "--mysql-url",
+            "mysql://root@127.0.0.1:3306/test",
+        ])
+        .is_err());
+        assert!(frontend(&["--misleading-errors"]).is_err());
     }
 
     #[test]

@@ -11,6 +11,10 @@
 //! * the **monitor** is a task in the calling process playing the customer's
 //!   external monitoring: it polls the frontend and pages a webhook sink.
 //!
+//! For the Kolab incident the frontend can also keep mail in a real database,
+//! PostgreSQL or MariaDB / MySQL ([`DemoDatabase`]), in tables it creates
+//! itself, and answers a locked database with 503 or misleading 401 pages.
+//!
 //! [`Demo::start`] launches the children through a [`Launcher`], which runs
 //! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
 //! subcommand; this crate's tests use the `relapse-demo-child` binary).
@@ -94,20 +98,30 @@ pub struct DemoOptions {
     /// Run the frontend as its own "host" (e.g. in a network namespace); `None` keeps every
     /// part on 127.0.0.1.
     pub host: Option<DemoHost>,
-    /// Back the frontend's `/mail`, `/send` and `/metrics` with PostgreSQL (the Kolab
-    /// incident); `None` leaves those routes out.
+    /// Back the frontend's `/mail`, `/send` and `/metrics` with PostgreSQL or MariaDB / MySQL
+    /// (the Kolab incident); `None` leaves those routes out.
     pub database: Option<DemoDatabase>,
 }
 
-/// The frontend's PostgreSQL database. The frontend creates its own tables (see
+/// The frontend's database. The frontend creates its own tables (see
 /// [`Demo::database_tables`]) at start and drops them when it gets SIGTERM.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoDatabase {
-    /// A libpq-style connection string, e.g. `host=127.0.0.1 user=postgres dbname=test`;
-    /// connected without TLS.
-    pub postgres_dsn: String,
+    /// Which server, and how to connect to it.
+    pub dsn: DatabaseDsn,
     /// What the frontend answers while the database does not.
     pub profile: ErrorProfile,
+}
+
+/// Where the frontend's database is. Either way the frontend connects without TLS and bounds
+/// every statement by the upstream timeout, on the client and on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseDsn {
+    /// A PostgreSQL connection string, libpq-style (`host=127.0.0.1 user=postgres dbname=test`)
+    /// or a `postgresql://` URL.
+    Postgres(String),
+    /// A MariaDB or MySQL URL, e.g. `mysql://root@127.0.0.1:3306/test`; the tables are InnoDB.
+    Mysql(String),
 }
 
 /// How the frontend reports a database outage (a statement that failed or did not finish within
@@ -349,8 +363,12 @@ impl Demo {
             frontend_args.push("--fresh-upstream".to_owned());
         }
         if let Some(database) = &options.database {
-            frontend_args.push("--postgres-dsn".to_owned());
-            frontend_args.push(database.postgres_dsn.clone());
+            let (flag, dsn) = match &database.dsn {
+                DatabaseDsn::Postgres(dsn) => ("--postgres-dsn", dsn),
+                DatabaseDsn::Mysql(url) => ("--mysql-url", url),
+            };
+            frontend_args.push(flag.to_owned());
+            frontend_args.push(dsn.clone());
             if database.profile == ErrorProfile::MisleadingErrors {
                 frontend_args.push("--misleading-errors".to_owned());
             }
@@ -525,7 +543,7 @@ async fn spawn_child(
 ///
 /// * `backend --listen ADDR`
 /// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS
-///   [--fresh-upstream] [--postgres-dsn DSN [--misleading-errors]]`
+///   [--fresh-upstream] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]`
 ///
 /// The child asks to be SIGKILLed when its parent dies, binds `ADDR`, prints
 /// `relapse-demo listening on HOST:PORT` to stdout, and serves until SIGTERM.

@@ -1,6 +1,7 @@
 //! The Kolab scenario end to end: a real frontend process against the real
-//! PostgreSQL at 127.0.0.1:5432 (trust auth), with its queue table locked by
-//! this test.
+//! PostgreSQL at 127.0.0.1:5432 (trust auth) and the real MariaDB at
+//! 127.0.0.1:3306 (root, no password), with its tables locked by this test.
+//! Every scenario runs against both servers.
 
 use std::time::{Duration, Instant};
 
@@ -10,21 +11,38 @@ use hyper::header::RETRY_AFTER;
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use relapse_demo::{Demo, DemoDatabase, DemoOptions, ErrorProfile, Launcher};
+use mysql_async::prelude::Queryable;
+use relapse_demo::{DatabaseDsn, Demo, DemoDatabase, DemoOptions, ErrorProfile, Launcher};
 use tokio_postgres::NoTls;
 
-const DSN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+const POSTGRES_DSN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
+const MARIADB_URL: &str = "mysql://root@127.0.0.1:3306/test";
 const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(300);
 /// Upper bound on anything a test waits for; only reached when a test fails.
 const BOUND: Duration = Duration::from_secs(10);
 /// What an outage answer may take beyond the upstream timeout.
 const SLACK: Duration = Duration::from_millis(700);
 
-fn options(profile: ErrorProfile) -> DemoOptions {
+#[derive(Debug, Clone, Copy)]
+enum Server {
+    Postgres,
+    Mariadb,
+}
+
+impl Server {
+    fn dsn(self) -> DatabaseDsn {
+        match self {
+            Self::Postgres => DatabaseDsn::Postgres(POSTGRES_DSN.to_owned()),
+            Self::Mariadb => DatabaseDsn::Mysql(MARIADB_URL.to_owned()),
+        }
+    }
+}
+
+fn options(server: Server, profile: ErrorProfile) -> DemoOptions {
     DemoOptions {
         upstream_timeout: UPSTREAM_TIMEOUT,
         database: Some(DemoDatabase {
-            postgres_dsn: DSN.to_owned(),
+            dsn: server.dsn(),
             profile,
         }),
         ..DemoOptions::new(Launcher {
@@ -75,10 +93,79 @@ async fn post(url: &str, body: &str) -> Reply {
     call(Method::POST, url, body).await
 }
 
-async fn connect() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(DSN, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
+/// The test's own session on a server, which looks at the frontend's tables
+/// and locks them the way another client of a shared database server would.
+enum Session {
+    Postgres(tokio_postgres::Client),
+    Mariadb(mysql_async::Conn),
+}
+
+impl Session {
+    async fn connect(server: Server) -> Session {
+        match server {
+            Server::Postgres => {
+                let (client, connection) =
+                    tokio_postgres::connect(POSTGRES_DSN, NoTls).await.unwrap();
+                tokio::spawn(connection);
+                Session::Postgres(client)
+            }
+            Server::Mariadb => {
+                let opts = mysql_async::Opts::from_url(MARIADB_URL).unwrap();
+                Session::Mariadb(mysql_async::Conn::new(opts).await.unwrap())
+            }
+        }
+    }
+
+    async fn table_exists(&mut self, name: &str) -> bool {
+        match self {
+            Session::Postgres(client) => client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+                .await
+                .unwrap()
+                .get(0),
+            Session::Mariadb(conn) => {
+                let count: Option<i64> = conn
+                    .exec_first(
+                        "SELECT COUNT(*) FROM information_schema.tables
+                         WHERE table_schema = DATABASE() AND table_name = ?",
+                        (name,),
+                    )
+                    .await
+                    .unwrap();
+                count == Some(1)
+            }
+        }
+    }
+
+    /// Locks `table` against every other session, reads included, until
+    /// [`Session::unlock`]: an ACCESS EXCLUSIVE lock in a transaction on
+    /// PostgreSQL, `LOCK TABLES … WRITE` (a metadata lock) on MariaDB.
+    async fn lock(&mut self, table: &str) {
+        let call = async {
+            match self {
+                Session::Postgres(client) => client
+                    .batch_execute(&format!(
+                        "BEGIN; LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"
+                    ))
+                    .await
+                    .unwrap(),
+                Session::Mariadb(conn) => conn
+                    .query_drop(format!("LOCK TABLES {table} WRITE"))
+                    .await
+                    .unwrap(),
+            }
+        };
+        tokio::time::timeout(BOUND, call)
+            .await
+            .unwrap_or_else(|_| panic!("no lock on {table} within {BOUND:?}"));
+    }
+
+    async fn unlock(&mut self) {
+        match self {
+            Session::Postgres(client) => client.batch_execute("ROLLBACK").await.unwrap(),
+            Session::Mariadb(conn) => conn.query_drop("UNLOCK TABLES").await.unwrap(),
+        }
+    }
 }
 
 /// Polls `check` until it returns `Some`, failing the test after `BOUND`.
@@ -107,26 +194,19 @@ fn queue_depth(metrics: &str) -> i64 {
         .unwrap()
 }
 
-async fn table_exists(client: &tokio_postgres::Client, name: &str) -> bool {
-    client
-        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&name])
+async fn sent_mail_is_delivered_and_tables_are_dropped_at_shutdown(server: Server) {
+    let demo = Demo::start(options(server, ErrorProfile::Honest))
         .await
-        .unwrap()
-        .get(0)
-}
-
-#[tokio::test]
-async fn sent_mail_is_delivered_and_tables_are_dropped_at_shutdown() {
-    let demo = Demo::start(options(ErrorProfile::Honest)).await.unwrap();
+        .unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
     assert_eq!(
         tables.queue,
         format!("relapse_demo_{}_queue", demo.frontend_pid())
     );
-    let db = connect().await;
-    assert!(table_exists(&db, &tables.mail).await);
-    assert!(table_exists(&db, &tables.queue).await);
+    let mut db = Session::connect(server).await;
+    assert!(db.table_exists(&tables.mail).await);
+    assert!(db.table_exists(&tables.queue).await);
 
     assert_eq!(get(&format!("{url}/health")).await.status, StatusCode::OK);
     let metrics = get(&format!("{url}/metrics")).await;
@@ -148,27 +228,31 @@ async fn sent_mail_is_delivered_and_tables_are_dropped_at_shutdown() {
     assert!(listed.lines().count() == 1, "{listed:?}");
 
     demo.shutdown().await;
-    assert!(!table_exists(&db, &tables.mail).await);
-    assert!(!table_exists(&db, &tables.queue).await);
+    assert!(!db.table_exists(&tables.mail).await);
+    assert!(!db.table_exists(&tables.queue).await);
 }
 
 #[tokio::test]
-async fn metrics_report_the_queue_depth_and_go_stale_when_locked() {
-    let demo = Demo::start(options(ErrorProfile::Honest)).await.unwrap();
+async fn postgres_sent_mail_is_delivered_and_tables_are_dropped_at_shutdown() {
+    sent_mail_is_delivered_and_tables_are_dropped_at_shutdown(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_sent_mail_is_delivered_and_tables_are_dropped_at_shutdown() {
+    sent_mail_is_delivered_and_tables_are_dropped_at_shutdown(Server::Mariadb).await;
+}
+
+async fn metrics_report_the_queue_depth_and_go_stale_when_locked(server: Server) {
+    let demo = Demo::start(options(server, ErrorProfile::Honest))
+        .await
+        .unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
-    let mut db = connect().await;
+    let mut db = Session::connect(server).await;
 
     // Hold the delivery back (it cannot insert into the mail table) while
     // sending still works: the mail queues up, as it did at Kolab.
-    let blocker = db.transaction().await.unwrap();
-    blocker
-        .batch_execute(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            tables.mail
-        ))
-        .await
-        .unwrap();
+    db.lock(&tables.mail).await;
     for n in 0..3 {
         let sent = post(&format!("{url}/send"), &format!("queued {n}")).await;
         assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
@@ -176,7 +260,7 @@ async fn metrics_report_the_queue_depth_and_go_stale_when_locked() {
     let metrics = get(&format!("{url}/metrics")).await;
     assert_eq!(queue_depth(&metrics.body), 3, "{}", metrics.body);
     assert!(metrics.body.contains("relapse_demo_queue_depth_stale 0"));
-    blocker.rollback().await.unwrap();
+    db.unlock().await;
     // Released, the queue drains late but completely.
     eventually("the queue drains", || async {
         let metrics = get(&format!("{url}/metrics")).await;
@@ -190,14 +274,7 @@ async fn metrics_report_the_queue_depth_and_go_stale_when_locked() {
 
     // With the queue locked exclusively the depth cannot be read: the last
     // known value (0, just read), marked stale, within the timeout.
-    let blocker = db.transaction().await.unwrap();
-    blocker
-        .batch_execute(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            tables.queue
-        ))
-        .await
-        .unwrap();
+    db.lock(&tables.queue).await;
     let started = Instant::now();
     let metrics = get(&format!("{url}/metrics")).await;
     assert!(started.elapsed() < UPSTREAM_TIMEOUT + SLACK);
@@ -214,32 +291,35 @@ async fn metrics_report_the_queue_depth_and_go_stale_when_locked() {
         StatusCode::OK,
         "SELECT 1 needs no table lock"
     );
-    blocker.rollback().await.unwrap();
+    db.unlock().await;
 
     demo.shutdown().await;
 }
 
+#[tokio::test]
+async fn postgres_metrics_report_the_queue_depth_and_go_stale_when_locked() {
+    metrics_report_the_queue_depth_and_go_stale_when_locked(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_metrics_report_the_queue_depth_and_go_stale_when_locked() {
+    metrics_report_the_queue_depth_and_go_stale_when_locked(Server::Mariadb).await;
+}
+
 /// Locks the queue table, checks what `POST /send` answers, unlocks, checks it
 /// is accepted again.
-async fn locked_queue_answers(profile: ErrorProfile) -> Reply {
-    let demo = Demo::start(options(profile)).await.unwrap();
+async fn locked_queue_answers(server: Server, profile: ErrorProfile) -> Reply {
+    let demo = Demo::start(options(server, profile)).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
-    let mut db = connect().await;
+    let mut db = Session::connect(server).await;
 
     assert_eq!(
         post(&format!("{url}/send"), "before").await.status,
         StatusCode::ACCEPTED
     );
 
-    let blocker = db.transaction().await.unwrap();
-    blocker
-        .batch_execute(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            tables.queue
-        ))
-        .await
-        .unwrap();
+    db.lock(&tables.queue).await;
     let started = Instant::now();
     let during = post(&format!("{url}/send"), "during").await;
     let took = started.elapsed();
@@ -255,7 +335,7 @@ async fn locked_queue_answers(profile: ErrorProfile) -> Reply {
         assert_eq!(again.status, during.status);
         assert!(started.elapsed() < UPSTREAM_TIMEOUT + SLACK);
     }
-    blocker.rollback().await.unwrap();
+    db.unlock().await;
 
     let after = post(&format!("{url}/send"), "after").await;
     assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.body);
@@ -266,14 +346,13 @@ async fn locked_queue_answers(profile: ErrorProfile) -> Reply {
     .await;
 
     demo.shutdown().await;
-    let db = connect().await;
-    assert!(!table_exists(&db, &tables.queue).await);
+    assert!(!db.table_exists(&tables.queue).await);
+    assert!(!db.table_exists(&tables.mail).await);
     during
 }
 
-#[tokio::test]
-async fn honest_profile_answers_503_with_retry_after_while_locked() {
-    let during = locked_queue_answers(ErrorProfile::Honest).await;
+async fn honest_profile_answers_503_with_retry_after_while_locked(server: Server) {
+    let during = locked_queue_answers(server, ErrorProfile::Honest).await;
     assert_eq!(during.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(during.retry_after.as_deref(), Some("5"));
     assert!(
@@ -284,8 +363,17 @@ async fn honest_profile_answers_503_with_retry_after_while_locked() {
 }
 
 #[tokio::test]
-async fn misleading_profile_answers_401_planned_maintenance_while_locked() {
-    let during = locked_queue_answers(ErrorProfile::MisleadingErrors).await;
+async fn postgres_honest_profile_answers_503_with_retry_after_while_locked() {
+    honest_profile_answers_503_with_retry_after_while_locked(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_honest_profile_answers_503_with_retry_after_while_locked() {
+    honest_profile_answers_503_with_retry_after_while_locked(Server::Mariadb).await;
+}
+
+async fn misleading_profile_answers_401_planned_maintenance_while_locked(server: Server) {
+    let during = locked_queue_answers(server, ErrorProfile::MisleadingErrors).await;
     assert_eq!(during.status, StatusCode::UNAUTHORIZED);
     assert_eq!(during.retry_after, None);
     assert!(
@@ -296,10 +384,20 @@ async fn misleading_profile_answers_401_planned_maintenance_while_locked() {
 }
 
 #[tokio::test]
+async fn postgres_misleading_profile_answers_401_planned_maintenance_while_locked() {
+    misleading_profile_answers_401_planned_maintenance_while_locked(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_misleading_profile_answers_401_planned_maintenance_while_locked() {
+    misleading_profile_answers_401_planned_maintenance_while_locked(Server::Mariadb).await;
+}
+
+#[tokio::test]
 async fn database_routes_are_absent_without_a_database() {
     let demo = Demo::start(DemoOptions {
         database: None,
-        ..options(ErrorProfile::Honest)
+        ..options(Server::Postgres, ErrorProfile::Honest)
     })
     .await
     .unwrap();
