@@ -296,7 +296,9 @@ pub fn apply_backlog(episodes: &mut [Episode], readings: &[BacklogReading], max:
             .iter()
             .filter(in_span)
             .filter_map(|r| r.value)
-            .fold(None, |peak: Option<f64>, v| Some(peak.map_or(v, |p| p.max(v))));
+            .fold(None, |peak: Option<f64>, v| {
+                Some(peak.map_or(v, |p| p.max(v)))
+            });
         let drained = episode.reverted.and_then(|reverted| {
             readings
                 .iter()

@@ -538,5 +538,8 @@ async fn recovery_waits_for_a_declared_backlog_to_drain() {
     // every check of completeness it looks only up to now minus the probe timeout (500 ms), so
     // the reading at 8000 counts from 8500, on the check tick at 8600.
     assert_eq!(report.duration, ms(8600));
-    assert!(report.timeline.iter().any(|t| t.event == "drained" && t.at == ms(8000)));
+    assert!(report
+        .timeline
+        .iter()
+        .any(|t| t.event == "drained" && t.at == ms(8000)));
 }

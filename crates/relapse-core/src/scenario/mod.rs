@@ -489,7 +489,11 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     let mut db_proxies = Vec::new();
     for p in &f.db_proxy {
         let name = p.name.get_ref().clone();
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
             return problem(p.name.span(), format!("invalid proxy name \"{name}\": expected letters, digits, `_` or `-` (it becomes part of {{db_proxy.NAME.address}})"));
         }
         if db_proxies.iter().any(|d: &DbProxySpec| d.name == name) {
@@ -500,20 +504,51 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             (None, Some(a)) => (DbServer::Mysql, a),
             _ => return problem(p.name.span(), format!("db_proxy \"{name}\" needs exactly one server: expected `postgres = \"HOST:PORT\"` or `mysql = \"HOST:PORT\"`")),
         };
-        let Some((host, port)) = upstream.get_ref().rsplit_once(':').filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0)) else {
-            return problem(upstream.span(), format!("invalid database address \"{}\": expected HOST:PORT, e.g. \"127.0.0.1:5432\"", upstream.get_ref()));
+        let Some((host, port)) = upstream
+            .get_ref()
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0))
+        else {
+            return problem(
+                upstream.span(),
+                format!(
+                    "invalid database address \"{}\": expected HOST:PORT, e.g. \"127.0.0.1:5432\"",
+                    upstream.get_ref()
+                ),
+            );
         };
         let _ = port;
-        reachable(upstream, Some(host.trim_start_matches('[').trim_end_matches(']')))?;
+        reachable(
+            upstream,
+            Some(host.trim_start_matches('[').trim_end_matches(']')),
+        )?;
         let listen = match &p.listen {
             None => SocketAddr::from(([127, 0, 0, 1], 0)),
             Some(l) => match l.get_ref().parse::<SocketAddr>() {
                 Ok(addr) if addr.ip().is_loopback() => addr,
-                Ok(_) => return problem(l.span(), "a db_proxy listens on loopback only: expected e.g. \"127.0.0.1:0\""),
-                Err(_) => return problem(l.span(), format!("invalid listen address \"{}\": expected IP:PORT, e.g. \"127.0.0.1:0\"", l.get_ref())),
+                Ok(_) => {
+                    return problem(
+                        l.span(),
+                        "a db_proxy listens on loopback only: expected e.g. \"127.0.0.1:0\"",
+                    )
+                }
+                Err(_) => {
+                    return problem(
+                        l.span(),
+                        format!(
+                            "invalid listen address \"{}\": expected IP:PORT, e.g. \"127.0.0.1:0\"",
+                            l.get_ref()
+                        ),
+                    )
+                }
             },
         };
-        db_proxies.push(DbProxySpec { name, server, upstream: upstream.get_ref().clone(), listen });
+        db_proxies.push(DbProxySpec {
+            name,
+            server,
+            upstream: upstream.get_ref().clone(),
+            listen,
+        });
     }
 
     // The demo's database may be reached through a proxy of the run; the demo's own variables
@@ -536,7 +571,13 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
                 let db = spanned.get_ref();
                 let dsn = db.postgres.as_ref().or(db.mysql.as_ref()).expect("one server was checked above");
                 let template = Template::new(dsn.get_ref());
-                template.check(&proxy_vars).map_err(|e| Problem { span: dsn.span(), message: e.to_string() })?;
+                template.check(&proxy_vars).map_err(|e| Problem {
+                    span: dsn.span(),
+                    message: match e {
+                        TemplateError::NeedsDemo(name) => format!("the demo database cannot use `{{{name}}}`: the demo starts after its database is known; expected a literal DSN or {{db_proxy.NAME.*}}"),
+                        other => other.to_string(),
+                    },
+                })?;
                 template
             },
             misleading_errors: match spanned.get_ref().profile.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
@@ -1103,7 +1144,10 @@ fn db_proxy_fault(
         return problem(
             dp.proxy.span(),
             if proxies.is_empty() {
-                format!("unknown db_proxy \"{}\": the scenario declares no [[db_proxy]]", dp.proxy.get_ref())
+                format!(
+                    "unknown db_proxy \"{}\": the scenario declares no [[db_proxy]]",
+                    dp.proxy.get_ref()
+                )
             } else {
                 format!(
                     "unknown db_proxy \"{}\": expected one of {}",
@@ -1120,8 +1164,14 @@ fn db_proxy_fault(
             ("jitter", dp.jitter.is_some()),
             ("error", dp.error.is_some()),
         ];
-        match given.iter().find(|(key, set)| *set && !wanted.contains(key)) {
-            Some((key, _)) => problem(span.clone(), format!("`{key}` does not apply to mode \"{mode_name}\"")),
+        match given
+            .iter()
+            .find(|(key, set)| *set && !wanted.contains(key))
+        {
+            Some((key, _)) => problem(
+                span.clone(),
+                format!("`{key}` does not apply to mode \"{mode_name}\""),
+            ),
             None => Ok(()),
         }
     };
@@ -1166,7 +1216,10 @@ fn db_proxy_fault(
             )
         }
     };
-    if !matches!(mode, DbProxyMode::Latency { .. } | DbProxyMode::Error { .. }) {
+    if !matches!(
+        mode,
+        DbProxyMode::Latency { .. } | DbProxyMode::Error { .. }
+    ) {
         settings_for("")?;
     }
     Ok(FaultKind::DbProxy { proxy, mode })

@@ -202,3 +202,116 @@ fn line_and_column_count_characters_not_bytes() {
     assert_eq!(line_column("ab\ncdé\nf", 7), (2, 4));
     assert_eq!(line_column("x", 0), (1, 1));
 }
+
+const PROXIED: &str = r#"
+[scenario]
+name = "proxied"
+
+[[db_proxy]]
+name = "mail-db"
+postgres = "127.0.0.1:5432"
+
+[target.demo]
+database = { postgres = "host={db_proxy.mail-db.host} port={db_proxy.mail-db.port} user=postgres dbname=test", profile = "misleading_errors" }
+
+[[probe]]
+name = "webmail"
+http = { url = "{demo.url}/mail" }
+
+[steady_state]
+probe = "webmail"
+window = "1s"
+min_success = 0.9
+
+[backlog]
+name = "queue"
+sql = { postgres = "host=127.0.0.1 user=postgres dbname=test", query = "SELECT count(*) FROM {demo.queue_table}" }
+max = 3
+
+[[fault]]
+name = "stall"
+db_proxy = { proxy = "mail-db", mode = "stall_writes" }
+start = "1s"
+duration = "2s"
+
+[[fault]]
+name = "deadlock"
+db_proxy = { proxy = "mail-db", mode = "error", error = "40p01" }
+start = "4s"
+duration = "2s"
+
+[[fault]]
+name = "slow"
+db_proxy = { proxy = "mail-db", mode = "latency", latency = "200ms", jitter = "50ms" }
+start = "7s"
+duration = "2s"
+"#;
+
+#[test]
+fn reads_db_proxies_their_faults_and_a_backlog() {
+    let s = parse(Path::new("proxied.toml"), PROXIED).unwrap();
+    assert_eq!(
+        s.db_proxies,
+        [DbProxySpec {
+            name: "mail-db".into(),
+            server: DbServer::Postgres,
+            upstream: "127.0.0.1:5432".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+        }]
+    );
+    let database = s.demo.unwrap().database.unwrap();
+    assert_eq!(database.server, DbServer::Postgres);
+    assert!(database.misleading_errors);
+    let mut vars = Vars::default();
+    vars.set("db_proxy.mail-db.host", "127.0.0.1");
+    vars.set("db_proxy.mail-db.port", "41234");
+    assert_eq!(
+        database.dsn.render(&vars).unwrap(),
+        "host=127.0.0.1 port=41234 user=postgres dbname=test"
+    );
+    let modes: Vec<&FaultKind> = s.faults.iter().map(|f| &f.kind).collect();
+    assert_eq!(
+        modes,
+        [
+            &FaultKind::DbProxy {
+                proxy: 0,
+                mode: DbProxyMode::StallWrites
+            },
+            &FaultKind::DbProxy {
+                proxy: 0,
+                mode: DbProxyMode::Error {
+                    code: "40P01".into()
+                }
+            },
+            &FaultKind::DbProxy {
+                proxy: 0,
+                mode: DbProxyMode::Latency {
+                    latency: Duration::from_millis(200),
+                    jitter: Duration::from_millis(50)
+                }
+            },
+        ]
+    );
+    let backlog = s.backlog.unwrap();
+    assert_eq!((backlog.name.as_str(), backlog.max), ("queue", 3.0));
+    assert_eq!(backlog.every, Duration::from_millis(100));
+    assert!(matches!(
+        backlog.kind,
+        BacklogKind::Sql {
+            server: DbServer::Postgres,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn the_demo_database_cannot_use_the_demo_s_own_variables() {
+    let text = PROXIED.replace("{db_proxy.mail-db.host}", "{demo.backend.address}");
+    let error = parse(Path::new("proxied.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("proxied.toml:10:") && error.contains("cannot use `{demo.backend.address}`"),
+        "{error}"
+    );
+}
