@@ -321,6 +321,15 @@ impl DbProxy {
         let _ = held.wait_for(|n| *n == 0).await;
     }
 
+    /// Returns once at least `n` messages are held, for callers that wait for a statement to
+    /// reach the proxy.
+    ///
+    /// Cancel safety: cancel safe; it only watches a counter.
+    pub async fn held_at_least(&self, n: u64) {
+        let mut held = self.inner.counters.held.subscribe();
+        let _ = held.wait_for(|h| *h >= n).await;
+    }
+
     /// Returns once no connection is open.
     ///
     /// Cancel safety: cancel safe; it only watches a counter.
