@@ -24,12 +24,15 @@ fmt:
 bench:
 	$(CARGO) bench --bench measure
 
-# The scenario parser under libFuzzer for FUZZ_SECONDS (needs `cargo install cargo-fuzz`).
-# cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the machine's stable toolchain take them.
+# The parsers under libFuzzer, FUZZ_SECONDS each (needs `cargo install cargo-fuzz`): the
+# scenario format, and the db_proxy's PostgreSQL and MySQL framing. cargo-fuzz wants nightly
+# flags; RUSTC_BOOTSTRAP lets the machine's stable toolchain take them.
 FUZZ_SECONDS ?= 60
 fuzz:
-	mkdir -p fuzz/corpus/scenario
+	mkdir -p fuzz/corpus/scenario fuzz/corpus/pg_framing fuzz/corpus/mysql_framing
 	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run scenario fuzz/corpus/scenario fuzz/seeds -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run pg_framing fuzz/corpus/pg_framing fuzz/seeds-pg -- -max_total_time=$(FUZZ_SECONDS)
+	RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run mysql_framing fuzz/corpus/mysql_framing fuzz/seeds-mysql -- -max_total_time=$(FUZZ_SECONDS)
 
 # The embedded demo target, standalone, until Ctrl-C.
 demo:

@@ -26,6 +26,7 @@ pub fn revert_entry(entry: &Entry) -> Result<String, String> {
                 .join()
                 .unwrap_or_else(|_| Err("the db_lock revert panicked".to_string()))
         }
+        "db_proxy" => relapse_dbproxy::revert_journaled(&entry.revert.to_string()),
         "netns" => {
             let name = entry.revert["name"]
                 .as_str()

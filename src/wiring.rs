@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use relapse_core::fault::{RevertInstructions, RevertLog};
 use relapse_core::scenario::target;
 use relapse_core::scenario::{
-    BacklogKind, DbLockTarget, DbServer, DemoDatabaseSpec, DemoHostKind, NetnsTarget, PortsMode,
-    ReserveAmount,
+    BacklogKind, DbLockTarget, DbProxyMode, DbServer, DemoDatabaseSpec, DemoHostKind, NetnsTarget,
+    PortsMode, ReserveAmount,
 };
 use relapse_core::scenario::{
     DemoComponent, DetectorKind, FaultKind, ProbeKind, ProcessTarget, Scenario, Template, Vars,
@@ -73,6 +73,13 @@ pub async fn run_scenario(
         .map_err(|e| harness(format!("webhook sink: {e}")))?;
     let mut vars = Vars::default();
     vars.set("sink.url", sink.url());
+
+    // Proxies first: the demo's database may be reached through one.
+    let proxies = start_proxies(scenario, &mut vars)
+        .await
+        .map_err(|e| harness(format!("db_proxy: {e}")))?;
+    // Stops the proxies on every return path below (they would otherwise live until exit).
+    let _proxies_guard = ProxiesGuard(proxies.clone());
 
     // The demo's own host, when it runs as one: a namespace journaled before it exists, so a
     // crash of relapse leaves nothing for `cleanup` to miss.
@@ -190,6 +197,7 @@ pub async fn run_scenario(
         demo: demo.as_ref(),
         host: host.as_ref(),
         program: &launcher.program,
+        proxies: &proxies,
     };
     let result = match build_plan(scenario, &vars, &sink, &context).await {
         Ok(mut plan) => {
@@ -200,6 +208,11 @@ pub async fn run_scenario(
     };
     if let Some(demo) = demo {
         demo.shutdown().await;
+    }
+    for proxy in &proxies {
+        if !proxy.shutdown(PROXY_SHUTDOWN_GRACE).await {
+            tracing::warn!(proxy = %proxy.local_addr(), "db_proxy connections did not close in time");
+        }
     }
     if let Some(mut host) = host {
         match host.remove() {
@@ -212,6 +225,95 @@ pub async fn run_scenario(
     let mut report = result?;
     report.file = Some(file.to_path_buf());
     Ok(report)
+}
+
+/// How long a db_proxy's connections may take to close when the run ends.
+const PROXY_SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Starts the scenario's db_proxies, in pass-through, and sets their template variables.
+async fn start_proxies(
+    scenario: &Scenario,
+    vars: &mut Vars,
+) -> Result<Vec<relapse_dbproxy::DbProxy>, String> {
+    let mut proxies: Vec<relapse_dbproxy::DbProxy> = Vec::new();
+    for spec in &scenario.db_proxies {
+        let context = |e: String| format!("\"{}\": {e}", spec.name);
+        let upstream = resolve_upstream(&spec.upstream, &scenario.allow_targets)
+            .await
+            .map_err(context)?;
+        let config = relapse_dbproxy::ProxyConfig {
+            listen: spec.listen,
+            upstream,
+            protocol: match spec.server {
+                DbServer::Postgres => relapse_dbproxy::Protocol::Postgres,
+                DbServer::Mysql => relapse_dbproxy::Protocol::Mysql,
+            },
+        };
+        let proxy = match relapse_dbproxy::DbProxy::start(config).await {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                for started in &proxies {
+                    started.shutdown(PROXY_SHUTDOWN_GRACE).await;
+                }
+                return Err(context(e.to_string()));
+            }
+        };
+        let address = proxy.local_addr();
+        vars.set(
+            &format!("db_proxy.{}.address", spec.name),
+            address.to_string(),
+        );
+        vars.set(
+            &format!("db_proxy.{}.host", spec.name),
+            address.ip().to_string(),
+        );
+        vars.set(
+            &format!("db_proxy.{}.port", spec.name),
+            address.port().to_string(),
+        );
+        proxies.push(proxy);
+    }
+    Ok(proxies)
+}
+
+/// The address a proxy forwards to: resolved once, and every address it resolves to must be
+/// loopback or allowed (a name could otherwise lead anywhere).
+async fn resolve_upstream(
+    upstream: &str,
+    allowed: &[String],
+) -> Result<std::net::SocketAddr, String> {
+    let addresses: Vec<std::net::SocketAddr> = tokio::net::lookup_host(upstream)
+        .await
+        .map_err(|e| format!("cannot resolve {upstream}: {e}"))?
+        .collect();
+    let host = target::address_host(upstream);
+    for address in &addresses {
+        if !address.ip().is_loopback() {
+            reachable(host, allowed)?;
+        }
+    }
+    addresses
+        .first()
+        .copied()
+        .ok_or_else(|| format!("{upstream} resolves to no address"))
+}
+
+/// Shuts the proxies down without waiting when dropped: the path that awaits their shutdown is
+/// the normal one; this covers early returns.
+struct ProxiesGuard(Vec<relapse_dbproxy::DbProxy>);
+
+impl Drop for ProxiesGuard {
+    fn drop(&mut self) {
+        for proxy in &self.0 {
+            // Cancels their tasks at once; the runtime reaps them.
+            let proxy = proxy.clone();
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    proxy.shutdown(PROXY_SHUTDOWN_GRACE).await;
+                });
+            }
+        }
+    }
 }
 
 /// The demo's database settings, its DSN rendered (it may name a proxy of the run) and checked
@@ -263,6 +365,8 @@ struct Context<'a> {
     demo: Option<&'a Demo>,
     host: Option<&'a relapse_ports::netns::Host>,
     program: &'a Path,
+    /// The scenario's db_proxies, in the order they are declared.
+    proxies: &'a [relapse_dbproxy::DbProxy],
 }
 
 impl Context<'_> {
@@ -457,8 +561,33 @@ async fn build_plan(
                         .map_err(|e| context_error(e.to_string()))?,
                 )
             }
-            FaultKind::DbProxy { .. } => {
-                return Err(context_error("db_proxy is not built yet".to_string()))
+            FaultKind::DbProxy { proxy, mode } => {
+                use relapse_dbproxy::{ErrorCode, ProxyMode};
+                let mode = match mode {
+                    DbProxyMode::Stall => ProxyMode::Stall,
+                    DbProxyMode::StallWrites => ProxyMode::StallWrites,
+                    DbProxyMode::Latency { latency, jitter } => ProxyMode::Latency {
+                        latency: *latency,
+                        jitter: *jitter,
+                    },
+                    DbProxyMode::Error { code } => ProxyMode::Error {
+                        code: match code.as_str() {
+                            "55P03" | "1205" => ErrorCode::LockNotAvailable,
+                            "40P01" | "1213" => ErrorCode::Deadlock,
+                            "57014" | "1317" => ErrorCode::QueryCanceled,
+                            other => {
+                                return Err(context_error(format!("unknown error code {other}")))
+                            }
+                        },
+                    },
+                    DbProxyMode::Reset => ProxyMode::Reset,
+                    DbProxyMode::RefuseNew => ProxyMode::RefuseNew,
+                };
+                let proxy = context
+                    .proxies
+                    .get(*proxy)
+                    .ok_or_else(|| context_error("its db_proxy is not running".to_string()))?;
+                Box::new(relapse_dbproxy::DbProxyFault::new(proxy.clone(), mode))
             }
             FaultKind::PortExhaustion {
                 target,

@@ -1024,7 +1024,7 @@ fn kill_9_mid_db_lock_releases_the_lock_within_a_second() {
 /// `queue_grows`: whether sends keep succeeding through the lock. On MariaDB they do (each
 /// request has a pooled connection of its own); on PostgreSQL the demo pipelines requests over a
 /// few shared connections, so sends queue behind the stalled reads and mostly fail too.
-fn assert_kolab_lock_passes(scenario: &str, queue_grows: bool) {
+fn assert_kolab_passes(scenario: &str, queue_grows: bool) {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo(scenario)).unwrap();
     let (output, report, _) = run_scenario(dir.path(), &text);
@@ -1051,12 +1051,17 @@ fn assert_kolab_lock_passes(scenario: &str, queue_grows: bool) {
 
 #[test]
 fn the_kolab_scenario_passes_with_honest_503s_and_a_drained_queue() {
-    assert_kolab_lock_passes("scenarios/kolab-db-lock.toml", false);
+    assert_kolab_passes("scenarios/kolab-db-lock.toml", false);
+}
+
+#[test]
+fn the_kolab_scenario_through_a_stalling_db_proxy_passes_with_honest_503s() {
+    assert_kolab_passes("scenarios/kolab-db-proxy-stall.toml", false);
 }
 
 #[test]
 fn the_kolab_scenario_on_mariadb_passes_with_honest_503s_and_a_drained_queue() {
-    assert_kolab_lock_passes("scenarios/kolab-db-lock-mariadb.toml", true);
+    assert_kolab_passes("scenarios/kolab-db-lock-mariadb.toml", true);
 }
 
 #[test]

@@ -93,7 +93,7 @@ pub enum DbProxyMode {
 
 /// The errors a `db_proxy` fault can answer with, per server.
 pub const POSTGRES_PROXY_ERRORS: [&str; 3] = ["55P03", "40P01", "57014"];
-pub const MYSQL_PROXY_ERRORS: [&str; 2] = ["1205", "1213"];
+pub const MYSQL_PROXY_ERRORS: [&str; 3] = ["1205", "1213", "1317"];
 
 /// A gauge whose value must be at or under `max` before a run counts as recovered.
 #[derive(Debug, Clone)]
