@@ -194,6 +194,9 @@ fault kinds
   fd_exhaustion     lower a process's RLIMIT_NOFILE to what it uses, so it can open nothing new
   db_lock           hold a real lock on PostgreSQL or MySQL/MariaDB: a table, rows, or the
                     global read lock (the Kolab incident)
+  db_proxy          switch a [[db_proxy]] (a PostgreSQL / MySQL aware proxy the target talks
+                    through) to stall, stall_writes, latency, error (SQLSTATE / MySQL error),
+                    reset or refuse_new
 
 probe kinds (the SLI: what users feel)
   http              an HTTP/1.1 request; success = status in `expect`, within `timeout`
@@ -205,6 +208,10 @@ detection sources (how relapse learns that the system noticed)
   http              a health endpoint answering a status outside `healthy`, or not answering
   command           a command exiting non-zero (a Nagios-style check)
   log               a line appended to a file matching a regular expression
+
+backlog gauges ([backlog]: recovery also waits for it to drain)
+  metric            a metric in Prometheus text format (summed over its label sets)
+  sql               the first column of a query's first row (PostgreSQL or MySQL/MariaDB)
 ";
 
 fn launcher() -> anyhow::Result<Launcher> {
