@@ -442,12 +442,15 @@ async fn build_plan(
                 method,
                 timeout,
                 expect,
+                headers,
+                body,
             } => {
                 let url = render(url, vars)?;
                 let context = |e: String| format!("probe \"{}\": {e}", spec.name);
                 reachable(target::http_host(&url), allowed).map_err(context)?;
                 Arc::new(
                     HttpProbe::new(&url, method, *timeout, expect.clone())
+                        .and_then(|probe| probe.with_request(headers, body))
                         .map_err(|e| context(e.to_string()))?,
                 )
             }

@@ -20,6 +20,9 @@ pub enum ProbeError {
     /// A status list is empty, so no answer could ever count as good.
     #[error("empty status list: expected at least one http status code")]
     NoStatus,
+    /// A header name or value that HTTP does not allow.
+    #[error("invalid http header {name:?}: expected a token name and a visible-ASCII value")]
+    InvalidHeader { name: String },
     /// A TCP address is not of the form `host:port`.
     #[error("invalid address {address:?}: expected host:port")]
     InvalidAddress { address: String },

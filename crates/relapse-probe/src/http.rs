@@ -5,8 +5,8 @@ use std::io;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty};
-use hyper::header::{HeaderValue, USER_AGENT};
+use http_body_util::{BodyExt, Full};
+use hyper::header::{HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -33,10 +33,13 @@ pub(crate) struct HttpTarget {
     /// Pooled keep-alive client: a user's browser reuses connections too, so a hung server shows
     /// up the way users meet it (requests parked on an open connection), not only as connect
     /// failures.
-    client: Client<HttpConnector, Empty<Bytes>>,
+    client: Client<HttpConnector, Full<Bytes>>,
     uri: Uri,
     method: Method,
     timeout: Duration,
+    /// Sent with every request: a login form, its content type.
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
 }
 
 impl HttpTarget {
@@ -63,18 +66,28 @@ impl HttpTarget {
             uri,
             method,
             timeout,
+            headers: Vec::new(),
+            body: Bytes::new(),
         })
+    }
+
+    /// The request every exchange sends, with these headers and this body.
+    fn request(&self) -> Request<Full<Bytes>> {
+        let mut request = Request::new(Full::new(self.body.clone()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        let headers = request.headers_mut();
+        headers.insert(USER_AGENT, HeaderValue::from_static(PROBE_USER_AGENT));
+        for (name, value) in &self.headers {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
     }
 
     /// Sends the request and reads the whole response; connecting, the response head and the
     /// body all count against the timeout, since a hung peer can stall any of them.
     pub(crate) async fn exchange(&self) -> Exchange {
-        let mut request = Request::new(Empty::<Bytes>::new());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        request
-            .headers_mut()
-            .insert(USER_AGENT, HeaderValue::from_static(PROBE_USER_AGENT));
+        let request = self.request();
 
         let mut status = None;
         let call = async {
@@ -109,12 +122,7 @@ impl HttpTarget {
     /// Fetches a body of at most `limit` bytes, under the timeout; a status other than 2xx is an
     /// error, as is a larger body.
     pub(crate) async fn fetch(&self, limit: usize) -> Result<Vec<u8>, String> {
-        let mut request = Request::new(Empty::<Bytes>::new());
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        request
-            .headers_mut()
-            .insert(USER_AGENT, HeaderValue::from_static(PROBE_USER_AGENT));
+        let request = self.request();
         let call = async {
             let response = self
                 .client
@@ -262,6 +270,22 @@ impl HttpProbe {
             target: HttpTarget::new(url, method, timeout)?,
             expect,
         })
+    }
+
+    /// Sends `headers` and `body` with every check, e.g. a login form.
+    pub fn with_request(
+        mut self,
+        headers: &[(String, String)],
+        body: &str,
+    ) -> Result<HttpProbe, ProbeError> {
+        for (name, value) in headers {
+            let invalid = || ProbeError::InvalidHeader { name: name.clone() };
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+            let value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+            self.target.headers.push((name, value));
+        }
+        self.target.body = Bytes::from(body.to_owned());
+        Ok(self)
     }
 }
 

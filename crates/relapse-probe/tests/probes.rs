@@ -677,3 +677,49 @@ async fn log_waits_for_the_file_to_appear() {
     assert!(signal.firing);
     assert_eq!(signal.detail, "backend down");
 }
+
+#[tokio::test]
+async fn http_probe_sends_its_headers_and_body() {
+    // A server that answers 200 only to the login form it expects, 400 to anything else.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let service = service_fn(|request: Request<Incoming>| async move {
+            let form = request
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v == "application/x-www-form-urlencoded");
+            let body = request.into_body().collect().await.unwrap().to_bytes();
+            let status = if form && body == "user=demo&password=pw" {
+                200
+            } else {
+                400
+            };
+            Ok::<_, Infallible>(reply(status, ""))
+        });
+        let _ = http1::Builder::new()
+            .serve_connection(TokioIo::new(stream), service)
+            .await;
+    });
+    let probe = HttpProbe::new(
+        &format!("http://{addr}/login"),
+        "POST",
+        Duration::from_secs(2),
+        vec![200],
+    )
+    .unwrap()
+    .with_request(
+        &[(
+            "content-type".to_string(),
+            "application/x-www-form-urlencoded".to_string(),
+        )],
+        "user=demo&password=pw",
+    )
+    .unwrap();
+    assert_eq!(probe.check().await, Outcome::Success { status: Some(200) });
+    let bad = HttpProbe::new("http://127.0.0.1:1/", "POST", WAIT, vec![200])
+        .unwrap()
+        .with_request(&[("bad header".to_string(), "x".to_string())], "");
+    assert!(bad.is_err());
+}

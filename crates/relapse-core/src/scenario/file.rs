@@ -112,6 +112,9 @@ pub struct HttpProbeSection {
     pub method: Option<Spanned<String>>,
     pub timeout: Option<Dur>,
     pub expect: Option<Vec<u16>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -157,6 +157,9 @@ pub enum ProbeKind {
         method: String,
         timeout: Duration,
         expect: Vec<u16>,
+        /// Sent with every check, e.g. a login form and its content type.
+        headers: Vec<(String, String)>,
+        body: String,
     },
     Tcp {
         address: Template,
@@ -679,6 +682,8 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
                     method,
                     timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
                     expect,
+                    headers: h.headers.clone().into_iter().collect(),
+                    body: h.body.clone().unwrap_or_default(),
                 }
             }
             (None, Some(t)) => ProbeKind::Tcp {
