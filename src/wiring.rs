@@ -592,6 +592,11 @@ async fn build_plan(
                     .ok_or_else(|| context_error("its db_proxy is not running".to_string()))?;
                 Box::new(relapse_dbproxy::DbProxyFault::new(proxy.clone(), mode))
             }
+            FaultKind::HttpFlood(_)
+            | FaultKind::Slowloris { .. }
+            | FaultKind::ConnectionFlood { .. } => {
+                return Err(context_error("floods are not built yet".to_string()))
+            }
             FaultKind::PortExhaustion {
                 target,
                 mode,

@@ -70,6 +70,16 @@ pub struct DemoSection {
     pub monitor: Option<MonitorSection>,
     pub host: Option<Spanned<String>>,
     pub database: Option<Spanned<DemoDatabaseSection>>,
+    pub auth: Option<Spanned<DemoAuthSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DemoAuthSection {
+    pub profile: Option<Spanned<String>>,
+    pub max_failures: Option<Spanned<u32>>,
+    pub window: Option<Dur>,
+    pub ban: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -187,6 +197,39 @@ pub struct FaultSection {
     pub fd_exhaustion: Option<Spanned<FdExhaustionSection>>,
     pub db_lock: Option<Spanned<DbLockSection>>,
     pub db_proxy: Option<Spanned<DbProxyFaultSection>>,
+    pub http_flood: Option<Spanned<HttpFloodSection>>,
+    pub slowloris: Option<Spanned<ConnectionsSection>>,
+    pub connection_flood: Option<Spanned<ConnectionsSection>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFloodSection {
+    pub url: Spanned<String>,
+    pub method: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub rate: Option<Spanned<f64>>,
+    pub connections: Option<Spanned<u64>>,
+    pub keep_alive: Option<bool>,
+    pub sources: Option<Spanned<Vec<String>>>,
+    pub source_cidr: Option<Spanned<String>>,
+    pub ramp_up: Option<Dur>,
+    pub max_requests: Option<Spanned<u64>>,
+    pub timeout: Option<Dur>,
+}
+
+/// `slowloris` and `connection_flood`: connections held open against a server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    pub url: Spanned<String>,
+    pub connections: Spanned<u64>,
+    pub sources: Option<Spanned<Vec<String>>>,
+    pub source_cidr: Option<Spanned<String>>,
+    /// slowloris only: how often each connection sends one more header line.
+    pub header_interval: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -60,6 +60,19 @@ pub struct DemoTarget {
     pub host: DemoHostKind,
     /// The frontend's mail store and queue on PostgreSQL, if it has one.
     pub database: Option<DemoDatabaseSpec>,
+    /// The frontend's `/login`, if it has one.
+    pub auth: Option<DemoAuthSpec>,
+}
+
+/// The demo's login: real password hashing, and a limiter that blocks a source address after
+/// `max_failures` failed logins within `window`, for `ban` (the mitigation that worked at
+/// OpenSRS); `mitigation = false` is the `no_mitigation` profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoAuthSpec {
+    pub mitigation: bool,
+    pub max_failures: u32,
+    pub window: Duration,
+    pub ban: Duration,
 }
 
 /// A proxy relapse runs between a target and its database, pass-through until a `db_proxy`
@@ -267,7 +280,64 @@ pub enum FaultKind {
         proxy: usize,
         mode: DbProxyMode,
     },
+    HttpFlood(HttpFloodSpec),
+    Slowloris {
+        url: Template,
+        connections: usize,
+        sources: FloodSources,
+        header_interval: Duration,
+    },
+    ConnectionFlood {
+        url: Template,
+        connections: usize,
+        sources: FloodSources,
+    },
 }
+
+/// A request flood: what each request is, how they arrive, from where, and its bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpFloodSpec {
+    /// A template; the request's own placeholders (`{rand.u32}`, `{seq}`, …) are left to the
+    /// load generator.
+    pub url: Template,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub load: FloodLoad,
+    pub keep_alive: bool,
+    pub sources: FloodSources,
+    pub ramp_up: Duration,
+    /// The count bound; the time bound is the fault's duration.
+    pub max_requests: u64,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum FloodLoad {
+    /// A constant arrival rate, latency measured from each request's intended send time.
+    Open { rate: f64, max_in_flight: usize },
+    /// `connections` senders, each as fast as the target answers.
+    Closed { connections: usize },
+}
+
+/// Where flood connections come from. Loopback only: every 127.x.y.z is a source without setup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FloodSources {
+    /// The kernel picks.
+    Default,
+    List(Vec<std::net::IpAddr>),
+    Cidr {
+        network: std::net::IpAddr,
+        prefix: u8,
+    },
+}
+
+/// The most connections a flood may hold: each is a descriptor of relapse's own.
+pub const MAX_FLOOD_CONNECTIONS: u64 = 10_000;
+/// The most requests a flood may send.
+pub const MAX_FLOOD_REQUESTS: u64 = 100_000_000;
+/// The most source addresses a CIDR may expand to.
+pub const MAX_FLOOD_SOURCES: u64 = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DbServer {
@@ -297,6 +367,9 @@ impl FaultKind {
             FaultKind::FdExhaustion { .. } => "fd_exhaustion",
             FaultKind::DbLock { .. } => "db_lock",
             FaultKind::DbProxy { .. } => "db_proxy",
+            FaultKind::HttpFlood(_) => "http_flood",
+            FaultKind::Slowloris { .. } => "slowloris",
+            FaultKind::ConnectionFlood { .. } => "connection_flood",
         }
     }
 }
@@ -595,11 +668,46 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             },
         }),
     };
+    let demo_auth = match f.target.demo.as_ref().and_then(|d| d.auth.as_ref()) {
+        None => None,
+        Some(spanned) => {
+            let a = spanned.get_ref();
+            let mitigation = match a.profile.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+                None | Some(("mitigation", _)) => true,
+                Some(("no_mitigation", _)) => false,
+                Some((other, span)) => {
+                    return problem(span, format!("unknown auth profile \"{other}\": expected \"mitigation\" or \"no_mitigation\""))
+                }
+            };
+            let max_failures = match &a.max_failures {
+                None => 3,
+                Some(n) if *n.get_ref() == 0 => {
+                    return problem(n.span(), "max_failures must be at least 1")
+                }
+                Some(n) => *n.get_ref(),
+            };
+            let window = a.window.map_or(Duration::from_secs(10), |d| d.0);
+            let ban = a.ban.map_or(Duration::from_secs(30), |d| d.0);
+            if window.is_zero() || ban.is_zero() {
+                return problem(
+                    spanned.span(),
+                    "auth `window` and `ban` must be more than 0ms",
+                );
+            }
+            Some(DemoAuthSpec {
+                mitigation,
+                max_failures,
+                window,
+                ban,
+            })
+        }
+    };
     let demo = f.target.demo.map(|d| {
         let m = d.monitor.unwrap_or_default();
         DemoTarget {
             host: demo_host,
             database: demo_database,
+            auth: demo_auth,
             upstream_timeout: d
                 .upstream_timeout
                 .map_or(Duration::from_millis(250), |d| d.0),
@@ -661,18 +769,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
                 }
                 let method = match &h.method {
                     None => "GET".to_string(),
-                    Some(m) => {
-                        let upper = m.get_ref().to_ascii_uppercase();
-                        if !["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"]
-                            .contains(&upper.as_str())
-                        {
-                            return problem(
-                                m.span(),
-                                format!("unknown HTTP method \"{}\": expected GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH", m.get_ref()),
-                            );
-                        }
-                        upper
-                    }
+                    Some(m) => http_method(m)?,
                 };
                 let expect = h.expect.clone().unwrap_or_else(|| vec![200]);
                 check_statuses(&expect, h.url.span())?;
@@ -846,11 +943,14 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             fault.fd_exhaustion.is_some(),
             fault.db_lock.is_some(),
             fault.db_proxy.is_some(),
+            fault.http_flood.is_some(),
+            fault.slowloris.is_some(),
+            fault.connection_flood.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return problem(
                 fault.name.span(),
-                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`, `db_lock`, `db_proxy`"),
+                format!("fault \"{name}\" needs exactly one kind: expected one of `process_freeze`, `port_exhaustion`, `fd_exhaustion`, `db_lock`, `db_proxy`, `http_flood`, `slowloris`, `connection_flood`"),
             );
         }
         let kind = if let Some(pf) = &fault.process_freeze {
@@ -912,6 +1012,95 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             }
         } else if let Some(dp) = &fault.db_proxy {
             db_proxy_fault(dp, &db_proxies)?
+        } else if let Some(flood) = &fault.http_flood {
+            let span = flood.span();
+            let f = flood.get_ref();
+            if !is_http_url(f.url.get_ref()) {
+                return problem(f.url.span(), "expected an http:// URL");
+            }
+            reachable(&f.url, target::http_host(f.url.get_ref()))?;
+            let method = match &f.method {
+                None => "GET".to_string(),
+                Some(m) => http_method(m)?,
+            };
+            let connections = match &f.connections {
+                None => None,
+                Some(c) => Some(flood_connections(c)?),
+            };
+            let load = match &f.rate {
+                Some(rate) => {
+                    let r = *rate.get_ref();
+                    if !(r.is_finite() && r > 0.0 && r <= 1_000_000.0) {
+                        return problem(rate.span(), "rate must be more than 0 and at most 1000000 requests per second");
+                    }
+                    FloodLoad::Open { rate: r, max_in_flight: connections.unwrap_or(256) }
+                }
+                None => match connections {
+                    Some(connections) => FloodLoad::Closed { connections },
+                    None => return problem(span, "http_flood needs `rate` (requests per second: an open model) or `connections` (each as fast as answered: a closed model)"),
+                },
+            };
+            let max_requests = match &f.max_requests {
+                None => 1_000_000,
+                Some(n) if *n.get_ref() == 0 || *n.get_ref() > MAX_FLOOD_REQUESTS => {
+                    return problem(
+                        n.span(),
+                        format!("max_requests must lie between 1 and {MAX_FLOOD_REQUESTS}"),
+                    )
+                }
+                Some(n) => *n.get_ref(),
+            };
+            let url = Template::new(f.url.get_ref());
+            url.render_keeping(&vars, is_flood_placeholder)
+                .map_err(|e| Problem {
+                    span: f.url.span(),
+                    message: e.to_string(),
+                })?;
+            FaultKind::HttpFlood(HttpFloodSpec {
+                url,
+                method,
+                headers: f.headers.clone().into_iter().collect(),
+                body: f.body.clone().unwrap_or_default(),
+                load,
+                keep_alive: f.keep_alive.unwrap_or(true),
+                sources: flood_sources(span, &f.sources, &f.source_cidr)?,
+                ramp_up: f.ramp_up.map_or(Duration::ZERO, |d| d.0),
+                max_requests,
+                timeout: f.timeout.map_or(Duration::from_secs(5), |d| d.0),
+            })
+        } else if let Some(c) = fault.slowloris.as_ref().or(fault.connection_flood.as_ref()) {
+            let span = c.span();
+            let c = c.get_ref();
+            if !is_http_url(c.url.get_ref()) {
+                return problem(c.url.span(), "expected an http:// URL");
+            }
+            reachable(&c.url, target::http_host(c.url.get_ref()))?;
+            let connections = flood_connections(&c.connections)?;
+            let sources = flood_sources(span.clone(), &c.sources, &c.source_cidr)?;
+            if fault.slowloris.is_some() {
+                let header_interval = c.header_interval.map_or(Duration::from_secs(1), |d| d.0);
+                if header_interval.is_zero() {
+                    return problem(span, "header_interval must be more than 0ms");
+                }
+                FaultKind::Slowloris {
+                    url: template(&c.url)?,
+                    connections,
+                    sources,
+                    header_interval,
+                }
+            } else {
+                if c.header_interval.is_some() {
+                    return problem(
+                        span,
+                        "`header_interval` is a slowloris setting: connection_flood sends nothing",
+                    );
+                }
+                FaultKind::ConnectionFlood {
+                    url: template(&c.url)?,
+                    connections,
+                    sources,
+                }
+            }
         } else if let Some(pe) = &fault.port_exhaustion {
             let span = pe.span();
             let pe = pe.get_ref();
@@ -1136,6 +1325,89 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         backlog,
         allow_targets: allowed,
     })
+}
+
+/// Placeholders the flood fills in per request: `{seq}`, `{source}`, `{rand.…}`.
+pub fn is_flood_placeholder(name: &str) -> bool {
+    name == "seq" || name == "source" || name.starts_with("rand.")
+}
+
+/// An HTTP method, upper-cased and checked.
+fn http_method(m: &Spanned<String>) -> Result<String, Problem> {
+    let upper = m.get_ref().to_ascii_uppercase();
+    if ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"].contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        problem(
+            m.span(),
+            format!("unknown HTTP method \"{}\": expected GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH", m.get_ref()),
+        )
+    }
+}
+
+fn flood_connections(c: &Spanned<u64>) -> Result<usize, Problem> {
+    match *c.get_ref() {
+        0 => problem(c.span(), "connections must be at least 1"),
+        n if n > MAX_FLOOD_CONNECTIONS => problem(
+            c.span(),
+            format!("connections must be at most {MAX_FLOOD_CONNECTIONS}: each one is a file descriptor of relapse's own"),
+        ),
+        n => Ok(n as usize),
+    }
+}
+
+/// Flood source addresses: a list or a CIDR, loopback only (every 127.x.y.z works as a source
+/// on loopback without any setup; anything else would be somebody's address).
+fn flood_sources(
+    span: Range<usize>,
+    list: &Option<Spanned<Vec<String>>>,
+    cidr: &Option<Spanned<String>>,
+) -> Result<FloodSources, Problem> {
+    let loopback = |ip: &std::net::IpAddr| ip.is_loopback();
+    match (list, cidr) {
+        (None, None) => Ok(FloodSources::Default),
+        (Some(_), Some(_)) => problem(span, "give `sources` or `source_cidr`, not both"),
+        (Some(list), None) => {
+            if list.get_ref().is_empty() {
+                return problem(
+                    list.span(),
+                    "`sources` is empty: expected at least one address",
+                );
+            }
+            let mut ips = Vec::new();
+            for text in list.get_ref() {
+                match text.parse::<std::net::IpAddr>() {
+                    Ok(ip) if loopback(&ip) => ips.push(ip),
+                    Ok(_) => return problem(list.span(), format!("source address {text} is not loopback: floods come from 127.0.0.0/8 or ::1 only")),
+                    Err(_) => return problem(list.span(), format!("invalid source address \"{text}\": expected an IP address such as \"127.0.0.2\"")),
+                }
+            }
+            Ok(FloodSources::List(ips))
+        }
+        (None, Some(cidr)) => {
+            let text = cidr.get_ref();
+            let bad = || {
+                Problem {
+                span: cidr.span(),
+                message: format!("invalid source_cidr \"{text}\": expected NETWORK/PREFIX such as \"127.20.0.0/23\""),
+            }
+            };
+            let (network, prefix) = text.split_once('/').ok_or_else(bad)?;
+            let network: std::net::IpAddr = network.parse().map_err(|_| bad())?;
+            let prefix: u8 = prefix.parse().map_err(|_| bad())?;
+            let bits: u8 = if network.is_ipv4() { 32 } else { 128 };
+            if prefix > bits {
+                return Err(bad());
+            }
+            if !loopback(&network) || (network.is_ipv4() && prefix < 8) {
+                return problem(cidr.span(), format!("source_cidr {text} is not within loopback: floods come from 127.0.0.0/8 only"));
+            }
+            if bits - prefix > 16 {
+                return problem(cidr.span(), format!("source_cidr {text} has more than {MAX_FLOOD_SOURCES} addresses: expected a prefix of at least /{}", bits - 16));
+            }
+            Ok(FloodSources::Cidr { network, prefix })
+        }
+    }
 }
 
 /// A `db_proxy` fault: which proxy, and a mode whose settings fit it.

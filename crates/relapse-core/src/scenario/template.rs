@@ -76,6 +76,16 @@ impl Template {
     }
 
     pub fn render(&self, vars: &Vars) -> Result<String, TemplateError> {
+        self.render_keeping(vars, |_| false)
+    }
+
+    /// Renders, leaving `{name}` as written where `keep(name)` holds: placeholders that a later
+    /// stage fills in per use (a flood's `{seq}` or `{rand.u32}`).
+    pub fn render_keeping(
+        &self,
+        vars: &Vars,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<String, TemplateError> {
         let mut out = String::with_capacity(self.0.len());
         let mut rest = self.0.as_str();
         while let Some(open) = rest.find('{') {
@@ -87,6 +97,11 @@ impl Template {
             let name = after[..close].trim();
             match vars.get(name) {
                 Some(value) => out.push_str(value),
+                None if keep(name) => {
+                    out.push('{');
+                    out.push_str(&after[..close]);
+                    out.push('}');
+                }
                 None if DEMO_VARIABLES.contains(&name) => {
                     return Err(TemplateError::NeedsDemo(name.to_string()))
                 }

@@ -315,3 +315,111 @@ fn the_demo_database_cannot_use_the_demo_s_own_variables() {
         "{error}"
     );
 }
+
+const FLOODED: &str = r#"
+[scenario]
+name = "flooded"
+
+[target.demo]
+auth = { profile = "no_mitigation", ban = "5s" }
+
+[[probe]]
+name = "login"
+http = { url = "{demo.url}/login", method = "post", headers = { "content-type" = "application/x-www-form-urlencoded" }, body = "user=demo&password=demo-password" }
+
+[steady_state]
+probe = "login"
+window = "1s"
+min_success = 0.9
+
+[[fault]]
+name = "flood"
+http_flood = { url = "{demo.url}/login?n={seq}", method = "POST", body = "user=u{rand.u32}&password={rand.alnum:12}", rate = 500, connections = 128, source_cidr = "127.20.0.0/23", ramp_up = "1s" }
+start = "1s"
+duration = "10s"
+
+[[fault]]
+name = "slow"
+slowloris = { url = "{demo.url}/", connections = 200, sources = ["127.0.0.2", "127.0.0.3"] }
+start = "12s"
+duration = "2s"
+
+[[fault]]
+name = "idle"
+connection_flood = { url = "{demo.url}/", connections = 300 }
+start = "15s"
+duration = "2s"
+"#;
+
+#[test]
+fn reads_floods_and_the_demo_login() {
+    let s = parse(Path::new("flooded.toml"), FLOODED).unwrap();
+    let auth = s.demo.as_ref().unwrap().auth.clone().unwrap();
+    assert_eq!(
+        auth,
+        DemoAuthSpec {
+            mitigation: false,
+            max_failures: 3,
+            window: Duration::from_secs(10),
+            ban: Duration::from_secs(5),
+        }
+    );
+    let ProbeKind::Http {
+        method,
+        headers,
+        body,
+        ..
+    } = &s.probes[0].kind
+    else {
+        panic!("an http probe")
+    };
+    assert_eq!(method, "POST");
+    assert_eq!(headers[0].0, "content-type");
+    assert_eq!(body, "user=demo&password=demo-password");
+
+    let FaultKind::HttpFlood(flood) = &s.faults[0].kind else {
+        panic!("an http_flood")
+    };
+    assert_eq!(
+        flood.load,
+        FloodLoad::Open {
+            rate: 500.0,
+            max_in_flight: 128
+        }
+    );
+    assert_eq!(
+        flood.sources,
+        FloodSources::Cidr {
+            network: "127.20.0.0".parse().unwrap(),
+            prefix: 23
+        }
+    );
+    assert_eq!(flood.max_requests, 1_000_000);
+    // Run variables are filled in; the flood's own placeholders are left for it.
+    let mut vars = Vars::default();
+    vars.set("demo.url", "http://127.0.0.1:4000");
+    assert_eq!(
+        flood
+            .url
+            .render_keeping(&vars, is_flood_placeholder)
+            .unwrap(),
+        "http://127.0.0.1:4000/login?n={seq}"
+    );
+    assert!(matches!(
+        &s.faults[1].kind,
+        FaultKind::Slowloris {
+            connections: 200,
+            sources: FloodSources::List(list),
+            header_interval,
+            ..
+        } if list.len() == 2 && *header_interval == Duration::from_secs(1)
+    ));
+    assert!(matches!(
+        &s.faults[2].kind,
+        FaultKind::ConnectionFlood {
+            connections: 300,
+            sources: FloodSources::Default,
+            ..
+        }
+    ));
+}
