@@ -406,7 +406,11 @@ async fn database_routes_are_absent_without_a_database() {
     // `/metrics` is always there; only the queue gauges need the database.
     let metrics = get(&format!("{url}/metrics")).await;
     assert_eq!(metrics.status, StatusCode::OK);
-    assert!(!metrics.body.contains("relapse_demo_queue_depth"), "{}", metrics.body);
+    assert!(
+        !metrics.body.contains("relapse_demo_queue_depth"),
+        "{}",
+        metrics.body
+    );
     assert_eq!(
         get(&format!("{url}/mail")).await.status,
         StatusCode::NOT_FOUND
