@@ -30,6 +30,10 @@ const HASH_LEN: usize = 32;
 /// flood from many addresses grow the table without bound.
 const MAX_TRACKED: usize = 100_000;
 
+/// The least time between two sweeps of a full table: a sweep walks every entry, and a flood from
+/// ever new addresses must not pay that on each of its failures.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
 /// The limiter's settings (see `DemoAuth` for their meaning).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LimiterConfig {
@@ -178,6 +182,7 @@ pub(crate) struct Limiter {
     config: LimiterConfig,
     sources: HashMap<IpAddr, Source>,
     capacity: usize,
+    last_sweep: Option<Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -209,6 +214,7 @@ impl Limiter {
             config,
             sources: HashMap::new(),
             capacity,
+            last_sweep: None,
         }
     }
 
@@ -261,6 +267,13 @@ impl Limiter {
     }
 
     fn evict_expired(&mut self, now: Instant) {
+        if self
+            .last_sweep
+            .is_some_and(|last| now.saturating_duration_since(last) < SWEEP_INTERVAL)
+        {
+            return;
+        }
+        self.last_sweep = Some(now);
         let config = self.config;
         self.sources
             .retain(|_, source| !source.expired(&config, now));
@@ -400,6 +413,14 @@ mod tests {
         assert!(limiter.banned(ip("127.5.0.3"), at(30_000)).is_some());
         assert!(limiter.banned(ip("127.5.0.2"), at(30_000)).is_some());
         assert_eq!(limiter.sources.len(), 2);
+        // A sweep finds nothing to evict (127.5.0.2's ban lasts until 50 s)...
+        limiter.record_failure(ip("127.5.0.4"), at(49_500));
+        // ...and the next is not due before a second later, even though that ban is now over.
+        limiter.record_failure(ip("127.5.0.4"), at(50_000));
+        assert_eq!(limiter.banned(ip("127.5.0.4"), at(50_000)), None);
+        limiter.record_failure(ip("127.5.0.4"), at(50_500));
+        assert!(limiter.banned(ip("127.5.0.4"), at(50_500)).is_some());
+        assert_eq!(limiter.banned(ip("127.5.0.2"), at(50_500)), None);
     }
 
     #[test]

@@ -97,7 +97,7 @@ pub struct Launcher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoOptions {
     /// How long the frontend waits for the backend before answering 504
-    /// (`/`) or 503 (`/health`).
+    /// (`/`) or 503 (`/health`), and a login for a hashing slot before 503.
     pub upstream_timeout: Duration,
     /// The monitor task to run, if any.
     pub monitor: Option<MonitorOptions>,
