@@ -161,6 +161,7 @@ pub async fn run_scenario(
                 launcher: launcher.clone(),
                 host: demo_host,
                 database,
+                auth: None,
             };
             match Demo::start(options).await {
                 Ok(demo) => {

@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -12,6 +13,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::{Auth, LimiterConfig};
 use crate::database::Database;
 use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError};
 
@@ -35,6 +37,8 @@ enum ChildArgs {
         database: Option<DatabaseDsn>,
         /// Answer a database outage with 401 "planned maintenance" instead of 503.
         misleading_errors: bool,
+        /// Offer `/login`; the limiter is `None` in the no_mitigation profile.
+        auth: Option<Option<LimiterConfig>>,
     },
 }
 
@@ -58,6 +62,16 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut fresh_upstream = false;
     let mut database = None;
     let mut misleading_errors = false;
+    let mut auth = false;
+    let mut no_mitigation = false;
+    let defaults = crate::DemoAuth::default();
+    let mut limiter = LimiterConfig {
+        max_failures: defaults.max_failures,
+        window: defaults.window,
+        ban: defaults.ban,
+    };
+    // The limiter flags given, so that `--no-mitigation` can refuse them.
+    let mut limiter_flags = Vec::new();
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -103,6 +117,40 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                 set_database(&mut database, DatabaseDsn::Mysql(value.clone()))?;
             }
             (ChildRole::Frontend, "--misleading-errors") => misleading_errors = true,
+            (ChildRole::Frontend, "--auth") => auth = true,
+            (ChildRole::Frontend, "--no-mitigation") => no_mitigation = true,
+            (ChildRole::Frontend, "--auth-max-failures") => {
+                let value = value()?;
+                limiter.max_failures = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "bad --auth-max-failures value {value:?}: expected a whole number of at least 1"
+                        ))
+                    })?;
+                limiter_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--auth-window-ms" | "--auth-ban-ms") => {
+                let value = value()?;
+                let millis = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "bad {flag} value {value:?}: expected whole milliseconds, at least 1"
+                        ))
+                    })?;
+                let slot = if flag == "--auth-window-ms" {
+                    &mut limiter.window
+                } else {
+                    &mut limiter.ban
+                };
+                *slot = Duration::from_millis(millis);
+                limiter_flags.push(flag);
+            }
             (_, other) => {
                 return Err(usage(format!("unknown argument {other:?} for the {role}")));
             }
@@ -115,6 +163,20 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             "--misleading-errors needs --postgres-dsn or --mysql-url",
         ));
     }
+    if !auth && (no_mitigation || !limiter_flags.is_empty()) {
+        let flag = limiter_flags
+            .first()
+            .map_or("--no-mitigation", |flag| flag.as_str());
+        return Err(usage(format!("{flag} needs --auth")));
+    }
+    if no_mitigation {
+        if let Some(flag) = limiter_flags.first() {
+            return Err(usage(format!(
+                "{flag} sets the limiter, which --no-mitigation turns off"
+            )));
+        }
+    }
+    let auth = auth.then_some((!no_mitigation).then_some(limiter));
     Ok(match role {
         ChildRole::Backend => ChildArgs::Backend { listen },
         ChildRole::Frontend => ChildArgs::Frontend {
@@ -125,6 +187,7 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             fresh_upstream,
             database,
             misleading_errors,
+            auth,
         },
     })
 }
@@ -180,6 +243,7 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             fresh_upstream,
             database,
             misleading_errors,
+            auth,
             ..
         } => {
             // The tables exist before the readiness line, so the parent can
@@ -202,6 +266,9 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
                 upstream_timeout,
                 fresh_upstream,
                 database.clone(),
+                // A login waits for a hashing slot as long as the frontend waits for anything
+                // upstream, then gives up with 503.
+                auth.map(|limiter| Arc::new(Auth::new(limiter, upstream_timeout))),
             );
             crate::http::serve(
                 listener,
@@ -277,6 +344,7 @@ mod tests {
                 fresh_upstream: false,
                 database: None,
                 misleading_errors: false,
+                auth: None,
             }
         );
         let args = parse(&strings(&[
@@ -353,6 +421,72 @@ mod tests {
         ])
         .is_err());
         assert!(frontend(&["--misleading-errors"]).is_err());
+    }
+
+    #[test]
+    fn parses_and_checks_the_login_flags() {
+        let frontend = |extra: &[&str]| {
+            let mut args = strings(&[
+                "frontend",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "http://127.0.0.1:9",
+                "--upstream-timeout-ms",
+                "250",
+            ]);
+            args.extend(strings(extra));
+            parse(&args).map(|args| match args {
+                ChildArgs::Frontend { auth, .. } => auth,
+                ChildArgs::Backend { .. } => unreachable!("parsed a frontend"),
+            })
+        };
+        let defaults = LimiterConfig {
+            max_failures: 3,
+            window: Duration::from_secs(10),
+            ban: Duration::from_secs(30),
+        };
+        assert_eq!(frontend(&[]).unwrap(), None);
+        assert_eq!(frontend(&["--auth"]).unwrap(), Some(Some(defaults)));
+        assert_eq!(
+            frontend(&["--auth", "--no-mitigation"]).unwrap(),
+            Some(None)
+        );
+        assert_eq!(
+            frontend(&[
+                "--auth-ban-ms",
+                "500",
+                "--auth",
+                "--auth-max-failures",
+                "5",
+                "--auth-window-ms",
+                "2000",
+            ])
+            .unwrap(),
+            Some(Some(LimiterConfig {
+                max_failures: 5,
+                window: Duration::from_secs(2),
+                ban: Duration::from_millis(500),
+            }))
+        );
+        let error = |extra: &[&str]| frontend(extra).unwrap_err().to_string();
+        assert!(error(&["--no-mitigation"]).contains("needs --auth"));
+        assert!(error(&["--auth-ban-ms", "5"]).contains("--auth-ban-ms needs --auth"));
+        assert!(
+            error(&["--auth", "--no-mitigation", "--auth-window-ms", "5"])
+                .contains("--no-mitigation turns off")
+        );
+        for bad in [
+            &["--auth", "--auth-max-failures", "0"][..],
+            &["--auth", "--auth-max-failures", "-1"],
+            &["--auth", "--auth-window-ms", "0"],
+            &["--auth", "--auth-ban-ms", "soon"],
+            &["--auth", "--auth-ban-ms"],
+        ] {
+            assert!(frontend(bad).is_err(), "{bad:?}");
+        }
+        // The backend has no login.
+        assert!(parse(&strings(&["backend", "--listen", "127.0.0.1:0", "--auth"])).is_err());
     }
 
     #[test]

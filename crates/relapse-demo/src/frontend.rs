@@ -3,6 +3,8 @@
 //! backend turns into user-visible failures.
 
 use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,9 +16,10 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
+use crate::auth::{self, Auth, Verdict};
 use crate::backend::Mailbox;
 use crate::database::{Database, DbFailure};
-use crate::http::{self, Body};
+use crate::http::{self, Body, Peer};
 
 /// Everything a request handler needs; shared by all connections.
 pub(crate) struct Frontend {
@@ -28,10 +31,15 @@ pub(crate) struct Frontend {
     upstream_timeout: Duration,
     /// The PostgreSQL side (`/mail`, `/send`, `/metrics`), if configured.
     database: Option<Arc<Database>>,
+    /// The login service (`/login`, and the per-source limiter on every route), if configured.
+    auth: Option<Arc<Auth>>,
 }
 
 /// The largest message `POST /send` accepts.
 const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The largest login form `POST /login` accepts.
+const MAX_LOGIN_FORM: usize = 4 * 1024;
 
 /// How long a fresh upstream connection is kept after its request is done. The service in the
 /// iPaper incident did not complete its internal requests promptly; holding each connection a
@@ -66,6 +74,7 @@ impl Frontend {
         upstream_timeout: Duration,
         fresh_upstream: bool,
         database: Option<Arc<Database>>,
+        auth: Option<Arc<Auth>>,
     ) -> Arc<Self> {
         // A pooled keep-alive client mirrors a real app server's upstream
         // connections, including requests parked on a frozen peer. With
@@ -79,19 +88,56 @@ impl Frontend {
             backend: backend.trim_end_matches('/').to_owned(),
             upstream_timeout,
             database,
+            auth,
         })
     }
 
     pub(crate) async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let peer = request.extensions().get::<Peer>().map(|peer| peer.0.ip());
+        if let (Some(auth), Some(peer)) = (&self.auth, peer) {
+            // A banned source gets nothing but this, on every route, and costs no hash: the
+            // point of the ban is that the flood stops reaching the expensive part.
+            if let Some(left) = auth.banned(peer) {
+                auth.counters
+                    .blocked_requests
+                    .fetch_add(1, Ordering::Relaxed);
+                if request.uri().path() == "/login" {
+                    auth.counters.blocked.fetch_add(1, Ordering::Relaxed);
+                }
+                return blocked(left);
+            }
+        }
         let database = self.database.as_deref();
-        match (request.method(), request.uri().path(), database) {
-            (&Method::GET, "/", _) => self.inbox().await,
-            (&Method::GET, "/health", _) => self.health().await,
-            (&Method::GET, "/mail", Some(database)) => mail(database).await,
-            (&Method::POST, "/send", Some(database)) => send(database, request).await,
-            (&Method::GET, "/metrics", Some(database)) => metrics(database).await,
+        let auth = self.auth.as_ref();
+        match (request.method(), request.uri().path(), database, auth) {
+            (&Method::GET, "/", _, _) => self.inbox().await,
+            (&Method::GET, "/health", _, _) => self.health().await,
+            (&Method::GET, "/mail", Some(database), _) => mail(database).await,
+            (&Method::POST, "/send", Some(database), _) => send(database, request).await,
+            (&Method::POST, "/login", _, Some(auth)) => match peer {
+                Some(peer) => login(auth, peer, request).await,
+                None => http::response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    http::TEXT_PLAIN,
+                    "no peer address for the request\n",
+                ),
+            },
+            (&Method::GET, "/metrics", _, _) => self.metrics().await,
             _ => http::not_found(),
         }
+    }
+
+    /// `GET /metrics` in the Prometheus text format: the login counters when there is a login,
+    /// the queue gauges when there is a database.
+    async fn metrics(&self) -> Response<Body> {
+        let mut body = String::new();
+        if let Some(auth) = &self.auth {
+            body.push_str(&login_metrics(auth));
+        }
+        if let Some(database) = &self.database {
+            body.push_str(&queue_metrics(database).await);
+        }
+        http::response(StatusCode::OK, http::PROMETHEUS_TEXT, body)
     }
 
     async fn inbox(&self) -> Response<Body> {
@@ -215,10 +261,116 @@ async fn send(database: &Database, request: Request<Incoming>) -> Response<Body>
     }
 }
 
-/// `GET /metrics`: the queue depth in the Prometheus text format.
-async fn metrics(database: &Database) -> Response<Body> {
+/// `POST /login`: checks a `user=NAME&password=PW` form.
+async fn login(auth: &Arc<Auth>, peer: IpAddr, request: Request<Incoming>) -> Response<Body> {
+    let content_type = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .map(|value| value.to_str().unwrap_or("").to_owned());
+    if let Some(content_type) = content_type {
+        let essence = content_type.split(';').next().unwrap_or("").trim();
+        if !essence.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+            return http::response(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                http::TEXT_PLAIN,
+                "the login form must be application/x-www-form-urlencoded\n",
+            );
+        }
+    }
+    let body = match Limited::new(request.into_body(), MAX_LOGIN_FORM)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return http::response(
+                StatusCode::BAD_REQUEST,
+                http::TEXT_PLAIN,
+                format!("unreadable login form: {error}\n"),
+            )
+        }
+    };
+    let credentials = match auth::parse_form(&body) {
+        Ok(credentials) => credentials,
+        Err(reason) => {
+            return http::response(
+                StatusCode::BAD_REQUEST,
+                http::TEXT_PLAIN,
+                format!("bad login form: {reason}\n"),
+            )
+        }
+    };
+    match auth
+        .login(peer, &credentials.user, &credentials.password)
+        .await
+    {
+        Verdict::Welcome => http::response(StatusCode::OK, http::TEXT_PLAIN, "welcome\n"),
+        Verdict::Invalid => http::response(
+            StatusCode::UNAUTHORIZED,
+            http::TEXT_PLAIN,
+            "invalid credentials\n",
+        ),
+        Verdict::Overloaded => {
+            // What OpenSRS's webmail users got: the authentication service cannot keep up.
+            let mut response = http::response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                http::TEXT_PLAIN,
+                "the authentication service is overloaded\n",
+            );
+            response.headers_mut().insert(
+                hyper::header::RETRY_AFTER,
+                hyper::header::HeaderValue::from_static("1"),
+            );
+            response
+        }
+    }
+}
+
+/// The answer to a banned source: 429 with the rest of the ban, in whole seconds rounded up, as
+/// Retry-After.
+fn blocked(left: Duration) -> Response<Body> {
+    let mut response = http::response(StatusCode::TOO_MANY_REQUESTS, http::TEXT_PLAIN, "blocked\n");
+    let seconds = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+    response.headers_mut().insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from(seconds),
+    );
+    response
+}
+
+fn login_metrics(auth: &Auth) -> String {
+    let counters = &auth.counters;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    format!(
+        "# HELP relapse_demo_logins_total Login attempts by outcome.\n\
+         # TYPE relapse_demo_logins_total counter\n\
+         relapse_demo_logins_total{{result=\"ok\"}} {}\n\
+         relapse_demo_logins_total{{result=\"invalid\"}} {}\n\
+         relapse_demo_logins_total{{result=\"blocked\"}} {}\n\
+         relapse_demo_logins_total{{result=\"overloaded\"}} {}\n\
+         # HELP relapse_demo_blocked_requests_total Requests on any route refused because their source is banned.\n\
+         # TYPE relapse_demo_blocked_requests_total counter\n\
+         relapse_demo_blocked_requests_total {}\n\
+         # HELP relapse_demo_login_hashes_total Password hashes computed.\n\
+         # TYPE relapse_demo_login_hashes_total counter\n\
+         relapse_demo_login_hashes_total {}\n\
+         # HELP relapse_demo_blocked_sources Source addresses banned right now.\n\
+         # TYPE relapse_demo_blocked_sources gauge\n\
+         relapse_demo_blocked_sources {}\n",
+        load(&counters.ok),
+        load(&counters.invalid),
+        load(&counters.blocked),
+        load(&counters.overloaded),
+        load(&counters.blocked_requests),
+        load(&counters.hashes),
+        auth.blocked_sources(),
+    )
+}
+
+/// The queue depth in the Prometheus text format.
+async fn queue_metrics(database: &Database) -> String {
     let (depth, stale) = database.queue_depth().await;
-    let body = format!(
+    format!(
         "# HELP relapse_demo_queue_depth Messages queued and not yet delivered.\n\
          # TYPE relapse_demo_queue_depth gauge\n\
          relapse_demo_queue_depth {depth}\n\
@@ -226,8 +378,7 @@ async fn metrics(database: &Database) -> Response<Body> {
          # TYPE relapse_demo_queue_depth_stale gauge\n\
          relapse_demo_queue_depth_stale {}\n",
         u8::from(stale)
-    );
-    http::response(StatusCode::OK, http::PROMETHEUS_TEXT, body)
+    )
 }
 
 /// The answer to a request whose database statement failed or timed out, by error profile.

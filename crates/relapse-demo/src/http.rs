@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +40,11 @@ pub(crate) fn response(
     response
 }
 
+/// The address of the client a request came from; [`serve`] puts it in every request's
+/// extensions, so handlers that care (the login limiter) can read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Peer(pub(crate) SocketAddr);
+
 pub(crate) fn not_found() -> Response<Body> {
     response(StatusCode::NOT_FOUND, TEXT_PLAIN, "not found\n")
 }
@@ -52,10 +58,10 @@ where
 {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = &mut shutdown => return,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Typically EMFILE: back off briefly instead of spinning
                     // on an error that accept() will keep returning.
@@ -69,7 +75,8 @@ where
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
+            let service = service_fn(move |mut request: Request<Incoming>| {
+                request.extensions_mut().insert(Peer(peer));
                 let handler = handler.clone();
                 async move { Ok::<_, Infallible>(handler(request).await) }
             });

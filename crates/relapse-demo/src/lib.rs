@@ -15,10 +15,18 @@
 //! PostgreSQL or MariaDB / MySQL ([`DemoDatabase`]), in tables it creates
 //! itself, and answers a locked database with 503 or misleading 401 pages.
 //!
+//! For the OpenSRS incident the frontend can also offer `POST /login` ([`DemoAuth`]): it checks
+//! the password with argon2 on as many hashing slots as there are cores, so a login flood from many
+//! addresses queues up, the right user's login waits and then gets 503. A fail2ban-style limiter
+//! (failed logins per source address, then a ban answered 429 `blocked` on every route without
+//! hashing) is the mitigation; the `no_mitigation` profile turns it off. `GET /metrics` reports
+//! the login outcomes, the hashes computed and the banned sources.
+//!
 //! [`Demo::start`] launches the children through a [`Launcher`], which runs
 //! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
 //! subcommand; this crate's tests use the `relapse-demo-child` binary).
 
+mod auth;
 mod backend;
 mod child;
 mod database;
@@ -89,7 +97,7 @@ pub struct Launcher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoOptions {
     /// How long the frontend waits for the backend before answering 504
-    /// (`/`) or 503 (`/health`).
+    /// (`/`) or 503 (`/health`), and a login for a hashing slot before 503.
     pub upstream_timeout: Duration,
     /// The monitor task to run, if any.
     pub monitor: Option<MonitorOptions>,
@@ -98,9 +106,70 @@ pub struct DemoOptions {
     /// Run the frontend as its own "host" (e.g. in a network namespace); `None` keeps every
     /// part on 127.0.0.1.
     pub host: Option<DemoHost>,
-    /// Back the frontend's `/mail`, `/send` and `/metrics` with PostgreSQL or MariaDB / MySQL
-    /// (the Kolab incident); `None` leaves those routes out.
+    /// Back the frontend's `/mail` and `/send` with PostgreSQL or MariaDB / MySQL, and add the
+    /// queue gauges to `/metrics` (the Kolab incident); `None` leaves those routes out.
     pub database: Option<DemoDatabase>,
+    /// Offer `POST /login` with real password hashing and, unless turned off, the per-source
+    /// limiter (the OpenSRS incident); `None` leaves `/login` out.
+    pub auth: Option<DemoAuth>,
+}
+
+/// The frontend's login: `POST /login` with the form `user=demo&password=demo-password`, checked
+/// with argon2id (4 MiB, 2 passes: a few milliseconds of one core each). A login that waits longer
+/// than the upstream timeout for a hashing slot is answered 503 with `Retry-After`.
+///
+/// With `mitigation`, a source address that fails `max_failures` logins within `window` is banned
+/// for `ban`: its requests, on every route, are answered 429 `blocked` at once and without hashing.
+/// Successful logins never count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DemoAuth {
+    /// `false` is the `no_mitigation` profile: no limiter, every login is hashed.
+    pub mitigation: bool,
+    /// Failed logins within `window` that ban a source; at least 1.
+    pub max_failures: u32,
+    /// How far back failures count; at least 1 ms.
+    pub window: Duration,
+    /// How long a ban lasts; at least 1 ms.
+    pub ban: Duration,
+}
+
+impl Default for DemoAuth {
+    /// The limiter on: 3 failures within 10 s ban a source for 30 s.
+    fn default() -> Self {
+        Self {
+            mitigation: true,
+            max_failures: 3,
+            window: Duration::from_secs(10),
+            ban: Duration::from_secs(30),
+        }
+    }
+}
+
+impl DemoAuth {
+    /// The `no_mitigation` profile: the login without the limiter.
+    pub fn no_mitigation() -> Self {
+        Self {
+            mitigation: false,
+            ..Self::default()
+        }
+    }
+
+    /// Why these settings cannot run, if they cannot. The limiter's settings are only checked
+    /// when it is on.
+    fn check(&self) -> Result<(), String> {
+        if !self.mitigation {
+            return Ok(());
+        }
+        if self.max_failures == 0 {
+            return Err("max_failures must be at least 1".to_owned());
+        }
+        for (name, value) in [("window", self.window), ("ban", self.ban)] {
+            if value < Duration::from_millis(1) {
+                return Err(format!("{name} must be at least 1 ms"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The frontend's database. The frontend creates its own tables (see
@@ -164,6 +233,7 @@ impl DemoOptions {
             launcher,
             host: None,
             database: None,
+            auth: None,
         }
     }
 }
@@ -263,6 +333,15 @@ pub enum DemoError {
     /// The frontend could not connect to its database or create its tables.
     #[error("failed to set up the frontend's database: {0}")]
     Database(String),
+    /// [`DemoOptions::auth`] has settings the limiter cannot use.
+    #[error("invalid demo login settings: {0}")]
+    InvalidAuth(String),
+}
+
+/// Whole milliseconds for a command line, never rounded down to zero: a zero upstream timeout
+/// would fail every call, and the frontend rejects a zero window or ban.
+fn whole_millis(duration: Duration) -> String {
+    duration.as_millis().max(1).to_string()
 }
 
 fn describe_exit(status: &Option<ExitStatus>) -> String {
@@ -327,6 +406,9 @@ impl Demo {
             ),
             _ => None,
         };
+        if let Some(auth) = &options.auth {
+            auth.check().map_err(DemoError::InvalidAuth)?;
+        }
 
         let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
         let (backend_address, frontend_address, frontend_launcher) = match &options.host {
@@ -347,9 +429,7 @@ impl Demo {
             ],
         )
         .await?;
-        // Whole milliseconds on the command line; never round down to zero,
-        // which would make every upstream call time out.
-        let timeout_ms = options.upstream_timeout.as_millis().max(1).to_string();
+        let timeout_ms = whole_millis(options.upstream_timeout);
         let mut frontend_args = vec![
             "frontend".to_owned(),
             "--listen".to_owned(),
@@ -371,6 +451,21 @@ impl Demo {
             frontend_args.push(dsn.clone());
             if database.profile == ErrorProfile::MisleadingErrors {
                 frontend_args.push("--misleading-errors".to_owned());
+            }
+        }
+        if let Some(auth) = &options.auth {
+            frontend_args.push("--auth".to_owned());
+            if auth.mitigation {
+                for (flag, value) in [
+                    ("--auth-max-failures", auth.max_failures.to_string()),
+                    ("--auth-window-ms", whole_millis(auth.window)),
+                    ("--auth-ban-ms", whole_millis(auth.ban)),
+                ] {
+                    frontend_args.push(flag.to_owned());
+                    frontend_args.push(value);
+                }
+            } else {
+                frontend_args.push("--no-mitigation".to_owned());
             }
         }
         let frontend = spawn_child(frontend_launcher, ChildRole::Frontend, &frontend_args).await?;
@@ -543,7 +638,9 @@ async fn spawn_child(
 ///
 /// * `backend --listen ADDR`
 /// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS
-///   [--fresh-upstream] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]`
+///   [--fresh-upstream] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]
+///   [--auth [--no-mitigation | [--auth-max-failures N] [--auth-window-ms MILLIS]
+///   [--auth-ban-ms MILLIS]]]`; the limiter's defaults are those of [`DemoAuth::default`]
 ///
 /// The child asks to be SIGKILLed when its parent dies, binds `ADDR`, prints
 /// `relapse-demo listening on HOST:PORT` to stdout, and serves until SIGTERM.

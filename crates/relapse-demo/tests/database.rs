@@ -403,8 +403,16 @@ async fn database_routes_are_absent_without_a_database() {
     .unwrap();
     assert_eq!(demo.database_tables(), None);
     let url = demo.frontend_url().to_owned();
+    // `/metrics` is always there; only the queue gauges need the database.
+    let metrics = get(&format!("{url}/metrics")).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        !metrics.body.contains("relapse_demo_queue_depth"),
+        "{}",
+        metrics.body
+    );
     assert_eq!(
-        get(&format!("{url}/metrics")).await.status,
+        get(&format!("{url}/mail")).await.status,
         StatusCode::NOT_FOUND
     );
     assert_eq!(

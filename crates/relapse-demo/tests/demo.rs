@@ -40,6 +40,7 @@ fn options() -> DemoOptions {
         launcher: launcher(),
         host: None,
         database: None,
+        auth: None,
     }
 }
 
