@@ -161,7 +161,12 @@ pub async fn run_scenario(
                 launcher: launcher.clone(),
                 host: demo_host,
                 database,
-                auth: None,
+                auth: target.auth.as_ref().map(|a| relapse_demo::DemoAuth {
+                    mitigation: a.mitigation,
+                    max_failures: a.max_failures,
+                    window: a.window,
+                    ban: a.ban,
+                }),
             };
             match Demo::start(options).await {
                 Ok(demo) => {
