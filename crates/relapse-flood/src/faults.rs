@@ -10,7 +10,7 @@ use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstruc
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,10 @@ use crate::{check_connections, check_positive, check_target, FloodError, Sources
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
 /// A connection attempt of slowloris or a connection flood gives up after this.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Connection attempts in flight at once per flood: a burst of thousands of SYNs overflows
+/// the target's listen queue, and with SYN cookies the final ACK of an overflowed handshake is
+/// dropped, leaving a connection we think open and the server never saw.
+const CONNECTS_AT_ONCE: usize = 64;
 /// The share of connections that must be open for a partial flood to count as effective.
 const EFFECTIVE_SHARE: f64 = 0.9;
 
@@ -56,7 +60,10 @@ pub fn revert_journaled(json: &str) -> Result<String, String> {
     let record: FloodRecord =
         serde_json::from_str(json).map_err(|e| format!("unreadable flood record: {e}"))?;
     if !record.in_process {
-        return Err(format!("{} record is not in-process; unknown how to revert", record.kind));
+        return Err(format!(
+            "{} record is not in-process; unknown how to revert",
+            record.kind
+        ));
     }
     Ok("in-process; gone with its process".into())
 }
@@ -97,7 +104,9 @@ impl HttpFlood {
 
     /// Connections the running flood holds open now.
     pub fn open_connections(&self) -> usize {
-        self.running.as_ref().map_or(0, |r| r.probe.open_connections())
+        self.running
+            .as_ref()
+            .map_or(0, |r| r.probe.open_connections())
     }
 
     async fn stop(&mut self) -> Result<Reverted, FaultError> {
@@ -114,7 +123,10 @@ impl HttpFlood {
             Ok(Err(e)) => return Err(injector(e)),
             Err(e) => return Err(FaultError::Injector(format!("flood task: {e}"))),
         };
-        if timeout(CLOSE_WITHIN, running.probe.all_closed()).await.is_err() {
+        if timeout(CLOSE_WITHIN, running.probe.all_closed())
+            .await
+            .is_err()
+        {
             return Err(FaultError::NotConfirmed(format!(
                 "{} flood connections still open",
                 running.probe.open_connections()
@@ -138,7 +150,10 @@ impl Fault for HttpFlood {
             crate::Model::Open { rate, .. } => format!("{rate} req/s"),
             crate::Model::Closed { connections } => format!("{connections} connections"),
         };
-        format!("http flood {} {} at {model}", self.spec.request.method, self.spec.target)
+        format!(
+            "http flood {} {} at {model}",
+            self.spec.request.method, self.spec.target
+        )
     }
 
     fn revert_instructions(&self) -> RevertInstructions {
@@ -310,12 +325,16 @@ impl Holder {
 
     async fn inject(&mut self) -> Result<Effective, FaultError> {
         if self.running.is_some() {
-            return Err(FaultError::Injector(format!("{} already running", self.kind)));
+            return Err(FaultError::Injector(format!(
+                "{} already running",
+                self.kind
+            )));
         }
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let (tx, open) = watch::channel(0usize);
         let tx = Arc::new(tx);
+        let connecting = Arc::new(Semaphore::new(CONNECTS_AT_ONCE));
         for _ in 0..self.connections {
             tracker.spawn(hold_one(
                 self.target,
@@ -323,6 +342,7 @@ impl Holder {
                 self.hold,
                 self.reopen_pause(),
                 tx.clone(),
+                connecting.clone(),
                 cancel.clone(),
             ));
         }
@@ -350,7 +370,10 @@ impl Holder {
         if all || reached as f64 >= want as f64 * EFFECTIVE_SHARE {
             return Ok(Effective {
                 at,
-                detail: format!("{}: {reached} of {want} connections open to {}", self.kind, self.target),
+                detail: format!(
+                    "{}: {reached} of {want} connections open to {}",
+                    self.kind, self.target
+                ),
             });
         }
         let _ = self.revert().await;
@@ -375,7 +398,9 @@ impl Holder {
         .await;
         let left = *open.borrow();
         if closed.is_err() || left != 0 {
-            return Err(FaultError::NotConfirmed(format!("{left} connections still open")));
+            return Err(FaultError::NotConfirmed(format!(
+                "{left} connections still open"
+            )));
         }
         Ok(Reverted {
             at: Instant::now(),
@@ -397,6 +422,7 @@ async fn hold_one(
     hold: Hold,
     reopen_pause: Duration,
     open: Arc<watch::Sender<usize>>,
+    connecting: Arc<Semaphore>,
     cancel: CancellationToken,
 ) {
     let mut first = true;
@@ -411,7 +437,10 @@ async fn hold_one(
         first = false;
         let source = sources.next();
         let stream = tokio::select! {
-            r = timeout(CONNECT_TIMEOUT, connect_from(source, target)) => r,
+            r = async {
+                let _permit = connecting.acquire().await;
+                timeout(CONNECT_TIMEOUT, connect_from(source, target)).await
+            } => r,
             _ = cancel.cancelled() => return,
         };
         let Ok(Ok(stream)) = stream else { continue };
@@ -420,7 +449,10 @@ async fn hold_one(
             _open: OpenCount::new(&open),
         };
         if let Hold::Slowloris { .. } = hold {
-            let line = format!("GET /?{} HTTP/1.1\r\nHost: {target}\r\n", rand::random::<u32>());
+            let line = format!(
+                "GET /?{} HTTP/1.1\r\nHost: {target}\r\n",
+                rand::random::<u32>()
+            );
             if held.stream.write_all(line.as_bytes()).await.is_err() {
                 continue;
             }

@@ -67,7 +67,9 @@ pub fn check_target(target: IpAddr, allow: &[IpAddr]) -> Result<(), FloodError> 
     let loopback = match target {
         IpAddr::V4(v4) => v4.is_loopback(),
         // An IPv4-mapped IPv6 address reaches the IPv4 address it maps.
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     };
     if loopback || allow.contains(&target) {
         Ok(())

@@ -261,10 +261,26 @@ impl LoadReport {
             us(0.999),
             self.latency_max()
         );
-        let statuses: Vec<String> = self.statuses.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-        let _ = writeln!(s, "statuses: {}", if statuses.is_empty() { "none".into() } else { statuses.join(", ") });
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "statuses: {}",
+            if statuses.is_empty() {
+                "none".into()
+            } else {
+                statuses.join(", ")
+            }
+        );
         if !self.errors_by_kind.is_empty() {
-            let errors: Vec<String> = self.errors_by_kind.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            let errors: Vec<String> = self
+                .errors_by_kind
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
             let _ = writeln!(s, "errors: {}", errors.join(", "));
         }
         if let Some(per_source) = &self.per_source {
@@ -318,7 +334,10 @@ impl LoadProbe {
     /// Cancel safety: cancel safe.
     pub async fn first_sent(&self) -> Instant {
         let mut rx = self.first_sent.subscribe();
-        let at = rx.wait_for(Option::is_some).await.expect("the sender is self");
+        let at = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender is self");
         at.expect("waited for Some")
     }
 
@@ -523,10 +542,7 @@ async fn connect(shared: &Shared) -> Result<Conn, (&'static str, Option<IpAddr>)
 }
 
 /// Sends on `conn` and reads the whole response; returns its status.
-async fn exchange(
-    conn: &mut Conn,
-    req: hyper::Request<Full<Bytes>>,
-) -> Result<u16, &'static str> {
+async fn exchange(conn: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<u16, &'static str> {
     conn.sender.ready().await.map_err(|_| "closed")?;
     let resp = conn.sender.send_request(req).await.map_err(|e| {
         if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
@@ -613,7 +629,8 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
             Ok(Ok(status)) => {
                 let done = Instant::now();
                 let latency = done - intended.unwrap_or(sent_at);
-                stats.latency.saturating_record(latency.as_micros() as u64);
+                // The histogram grows to fit (auto-resize); recording cannot fail short of u64 overflow.
+                let _ = stats.latency.record(latency.as_micros() as u64);
                 stats.status(status, c.source, shared.per_source);
                 if shared.keep_alive {
                     conn = Some(c);
@@ -652,7 +669,11 @@ pub async fn run_load_with_probe(
         Model::Open {
             rate,
             max_in_flight,
-        } => (max_in_flight, Some(Schedule::new(rate, spec.ramp_up)), Some(rate)),
+        } => (
+            max_in_flight,
+            Some(Schedule::new(rate, spec.ramp_up)),
+            Some(rate),
+        ),
         Model::Closed { connections } => (connections, None, None),
     };
     let start = Instant::now();
@@ -713,8 +734,11 @@ pub async fn run_load_with_probe(
     shared.conns.close();
     shared.conns.wait().await;
 
-    let mut errors_by_kind: BTreeMap<String, u64> =
-        total.errors.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let mut errors_by_kind: BTreeMap<String, u64> = total
+        .errors
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
     if aborted > 0 {
         errors_by_kind.insert("aborted".into(), aborted);
     }
@@ -800,7 +824,10 @@ mod tests {
     #[test]
     fn urls_parse() {
         let (t, p) = LoadSpec::parse_url("http://127.0.0.1:8080/a?b=1").unwrap();
-        assert_eq!((t.to_string().as_str(), p.as_str()), ("127.0.0.1:8080", "/a?b=1"));
+        assert_eq!(
+            (t.to_string().as_str(), p.as_str()),
+            ("127.0.0.1:8080", "/a?b=1")
+        );
         let (t, p) = LoadSpec::parse_url("http://localhost").unwrap();
         assert_eq!((t.to_string().as_str(), p.as_str()), ("127.0.0.1:80", "/"));
         let (t, _) = LoadSpec::parse_url("http://[::1]:81/").unwrap();

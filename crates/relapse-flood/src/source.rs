@@ -138,7 +138,9 @@ mod tests {
     fn cidr_expands_from_the_network_address() {
         let s = Sources::parse_cidr("127.3.0.9/30").unwrap();
         let addrs = s.expand("127.0.0.1".parse().unwrap()).unwrap();
-        let want: Vec<IpAddr> = (8..12).map(|i| format!("127.3.0.{i}").parse().unwrap()).collect();
+        let want: Vec<IpAddr> = (8..12)
+            .map(|i| format!("127.3.0.{i}").parse().unwrap())
+            .collect();
         assert_eq!(addrs, want);
     }
 
@@ -149,13 +151,18 @@ mod tests {
             Sources::parse_cidr("127.0.0.0/15").unwrap().expand(target),
             Err(FloodError::CidrTooLarge { .. })
         ));
-        assert!(Sources::parse_cidr("127.0.0.0/16").unwrap().expand(target).is_ok());
+        assert!(Sources::parse_cidr("127.0.0.0/16")
+            .unwrap()
+            .expand(target)
+            .is_ok());
         assert!(matches!(
             Sources::parse_cidr("::1").unwrap().expand(target),
             Err(FloodError::FamilyMismatch { .. })
         ));
         assert!(matches!(
-            Sources::parse_cidr("fd00::/100").unwrap().expand("::1".parse().unwrap()),
+            Sources::parse_cidr("fd00::/100")
+                .unwrap()
+                .expand("::1".parse().unwrap()),
             Err(FloodError::CidrTooLarge { .. })
         ));
     }

@@ -193,7 +193,10 @@ impl Prepared {
         let mut headers = Vec::with_capacity(template.headers.len() + 2);
         // The client connection API does not add Host from an origin-form URI.
         if !template.headers.iter().any(|(n, _)| n == HOST) {
-            headers.push((HOST, Ok(HeaderValue::from_str(host).expect("an address is a valid header"))));
+            headers.push((
+                HOST,
+                Ok(HeaderValue::from_str(host).expect("an address is a valid header")),
+            ));
         }
         if !keep_alive {
             // The server closes first, so TIME_WAIT lands on its side, not on our ports.
@@ -211,7 +214,10 @@ impl Prepared {
             method: template.method.clone(),
             path,
             headers,
-            body: template.body.constant().ok_or_else(|| template.body.clone()),
+            body: template
+                .body
+                .constant()
+                .ok_or_else(|| template.body.clone()),
         })
     }
 
@@ -258,11 +264,19 @@ mod tests {
     #[test]
     fn placeholders_render_per_request() {
         let mut rng = SmallRng::seed_from_u64(1);
-        let t = Template::parse("user=u{rand.u32}&password={rand.alnum:12}&n={seq}&s={source}{{x}}")
-            .unwrap();
+        let t =
+            Template::parse("user=u{rand.u32}&password={rand.alnum:12}&n={seq}&s={source}{{x}}")
+                .unwrap();
         let out = t.render(41, "127.0.0.9".parse().unwrap(), &mut rng);
         let fields: Vec<&str> = out.split('&').collect();
-        assert!(fields[0].strip_prefix("user=u").unwrap().parse::<u32>().is_ok(), "{out}");
+        assert!(
+            fields[0]
+                .strip_prefix("user=u")
+                .unwrap()
+                .parse::<u32>()
+                .is_ok(),
+            "{out}"
+        );
         let pw = fields[1].strip_prefix("password=").unwrap();
         assert_eq!(pw.len(), 12);
         assert!(pw.chars().all(|c| c.is_ascii_alphanumeric()));
@@ -276,6 +290,9 @@ mod tests {
         assert!(Template::parse("{seq").is_err());
         assert!(Template::parse("a}b").is_err());
         assert!(Template::parse("{rand.alnum:x}").is_err());
-        assert_eq!(Template::parse("plain").unwrap().constant().unwrap(), "plain");
+        assert_eq!(
+            Template::parse("plain").unwrap().constant().unwrap(),
+            "plain"
+        );
     }
 }
