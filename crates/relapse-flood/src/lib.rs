@@ -19,7 +19,8 @@ pub mod template;
 
 pub use faults::{revert_journaled, ConnectionFlood, HttpFlood, Slowloris};
 pub use load::{
-    run_load, run_load_with_probe, LoadProbe, LoadReport, LoadSpec, Model, SourceStats,
+    run_load, run_load_on_threads, run_load_with_probe, LoadProbe, LoadReport, LoadSpec, Model,
+    SourceStats,
 };
 pub use source::Sources;
 pub use template::{RequestTemplate, Template};
@@ -58,6 +59,8 @@ pub enum FloodError {
     FamilyMismatch { addr: IpAddr, target: IpAddr },
     #[error("template: {0}")]
     Template(String),
+    #[error("runtime: {0}")]
+    Runtime(String),
     #[error("url: {0}")]
     Url(String),
 }

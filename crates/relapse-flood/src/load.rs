@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,11 +21,11 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::source::{connect_from, SourcePicker};
 use crate::template::{Prepared, RenderCtx, RequestTemplate};
@@ -240,6 +241,44 @@ impl LoadReport {
         self.errors_by_kind.values().sum()
     }
 
+    /// Adds another run's counts to this one, as if both were one run (they ran side by side:
+    /// the duration is the longer one).
+    pub fn merge(&mut self, other: LoadReport) {
+        self.sent += other.sent;
+        self.completed += other.completed;
+        for (k, v) in other.errors_by_kind {
+            *self.errors_by_kind.entry(k).or_default() += v;
+        }
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        self.duration = self.duration.max(other.duration);
+        self.achieved_rps = self.completed as f64 / self.duration.as_secs_f64().max(1e-9);
+        self.latency
+            .add(&other.latency)
+            .expect("histograms of the same precision merge");
+        if let (Some(mine), Some(theirs)) = (&mut self.per_source, other.per_source) {
+            for (ip, s) in theirs {
+                let t = mine.entry(ip).or_default();
+                t.requests += s.requests;
+                t.errors += s.errors;
+                for (status, n) in s.statuses {
+                    *t.statuses.entry(status).or_default() += n;
+                }
+            }
+        }
+        let sum = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.intended_rate = sum(self.intended_rate, other.intended_rate);
+        self.intended = sum(
+            self.intended.map(|n| n as f64),
+            other.intended.map(|n| n as f64),
+        )
+        .map(|n| n as u64);
+    }
+
     /// A human-readable summary, a few lines.
     pub fn summary(&self) -> String {
         let mut s = String::new();
@@ -441,9 +480,6 @@ struct Shared {
     next: AtomicU64,
     stopping: AtomicBool,
     stop: CancellationToken,
-    /// Ends connection tasks that outlive the grace period.
-    kill: CancellationToken,
-    conns: TaskTracker,
     probe: Arc<LoadProbe>,
 }
 
@@ -508,10 +544,22 @@ impl Stats {
     }
 }
 
-/// A worker's connection.
+/// A worker's connection. The worker drives it itself, in the same task as its requests: no
+/// connection task, no cross-task wake-ups per request (the hyper client's usual split costs
+/// two). Fields drop in order: the socket closes before the open count drops.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
+    conn: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    /// The connection future has completed and must not be polled again.
+    done: bool,
     source: IpAddr,
+    _open: OpenGuard,
+}
+
+impl Conn {
+    fn reusable(&self) -> bool {
+        !self.done && !self.sender.is_closed()
+    }
 }
 
 async fn connect(shared: &Shared) -> Result<Conn, (&'static str, Option<IpAddr>)> {
@@ -526,37 +574,56 @@ async fn connect(shared: &Shared) -> Result<Conn, (&'static str, Option<IpAddr>)
         None => stream.local_addr().map_err(|_| ("connect", None))?.ip(),
     };
     let open = shared.probe.opened();
+    // The handshake only sets up the state machine; nothing goes on the wire.
     let (sender, conn) = http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|_| ("handshake", Some(source)))?;
-    let kill = shared.kill.clone();
-    shared.conns.spawn(async move {
-        // The guard drops after the connection (and its socket) is gone.
-        let _open = open;
-        tokio::select! {
-            _ = conn => {}
-            _ = kill.cancelled() => {}
-        }
-    });
-    Ok(Conn { sender, source })
+    Ok(Conn {
+        sender,
+        conn: Box::pin(conn),
+        done: false,
+        source,
+        _open: open,
+    })
 }
 
-/// Sends on `conn` and reads the whole response; returns its status.
-async fn exchange(conn: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<u16, &'static str> {
-    conn.sender.ready().await.map_err(|_| "closed")?;
-    let resp = conn.sender.send_request(req).await.map_err(|e| {
-        if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
-            "closed"
-        } else {
-            "http"
+/// Sends on `c` and reads the whole response, driving the connection meanwhile; returns the
+/// status.
+async fn exchange(c: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<u16, &'static str> {
+    let Conn {
+        sender, conn, done, ..
+    } = c;
+    let request = async {
+        sender.ready().await.map_err(|_| "closed")?;
+        let resp = sender.send_request(req).await.map_err(|e| {
+            if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
+                "closed"
+            } else {
+                "http"
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|_| "body")?;
         }
-    })?;
-    let status = resp.status().as_u16();
-    let mut body = resp.into_body();
-    while let Some(frame) = body.frame().await {
-        frame.map_err(|_| "body")?;
+        Ok(status)
+    };
+    let mut request = std::pin::pin!(request);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut request => return r,
+            // The connection may end (`Connection: close`) with the response already handed
+            // over: keep awaiting the request, which then completes or fails on its own.
+            r = conn.as_mut(), if !*done => {
+                *done = true;
+                if r.is_err() {
+                    return Err("http");
+                }
+            }
+        }
     }
-    Ok(status)
 }
 
 async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
@@ -600,7 +667,7 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
         }
         stats.attempted += 1;
         let mut c = match conn.take() {
-            Some(c) if !c.sender.is_closed() => c,
+            Some(c) if c.reusable() => c,
             _ => match connect(&shared).await {
                 Ok(c) => c,
                 Err((kind, source)) => {
@@ -693,8 +760,6 @@ pub async fn run_load_with_probe(
         next: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
         stop: stop.clone(),
-        kill: CancellationToken::new(),
-        conns: TaskTracker::new(),
         probe,
     });
     let mut set = JoinSet::new();
@@ -729,10 +794,9 @@ pub async fn run_load_with_probe(
             _ = sleep_until(abort_at.unwrap_or(deadline)), if abort_at.is_some() => set.abort_all(),
         }
     }
+    // Each worker owns its connections: once all have returned (or were aborted), every
+    // socket of the run is closed.
     let end = Instant::now();
-    shared.kill.cancel();
-    shared.conns.close();
-    shared.conns.wait().await;
 
     let mut errors_by_kind: BTreeMap<String, u64> = total
         .errors
@@ -765,6 +829,75 @@ pub async fn run_load_with_probe(
         intended_rate: rate,
         intended,
     })
+}
+
+/// [`run_load`] on `threads` OS threads, each with its own single-threaded runtime and its
+/// share of the connections, requests and rate (as wrk does): no work stealing, no cross-thread
+/// wake-ups. Blocks until the run ends; for a CLI, not for code already inside a runtime.
+pub fn run_load_on_threads(
+    spec: LoadSpec,
+    threads: usize,
+    cancel: CancellationToken,
+) -> Result<LoadReport, FloodError> {
+    spec.validate()?;
+    let width = match spec.model {
+        Model::Open { max_in_flight, .. } => max_in_flight,
+        Model::Closed { connections } => connections,
+    };
+    let threads = threads
+        .clamp(1, width)
+        .min(spec.max_requests.min(usize::MAX as u64) as usize);
+    let addrs = spec.sources.expand(spec.target.ip())?;
+    let share = |total: u64, k: usize| {
+        total / threads as u64 + u64::from((k as u64) < total % threads as u64)
+    };
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let mut part = spec.clone();
+            part.max_requests = share(spec.max_requests, k);
+            part.model = match spec.model {
+                Model::Open {
+                    rate,
+                    max_in_flight,
+                } => Model::Open {
+                    rate: rate / threads as f64,
+                    max_in_flight: share(max_in_flight as u64, k) as usize,
+                },
+                Model::Closed { connections } => Model::Closed {
+                    connections: share(connections as u64, k) as usize,
+                },
+            };
+            if !addrs.is_empty() {
+                // Each thread starts at a different place in the list, so a short run still
+                // covers every address.
+                let mut mine = addrs.clone();
+                mine.rotate_left(k * addrs.len() / threads);
+                part.sources = Sources::List(mine);
+            }
+            let cancel = cancel.clone();
+            std::thread::Builder::new()
+                .name(format!("flood-{k}"))
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| FloodError::Runtime(e.to_string()))?
+                        .block_on(run_load(part, cancel))
+                })
+                .map_err(|e| FloodError::Runtime(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut total: Option<LoadReport> = None;
+    for handle in handles {
+        let report = handle
+            .join()
+            .map_err(|_| FloodError::Runtime("a flood thread panicked".into()))??;
+        match &mut total {
+            Some(t) => t.merge(report),
+            None => total = Some(report),
+        }
+    }
+    Ok(total.expect("at least one thread"))
 }
 
 fn merge(total: &mut Stats, stats: Stats) {

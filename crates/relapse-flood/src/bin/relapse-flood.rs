@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use relapse_flood::{run_load, LoadSpec, RequestTemplate, Sources};
+use relapse_flood::{run_load_on_threads, LoadSpec, RequestTemplate, Sources};
 use tokio_util::sync::CancellationToken;
 
 #[derive(clap::Parser)]
@@ -29,7 +29,7 @@ struct Args {
     /// Ramp the open model's rate up from 0 over this long.
     #[arg(long, default_value = "0s", value_parser = humantime::parse_duration)]
     ramp_up: Duration,
-    /// Runtime worker threads.
+    /// Threads, each with its own runtime and share of the connections.
     #[arg(short = 't', long, default_value_t = 2)]
     threads: usize,
     /// Source addresses, e.g. 127.9.0.0/24, round-robin per connection.
@@ -97,27 +97,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("relapse-flood: runtime: {e}");
-            return ExitCode::FAILURE;
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    // A small runtime of its own waits for ^C; the load runs on its own threads.
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    on_signal.cancel();
+                }
+            });
         }
-    };
-    let report = rt.block_on(async {
-        let cancel = CancellationToken::new();
-        let on_signal = cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                on_signal.cancel();
-            }
-        });
-        run_load(spec, cancel).await
     });
+    let report = run_load_on_threads(spec, args.threads.max(1), cancel);
     match report {
         Ok(report) if args.json => {
             println!("{}", report.to_json());
