@@ -1,0 +1,971 @@
+//! The load engine: HTTP/1.1 requests at a target, in an open model (a constant arrival rate,
+//! latency measured from the intended send time) or a closed model (N connections, each sending
+//! the next request when the previous one is answered).
+//!
+//! Hot path: each worker owns its connection, its random generator, its scratch buffer and its
+//! statistics (histogram included); the only shared writes per request are one atomic ticket
+//! counter. Statistics are merged once, at the end.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::source::{connect_from, SourcePicker};
+use crate::template::{Prepared, RenderCtx, RequestTemplate};
+use crate::{check_connections, check_positive, check_target, FloodError, Sources};
+
+/// Sleeps shorter than this are not raced against cancellation: registering with the
+/// cancellation token takes its lock, which every worker would contend for at high rates.
+/// Stopping is still noticed right after the sleep.
+const CANCEL_RACE_ABOVE: Duration = Duration::from_millis(5);
+
+/// How requests are paced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Model {
+    /// A constant arrival rate (requests per second), rising linearly from 0 over the ramp-up.
+    /// Request `i` is due at its intended time, whether or not earlier ones were answered, and
+    /// its latency is measured from that time (coordinated-omission correction, as in wrk2).
+    ///
+    /// `max_in_flight` bounds the requests in flight, and so the connections. When all are
+    /// busy, due requests wait for a free slot and the wait counts in their latency, which keeps
+    /// growing: a slow target shows as queueing. Requests still waiting when the run stops are
+    /// reported as errors of kind `backlogged`, so `intended` = attempted + backlogged.
+    Open { rate: f64, max_in_flight: usize },
+    /// `connections` workers, each sending its next request as soon as the previous one is
+    /// answered. Latency is measured from the actual send.
+    Closed { connections: usize },
+}
+
+/// A load to run: what to send, to where, how fast, and for how long at most.
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub target: SocketAddr,
+    pub request: RequestTemplate,
+    pub model: Model,
+    /// Reuse each worker's connection; otherwise one connection per request (with
+    /// `Connection: close`, so the server closes first).
+    pub keep_alive: bool,
+    pub sources: Sources,
+    pub ramp_up: Duration,
+    pub max_requests: u64,
+    pub max_duration: Duration,
+    /// Per request (connect, and send-to-last-body-byte, each).
+    pub timeout: Duration,
+    /// Also count per source address.
+    pub per_source: bool,
+    /// Non-loopback targets that may be flooded (addresses in network namespaces the caller
+    /// created).
+    pub allow_targets: Vec<IpAddr>,
+}
+
+impl LoadSpec {
+    /// `GET /` at `target`: closed model, 1 connection, keep-alive, 1000 requests, 10 s,
+    /// 5 s timeout. Adjust with the setters below.
+    pub fn new(target: SocketAddr) -> LoadSpec {
+        LoadSpec {
+            target,
+            request: RequestTemplate::get("/").expect("a constant path parses"),
+            model: Model::Closed { connections: 1 },
+            keep_alive: true,
+            sources: Sources::Default,
+            ramp_up: Duration::ZERO,
+            max_requests: 1000,
+            max_duration: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            per_source: false,
+            allow_targets: Vec::new(),
+        }
+    }
+
+    pub fn request(mut self, request: RequestTemplate) -> LoadSpec {
+        self.request = request;
+        self
+    }
+    /// Closed model with `connections` workers.
+    pub fn closed(mut self, connections: usize) -> LoadSpec {
+        self.model = Model::Closed { connections };
+        self
+    }
+    /// Open model at `rate` requests per second, at most `max_in_flight` in flight.
+    pub fn open(mut self, rate: f64, max_in_flight: usize) -> LoadSpec {
+        self.model = Model::Open {
+            rate,
+            max_in_flight,
+        };
+        self
+    }
+    pub fn keep_alive(mut self, keep_alive: bool) -> LoadSpec {
+        self.keep_alive = keep_alive;
+        self
+    }
+    pub fn sources(mut self, sources: Sources) -> LoadSpec {
+        self.sources = sources;
+        self
+    }
+    pub fn ramp_up(mut self, ramp_up: Duration) -> LoadSpec {
+        self.ramp_up = ramp_up;
+        self
+    }
+    pub fn max_requests(mut self, n: u64) -> LoadSpec {
+        self.max_requests = n;
+        self
+    }
+    pub fn max_duration(mut self, d: Duration) -> LoadSpec {
+        self.max_duration = d;
+        self
+    }
+    pub fn timeout(mut self, d: Duration) -> LoadSpec {
+        self.timeout = d;
+        self
+    }
+    pub fn per_source(mut self, yes: bool) -> LoadSpec {
+        self.per_source = yes;
+        self
+    }
+    pub fn allow_target(mut self, ip: IpAddr) -> LoadSpec {
+        self.allow_targets.push(ip);
+        self
+    }
+
+    /// Parses `http://HOST:PORT/PATH` where HOST is an IP address or `localhost`; returns the
+    /// target and the path (with query).
+    pub fn parse_url(url: &str) -> Result<(SocketAddr, String), FloodError> {
+        let bad = |why: &str| FloodError::Url(format!("{url}: {why}"));
+        let rest = url
+            .strip_prefix("http://")
+            .ok_or_else(|| bad("only http:// is supported"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, "/"),
+        };
+        let authority = authority.replace("localhost", "127.0.0.1");
+        let target = authority
+            .parse::<SocketAddr>()
+            .or_else(|_| format!("{authority}:80").parse::<SocketAddr>())
+            .or_else(|_| format!("[{authority}]:80").parse::<SocketAddr>())
+            .map_err(|_| bad("the host must be an IP address or localhost"))?;
+        Ok((target, path.to_string()))
+    }
+
+    /// Checks the spec; [`run_load`] calls it first.
+    pub fn validate(&self) -> Result<(), FloodError> {
+        check_target(self.target.ip(), &self.allow_targets)?;
+        match self.model {
+            Model::Open {
+                rate,
+                max_in_flight,
+            } => {
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(FloodError::InvalidRate(rate));
+                }
+                check_connections(max_in_flight)?;
+            }
+            Model::Closed { connections } => check_connections(connections)?,
+        }
+        if self.max_requests == 0 {
+            return Err(FloodError::ZeroRequests);
+        }
+        check_positive("max_duration", self.max_duration)?;
+        check_positive("timeout", self.timeout)?;
+        self.sources.expand(self.target.ip())?;
+        Ok(())
+    }
+}
+
+/// Counts for one source address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SourceStats {
+    pub requests: u64,
+    pub statuses: BTreeMap<u16, u64>,
+    pub errors: u64,
+}
+
+/// What a load run did.
+#[derive(Debug, Clone)]
+pub struct LoadReport {
+    /// Requests written to a connection.
+    pub sent: u64,
+    /// Requests answered (any status).
+    pub completed: u64,
+    /// Requests not answered, by why: `connect`, `timeout`, `http`, `backlogged`, …
+    pub errors_by_kind: BTreeMap<String, u64>,
+    pub statuses: BTreeMap<u16, u64>,
+    /// From the start to the last worker's end (in-flight requests included).
+    pub duration: Duration,
+    /// `completed / duration`.
+    pub achieved_rps: f64,
+    /// Latency of answered requests in microseconds, 2 significant digits (1%): from the
+    /// intended send time in the open model, from the send in the closed one.
+    pub latency: Histogram<u64>,
+    pub per_source: Option<BTreeMap<IpAddr, SourceStats>>,
+    /// The asked rate (open model).
+    pub intended_rate: Option<f64>,
+    /// Requests due by the time the run stopped (open model).
+    pub intended: Option<u64>,
+}
+
+impl LoadReport {
+    /// The latency at quantile `q` (0.5, 0.99, …).
+    pub fn latency_at(&self, q: f64) -> Duration {
+        Duration::from_micros(self.latency.value_at_quantile(q))
+    }
+
+    pub fn latency_max(&self) -> Duration {
+        Duration::from_micros(self.latency.max())
+    }
+
+    /// Errors of one kind.
+    pub fn errors(&self, kind: &str) -> u64 {
+        self.errors_by_kind.get(kind).copied().unwrap_or(0)
+    }
+
+    /// All errors.
+    pub fn total_errors(&self) -> u64 {
+        self.errors_by_kind.values().sum()
+    }
+
+    /// Adds another run's counts to this one, as if both were one run (they ran side by side:
+    /// the duration is the longer one).
+    pub fn merge(&mut self, other: LoadReport) {
+        self.sent += other.sent;
+        self.completed += other.completed;
+        for (k, v) in other.errors_by_kind {
+            *self.errors_by_kind.entry(k).or_default() += v;
+        }
+        for (k, v) in other.statuses {
+            *self.statuses.entry(k).or_default() += v;
+        }
+        self.duration = self.duration.max(other.duration);
+        self.achieved_rps = self.completed as f64 / self.duration.as_secs_f64().max(1e-9);
+        self.latency
+            .add(&other.latency)
+            .expect("histograms of the same precision merge");
+        if let (Some(mine), Some(theirs)) = (&mut self.per_source, other.per_source) {
+            for (ip, s) in theirs {
+                let t = mine.entry(ip).or_default();
+                t.requests += s.requests;
+                t.errors += s.errors;
+                for (status, n) in s.statuses {
+                    *t.statuses.entry(status).or_default() += n;
+                }
+            }
+        }
+        let sum = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        };
+        self.intended_rate = sum(self.intended_rate, other.intended_rate);
+        self.intended = sum(
+            self.intended.map(|n| n as f64),
+            other.intended.map(|n| n as f64),
+        )
+        .map(|n| n as u64);
+    }
+
+    /// A human-readable summary, a few lines.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} sent, {} completed in {:.2?}: {:.1} req/s",
+            self.sent, self.completed, self.duration, self.achieved_rps
+        );
+        if let (Some(rate), Some(intended)) = (self.intended_rate, self.intended) {
+            let _ = writeln!(s, "asked {rate:.1} req/s: {intended} requests were due");
+        }
+        let us = |q: f64| format!("{:.2?}", self.latency_at(q));
+        let _ = writeln!(
+            s,
+            "latency p50 {} p90 {} p99 {} p99.9 {} max {:.2?}",
+            us(0.5),
+            us(0.9),
+            us(0.99),
+            us(0.999),
+            self.latency_max()
+        );
+        let statuses: Vec<String> = self
+            .statuses
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "statuses: {}",
+            if statuses.is_empty() {
+                "none".into()
+            } else {
+                statuses.join(", ")
+            }
+        );
+        if !self.errors_by_kind.is_empty() {
+            let errors: Vec<String> = self
+                .errors_by_kind
+                .iter()
+                .map(|(k, v)| format!("{k}: {v}"))
+                .collect();
+            let _ = writeln!(s, "errors: {}", errors.join(", "));
+        }
+        if let Some(per_source) = &self.per_source {
+            let _ = writeln!(s, "{} source addresses", per_source.len());
+        }
+        s
+    }
+
+    /// The report as JSON (latencies in microseconds).
+    pub fn to_json(&self) -> serde_json::Value {
+        let q = |q: f64| self.latency.value_at_quantile(q);
+        serde_json::json!({
+            "sent": self.sent,
+            "completed": self.completed,
+            "errors": self.errors_by_kind,
+            "statuses": self.statuses.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+            "duration_s": self.duration.as_secs_f64(),
+            "rps": self.achieved_rps,
+            "latency_us": { "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p999": q(0.999), "max": self.latency.max() },
+            "intended_rate": self.intended_rate,
+            "intended": self.intended,
+            "sources": self.per_source.as_ref().map(|p| p.len()),
+        })
+    }
+}
+
+/// Watches a running load from outside: when the first request went out, how many connections
+/// are open. Shared with [`run_load_with_probe`].
+#[derive(Debug)]
+pub struct LoadProbe {
+    first_sent: watch::Sender<Option<Instant>>,
+    open: watch::Sender<usize>,
+}
+
+impl Default for LoadProbe {
+    fn default() -> Self {
+        LoadProbe {
+            first_sent: watch::Sender::new(None),
+            open: watch::Sender::new(0),
+        }
+    }
+}
+
+impl LoadProbe {
+    pub fn new() -> LoadProbe {
+        LoadProbe::default()
+    }
+
+    /// Waits until the first request has been written; returns when it was.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn first_sent(&self) -> Instant {
+        let mut rx = self.first_sent.subscribe();
+        let at = rx
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender is self");
+        at.expect("waited for Some")
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        *self.open.borrow()
+    }
+
+    /// Waits until no connection is open.
+    ///
+    /// Cancel safety: cancel safe.
+    pub async fn all_closed(&self) {
+        let mut rx = self.open.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    fn mark_sent(&self) {
+        self.first_sent.send_if_modified(|at| {
+            if at.is_none() {
+                *at = Some(Instant::now());
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    fn opened(self: &Arc<Self>) -> OpenGuard {
+        self.open.send_modify(|n| *n += 1);
+        OpenGuard(self.clone())
+    }
+}
+
+/// Counts a connection as open until dropped.
+struct OpenGuard(Arc<LoadProbe>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n -= 1);
+    }
+}
+
+/// When request `i` is due, relative to the start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Schedule {
+    rate: f64,
+    ramp: f64,
+}
+
+impl Schedule {
+    pub(crate) fn new(rate: f64, ramp_up: Duration) -> Schedule {
+        Schedule {
+            rate,
+            ramp: ramp_up.as_secs_f64(),
+        }
+    }
+
+    /// Requests due during the ramp-up: the integral of the rising rate.
+    fn ramp_requests(&self) -> f64 {
+        self.rate * self.ramp / 2.0
+    }
+
+    /// The intended send time of request `i`, from 0. During the ramp-up the rate is
+    /// `rate·t/ramp`, so `i` requests are due by `t = sqrt(2·i·ramp/rate)`.
+    pub(crate) fn offset(&self, i: u64) -> Duration {
+        let i = i as f64;
+        let ramp_n = self.ramp_requests();
+        let secs = if i < ramp_n {
+            (2.0 * i * self.ramp / self.rate).sqrt()
+        } else {
+            self.ramp + (i - ramp_n) / self.rate
+        };
+        Duration::from_secs_f64(secs)
+    }
+
+    /// How many requests are due strictly before `t`.
+    pub(crate) fn due_before(&self, t: Duration) -> u64 {
+        let t = t.as_secs_f64();
+        let n = if t < self.ramp {
+            self.rate * t * t / (2.0 * self.ramp)
+        } else {
+            self.ramp_requests() + self.rate * (t - self.ramp)
+        };
+        n.ceil() as u64
+    }
+}
+
+/// What every worker of one run shares.
+struct Shared {
+    target: SocketAddr,
+    request: Prepared,
+    keep_alive: bool,
+    sources: SourcePicker,
+    start: Instant,
+    deadline: Instant,
+    timeout: Duration,
+    max_requests: u64,
+    schedule: Option<Schedule>,
+    per_source: bool,
+    /// The ticket counter: request numbers are handed out from here.
+    next: AtomicU64,
+    stopping: AtomicBool,
+    stop: CancellationToken,
+    probe: Arc<LoadProbe>,
+}
+
+impl Shared {
+    fn stopped(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+}
+
+/// One worker's counts, merged at the end.
+struct Stats {
+    sent: u64,
+    /// Tickets that were due and tried (sent, or failed to connect).
+    attempted: u64,
+    completed: u64,
+    errors: BTreeMap<&'static str, u64>,
+    /// Few distinct statuses per run: a linear scan beats a map.
+    statuses: Vec<(u16, u64)>,
+    latency: Histogram<u64>,
+    per_source: BTreeMap<IpAddr, SourceStats>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    // Two significant digits keep a worker's histogram around 10 KB (there may be thousands of
+    // workers); it grows to the largest latency seen.
+    Histogram::new(2).expect("2 significant digits are valid")
+}
+
+impl Stats {
+    fn new() -> Stats {
+        Stats {
+            sent: 0,
+            attempted: 0,
+            completed: 0,
+            errors: BTreeMap::new(),
+            statuses: Vec::new(),
+            latency: new_histogram(),
+            per_source: BTreeMap::new(),
+        }
+    }
+
+    fn error(&mut self, kind: &'static str, source: Option<IpAddr>, per_source: bool) {
+        *self.errors.entry(kind).or_default() += 1;
+        if let (true, Some(ip)) = (per_source, source) {
+            let s = self.per_source.entry(ip).or_default();
+            s.requests += 1;
+            s.errors += 1;
+        }
+    }
+
+    fn status(&mut self, status: u16, source: IpAddr, per_source: bool) {
+        self.completed += 1;
+        match self.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, n)) => *n += 1,
+            None => self.statuses.push((status, 1)),
+        }
+        if per_source {
+            let s = self.per_source.entry(source).or_default();
+            s.requests += 1;
+            *s.statuses.entry(status).or_default() += 1;
+        }
+    }
+}
+
+/// A worker's connection. The worker drives it itself, in the same task as its requests: no
+/// connection task, no cross-task wake-ups per request (the hyper client's usual split costs
+/// two). Fields drop in order: the socket closes before the open count drops.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    conn: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
+    /// The connection future has completed and must not be polled again.
+    done: bool,
+    source: IpAddr,
+    _open: OpenGuard,
+}
+
+impl Conn {
+    fn reusable(&self) -> bool {
+        !self.done && !self.sender.is_closed()
+    }
+}
+
+async fn connect(shared: &Shared) -> Result<Conn, (&'static str, Option<IpAddr>)> {
+    let source = shared.sources.next();
+    let stream = match timeout(shared.timeout, connect_from(source, shared.target)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(_)) => return Err(("connect", source)),
+        Err(_) => return Err(("connect timeout", source)),
+    };
+    let source = match source {
+        Some(ip) => ip,
+        None => stream.local_addr().map_err(|_| ("connect", None))?.ip(),
+    };
+    let open = shared.probe.opened();
+    // The handshake only sets up the state machine; nothing goes on the wire.
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|_| ("handshake", Some(source)))?;
+    Ok(Conn {
+        sender,
+        conn: Box::pin(conn),
+        done: false,
+        source,
+        _open: open,
+    })
+}
+
+/// Sends on `c` and reads the whole response, driving the connection meanwhile; returns the
+/// status.
+async fn exchange(c: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<u16, &'static str> {
+    let Conn {
+        sender, conn, done, ..
+    } = c;
+    let request = async {
+        sender.ready().await.map_err(|_| "closed")?;
+        let resp = sender.send_request(req).await.map_err(|e| {
+            if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
+                "closed"
+            } else {
+                "http"
+            }
+        })?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        while let Some(frame) = body.frame().await {
+            frame.map_err(|_| "body")?;
+        }
+        Ok(status)
+    };
+    let mut request = std::pin::pin!(request);
+    loop {
+        tokio::select! {
+            biased;
+            r = &mut request => return r,
+            // The connection may end (`Connection: close`) with the response already handed
+            // over: keep awaiting the request, which then completes or fails on its own.
+            r = conn.as_mut(), if !*done => {
+                *done = true;
+                if r.is_err() {
+                    return Err("http");
+                }
+            }
+        }
+    }
+}
+
+async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
+    let mut stats = Stats::new();
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut scratch = Vec::new();
+    let mut conn: Option<Conn> = None;
+    let mut first = true;
+    loop {
+        if shared.stopped() {
+            break;
+        }
+        let seq = shared.next.fetch_add(1, Ordering::Relaxed);
+        if seq >= shared.max_requests {
+            break;
+        }
+        let intended = match shared.schedule {
+            Some(schedule) => {
+                let at = shared.start + schedule.offset(seq);
+                if at >= shared.deadline {
+                    break;
+                }
+                let now = Instant::now();
+                if at > now {
+                    if at - now > CANCEL_RACE_ABOVE {
+                        tokio::select! {
+                            _ = sleep_until(at) => {}
+                            _ = shared.stop.cancelled() => break,
+                        }
+                    } else {
+                        sleep_until(at).await;
+                    }
+                }
+                Some(at)
+            }
+            None => None,
+        };
+        // A request due before the stop but not sent by then is backlogged, not sent late.
+        if shared.stopped() || Instant::now() >= shared.deadline {
+            break;
+        }
+        stats.attempted += 1;
+        let mut c = match conn.take() {
+            Some(c) if c.reusable() => c,
+            _ => match connect(&shared).await {
+                Ok(c) => c,
+                Err((kind, source)) => {
+                    stats.error(kind, source, shared.per_source);
+                    continue;
+                }
+            },
+        };
+        let mut ctx = RenderCtx {
+            seq,
+            source: c.source,
+            rng: &mut rng,
+        };
+        let Ok(req) = shared.request.build(&mut ctx, &mut scratch) else {
+            stats.error("template", Some(c.source), shared.per_source);
+            conn = Some(c);
+            continue;
+        };
+        let sent_at = Instant::now();
+        stats.sent += 1;
+        if first {
+            shared.probe.mark_sent();
+            first = false;
+        }
+        match timeout(shared.timeout, exchange(&mut c, req)).await {
+            Ok(Ok(status)) => {
+                let done = Instant::now();
+                let latency = done - intended.unwrap_or(sent_at);
+                // The histogram grows to fit (auto-resize); recording cannot fail short of u64 overflow.
+                let _ = stats.latency.record(latency.as_micros() as u64);
+                stats.status(status, c.source, shared.per_source);
+                if shared.keep_alive {
+                    conn = Some(c);
+                }
+            }
+            Ok(Err(kind)) => stats.error(kind, Some(c.source), shared.per_source),
+            Err(_) => stats.error("timeout", Some(c.source), shared.per_source),
+        }
+    }
+    stats
+}
+
+/// Runs a load until `max_requests` were attempted, `max_duration` passed, or `cancel` fired,
+/// whichever comes first; then waits for requests in flight (at most `timeout`), closes every
+/// connection, and reports. Workers are spawned on the current runtime; a multi-thread runtime
+/// spreads them over its threads.
+///
+/// Cancel safety: dropping the future aborts the workers, whose connections then close, and
+/// loses the report. To stop early and keep the report, cancel `cancel` and await the future.
+pub async fn run_load(spec: LoadSpec, cancel: CancellationToken) -> Result<LoadReport, FloodError> {
+    run_load_with_probe(spec, cancel, Arc::new(LoadProbe::new())).await
+}
+
+/// [`run_load`], reporting progress to `probe` (first request sent, connections open).
+///
+/// Cancel safety: as [`run_load`].
+pub async fn run_load_with_probe(
+    spec: LoadSpec,
+    cancel: CancellationToken,
+    probe: Arc<LoadProbe>,
+) -> Result<LoadReport, FloodError> {
+    spec.validate()?;
+    let sources = spec.sources.expand(spec.target.ip())?;
+    let request = Prepared::new(&spec.request, &spec.target.to_string(), spec.keep_alive)?;
+    let (workers, schedule, rate) = match spec.model {
+        Model::Open {
+            rate,
+            max_in_flight,
+        } => (
+            max_in_flight,
+            Some(Schedule::new(rate, spec.ramp_up)),
+            Some(rate),
+        ),
+        Model::Closed { connections } => (connections, None, None),
+    };
+    let start = Instant::now();
+    let deadline = start + spec.max_duration;
+    let stop = cancel.child_token();
+    let shared = Arc::new(Shared {
+        target: spec.target,
+        request,
+        keep_alive: spec.keep_alive,
+        sources: SourcePicker::new(sources),
+        start,
+        deadline,
+        timeout: spec.timeout,
+        max_requests: spec.max_requests,
+        schedule,
+        per_source: spec.per_source,
+        next: AtomicU64::new(0),
+        stopping: AtomicBool::new(false),
+        stop: stop.clone(),
+        probe,
+    });
+    let mut set = JoinSet::new();
+    let seed: u64 = rand::random();
+    for i in 0..workers {
+        set.spawn(worker(shared.clone(), seed.wrapping_add(i as u64)));
+    }
+
+    let mut total = Stats::new();
+    let mut stopped_at: Option<Instant> = None;
+    let mut aborted = 0u64;
+    // Requests in flight get `timeout` to finish once the run stops; connecting and sending
+    // are each bounded by it, so this is a backstop.
+    let grace = spec.timeout + Duration::from_millis(500);
+    let stop_now = |stopped_at: &mut Option<Instant>| {
+        if stopped_at.is_none() {
+            *stopped_at = Some(Instant::now());
+            shared.stopping.store(true, Ordering::Relaxed);
+            stop.cancel();
+        }
+    };
+    loop {
+        let abort_at = stopped_at.map(|t| t + grace);
+        tokio::select! {
+            joined = set.join_next() => match joined {
+                Some(Ok(stats)) => merge(&mut total, stats),
+                Some(Err(_)) => aborted += 1,
+                None => break,
+            },
+            _ = stop.cancelled(), if stopped_at.is_none() => stop_now(&mut stopped_at),
+            _ = sleep_until(deadline), if stopped_at.is_none() => stop_now(&mut stopped_at),
+            _ = sleep_until(abort_at.unwrap_or(deadline)), if abort_at.is_some() => set.abort_all(),
+        }
+    }
+    // Each worker owns its connections: once all have returned (or were aborted), every
+    // socket of the run is closed.
+    let end = Instant::now();
+
+    let mut errors_by_kind: BTreeMap<String, u64> = total
+        .errors
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    if aborted > 0 {
+        errors_by_kind.insert("aborted".into(), aborted);
+    }
+    let intended = schedule.map(|s| {
+        let until = stopped_at.unwrap_or(end).min(deadline) - start;
+        s.due_before(until).min(spec.max_requests)
+    });
+    if let Some(intended) = intended {
+        let backlogged = intended.saturating_sub(total.attempted);
+        if backlogged > 0 {
+            errors_by_kind.insert("backlogged".into(), backlogged);
+        }
+    }
+    let duration = end - start;
+    Ok(LoadReport {
+        sent: total.sent,
+        completed: total.completed,
+        errors_by_kind,
+        statuses: total.statuses.into_iter().collect(),
+        duration,
+        achieved_rps: total.completed as f64 / duration.as_secs_f64().max(1e-9),
+        latency: total.latency,
+        per_source: spec.per_source.then_some(total.per_source),
+        intended_rate: rate,
+        intended,
+    })
+}
+
+/// [`run_load`] on `threads` OS threads, each with its own single-threaded runtime and its
+/// share of the connections, requests and rate (as wrk does): no work stealing, no cross-thread
+/// wake-ups. Blocks until the run ends; for a CLI, not for code already inside a runtime.
+pub fn run_load_on_threads(
+    spec: LoadSpec,
+    threads: usize,
+    cancel: CancellationToken,
+) -> Result<LoadReport, FloodError> {
+    spec.validate()?;
+    let width = match spec.model {
+        Model::Open { max_in_flight, .. } => max_in_flight,
+        Model::Closed { connections } => connections,
+    };
+    let threads = threads
+        .clamp(1, width)
+        .min(spec.max_requests.min(usize::MAX as u64) as usize);
+    let addrs = spec.sources.expand(spec.target.ip())?;
+    let share = |total: u64, k: usize| {
+        total / threads as u64 + u64::from((k as u64) < total % threads as u64)
+    };
+    let handles: Vec<_> = (0..threads)
+        .map(|k| {
+            let mut part = spec.clone();
+            part.max_requests = share(spec.max_requests, k);
+            part.model = match spec.model {
+                Model::Open {
+                    rate,
+                    max_in_flight,
+                } => Model::Open {
+                    rate: rate / threads as f64,
+                    max_in_flight: share(max_in_flight as u64, k) as usize,
+                },
+                Model::Closed { connections } => Model::Closed {
+                    connections: share(connections as u64, k) as usize,
+                },
+            };
+            if !addrs.is_empty() {
+                // Each thread starts at a different place in the list, so a short run still
+                // covers every address.
+                let mut mine = addrs.clone();
+                mine.rotate_left(k * addrs.len() / threads);
+                part.sources = Sources::List(mine);
+            }
+            let cancel = cancel.clone();
+            std::thread::Builder::new()
+                .name(format!("flood-{k}"))
+                .spawn(move || {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| FloodError::Runtime(e.to_string()))?
+                        .block_on(run_load(part, cancel))
+                })
+                .map_err(|e| FloodError::Runtime(e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    let mut total: Option<LoadReport> = None;
+    for handle in handles {
+        let report = handle
+            .join()
+            .map_err(|_| FloodError::Runtime("a flood thread panicked".into()))??;
+        match &mut total {
+            Some(t) => t.merge(report),
+            None => total = Some(report),
+        }
+    }
+    Ok(total.expect("at least one thread"))
+}
+
+fn merge(total: &mut Stats, stats: Stats) {
+    total.sent += stats.sent;
+    total.attempted += stats.attempted;
+    total.completed += stats.completed;
+    for (k, v) in stats.errors {
+        *total.errors.entry(k).or_default() += v;
+    }
+    for (status, n) in stats.statuses {
+        match total.statuses.iter_mut().find(|(s, _)| *s == status) {
+            Some((_, m)) => *m += n,
+            None => total.statuses.push((status, n)),
+        }
+    }
+    total
+        .latency
+        .add(&stats.latency)
+        .expect("histograms of the same precision merge");
+    for (ip, s) in stats.per_source {
+        let t = total.per_source.entry(ip).or_default();
+        t.requests += s.requests;
+        t.errors += s.errors;
+        for (status, n) in s.statuses {
+            *t.statuses.entry(status).or_default() += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_without_ramp_is_evenly_spaced() {
+        let s = Schedule::new(200.0, Duration::ZERO);
+        assert_eq!(s.offset(0), Duration::ZERO);
+        assert_eq!(s.offset(200), Duration::from_secs(1));
+        assert_eq!(s.due_before(Duration::from_secs(1)), 200);
+        assert_eq!(s.due_before(Duration::ZERO), 0);
+        assert_eq!(s.due_before(Duration::from_micros(1)), 1);
+    }
+
+    #[test]
+    fn schedule_ramps_linearly() {
+        // 100/s after a 2 s ramp: 100 requests are due during the ramp, 50 in its first half
+        // would be wrong (the rate rises), 25 is right: 100·1²/(2·2).
+        let s = Schedule::new(100.0, Duration::from_secs(2));
+        assert_eq!(s.due_before(Duration::from_secs(1)), 25);
+        assert_eq!(s.due_before(Duration::from_secs(2)), 100);
+        assert_eq!(s.due_before(Duration::from_secs(3)), 200);
+        assert_eq!(s.offset(25).as_millis(), 1000);
+        assert_eq!(s.offset(100).as_millis(), 2000);
+        assert_eq!(s.offset(150).as_millis(), 2500);
+    }
+
+    #[test]
+    fn urls_parse() {
+        let (t, p) = LoadSpec::parse_url("http://127.0.0.1:8080/a?b=1").unwrap();
+        assert_eq!(
+            (t.to_string().as_str(), p.as_str()),
+            ("127.0.0.1:8080", "/a?b=1")
+        );
+        let (t, p) = LoadSpec::parse_url("http://localhost").unwrap();
+        assert_eq!((t.to_string().as_str(), p.as_str()), ("127.0.0.1:80", "/"));
+        let (t, _) = LoadSpec::parse_url("http://[::1]:81/").unwrap();
+        assert_eq!(t.to_string(), "[::1]:81");
+        assert!(LoadSpec::parse_url("https://127.0.0.1/").is_err());
+        assert!(LoadSpec::parse_url("http://example.com/").is_err());
+    }
+}
