@@ -71,6 +71,10 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Flood an HTTP target on its own, like wrk or oha: open or closed model, many source
+    /// addresses; prints rps, latency percentiles, statuses and errors. Bounded by --duration
+    /// and --requests; loopback only unless --allow-target.
+    Flood(relapse_flood::cli::FloodArgs),
     /// List the fault kinds, probe kinds and detection sources, with one line of help each.
     List,
     /// Run the embedded demo target (hosted-mail stack) until Ctrl-C.
@@ -123,6 +127,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    // A flood runs on threads of its own, each with its own runtime, as wrk does.
+    if let Command::Flood(args) = &cli.command {
+        return ExitCode::from(flood(args));
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -162,8 +170,8 @@ fn main() -> ExitCode {
                 &state_dir.unwrap_or_else(relapse_journal::default_state_dir),
                 force,
             ),
-            Command::Guardian { .. } | Command::HoldPorts { .. } => {
-                unreachable!("the guardian returned before the runtime started")
+            Command::Guardian { .. } | Command::HoldPorts { .. } | Command::Flood(_) => {
+                unreachable!("returned before the runtime started")
             }
             Command::List => {
                 print!("{}", LIST);
@@ -185,6 +193,60 @@ fn main() -> ExitCode {
     ExitCode::from(code)
 }
 
+/// `relapse flood`: exit 0 when the flood ran to its bounds, 2 on bad input, 3 when
+/// interrupted (the report of what was sent is still printed).
+fn flood(args: &relapse_flood::cli::FloodArgs) -> u8 {
+    let spec = match args.spec() {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let cancel = CancellationToken::new();
+    let interrupted = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        let interrupted = interrupted.clone();
+        // A small runtime of its own waits for Ctrl-C or SIGTERM; the load has its own threads.
+        std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async {
+                let Ok(mut term) =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                else {
+                    return;
+                };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                interrupted.store(true, std::sync::atomic::Ordering::SeqCst);
+                cancel.cancel();
+            });
+        });
+    }
+    match args.run(spec, cancel) {
+        Ok(report) => {
+            print!("{}", args.render(&report));
+            if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                exit::INCONCLUSIVE
+            } else {
+                exit::PASS
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            exit::INVALID_INPUT
+        }
+    }
+}
+
 const LIST: &str = "\
 fault kinds
   process_freeze    stop a process (or its process group) with SIGSTOP, resume with SIGCONT
@@ -194,6 +256,10 @@ fault kinds
   fd_exhaustion     lower a process's RLIMIT_NOFILE to what it uses, so it can open nothing new
   db_lock           hold a real lock on PostgreSQL or MySQL/MariaDB: a table, rows, or the
                     global read lock (the Kolab incident)
+  http_flood        an HTTP request flood: open model (a rate) or closed (connections), from
+                    many loopback source addresses (the OpenSRS incident)
+  slowloris         connections that send headers slowly and never finish them
+  connection_flood  connections opened and held idle
   db_proxy          switch a [[db_proxy]] (a PostgreSQL / MySQL aware proxy the target talks
                     through) to stall, stall_writes, latency, error (SQLSTATE / MySQL error),
                     reset or refuse_new

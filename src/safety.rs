@@ -27,6 +27,9 @@ pub fn revert_entry(entry: &Entry) -> Result<String, String> {
                 .unwrap_or_else(|_| Err("the db_lock revert panicked".to_string()))
         }
         "db_proxy" => relapse_dbproxy::revert_journaled(&entry.revert.to_string()),
+        "http_flood" | "slowloris" | "connection_flood" => {
+            relapse_flood::revert_journaled(&entry.revert.to_string())
+        }
         "netns" => {
             let name = entry.revert["name"]
                 .as_str()

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use relapse_core::fault::{RevertInstructions, RevertLog};
 use relapse_core::scenario::target;
 use relapse_core::scenario::{
-    BacklogKind, DbLockTarget, DbProxyMode, DbServer, DemoDatabaseSpec, DemoHostKind, NetnsTarget,
-    PortsMode, ReserveAmount,
+    BacklogKind, DbLockTarget, DbProxyMode, DbServer, DemoDatabaseSpec, DemoHostKind, FloodLoad,
+    FloodSources, HttpFloodSpec, NetnsTarget, PortsMode, ReserveAmount,
 };
 use relapse_core::scenario::{
     DemoComponent, DetectorKind, FaultKind, ProbeKind, ProcessTarget, Scenario, Template, Vars,
@@ -598,10 +598,49 @@ async fn build_plan(
                     .ok_or_else(|| context_error("its db_proxy is not running".to_string()))?;
                 Box::new(relapse_dbproxy::DbProxyFault::new(proxy.clone(), mode))
             }
-            FaultKind::HttpFlood(_)
-            | FaultKind::Slowloris { .. }
-            | FaultKind::ConnectionFlood { .. } => {
-                return Err(context_error("floods are not built yet".to_string()))
+            FaultKind::HttpFlood(flood) => {
+                let spec =
+                    flood_spec(flood, vars, allowed, spec.duration).map_err(context_error)?;
+                Box::new(
+                    relapse_flood::HttpFlood::new(spec)
+                        .map_err(|e| context_error(e.to_string()))?,
+                )
+            }
+            FaultKind::Slowloris {
+                url,
+                connections,
+                sources,
+                header_interval,
+            } => {
+                let (target, _) = flood_target(url, vars, allowed).map_err(context_error)?;
+                Box::new(
+                    relapse_flood::Slowloris::new(
+                        target,
+                        *connections,
+                        flood_sources(sources),
+                        *header_interval,
+                        spec.duration + FLOOD_SELF_STOP_MARGIN,
+                        &[target.ip()],
+                    )
+                    .map_err(|e| context_error(e.to_string()))?,
+                )
+            }
+            FaultKind::ConnectionFlood {
+                url,
+                connections,
+                sources,
+            } => {
+                let (target, _) = flood_target(url, vars, allowed).map_err(context_error)?;
+                Box::new(
+                    relapse_flood::ConnectionFlood::new(
+                        target,
+                        *connections,
+                        flood_sources(sources),
+                        spec.duration + FLOOD_SELF_STOP_MARGIN,
+                        &[target.ip()],
+                    )
+                    .map_err(|e| context_error(e.to_string()))?,
+                )
             }
             FaultKind::PortExhaustion {
                 target,
@@ -719,6 +758,69 @@ async fn build_plan(
         backlog,
         journal: None,
     })
+}
+
+/// How long past its scheduled duration a flood stops by itself, should the revert never come.
+const FLOOD_SELF_STOP_MARGIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A flood's target, rendered (its own per-request placeholders left in) and checked against the
+/// allowlist; returns the address and the path.
+fn flood_target(
+    url: &Template,
+    vars: &Vars,
+    allowed: &[String],
+) -> Result<(std::net::SocketAddr, String), String> {
+    let url = url
+        .render_keeping(vars, relapse_core::scenario::is_flood_placeholder)
+        .map_err(|e| e.to_string())?;
+    reachable(target::http_host(&url), allowed)?;
+    relapse_flood::LoadSpec::parse_url(&url).map_err(|e| e.to_string())
+}
+
+fn flood_sources(sources: &FloodSources) -> relapse_flood::Sources {
+    match sources {
+        FloodSources::Default => relapse_flood::Sources::Default,
+        FloodSources::List(list) => relapse_flood::Sources::List(list.clone()),
+        FloodSources::Cidr { network, prefix } => relapse_flood::Sources::Cidr {
+            network: *network,
+            prefix: *prefix,
+        },
+    }
+}
+
+/// The load generator's spec of an `http_flood`: bounded by its request count and by the
+/// fault's duration (plus a margin: the engine reverts it on schedule, this is the backstop).
+fn flood_spec(
+    flood: &HttpFloodSpec,
+    vars: &Vars,
+    allowed: &[String],
+    duration: std::time::Duration,
+) -> Result<relapse_flood::LoadSpec, String> {
+    let (target, path) = flood_target(&flood.url, vars, allowed)?;
+    let mut request = relapse_flood::RequestTemplate::new(&flood.method, &path, &flood.body)
+        .map_err(|e| e.to_string())?;
+    for (name, value) in &flood.headers {
+        request = request.header(name, value).map_err(|e| e.to_string())?;
+    }
+    let spec = relapse_flood::LoadSpec::new(target)
+        .request(request)
+        .keep_alive(flood.keep_alive)
+        .sources(flood_sources(&flood.sources))
+        .ramp_up(flood.ramp_up)
+        .max_requests(flood.max_requests)
+        .max_duration(duration + FLOOD_SELF_STOP_MARGIN)
+        .timeout(flood.timeout)
+        // The target passed relapse's own allowlist just above.
+        .allow_target(target.ip());
+    let spec = match flood.load {
+        FloodLoad::Open {
+            rate,
+            max_in_flight,
+        } => spec.open(rate, max_in_flight),
+        FloodLoad::Closed { connections } => spec.closed(connections),
+    };
+    spec.validate().map_err(|e| e.to_string())?;
+    Ok(spec)
 }
 
 fn db_kind(server: DbServer) -> relapse_db::DbKind {

@@ -12,6 +12,7 @@
 use std::net::IpAddr;
 use std::time::Duration;
 
+pub mod cli;
 pub mod faults;
 pub mod load;
 pub mod source;

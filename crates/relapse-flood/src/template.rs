@@ -138,6 +138,17 @@ pub struct RequestTemplate {
 }
 
 impl RequestTemplate {
+    /// `METHOD path` with `body`; the method is checked here.
+    pub fn new(method: &str, path: &str, body: &str) -> Result<RequestTemplate, FloodError> {
+        Ok(RequestTemplate {
+            method: Method::from_bytes(method.as_bytes())
+                .map_err(|_| FloodError::Template(format!("invalid http method {method:?}")))?,
+            path: Template::parse(path)?,
+            headers: Vec::new(),
+            body: Template::parse(body)?,
+        })
+    }
+
     /// `GET path`.
     pub fn get(path: &str) -> Result<RequestTemplate, FloodError> {
         Ok(RequestTemplate {
