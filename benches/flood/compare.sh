@@ -3,14 +3,30 @@
 # relapse bench server and (if installed) nginx. Then: the open model at 70% of the closed
 # model's max, 256 source addresses against one, and RSS over a 1M-request run.
 #
-# Usage: benches/flood/compare.sh   (env: CONNS=64 THREADS=2 DUR=10 ROUNDS=2)
+# Usage: benches/flood/compare.sh   (env: CONNS=64 THREADS DUR=10 ROUNDS=3 PIN=1)
+#
+# With PIN=1 (the default where taskset exists and there are at least 2 cores) the servers run on
+# CPU 0 and every client on the other CPUs, so that client and server do not take turns on the
+# same core: on a 2-core machine unpinned runs of the same tool differed by 30 %. THREADS then
+# defaults to the number of client CPUs.
 # Needs wrk (apt-get install -y wrk) and oha (cargo install oha --locked); nginx is optional.
 set -euo pipefail
 
 CONNS=${CONNS:-64}
-THREADS=${THREADS:-2}
 DUR=${DUR:-10}
-ROUNDS=${ROUNDS:-2}
+ROUNDS=${ROUNDS:-3}
+CORES=$(nproc)
+if [ "${PIN:-1}" = 1 ] && command -v taskset >/dev/null && [ "$CORES" -ge 2 ]; then
+    SERVER_ON=(taskset -c 0)
+    CLIENT_ON=(taskset -c "1-$((CORES - 1))")
+    THREADS=${THREADS:-$((CORES - 1))}
+    SERVER_THREADS=1
+else
+    SERVER_ON=()
+    CLIENT_ON=()
+    THREADS=${THREADS:-$CORES}
+    SERVER_THREADS=$CORES
+fi
 ROOT=$(git -C "$(dirname "$0")" rev-parse --show-toplevel)
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 OHA=$(command -v oha || echo "$HOME/.cargo/bin/oha")
@@ -34,7 +50,7 @@ trap cleanup EXIT
 
 # The bench server exits on stdin EOF: hold its stdin open on fd 3.
 mkfifo "$TMP/server.in"
-"$BIN/relapse-bench-server" --listen 127.0.0.1:0 <"$TMP/server.in" >"$TMP/server.out" &
+${SERVER_ON[@]+"${SERVER_ON[@]}"} "$BIN/relapse-bench-server" --listen 127.0.0.1:0 --threads "$SERVER_THREADS" <"$TMP/server.in" >"$TMP/server.out" &
 SERVER_PID=$!
 exec 3>"$TMP/server.in"
 for _ in $(seq 100); do grep -q "listening on" "$TMP/server.out" && break; sleep 0.05; done
@@ -67,7 +83,7 @@ http {
     }
 }
 EOF
-    nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" 2>"$TMP/nginx/stderr" &
+    ${SERVER_ON[@]+"${SERVER_ON[@]}"} nginx -c "$TMP/nginx/nginx.conf" -p "$TMP/nginx" 2>"$TMP/nginx/stderr" &
     NGINX_PID=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NGINX_PORT/" >/dev/null 2>&1 && break; sleep 0.05; done
     TARGETS+=("nginx http://127.0.0.1:$NGINX_PORT/")
@@ -79,7 +95,7 @@ to_ms() { # wrk's "1.23ms", "456.00us", "1.20s"
 }
 run_wrk() {
     local out p50 p99 rps
-    out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "$1")
+    out=$(${CLIENT_ON[@]+"${CLIENT_ON[@]}"} wrk -t"$THREADS" -c"$CONNS" -d"${DUR}s" --latency "$1")
     rps=$(awk '/^Requests\/sec/ { print $2 }' <<<"$out")
     p50=$(awk '$1 == "50%" { print $2 }' <<<"$out")
     p99=$(awk '$1 == "99%" { print $2 }' <<<"$out")
@@ -87,7 +103,7 @@ run_wrk() {
 }
 run_oha() {
     # oha's requestsPerSec counts failed requests too: count the 200s.
-    "$OHA" -c "$CONNS" -z "${DUR}s" --no-tui --output-format json "$1" | python3 -c '
+    ${CLIENT_ON[@]+"${CLIENT_ON[@]}"} "$OHA" -c "$CONNS" -z "${DUR}s" --no-tui --output-format json "$1" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 ok = sum(v for k, v in d["statusCodeDistribution"].items() if k.startswith("2"))
@@ -97,7 +113,7 @@ print("%.1f %.3f %.3f" % (ok / d["summary"]["total"], p["p50"] * 1e3, p["p99"] *
 run_relapse() { # URL [extra args]
     local url=$1
     shift
-    "$BIN/relapse-flood" "$url" -c "${RC:-$CONNS}" -t "$THREADS" -d "${DUR}s" --json "$@" | python3 -c '
+    ${CLIENT_ON[@]+"${CLIENT_ON[@]}"} "$BIN/relapse-flood" "$url" -c "${RC:-$CONNS}" -t "$THREADS" -d "${DUR}s" --json "$@" | python3 -c '
 import json, sys
 d = json.load(sys.stdin)
 ok = sum(v for k, v in d["statuses"].items() if k.startswith("2"))
@@ -113,6 +129,7 @@ echo "nproc: $(nproc)"
 grep -m1 "model name" /proc/cpuinfo || true
 echo "wrk: $(wrk -v 2>&1 | head -1)"
 echo "oha: $("$OHA" --version)"
+echo "pinning: servers on ${SERVER_ON[*]:-any CPU}, clients on ${CLIENT_ON[*]:-any CPU}, $THREADS client threads"
 command -v nginx >/dev/null && echo "nginx: $(nginx -v 2>&1)"
 echo '```'
 echo
