@@ -376,18 +376,21 @@ struct RunOptions {
 
 /// The journal and its guardian for one `relapse run`, set up before anything is injected.
 fn start_safety(state_dir: &Path) -> anyhow::Result<(JournalLog, Guardian)> {
-    let journal = Journal::create(state_dir).with_context(|| {
+    let context = || {
         format!(
             "cannot create the revert journal under {} (set --state-dir or RELAPSE_STATE_DIR)",
             state_dir.display()
         )
-    })?;
-    let journal = JournalLog::new(journal);
+    };
+    let dir = Journal::next_dir(state_dir).with_context(context)?;
     let program = std::env::current_exe()
         .context("cannot find the relapse executable to start the guardian")?;
-    let guardian = Guardian::spawn(&program, &["__guardian".to_string()], &journal.dir())
+    // The guardian first, the run directory second: a relapse killed between the two then
+    // leaves nothing behind, since the guardian removes the directory (or finds none) on EOF.
+    let guardian = Guardian::spawn(&program, &["__guardian".to_string()], &dir)
         .context("cannot start the guardian process")?;
-    Ok((journal, guardian))
+    let journal = Journal::create_at(&dir).with_context(context)?;
+    Ok((JournalLog::new(journal), guardian))
 }
 
 async fn run(files: &[PathBuf], options: &RunOptions) -> u8 {

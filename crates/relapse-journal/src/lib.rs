@@ -138,18 +138,34 @@ pub struct Journal {
 impl Journal {
     /// Creates this process's run directory under `state_dir`.
     pub fn create(state_dir: &Path) -> Result<Journal, JournalError> {
+        Journal::create_at(&Journal::next_dir(state_dir)?)
+    }
+
+    /// Where the next run of this process will keep its journal, under `state_dir` (whose
+    /// `runs` directory is made if missing). Known before the run directory exists, so that its
+    /// guardian can be watching before there is anything to leave behind.
+    pub fn next_dir(state_dir: &Path) -> Result<PathBuf, JournalError> {
         let runs = state_dir.join("runs");
         fs::create_dir_all(&runs).map_err(io_error(&runs))?;
-        let owner = Owner::current();
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let dir = runs.join(format!("{}-{nanos}", owner.pid));
-        fs::create_dir(&dir).map_err(io_error(&dir))?;
+        Ok(runs.join(format!("{}-{nanos}", std::process::id())))
+    }
+
+    /// Creates the run directory `dir` (from [`Journal::next_dir`]) with its owner record.
+    pub fn create_at(dir: &Path) -> Result<Journal, JournalError> {
+        let owner = Owner::current();
+        fs::create_dir(dir).map_err(io_error(dir))?;
         let owner_json = serde_json::to_vec(&owner).expect("an owner always serialises");
         write_durably(&dir.join("owner.json"), &owner_json)?;
-        sync_dir(&runs)?;
-        Ok(Journal { dir, next: 1 })
+        if let Some(runs) = dir.parent() {
+            sync_dir(runs)?;
+        }
+        Ok(Journal {
+            dir: dir.to_path_buf(),
+            next: 1,
+        })
     }
 
     /// The run directory, which the guardian watches.
@@ -269,6 +285,21 @@ pub fn runs(state_dir: &Path) -> Result<Vec<Run>, JournalError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_run_directory_is_named_before_it_exists() {
+        let state = tempfile::tempdir().unwrap();
+        let dir = Journal::next_dir(state.path()).unwrap();
+        // Named, not made: a guardian can watch it before there is anything to leave behind.
+        assert!(!dir.exists());
+        assert!(dir.starts_with(state.path().join("runs")));
+        let journal = Journal::create_at(&dir).unwrap();
+        assert_eq!(journal.dir(), dir);
+        assert!(dir.join("owner.json").exists());
+        // A run directory that was never made is already clean.
+        let never = Journal::next_dir(state.path()).unwrap();
+        assert!(pending(&never).unwrap().is_empty());
+    }
 
     fn entry(n: u32) -> Entry {
         Entry {
