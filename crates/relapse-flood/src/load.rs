@@ -2,9 +2,10 @@
 //! latency measured from the intended send time) or a closed model (N connections, each sending
 //! the next request when the previous one is answered).
 //!
-//! Hot path: each worker owns its connection, its random generator, its scratch buffer and its
-//! statistics (histogram included); the only shared writes per request are one atomic ticket
-//! counter. Statistics are merged once, at the end.
+//! Hot path: each worker owns its connection, its random generator, its request and receive
+//! buffers, one timer and its statistics (histogram included); the only shared writes per
+//! request are one atomic ticket counter. Statistics are merged once, at the end. Requests go
+//! through the lean client in [`crate::http1`], not hyper's: see there why.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
