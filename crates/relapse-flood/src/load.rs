@@ -5,7 +5,7 @@
 //! Hot path: each worker owns its connection, its random generator, its request and receive
 //! buffers, one timer and its statistics (histogram included); the only shared writes per
 //! request are one atomic ticket counter. Statistics are merged once, at the end. Requests go
-//! through the lean client in [`crate::http1`], not hyper's: see there why.
+//! through the lean client in `http1.rs`, not hyper's: see there why.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
