@@ -14,6 +14,7 @@ use std::time::Duration;
 
 pub mod cli;
 pub mod faults;
+mod http1;
 pub mod load;
 pub mod source;
 pub mod template;

@@ -2,9 +2,10 @@
 //! latency measured from the intended send time) or a closed model (N connections, each sending
 //! the next request when the previous one is answered).
 //!
-//! Hot path: each worker owns its connection, its random generator, its scratch buffer and its
-//! statistics (histogram included); the only shared writes per request are one atomic ticket
-//! counter. Statistics are merged once, at the end.
+//! Hot path: each worker owns its connection, its random generator, its request and receive
+//! buffers, one timer and its statistics (histogram included); the only shared writes per
+//! request are one atomic ticket counter. Statistics are merged once, at the end. Requests go
+//! through the lean client in `http1.rs`, not hyper's: see there why.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,21 +15,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Full};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use tokio::time::{sleep_until, timeout, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::http1::{self, RecvBuf};
 use crate::source::{connect_from, SourcePicker};
-use crate::template::{Prepared, RenderCtx, RequestTemplate};
+use crate::template::{Prepared, RenderCtx, RequestTemplate, Scratch};
 use crate::{check_connections, check_positive, check_target, FloodError, Sources};
 
 /// Sleeps shorter than this are not raced against cancellation: registering with the
@@ -544,94 +542,51 @@ impl Stats {
     }
 }
 
-/// A worker's connection. The worker drives it itself, in the same task as its requests: no
-/// connection task, no cross-task wake-ups per request (the hyper client's usual split costs
-/// two). Fields drop in order: the socket closes before the open count drops.
+/// A worker's connection. Fields drop in order: the socket closes before the open count drops.
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    conn: Pin<Box<http1::Connection<TokioIo<TcpStream>, Full<Bytes>>>>,
-    /// The connection future has completed and must not be polled again.
-    done: bool,
+    stream: TcpStream,
     source: IpAddr,
+    /// The last response allows another request on this connection.
+    reusable: bool,
     _open: OpenGuard,
 }
 
-impl Conn {
-    fn reusable(&self) -> bool {
-        !self.done && !self.sender.is_closed()
-    }
-}
-
-async fn connect(shared: &Shared) -> Result<Conn, (&'static str, Option<IpAddr>)> {
+/// Connects from the next source address, within the deadline `sleep` was reset to.
+async fn connect(
+    shared: &Shared,
+    sleep: Pin<&mut Sleep>,
+) -> Result<Conn, (&'static str, Option<IpAddr>)> {
     let source = shared.sources.next();
-    let stream = match timeout(shared.timeout, connect_from(source, shared.target)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(_)) => return Err(("connect", source)),
-        Err(_) => return Err(("connect timeout", source)),
+    let stream = tokio::select! {
+        biased;
+        r = connect_from(source, shared.target) => r.map_err(|_| ("connect", source))?,
+        _ = sleep => return Err(("connect timeout", source)),
     };
     let source = match source {
         Some(ip) => ip,
         None => stream.local_addr().map_err(|_| ("connect", None))?.ip(),
     };
     let open = shared.probe.opened();
-    // The handshake only sets up the state machine; nothing goes on the wire.
-    let (sender, conn) = http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|_| ("handshake", Some(source)))?;
     Ok(Conn {
-        sender,
-        conn: Box::pin(conn),
-        done: false,
+        stream,
         source,
+        reusable: true,
         _open: open,
     })
-}
-
-/// Sends on `c` and reads the whole response, driving the connection meanwhile; returns the
-/// status.
-async fn exchange(c: &mut Conn, req: hyper::Request<Full<Bytes>>) -> Result<u16, &'static str> {
-    let Conn {
-        sender, conn, done, ..
-    } = c;
-    let request = async {
-        sender.ready().await.map_err(|_| "closed")?;
-        let resp = sender.send_request(req).await.map_err(|e| {
-            if e.is_canceled() || e.is_closed() || e.is_incomplete_message() {
-                "closed"
-            } else {
-                "http"
-            }
-        })?;
-        let status = resp.status().as_u16();
-        let mut body = resp.into_body();
-        while let Some(frame) = body.frame().await {
-            frame.map_err(|_| "body")?;
-        }
-        Ok(status)
-    };
-    let mut request = std::pin::pin!(request);
-    loop {
-        tokio::select! {
-            biased;
-            r = &mut request => return r,
-            // The connection may end (`Connection: close`) with the response already handed
-            // over: keep awaiting the request, which then completes or fails on its own.
-            r = conn.as_mut(), if !*done => {
-                *done = true;
-                if r.is_err() {
-                    return Err("http");
-                }
-            }
-        }
-    }
 }
 
 async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
     let mut stats = Stats::new();
     let mut rng = SmallRng::seed_from_u64(seed);
-    let mut scratch = Vec::new();
+    let mut scratch = Scratch::default();
+    let mut recv = RecvBuf::default();
+    let head_request = shared.request.head_request();
     let mut conn: Option<Conn> = None;
     let mut first = true;
+    // One timer for the worker's whole life, reset for each wait (pacing, connect, response):
+    // a fresh `timeout` per request would register and cancel a timer entry each time.
+    let sleep = tokio::time::sleep_until(shared.deadline);
+    tokio::pin!(sleep);
     loop {
         if shared.stopped() {
             break;
@@ -648,13 +603,14 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
                 }
                 let now = Instant::now();
                 if at > now {
+                    sleep.as_mut().reset(at);
                     if at - now > CANCEL_RACE_ABOVE {
                         tokio::select! {
-                            _ = sleep_until(at) => {}
+                            _ = sleep.as_mut() => {}
                             _ = shared.stop.cancelled() => break,
                         }
                     } else {
-                        sleep_until(at).await;
+                        sleep.as_mut().await;
                     }
                 }
                 Some(at)
@@ -662,49 +618,63 @@ async fn worker(shared: Arc<Shared>, seed: u64) -> Stats {
             None => None,
         };
         // A request due before the stop but not sent by then is backlogged, not sent late.
-        if shared.stopped() || Instant::now() >= shared.deadline {
+        let mut now = Instant::now();
+        if shared.stopped() || now >= shared.deadline {
             break;
         }
         stats.attempted += 1;
         let mut c = match conn.take() {
-            Some(c) if c.reusable() => c,
-            _ => match connect(&shared).await {
-                Ok(c) => c,
-                Err((kind, source)) => {
-                    stats.error(kind, source, shared.per_source);
-                    continue;
+            Some(c) if c.reusable => c,
+            _ => {
+                sleep.as_mut().reset(now + shared.timeout);
+                match connect(&shared, sleep.as_mut()).await {
+                    Ok(c) => {
+                        now = Instant::now();
+                        c
+                    }
+                    Err((kind, source)) => {
+                        stats.error(kind, source, shared.per_source);
+                        continue;
+                    }
                 }
-            },
+            }
         };
         let mut ctx = RenderCtx {
             seq,
             source: c.source,
             rng: &mut rng,
         };
-        let Ok(req) = shared.request.build(&mut ctx, &mut scratch) else {
+        let Ok(request) = shared.request.build(&mut ctx, &mut scratch) else {
             stats.error("template", Some(c.source), shared.per_source);
             conn = Some(c);
             continue;
         };
-        let sent_at = Instant::now();
+        let sent_at = now;
         stats.sent += 1;
         if first {
             shared.probe.mark_sent();
             first = false;
         }
-        match timeout(shared.timeout, exchange(&mut c, req)).await {
-            Ok(Ok(status)) => {
+        sleep.as_mut().reset(sent_at + shared.timeout);
+        let result = tokio::select! {
+            biased;
+            r = http1::exchange(&mut c.stream, request, head_request, &mut recv) => r,
+            _ = sleep.as_mut() => Err("timeout"),
+        };
+        match result {
+            Ok((status, reusable)) => {
                 let done = Instant::now();
                 let latency = done - intended.unwrap_or(sent_at);
                 // The histogram grows to fit (auto-resize); recording cannot fail short of u64 overflow.
                 let _ = stats.latency.record(latency.as_micros() as u64);
                 stats.status(status, c.source, shared.per_source);
                 if shared.keep_alive {
+                    c.reusable = reusable;
                     conn = Some(c);
                 }
             }
-            Ok(Err(kind)) => stats.error(kind, Some(c.source), shared.per_source),
-            Err(_) => stats.error("timeout", Some(c.source), shared.per_source),
+            // The connection is dropped: after a failure its framing cannot be trusted.
+            Err(kind) => stats.error(kind, Some(c.source), shared.per_source),
         }
     }
     stats

@@ -10,9 +10,8 @@ use std::io::Write;
 use std::net::IpAddr;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::header::{HeaderName, HeaderValue, CONNECTION, HOST};
-use hyper::{Method, Request, Uri};
+use hyper::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use hyper::{Method, Uri};
 use rand::rngs::SmallRng;
 use rand::Rng;
 
@@ -179,14 +178,51 @@ impl RequestTemplate {
     }
 }
 
-/// A template prepared for one flood: constant parts are built once and cloned (a reference
-/// count) per request; only placeholders are rendered.
+/// What a rendered piece of the request must look like to go on the wire as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Check {
+    /// A request target: visible ASCII only (a space or a line break would change the request
+    /// line).
+    Path,
+    /// A header value: no control characters but tab (a line break would inject a header).
+    HeaderValue,
+}
+
+impl Check {
+    fn ok(self, bytes: &[u8]) -> bool {
+        match self {
+            Check::Path => !bytes.is_empty() && bytes.iter().all(|b| (0x21..=0x7e).contains(b)),
+            Check::HeaderValue => bytes
+                .iter()
+                .all(|&b| (b >= 0x20 && b != 0x7f) || b == b'\t'),
+        }
+    }
+}
+
+/// A piece of the request head: bytes as they go on the wire, or a template rendered per
+/// request and checked.
+#[derive(Debug)]
+enum Piece {
+    Literal(Vec<u8>),
+    Rendered(Template, Check),
+}
+
+/// A template prepared for one flood, as HTTP/1.1 bytes. Without placeholders the whole request
+/// is built once and written as is; otherwise the head is a list of pieces, literal ones
+/// pre-joined, rendered per request into a reused buffer.
 #[derive(Debug)]
 pub(crate) struct Prepared {
-    method: Method,
-    path: Result<Uri, Template>,
-    headers: Vec<(HeaderName, Result<HeaderValue, Template>)>,
+    /// The whole request, when nothing in it varies.
+    constant: Option<Vec<u8>>,
+    /// The request line and headers, up to (excluding) `content-length` and the blank line.
+    head: Vec<Piece>,
     body: Result<Bytes, Template>,
+    /// Send `content-length` even for an empty body: methods that define a meaning for a body
+    /// should say it is empty (RFC 9110 §8.6). Off when the template sets its own.
+    length_always: bool,
+    /// Send no `content-length`: the template has its own.
+    length_given: bool,
+    head_request: bool,
 }
 
 impl Prepared {
@@ -196,75 +232,135 @@ impl Prepared {
         host: &str,
         keep_alive: bool,
     ) -> Result<Prepared, FloodError> {
-        let path = match template.path.constant() {
-            Some(b) => Ok(Uri::from_maybe_shared(b)
-                .map_err(|e| FloodError::Template(format!("path: {e}")))?),
-            None => Err(template.path.clone()),
+        let mut head = Vec::new();
+        let literal = |head: &mut Vec<Piece>, bytes: &[u8]| match head.last_mut() {
+            Some(Piece::Literal(l)) => l.extend_from_slice(bytes),
+            _ => head.push(Piece::Literal(bytes.to_vec())),
         };
-        let mut headers = Vec::with_capacity(template.headers.len() + 2);
-        // The client connection API does not add Host from an origin-form URI.
+        literal(&mut head, template.method.as_str().as_bytes());
+        literal(&mut head, b" ");
+        match template.path.constant() {
+            Some(b) => {
+                // Parsed as a URI for its error message; written as given.
+                Uri::from_maybe_shared(b.clone())
+                    .map_err(|e| FloodError::Template(format!("path: {e}")))?;
+                if !Check::Path.ok(&b) {
+                    return Err(FloodError::Template(format!("path: invalid {b:?}")));
+                }
+                literal(&mut head, &b);
+            }
+            None => head.push(Piece::Rendered(template.path.clone(), Check::Path)),
+        }
+        literal(&mut head, b" HTTP/1.1\r\n");
+        let header = |head: &mut Vec<Piece>, name: &HeaderName, value: Piece| {
+            literal(head, name.as_str().as_bytes());
+            literal(head, b": ");
+            match value {
+                Piece::Literal(v) => literal(head, &v),
+                rendered => head.push(rendered),
+            }
+            literal(head, b"\r\n");
+        };
         if !template.headers.iter().any(|(n, _)| n == HOST) {
-            headers.push((
-                HOST,
-                Ok(HeaderValue::from_str(host).expect("an address is a valid header")),
-            ));
+            header(&mut head, &HOST, Piece::Literal(host.as_bytes().to_vec()));
         }
         if !keep_alive {
             // The server closes first, so TIME_WAIT lands on its side, not on our ports.
-            headers.push((CONNECTION, Ok(HeaderValue::from_static("close"))));
+            header(&mut head, &CONNECTION, Piece::Literal(b"close".to_vec()));
         }
         for (name, value) in &template.headers {
             let value = match value.constant() {
-                Some(b) => Ok(HeaderValue::from_maybe_shared(b)
-                    .map_err(|e| FloodError::Template(format!("header {name}: {e}")))?),
-                None => Err(value.clone()),
+                Some(b) => {
+                    HeaderValue::from_maybe_shared(b.clone())
+                        .map_err(|e| FloodError::Template(format!("header {name}: {e}")))?;
+                    Piece::Literal(b.to_vec())
+                }
+                None => Piece::Rendered(value.clone(), Check::HeaderValue),
             };
-            headers.push((name.clone(), value));
+            header(&mut head, name, value);
         }
-        Ok(Prepared {
-            method: template.method.clone(),
-            path,
-            headers,
+        let length_given = template
+            .headers
+            .iter()
+            .any(|(n, _)| n == CONTENT_LENGTH || n == TRANSFER_ENCODING);
+        let length_always =
+            !length_given && [Method::POST, Method::PUT, Method::PATCH].contains(&template.method);
+        let mut prepared = Prepared {
+            constant: None,
+            head,
             body: template
                 .body
                 .constant()
                 .ok_or_else(|| template.body.clone()),
-        })
+            length_always,
+            length_given,
+            head_request: template.method == Method::HEAD,
+        };
+        if let (Ok(body), [Piece::Literal(head)]) = (&prepared.body, prepared.head.as_slice()) {
+            let mut wire = head.clone();
+            prepared.finish(&mut wire, body);
+            prepared.constant = Some(wire);
+        }
+        Ok(prepared)
     }
 
-    /// Builds one request. `scratch` is reused between requests. Fails only when a rendered
-    /// placeholder makes an invalid URI or header value.
-    pub(crate) fn build(
-        &self,
-        ctx: &mut RenderCtx<'_>,
-        scratch: &mut Vec<u8>,
-    ) -> Result<Request<Full<Bytes>>, ()> {
-        let mut render = |t: &Template, ctx: &mut RenderCtx<'_>| {
-            scratch.clear();
-            t.render_into(ctx, scratch);
-            Bytes::copy_from_slice(scratch)
-        };
-        let body = match &self.body {
-            Ok(b) => b.clone(),
-            Err(t) => render(t, ctx),
-        };
-        let mut req = Request::new(Full::new(body));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = match &self.path {
-            Ok(uri) => uri.clone(),
-            Err(t) => Uri::from_maybe_shared(render(t, ctx)).map_err(|_| ())?,
-        };
-        let headers = req.headers_mut();
-        headers.reserve(self.headers.len());
-        for (name, value) in &self.headers {
-            let value = match value {
-                Ok(v) => v.clone(),
-                Err(t) => HeaderValue::from_maybe_shared(render(t, ctx)).map_err(|_| ())?,
-            };
-            headers.append(name.clone(), value);
-        }
-        Ok(req)
+    /// Whether the request is a HEAD, whose response has no body whatever its headers say.
+    pub(crate) fn head_request(&self) -> bool {
+        self.head_request
     }
+
+    /// Appends the length header, the blank line and the body to a head.
+    fn finish(&self, out: &mut Vec<u8>, body: &[u8]) {
+        if !self.length_given && (self.length_always || !body.is_empty()) {
+            // Writing into a Vec cannot fail.
+            let _ = write!(out, "content-length: {}\r\n", body.len());
+        }
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(body);
+    }
+
+    /// The bytes of one request. `scratch` is reused between requests, so a templated request
+    /// costs no allocation once it has grown. Fails only when a rendered placeholder makes an
+    /// invalid request target or header value.
+    pub(crate) fn build<'a>(
+        &'a self,
+        ctx: &mut RenderCtx<'_>,
+        scratch: &'a mut Scratch,
+    ) -> Result<&'a [u8], ()> {
+        if let Some(wire) = &self.constant {
+            return Ok(wire);
+        }
+        let Scratch { out, body } = scratch;
+        out.clear();
+        for piece in &self.head {
+            match piece {
+                Piece::Literal(b) => out.extend_from_slice(b),
+                Piece::Rendered(t, check) => {
+                    let from = out.len();
+                    t.render_into(ctx, out);
+                    if !check.ok(&out[from..]) {
+                        return Err(());
+                    }
+                }
+            }
+        }
+        match &self.body {
+            Ok(b) => self.finish(out, b),
+            Err(t) => {
+                body.clear();
+                t.render_into(ctx, body);
+                self.finish(out, body);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// A worker's buffers for rendering requests, reused from one request to the next.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    out: Vec<u8>,
+    body: Vec<u8>,
 }
 
 #[cfg(test)]
@@ -305,5 +401,66 @@ mod tests {
             Template::parse("plain").unwrap().constant().unwrap(),
             "plain"
         );
+    }
+
+    fn wire(template: &RequestTemplate, keep_alive: bool, seq: u64) -> Result<String, ()> {
+        let prepared = Prepared::new(template, "127.0.0.1:8080", keep_alive).unwrap();
+        let mut rng = SmallRng::seed_from_u64(1);
+        let mut ctx = RenderCtx {
+            seq,
+            source: "127.0.0.9".parse().unwrap(),
+            rng: &mut rng,
+        };
+        let mut scratch = Scratch::default();
+        let bytes = prepared.build(&mut ctx, &mut scratch)?;
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[test]
+    fn constant_requests_are_prebuilt() {
+        let get = RequestTemplate::get("/a?b=1").unwrap();
+        let prepared = Prepared::new(&get, "127.0.0.1:8080", true).unwrap();
+        assert!(prepared.constant.is_some());
+        assert_eq!(
+            wire(&get, true, 0).unwrap(),
+            "GET /a?b=1 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\r\n"
+        );
+        // Without keep-alive the server is asked to close; an empty POST says its length.
+        let post = RequestTemplate::new("POST", "/", "").unwrap();
+        assert_eq!(
+            wire(&post, false, 0).unwrap(),
+            "POST / HTTP/1.1\r\nhost: 127.0.0.1:8080\r\nconnection: close\r\n\
+             content-length: 0\r\n\r\n"
+        );
+        // A template's own Host replaces ours.
+        let host = RequestTemplate::get("/")
+            .unwrap()
+            .header("Host", "example")
+            .unwrap();
+        assert_eq!(
+            wire(&host, true, 0).unwrap(),
+            "GET / HTTP/1.1\r\nhost: example\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn templated_requests_render_into_the_wire_format() {
+        let t = RequestTemplate::post_form("/login?n={seq}", "user=u{seq}")
+            .unwrap()
+            .header("x-seq", "{seq}")
+            .unwrap();
+        let prepared = Prepared::new(&t, "h", true).unwrap();
+        assert!(prepared.constant.is_none());
+        assert_eq!(
+            wire(&t, true, 1234).unwrap(),
+            "POST /login?n=1234 HTTP/1.1\r\nhost: 127.0.0.1:8080\r\n\
+             content-type: application/x-www-form-urlencoded\r\nx-seq: 1234\r\n\
+             content-length: 10\r\n\r\nuser=u1234"
+        );
+        // A literal that would break the request line with a rendered part is refused per
+        // request, as before (a constant one is refused at once).
+        let spaced = RequestTemplate::get("/a b{seq}").unwrap();
+        assert_eq!(wire(&spaced, true, 0), Err(()));
+        assert!(Prepared::new(&RequestTemplate::get("/a b").unwrap(), "h", true).is_err());
     }
 }
