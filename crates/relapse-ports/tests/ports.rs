@@ -180,8 +180,10 @@ async fn time_wait_churn_leaves_ports_in_time_wait() {
         })
         .unwrap()
     };
+    // Nearly all, not all: on a loaded machine the one-thread acceptor can fall behind and a
+    // connection end with a reset instead of the client's close (CI saw 199 of 200 once).
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while count_time_wait() < 200 {
+    while count_time_wait() < 190 {
         assert!(
             std::time::Instant::now() < deadline,
             "{} in TIME_WAIT",
