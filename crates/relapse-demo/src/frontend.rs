@@ -233,20 +233,27 @@ async fn mail(database: &Database) -> Response<Body> {
     }
 }
 
+/// The whole body of `request`, at most `limit` bytes; otherwise the 400 that says why.
+async fn read_body(
+    request: Request<Incoming>,
+    limit: usize,
+    what: &str,
+) -> Result<bytes::Bytes, Response<Body>> {
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(body) => Ok(body.to_bytes()),
+        Err(error) => Err(http::response(
+            StatusCode::BAD_REQUEST,
+            http::TEXT_PLAIN,
+            format!("unreadable {what}: {error}\n"),
+        )),
+    }
+}
+
 /// `POST /send`: queues the body as a message; 202, delivered later.
 async fn send(database: &Database, request: Request<Incoming>) -> Response<Body> {
-    let body = match Limited::new(request.into_body(), MAX_MESSAGE)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(error) => {
-            return http::response(
-                StatusCode::BAD_REQUEST,
-                http::TEXT_PLAIN,
-                format!("unreadable message: {error}\n"),
-            )
-        }
+    let body = match read_body(request, MAX_MESSAGE, "message").await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let Ok(text) = std::str::from_utf8(&body) else {
         return http::response(
@@ -277,18 +284,9 @@ async fn login(auth: &Arc<Auth>, peer: IpAddr, request: Request<Incoming>) -> Re
             );
         }
     }
-    let body = match Limited::new(request.into_body(), MAX_LOGIN_FORM)
-        .collect()
-        .await
-    {
-        Ok(body) => body.to_bytes(),
-        Err(error) => {
-            return http::response(
-                StatusCode::BAD_REQUEST,
-                http::TEXT_PLAIN,
-                format!("unreadable login form: {error}\n"),
-            )
-        }
+    let body = match read_body(request, MAX_LOGIN_FORM, "login form").await {
+        Ok(body) => body,
+        Err(response) => return response,
     };
     let credentials = match auth::parse_form(&body) {
         Ok(credentials) => credentials,
