@@ -41,10 +41,7 @@ impl Server {
 fn options(server: Server, profile: ErrorProfile) -> DemoOptions {
     DemoOptions {
         upstream_timeout: UPSTREAM_TIMEOUT,
-        database: Some(DemoDatabase {
-            dsn: server.dsn(),
-            profile,
-        }),
+        database: Some(DemoDatabase::new(server.dsn(), profile)),
         ..DemoOptions::new(Launcher {
             program: env!("CARGO_BIN_EXE_relapse-demo-child").into(),
             args: Vec::new(),
@@ -195,15 +192,17 @@ fn queue_depth(metrics: &str) -> i64 {
 }
 
 async fn sent_mail_is_delivered_and_tables_are_dropped_at_shutdown(server: Server) {
-    let demo = Demo::start(options(server, ErrorProfile::Honest))
-        .await
-        .unwrap();
+    let options = options(server, ErrorProfile::Honest);
+    let chosen = options.database.as_ref().unwrap().tables.clone();
+    let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
-    assert_eq!(
-        tables.queue,
-        format!("relapse_demo_{}_queue", demo.frontend_pid())
-    );
+    assert_eq!(tables, chosen);
+    // `DemoTables::fresh`: named after this (the harness's) process.
+    let prefix = format!("relapse_demo_{}_", std::process::id());
+    assert!(tables.queue.starts_with(&prefix), "{tables:?}");
+    assert!(tables.queue.ends_with("_queue"), "{tables:?}");
+    assert_eq!(tables.mail, tables.queue.replace("_queue", "_mail"));
     let mut db = Session::connect(server).await;
     assert!(db.table_exists(&tables.mail).await);
     assert!(db.table_exists(&tables.queue).await);
