@@ -228,6 +228,7 @@ fn queue_depth(metrics: &str) -> i64 {
 async fn sent_mail_is_delivered_and_tables_are_dropped_at_shutdown(server: Server) {
     let options = options(server, ErrorProfile::Honest);
     let chosen = options.database.as_ref().unwrap().tables.clone();
+    let _guard = DropGuard(options.database.as_ref().unwrap().record());
     let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
@@ -276,9 +277,9 @@ async fn mariadb_sent_mail_is_delivered_and_tables_are_dropped_at_shutdown() {
 }
 
 async fn metrics_report_the_queue_depth_and_go_stale_when_locked(server: Server) {
-    let demo = Demo::start(options(server, ErrorProfile::Honest))
-        .await
-        .unwrap();
+    let options = options(server, ErrorProfile::Honest);
+    let _guard = DropGuard(options.database.as_ref().unwrap().record());
+    let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
     let mut db = Session::connect(server).await;
@@ -342,7 +343,9 @@ async fn mariadb_metrics_report_the_queue_depth_and_go_stale_when_locked() {
 /// Locks the queue table, checks what `POST /send` answers, unlocks, checks it
 /// is accepted again.
 async fn locked_queue_answers(server: Server, profile: ErrorProfile) -> Reply {
-    let demo = Demo::start(options(server, profile)).await.unwrap();
+    let options = options(server, profile);
+    let _guard = DropGuard(options.database.as_ref().unwrap().record());
+    let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
     let mut db = Session::connect(server).await;
