@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, LimiterConfig};
 use crate::database::Database;
-use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError};
+use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError, DemoTables};
 
 /// What the child prints, followed by its address, once it accepts
 /// connections. The parent waits for exactly this line.
@@ -33,8 +33,9 @@ enum ChildArgs {
         upstream_timeout: Duration,
         /// A new upstream connection per request, closed after it (no keep-alive pool).
         fresh_upstream: bool,
-        /// Back `/mail`, `/send` and `/metrics` with this database.
-        database: Option<DatabaseDsn>,
+        /// Back `/mail`, `/send` and `/metrics` with this database, in these
+        /// (validated) tables.
+        database: Option<(DatabaseDsn, DemoTables)>,
         /// Answer a database outage with 401 "planned maintenance" instead of 503.
         misleading_errors: bool,
         /// Offer `/login`; the limiter is `None` in the no_mitigation profile.
@@ -61,6 +62,8 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut upstream_timeout = None;
     let mut fresh_upstream = false;
     let mut database = None;
+    let mut mail_table = None;
+    let mut queue_table = None;
     let mut misleading_errors = false;
     let mut auth = false;
     let mut no_mitigation = false;
@@ -116,6 +119,18 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                     .map_err(|error| usage(format!("bad --mysql-url: {error}")))?;
                 set_database(&mut database, DatabaseDsn::Mysql(value.clone()))?;
             }
+            (ChildRole::Frontend, "--mail-table") => {
+                let value = value()?;
+                crate::tables::validate_table_name(value)
+                    .map_err(|error| usage(format!("bad --mail-table: {error}")))?;
+                mail_table = Some(value.clone());
+            }
+            (ChildRole::Frontend, "--queue-table") => {
+                let value = value()?;
+                crate::tables::validate_table_name(value)
+                    .map_err(|error| usage(format!("bad --queue-table: {error}")))?;
+                queue_table = Some(value.clone());
+            }
             (ChildRole::Frontend, "--misleading-errors") => misleading_errors = true,
             (ChildRole::Frontend, "--auth") => auth = true,
             (ChildRole::Frontend, "--no-mitigation") => no_mitigation = true,
@@ -163,6 +178,24 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             "--misleading-errors needs --postgres-dsn or --mysql-url",
         ));
     }
+    // The parent chose (and may have journaled) the table names: a database
+    // without them would create tables nobody knows about.
+    let database = match (database, mail_table, queue_table) {
+        (None, None, None) => None,
+        (Some(dsn), Some(mail), Some(queue)) => {
+            let tables = DemoTables { mail, queue };
+            tables
+                .validate()
+                .map_err(|error| usage(format!("bad tables: {error}")))?;
+            Some((dsn, tables))
+        }
+        (Some(_), _, _) => return Err(usage("a database needs --mail-table and --queue-table")),
+        (None, _, _) => {
+            return Err(usage(
+                "--mail-table and --queue-table need --postgres-dsn or --mysql-url",
+            ))
+        }
+    };
     if !auth && (no_mitigation || !limiter_flags.is_empty()) {
         let flag = limiter_flags
             .first()
@@ -249,8 +282,8 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             // The tables exist before the readiness line, so the parent can
             // use them as soon as `Demo::start` returns.
             let database = match database {
-                Some(dsn) => Some(
-                    Database::open(dsn, upstream_timeout, misleading_errors)
+                Some((dsn, tables)) => Some(
+                    Database::open(dsn, tables, upstream_timeout, misleading_errors)
                         .await
                         .map_err(|failure| DemoError::Database(failure.to_string()))?,
                 ),
@@ -282,8 +315,13 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             if let Some(delivery) = delivery {
                 let _ = delivery.await;
             }
+            // A failure exits non-zero, which tells the parent to drop them
+            // itself (see `Demo::shutdown`).
             if let Some(database) = database {
-                database.drop_tables().await;
+                database
+                    .drop_tables()
+                    .await
+                    .map_err(|failure| DemoError::DropTables(failure.to_string()))?;
             }
         }
     }
@@ -357,14 +395,42 @@ mod tests {
             "250",
             "--postgres-dsn",
             "host=127.0.0.1 user=postgres dbname=test",
+            "--mail-table",
+            "relapse_demo_1_mail",
+            "--queue-table",
+            "relapse_demo_1_queue",
             "--misleading-errors",
         ]))
         .unwrap();
         assert!(matches!(
             args,
             ChildArgs::Frontend {
-                database: Some(DatabaseDsn::Postgres(_)),
+                database: Some((DatabaseDsn::Postgres(_), DemoTables { ref mail, ref queue })),
                 misleading_errors: true,
+                ..
+            } if mail == "relapse_demo_1_mail" && queue == "relapse_demo_1_queue"
+        ));
+        let args = parse(&strings(&[
+            "frontend",
+            "--listen",
+            "127.0.0.1:0",
+            "--backend",
+            "http://127.0.0.1:9",
+            "--upstream-timeout-ms",
+            "250",
+            "--postgres-dsn",
+            "host=127.0.0.1 user=postgres dbname=test",
+            "--mail-table",
+            "relapse_demo_1_mail",
+            "--queue-table",
+            "relapse_demo_1_queue",
+        ]))
+        .unwrap();
+        assert!(matches!(
+            args,
+            ChildArgs::Frontend {
+                database: Some((DatabaseDsn::Postgres(_), _)),
+                misleading_errors: false,
                 ..
             }
         ));
@@ -378,12 +444,16 @@ mod tests {
             "250",
             "--mysql-url",
             "mysql://root@127.0.0.1:3306/test",
+            "--mail-table",
+            "relapse_demo_1_mail",
+            "--queue-table",
+            "relapse_demo_1_queue",
         ]))
         .unwrap();
         assert!(matches!(
             args,
             ChildArgs::Frontend {
-                database: Some(DatabaseDsn::Mysql(ref url)),
+                database: Some((DatabaseDsn::Mysql(ref url), _)),
                 misleading_errors: false,
                 ..
             } if url == "mysql://root@127.0.0.1:3306/test"
@@ -421,6 +491,55 @@ mod tests {
         ])
         .is_err());
         assert!(frontend(&["--misleading-errors"]).is_err());
+    }
+
+    #[test]
+    fn a_database_needs_both_valid_table_names_and_they_need_a_database() {
+        let frontend = |extra: &[&str]| {
+            let mut args = strings(&[
+                "frontend",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "http://127.0.0.1:9",
+                "--upstream-timeout-ms",
+                "250",
+            ]);
+            args.extend(strings(extra));
+            parse(&args).map(|_| ()).map_err(|error| error.to_string())
+        };
+        let url = ["--mysql-url", "mysql://root@127.0.0.1:3306/test"];
+        let mail = ["--mail-table", "relapse_demo_1_mail"];
+        let queue = ["--queue-table", "relapse_demo_1_queue"];
+        assert_eq!(frontend(&[&url[..], &mail, &queue].concat()), Ok(()));
+        for missing in [
+            &[&url[..], &mail].concat(),
+            &[&url[..], &queue].concat(),
+            &url[..],
+        ] {
+            let error = frontend(missing).unwrap_err();
+            assert!(
+                error.contains("needs --mail-table and --queue-table"),
+                "{error}"
+            );
+        }
+        let error = frontend(&[&mail[..], &queue].concat()).unwrap_err();
+        assert!(
+            error.contains("need --postgres-dsn or --mysql-url"),
+            "{error}"
+        );
+        for bad in [
+            "users",
+            "relapse_demo_x; DROP TABLE users",
+            "relapse_demo_X_mail",
+            "relapse_demo_",
+        ] {
+            let error = frontend(&[&url[..], &["--mail-table", bad], &queue].concat()).unwrap_err();
+            assert!(error.contains("bad --mail-table"), "{bad:?}: {error}");
+        }
+        let same = ["--queue-table", "relapse_demo_1_mail"];
+        let error = frontend(&[&url[..], &mail, &same].concat()).unwrap_err();
+        assert!(error.contains("must differ"), "{error}");
     }
 
     #[test]

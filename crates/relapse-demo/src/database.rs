@@ -3,15 +3,15 @@
 //! 503 and then misleading 401 / "planned maintenance" pages, and mail queued
 //! and was delivered late.
 //!
-//! Each frontend owns two tables named after its pid (see [`tables_for_pid`]):
-//! a queue that `POST /send` appends to, and a mail table that a background
+//! Each frontend owns two tables whose names the parent chose and passed on
+//! the command line (see [`crate::DemoTables`]): a queue that `POST /send` appends to, and a mail table that a background
 //! delivery task moves queued rows into every [`DELIVERY_INTERVAL`]. The
 //! tables live on PostgreSQL ([`postgres`]) or MariaDB / MySQL ([`mysql`]);
 //! this module holds what does not depend on which: the bounds, the error
 //! classification, the delivery loop.
 
-mod mysql;
-mod postgres;
+pub(crate) mod mysql;
+pub(crate) mod postgres;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -37,14 +37,6 @@ const TEARDOWN_TIMEOUT: Duration = Duration::from_millis(1500);
 const DELIVERY_STATEMENT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Messages `GET /mail` lists.
 const MAIL_LIMIT: i64 = 20;
-
-/// The table names of the frontend with process id `pid`.
-pub(crate) fn tables_for_pid(pid: u32) -> DemoTables {
-    DemoTables {
-        mail: format!("relapse_demo_{pid}_mail"),
-        queue: format!("relapse_demo_{pid}_queue"),
-    }
-}
 
 /// Why a database call failed: either way the database is "unavailable".
 #[derive(Debug)]
@@ -126,14 +118,15 @@ pub(crate) struct Database {
 }
 
 impl Database {
-    /// Connects, creates this instance's tables if missing, reads the
-    /// initial queue depth.
+    /// Connects, creates `tables` if missing, reads the initial queue depth.
+    /// `tables` must be valid ([`DemoTables::validate`]): they are formatted
+    /// into the statements.
     pub(crate) async fn open(
         dsn: DatabaseDsn,
+        tables: DemoTables,
         timeout: Duration,
         misleading_errors: bool,
     ) -> Result<Arc<Self>, DbFailure> {
-        let tables = tables_for_pid(std::process::id());
         let (store, depth) = bounded(SETUP_TIMEOUT, async {
             Ok(match dsn {
                 DatabaseDsn::Postgres(dsn) => {
@@ -265,8 +258,9 @@ impl Database {
         let _ = tokio::time::timeout(DELIVERY_STATEMENT_TIMEOUT, delivery.close()).await;
     }
 
-    /// Drops this instance's tables (best effort, bounded).
-    pub(crate) async fn drop_tables(&self) {
+    /// Drops this instance's tables, bounded; a failure is logged and
+    /// returned.
+    pub(crate) async fn drop_tables(&self) -> Result<(), DbFailure> {
         let result = bounded(TEARDOWN_TIMEOUT, async {
             match &self.store {
                 Store::Postgres(store) => store.drop_tables(&self.tables, TEARDOWN_TIMEOUT).await,
@@ -274,9 +268,10 @@ impl Database {
             }
         })
         .await;
-        if let Err(failure) = result {
+        if let Err(failure) = &result {
             let DemoTables { mail, queue } = &self.tables;
             tracing::warn!(%failure, %mail, %queue, "failed to drop the demo tables");
         }
+        result
     }
 }

@@ -12,8 +12,12 @@
 //!   external monitoring: it polls the frontend and pages a webhook sink.
 //!
 //! For the Kolab incident the frontend can also keep mail in a real database,
-//! PostgreSQL or MariaDB / MySQL ([`DemoDatabase`]), in tables it creates
-//! itself, and answers a locked database with 503 or misleading 401 pages.
+//! PostgreSQL or MariaDB / MySQL ([`DemoDatabase`]), in two tables whose names
+//! the caller chooses beforehand ([`DemoTables`]) and the frontend creates,
+//! and answers a locked database with 503 or misleading 401 pages. The
+//! frontend drops its tables at shutdown; should it never get there (the
+//! harness was SIGKILLed), [`drop_tables`] drops them from any process given
+//! the [`DemoTablesRecord`] journaled before they were created.
 //!
 //! For the OpenSRS incident the frontend can also offer `POST /login` ([`DemoAuth`]): it checks
 //! the password with argon2 on as many hashing slots as there are cores, so a login flood from many
@@ -33,6 +37,7 @@ mod database;
 mod frontend;
 mod http;
 mod monitor;
+mod tables;
 
 use std::ffi::OsString;
 use std::fmt;
@@ -45,6 +50,12 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+
+pub use tables::{
+    drop_tables, drop_tables_blocking, validate_table_name, DatabaseServer, DemoTables,
+    DemoTablesRecord, DropTablesError, InvalidTableName, DROP_CONNECT_TIMEOUT,
+    DROP_STATEMENT_TIMEOUT, MAX_TABLE_NAME, MAX_TAG, TABLE_PREFIX,
+};
 
 /// How long [`Demo::start`] waits for each child's readiness line.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,14 +183,38 @@ impl DemoAuth {
     }
 }
 
-/// The frontend's database. The frontend creates its own tables (see
-/// [`Demo::database_tables`]) at start and drops them when it gets SIGTERM.
+/// The frontend's database. The frontend creates `tables` at start and drops them when it gets
+/// SIGTERM ([`Demo::shutdown`] drops them itself if the frontend could not).
+///
+/// The names are known before anything exists, so a harness can journal
+/// [`DemoDatabase::record`] first and have a guardian run [`drop_tables`] on it after a crash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoDatabase {
     /// Which server, and how to connect to it.
     pub dsn: DatabaseDsn,
     /// What the frontend answers while the database does not.
     pub profile: ErrorProfile,
+    /// The two tables the frontend creates; [`Demo::start`] refuses names that fail
+    /// [`DemoTables::validate`].
+    pub tables: DemoTables,
+}
+
+impl DemoDatabase {
+    /// A database with [`DemoTables::fresh`] tables (`relapse_demo_<pid>_<n>_…`, named after
+    /// the calling process).
+    pub fn new(dsn: DatabaseDsn, profile: ErrorProfile) -> DemoDatabase {
+        DemoDatabase {
+            dsn,
+            profile,
+            tables: DemoTables::fresh(),
+        }
+    }
+
+    /// What to journal before [`Demo::start`]: enough for [`drop_tables`] to drop the tables
+    /// from another process.
+    pub fn record(&self) -> DemoTablesRecord {
+        DemoTablesRecord::new(&self.dsn, &self.tables)
+    }
 }
 
 /// Where the frontend's database is. Either way the frontend connects without TLS and bounds
@@ -201,16 +236,6 @@ pub enum ErrorProfile {
     Honest,
     /// 401 Unauthorized saying "planned maintenance", as Kolab's users saw.
     MisleadingErrors,
-}
-
-/// The tables a database-backed frontend owns: `relapse_demo_<frontend pid>_mail` and
-/// `relapse_demo_<frontend pid>_queue`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoTables {
-    /// Delivered messages (`id`, `body`, `queued_at`, `delivered_at`).
-    pub mail: String,
-    /// Messages waiting for delivery (`id`, `body`, `queued_at`).
-    pub queue: String,
 }
 
 /// Where the frontend runs when it is its own host: started by its own launcher (e.g. `ip netns
@@ -333,6 +358,12 @@ pub enum DemoError {
     /// The frontend could not connect to its database or create its tables.
     #[error("failed to set up the frontend's database: {0}")]
     Database(String),
+    /// [`DemoDatabase::tables`] are not safe demo table names; nothing was started.
+    #[error("invalid demo database tables: {0}")]
+    InvalidTables(#[source] InvalidTableName),
+    /// The frontend could not drop its tables at shutdown.
+    #[error("failed to drop the frontend's tables: {0}")]
+    DropTables(String),
     /// [`DemoOptions::auth`] has settings the limiter cannot use.
     #[error("invalid demo login settings: {0}")]
     InvalidAuth(String),
@@ -368,8 +399,8 @@ pub struct Demo {
     frontend: DemoChild,
     cancel: CancellationToken,
     monitor: Option<JoinHandle<()>>,
-    /// Whether the frontend was given a database.
-    database: bool,
+    /// The frontend's tables, when it was given a database.
+    database: Option<DemoTablesRecord>,
 }
 
 impl fmt::Debug for Demo {
@@ -408,6 +439,12 @@ impl Demo {
         };
         if let Some(auth) = &options.auth {
             auth.check().map_err(DemoError::InvalidAuth)?;
+        }
+        if let Some(database) = &options.database {
+            database
+                .tables
+                .validate()
+                .map_err(DemoError::InvalidTables)?;
         }
 
         let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
@@ -449,6 +486,10 @@ impl Demo {
             };
             frontend_args.push(flag.to_owned());
             frontend_args.push(dsn.clone());
+            frontend_args.push("--mail-table".to_owned());
+            frontend_args.push(database.tables.mail.clone());
+            frontend_args.push("--queue-table".to_owned());
+            frontend_args.push(database.tables.queue.clone());
             if database.profile == ErrorProfile::MisleadingErrors {
                 frontend_args.push("--misleading-errors".to_owned());
             }
@@ -485,7 +526,7 @@ impl Demo {
             frontend,
             cancel,
             monitor,
-            database: options.database.is_some(),
+            database: options.database.as_ref().map(DemoDatabase::record),
         })
     }
 
@@ -509,11 +550,15 @@ impl Demo {
         self.backend.pid
     }
 
-    /// The tables the frontend owns when it has a database: named after the frontend's pid
-    /// ([`Demo::frontend_pid`]) as `relapse_demo_<pid>_mail` and `relapse_demo_<pid>_queue`.
+    /// The tables the frontend owns when it has a database: [`DemoDatabase::tables`], which
+    /// exist once [`Demo::start`] has returned.
     pub fn database_tables(&self) -> Option<DemoTables> {
-        self.database
-            .then(|| database::tables_for_pid(self.frontend.pid))
+        self.database.as_ref().map(DemoTablesRecord::tables)
+    }
+
+    /// [`DemoDatabase::record`] of the frontend's database, if it has one.
+    pub fn tables_record(&self) -> Option<DemoTablesRecord> {
+        self.database.clone()
     }
 
     /// Stops the monitor, then stops each child (frontend first): SIGTERM, so
@@ -521,6 +566,11 @@ impl Demo {
     /// SIGKILL if it has not exited within [`SHUTDOWN_GRACE`] (a SIGSTOPped
     /// child never does). Waits until both are reaped, so their pids are gone
     /// when this returns.
+    ///
+    /// If the frontend had a database and did not exit successfully by itself
+    /// (it was SIGKILLed, or could not drop its tables), drops them from this
+    /// process with [`drop_tables`], bounded by [`DROP_CONNECT_TIMEOUT`] and
+    /// [`DROP_STATEMENT_TIMEOUT`]; a failure is logged.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
         if let Some(monitor) = self.monitor.take() {
@@ -532,6 +582,7 @@ impl Demo {
         }
         // Frontend first, so it does not spend its last moments reporting a
         // dead backend.
+        let mut frontend_cleaned_up = false;
         for (role, child) in [
             (ChildRole::Frontend, &mut self.frontend),
             (ChildRole::Backend, &mut self.backend),
@@ -544,9 +595,12 @@ impl Demo {
                 ) {
                     tracing::warn!(%error, %role, pid, "failed to send SIGTERM to demo child");
                 }
-                if let Ok(Ok(_status)) =
+                if let Ok(Ok(status)) =
                     tokio::time::timeout(SHUTDOWN_GRACE, child.process.wait()).await
                 {
+                    if role == ChildRole::Frontend {
+                        frontend_cleaned_up = status.success();
+                    }
                     continue;
                 }
             }
@@ -554,6 +608,18 @@ impl Demo {
             // pid, then wait for it.
             if let Err(error) = child.process.kill().await {
                 tracing::warn!(%error, %role, pid = child.pid, "failed to kill demo child");
+            }
+        }
+        if let (Some(record), false) = (&self.database, frontend_cleaned_up) {
+            // The frontend is reaped, so no session of its own holds a lock any more.
+            match drop_tables(record).await {
+                Ok(done) => tracing::info!("demo frontend did not clean up; {done}"),
+                Err(error) => tracing::warn!(
+                    %error,
+                    mail = %record.mail,
+                    queue = %record.queue,
+                    "failed to drop the demo tables the frontend left"
+                ),
             }
         }
         // Drop now finds reaped children and a cancelled token: nothing left.

@@ -12,7 +12,11 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use mysql_async::prelude::Queryable;
-use relapse_demo::{DatabaseDsn, Demo, DemoDatabase, DemoOptions, ErrorProfile, Launcher};
+use relapse_demo::{
+    drop_tables, drop_tables_blocking, DatabaseDsn, DatabaseServer, Demo, DemoDatabase, DemoError,
+    DemoOptions, DemoTables, DemoTablesRecord, DropTablesError, ErrorProfile, Launcher,
+    DROP_CONNECT_TIMEOUT,
+};
 use tokio_postgres::NoTls;
 
 const POSTGRES_DSN: &str = "host=127.0.0.1 port=5432 user=postgres dbname=test";
@@ -41,10 +45,7 @@ impl Server {
 fn options(server: Server, profile: ErrorProfile) -> DemoOptions {
     DemoOptions {
         upstream_timeout: UPSTREAM_TIMEOUT,
-        database: Some(DemoDatabase {
-            dsn: server.dsn(),
-            profile,
-        }),
+        database: Some(DemoDatabase::new(server.dsn(), profile)),
         ..DemoOptions::new(Launcher {
             program: env!("CARGO_BIN_EXE_relapse-demo-child").into(),
             args: Vec::new(),
@@ -137,6 +138,36 @@ impl Session {
         }
     }
 
+    /// The tables in the session's schema / database whose names start with
+    /// `prefix` (taken literally), sorted: what an operator hunting leftovers
+    /// with `tablename LIKE 'relapse%'` would see.
+    async fn tables_starting_with(&mut self, prefix: &str) -> Vec<String> {
+        let pattern = format!("{}%", prefix.replace('_', "\\_"));
+        let mut names: Vec<String> = match self {
+            Session::Postgres(client) => client
+                .query(
+                    "SELECT tablename::text FROM pg_tables
+                     WHERE schemaname = current_schema() AND tablename LIKE $1",
+                    &[&pattern],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get(0))
+                .collect(),
+            Session::Mariadb(conn) => conn
+                .exec(
+                    "SELECT table_name FROM information_schema.tables
+                     WHERE table_schema = DATABASE() AND table_name LIKE ?",
+                    (pattern,),
+                )
+                .await
+                .unwrap(),
+        };
+        names.sort();
+        names
+    }
+
     /// Locks `table` against every other session, reads included, until
     /// [`Session::unlock`]: an ACCESS EXCLUSIVE lock in a transaction on
     /// PostgreSQL, `LOCK TABLES … WRITE` (a metadata lock) on MariaDB.
@@ -195,15 +226,18 @@ fn queue_depth(metrics: &str) -> i64 {
 }
 
 async fn sent_mail_is_delivered_and_tables_are_dropped_at_shutdown(server: Server) {
-    let demo = Demo::start(options(server, ErrorProfile::Honest))
-        .await
-        .unwrap();
+    let options = options(server, ErrorProfile::Honest);
+    let chosen = options.database.as_ref().unwrap().tables.clone();
+    let _guard = DropGuard(options.database.as_ref().unwrap().record());
+    let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
-    assert_eq!(
-        tables.queue,
-        format!("relapse_demo_{}_queue", demo.frontend_pid())
-    );
+    assert_eq!(tables, chosen);
+    // `DemoTables::fresh`: named after this (the harness's) process.
+    let prefix = format!("relapse_demo_{}_", std::process::id());
+    assert!(tables.queue.starts_with(&prefix), "{tables:?}");
+    assert!(tables.queue.ends_with("_queue"), "{tables:?}");
+    assert_eq!(tables.mail, tables.queue.replace("_queue", "_mail"));
     let mut db = Session::connect(server).await;
     assert!(db.table_exists(&tables.mail).await);
     assert!(db.table_exists(&tables.queue).await);
@@ -243,9 +277,9 @@ async fn mariadb_sent_mail_is_delivered_and_tables_are_dropped_at_shutdown() {
 }
 
 async fn metrics_report_the_queue_depth_and_go_stale_when_locked(server: Server) {
-    let demo = Demo::start(options(server, ErrorProfile::Honest))
-        .await
-        .unwrap();
+    let options = options(server, ErrorProfile::Honest);
+    let _guard = DropGuard(options.database.as_ref().unwrap().record());
+    let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
     let mut db = Session::connect(server).await;
@@ -309,7 +343,9 @@ async fn mariadb_metrics_report_the_queue_depth_and_go_stale_when_locked() {
 /// Locks the queue table, checks what `POST /send` answers, unlocks, checks it
 /// is accepted again.
 async fn locked_queue_answers(server: Server, profile: ErrorProfile) -> Reply {
-    let demo = Demo::start(options(server, profile)).await.unwrap();
+    let options = options(server, profile);
+    let _guard = DropGuard(options.database.as_ref().unwrap().record());
+    let demo = Demo::start(options).await.unwrap();
     let url = demo.frontend_url().to_owned();
     let tables = demo.database_tables().unwrap();
     let mut db = Session::connect(server).await;
@@ -420,4 +456,308 @@ async fn database_routes_are_absent_without_a_database() {
         StatusCode::NOT_FOUND
     );
     demo.shutdown().await;
+}
+
+impl Server {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Postgres => "postgres",
+            Self::Mariadb => "mariadb",
+        }
+    }
+
+    fn record_server(self) -> DatabaseServer {
+        match self {
+            Self::Postgres => DatabaseServer::Postgres,
+            Self::Mariadb => DatabaseServer::Mysql,
+        }
+    }
+
+    /// A DSN for this server's kind at 127.0.0.1:`port`.
+    fn dsn_at_port(self, port: u16) -> String {
+        match self {
+            Self::Postgres => format!("host=127.0.0.1 port={port} user=postgres dbname=test"),
+            Self::Mariadb => format!("mysql://root@127.0.0.1:{port}/test"),
+        }
+    }
+}
+
+/// Tables of this test process, for one scenario on one server.
+fn tables_for(scenario: &str, server: Server) -> DemoTables {
+    DemoTables::for_run(&format!(
+        "{}_{scenario}_{}",
+        std::process::id(),
+        server.name()
+    ))
+    .unwrap()
+}
+
+/// Drops the record's tables when the test ends, failed or not. Runs
+/// [`drop_tables_blocking`] on a thread of its own: `Drop` runs inside the
+/// test's runtime, where the blocking call refuses to work.
+struct DropGuard(DemoTablesRecord);
+
+impl Drop for DropGuard {
+    fn drop(&mut self) {
+        let record = self.0.clone();
+        let result = std::thread::spawn(move || drop_tables_blocking(&record)).join();
+        if !std::thread::panicking() {
+            result.unwrap().unwrap();
+        }
+    }
+}
+
+/// Waits, without reaping it, until our child `pid` has exited; returns the
+/// signal that ended it. The child stays a zombie for its `tokio::process::Child`
+/// (inside the `Demo`) to reap.
+async fn exited_by_signal(pid: u32) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap());
+    let wait = tokio::task::spawn_blocking(move || {
+        waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+    });
+    let status = tokio::time::timeout(BOUND, wait)
+        .await
+        .unwrap_or_else(|_| panic!("pid {pid} did not exit within {BOUND:?}"))
+        .unwrap()
+        .unwrap();
+    match status {
+        WaitStatus::Signaled(_, signal, _) => Some(signal),
+        _ => None,
+    }
+}
+
+fn sigkill(pid: u32) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap()),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// The names chosen before `Demo::start` are exactly the tables that exist
+/// after it; a SIGKILLed demo (what a SIGKILLed harness amounts to, its
+/// children dying of their parent-death signal) leaves them behind; the
+/// journaled record is enough for `drop_tables` to remove them, twice.
+async fn tables_left_by_a_killed_demo_are_dropped_from_the_record(server: Server) {
+    let tables = tables_for("killed", server);
+    let record = DemoTablesRecord::new(&server.dsn(), &tables);
+    assert_eq!(record.server, server.record_server());
+    let prefix = tables.mail.trim_end_matches("mail").to_owned();
+    let mut db = Session::connect(server).await;
+    let _guard = DropGuard(record.clone());
+    assert_eq!(db.tables_starting_with(&prefix).await, Vec::<String>::new());
+
+    let mut options = options(server, ErrorProfile::Honest);
+    options.database.as_mut().unwrap().tables = tables.clone();
+    assert_eq!(options.database.as_ref().unwrap().record(), record);
+    let demo = Demo::start(options).await.unwrap();
+    assert_eq!(demo.database_tables(), Some(tables.clone()));
+    assert_eq!(demo.tables_record(), Some(record.clone()));
+    let mut expected = vec![tables.mail.clone(), tables.queue.clone()];
+    expected.sort();
+    assert_eq!(db.tables_starting_with(&prefix).await, expected);
+    let url = demo.frontend_url().to_owned();
+    let sent = post(&format!("{url}/send"), "lost in the crash").await;
+    assert_eq!(sent.status, StatusCode::ACCEPTED, "{}", sent.body);
+
+    for pid in [demo.frontend_pid(), demo.backend_pid()] {
+        sigkill(pid);
+        assert_eq!(
+            exited_by_signal(pid).await,
+            Some(nix::sys::signal::Signal::SIGKILL)
+        );
+    }
+    // Dropping the `Demo` only reaps the children: no cleanup happens here.
+    drop(demo);
+    assert_eq!(db.tables_starting_with(&prefix).await, expected);
+
+    let done = drop_tables(&record).await.unwrap();
+    let server_name = record.server.to_string();
+    assert_eq!(
+        done,
+        format!(
+            "dropped tables {}, {} on {server_name}",
+            tables.mail, tables.queue
+        )
+    );
+    assert_eq!(db.tables_starting_with(&prefix).await, Vec::<String>::new());
+
+    let again = drop_tables(&record).await.unwrap();
+    assert_eq!(
+        again,
+        format!(
+            "tables {}, {} on {server_name} were already gone",
+            tables.mail, tables.queue
+        )
+    );
+}
+
+#[tokio::test]
+async fn postgres_tables_left_by_a_killed_demo_are_dropped_from_the_record() {
+    tables_left_by_a_killed_demo_are_dropped_from_the_record(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_tables_left_by_a_killed_demo_are_dropped_from_the_record() {
+    tables_left_by_a_killed_demo_are_dropped_from_the_record(Server::Mariadb).await;
+}
+
+/// A SIGSTOPped frontend cannot drop its tables on SIGTERM and is SIGKILLed
+/// after the grace; `Demo::shutdown` then drops them itself.
+async fn shutdown_drops_the_tables_of_a_frontend_that_could_not(server: Server) {
+    let tables = tables_for("stopped", server);
+    let _guard = DropGuard(DemoTablesRecord::new(&server.dsn(), &tables));
+    let mut db = Session::connect(server).await;
+    let mut options = options(server, ErrorProfile::Honest);
+    options.database.as_mut().unwrap().tables = tables.clone();
+    let demo = Demo::start(options).await.unwrap();
+    assert!(db.table_exists(&tables.mail).await);
+    assert!(db.table_exists(&tables.queue).await);
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(demo.frontend_pid()).unwrap()),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    demo.shutdown().await;
+    assert!(!db.table_exists(&tables.mail).await);
+    assert!(!db.table_exists(&tables.queue).await);
+}
+
+#[tokio::test]
+async fn postgres_shutdown_drops_the_tables_of_a_frontend_that_could_not() {
+    shutdown_drops_the_tables_of_a_frontend_that_could_not(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_shutdown_drops_the_tables_of_a_frontend_that_could_not() {
+    shutdown_drops_the_tables_of_a_frontend_that_could_not(Server::Mariadb).await;
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then closed).
+fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    port
+}
+
+/// Connection refused: an error at once, never a hang.
+async fn drop_tables_fails_fast_when_nothing_listens(server: Server) {
+    let record = DemoTablesRecord {
+        server: server.record_server(),
+        dsn: server.dsn_at_port(closed_port()),
+        ..DemoTablesRecord::new(&server.dsn(), &tables_for("refused", server))
+    };
+    let started = Instant::now();
+    let error = drop_tables(&record).await.unwrap_err();
+    let took = started.elapsed();
+    assert!(took < DROP_CONNECT_TIMEOUT, "took {took:?}");
+    match server {
+        Server::Postgres => assert!(matches!(error, DropTablesError::Postgres(_)), "{error:?}"),
+        Server::Mariadb => assert!(matches!(error, DropTablesError::Mysql(_)), "{error:?}"),
+    }
+    assert!(std::error::Error::source(&error).is_some(), "{error:?}");
+}
+
+#[tokio::test]
+async fn postgres_drop_tables_fails_fast_when_nothing_listens() {
+    drop_tables_fails_fast_when_nothing_listens(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_drop_tables_fails_fast_when_nothing_listens() {
+    drop_tables_fails_fast_when_nothing_listens(Server::Mariadb).await;
+}
+
+/// A "server" that accepts connections (the kernel does, into the backlog)
+/// and never says a word: `drop_tables` gives up after the connect timeout.
+async fn drop_tables_gives_up_on_a_server_that_never_answers(server: Server) {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let record = DemoTablesRecord {
+        server: server.record_server(),
+        dsn: server.dsn_at_port(port),
+        ..DemoTablesRecord::new(&server.dsn(), &tables_for("silent", server))
+    };
+    let started = Instant::now();
+    let error = tokio::time::timeout(BOUND, drop_tables(&record))
+        .await
+        .expect("drop_tables hung")
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            error,
+            DropTablesError::ConnectTimeout { server: s, after } if s == record.server && after == DROP_CONNECT_TIMEOUT
+        ),
+        "{error:?}"
+    );
+    assert!(took >= DROP_CONNECT_TIMEOUT, "took {took:?}");
+    assert!(took < DROP_CONNECT_TIMEOUT + SLACK, "took {took:?}");
+    assert!(
+        error.to_string().starts_with("could not connect to "),
+        "{error}"
+    );
+    drop(silent);
+}
+
+#[tokio::test]
+async fn postgres_drop_tables_gives_up_on_a_server_that_never_answers() {
+    drop_tables_gives_up_on_a_server_that_never_answers(Server::Postgres).await;
+}
+
+#[tokio::test]
+async fn mariadb_drop_tables_gives_up_on_a_server_that_never_answers() {
+    drop_tables_gives_up_on_a_server_that_never_answers(Server::Mariadb).await;
+}
+
+/// The blocking wrapper drops the tables outside any runtime and refuses,
+/// rather than panics, inside one.
+#[test]
+fn drop_tables_blocking_works_outside_a_runtime_and_refuses_inside_one() {
+    for server in [Server::Postgres, Server::Mariadb] {
+        let tables = tables_for("blocking", server);
+        let record = DemoTablesRecord::new(&server.dsn(), &tables);
+        let _guard = DropGuard(record.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut db = Session::connect(server).await;
+            for table in [&tables.mail, &tables.queue] {
+                let create = format!("CREATE TABLE {table} (id INT)");
+                match &mut db {
+                    Session::Postgres(client) => client.batch_execute(&create).await.unwrap(),
+                    Session::Mariadb(conn) => conn.query_drop(create).await.unwrap(),
+                }
+            }
+            assert!(matches!(
+                drop_tables_blocking(&record),
+                Err(DropTablesError::InsideRuntime)
+            ));
+            assert!(db.table_exists(&tables.mail).await);
+        });
+        drop(runtime);
+
+        let done = drop_tables_blocking(&record).unwrap();
+        assert!(done.starts_with("dropped tables "), "{done}");
+        let again = drop_tables_blocking(&record).unwrap();
+        assert!(again.ends_with("were already gone"), "{again}");
+    }
+}
+
+#[tokio::test]
+async fn start_refuses_unsafe_table_names_before_spawning_anything() {
+    let mut options = options(Server::Postgres, ErrorProfile::Honest);
+    options.database.as_mut().unwrap().tables = DemoTables {
+        mail: "users".to_owned(),
+        queue: "relapse_demo_x_queue".to_owned(),
+    };
+    // A launcher that cannot run: had `start` spawned anything it would fail with `Spawn`.
+    options.launcher.program = "/nonexistent/relapse-demo-child".into();
+    let error = Demo::start(options).await.unwrap_err();
+    assert!(matches!(error, DemoError::InvalidTables(_)), "{error:?}");
 }

@@ -9,6 +9,7 @@ use mysql_async::{
 };
 
 use super::{DbFailure, DELIVERY_STATEMENT_TIMEOUT, MAIL_LIMIT, POOL_SIZE};
+use crate::tables::{DatabaseServer, DropTablesError, Existed};
 use crate::DemoTables;
 
 /// Rows one delivery round moves at most; the rest wait for the next round,
@@ -168,6 +169,54 @@ impl Store {
     }
 }
 
+/// Drops `tables` on the server `url` names, from any process: connects
+/// within `connect_timeout`, then checks which tables exist and drops them,
+/// bounded by `statement_timeout` (on the server too, for lock waits).
+pub(crate) async fn drop_tables_at(
+    url: &str,
+    tables: &DemoTables,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<Existed, DropTablesError> {
+    let opts = Opts::from_url(url).map_err(DropTablesError::BadMysqlUrl)?;
+    let mut conn = tokio::time::timeout(
+        connect_timeout,
+        Conn::new(bounded_opts(&opts, statement_timeout)),
+    )
+    .await
+    .map_err(|_| DropTablesError::ConnectTimeout {
+        server: DatabaseServer::Mysql,
+        after: connect_timeout,
+    })?
+    .map_err(DropTablesError::Mysql)?;
+    let DemoTables { mail, queue } = tables;
+    let drop = async {
+        let present: Vec<String> = conn
+            .exec(
+                "SELECT table_name FROM information_schema.tables
+                 WHERE table_schema = DATABASE() AND table_name IN (?, ?)",
+                (mail, queue),
+            )
+            .await?;
+        let existed = Existed {
+            mail: present.iter().any(|name| name == mail),
+            queue: present.iter().any(|name| name == queue),
+        };
+        // Validated identifiers (see `DemoTables::validate`).
+        conn.query_drop(format!("DROP TABLE IF EXISTS {queue}, {mail}"))
+            .await?;
+        conn.disconnect().await?;
+        Ok(existed)
+    };
+    tokio::time::timeout(statement_timeout, drop)
+        .await
+        .map_err(|_| DropTablesError::Timeout {
+            server: DatabaseServer::Mysql,
+            after: statement_timeout,
+        })?
+        .map_err(DropTablesError::Mysql)
+}
+
 async fn count(conn: &mut Conn, table: &str) -> Result<i64, DbFailure> {
     conn.query_first(format!("SELECT COUNT(*) FROM {table}"))
         .await?
@@ -276,7 +325,7 @@ mod tests {
         // A server-side bound well above the sleep below, so that only the
         // client gives up.
         let timeout = Duration::from_secs(5);
-        let tables = super::super::tables_for_pid(std::process::id());
+        let tables = DemoTables::for_run(&format!("{}_unit", std::process::id())).unwrap();
         let (store, depth) = Store::open(
             "mysql://root@127.0.0.1:3306/test",
             timeout,

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, Config, NoTls};
 
 use super::{DbFailure, DELIVERY_STATEMENT_TIMEOUT, MAIL_LIMIT, POOL_SIZE};
+use crate::tables::{DatabaseServer, DropTablesError, Existed};
 use crate::DemoTables;
 
 impl From<tokio_postgres::Error> for DbFailure {
@@ -20,7 +21,12 @@ impl From<tokio_postgres::Error> for DbFailure {
 /// wait) by `bound`, so a statement blocked on a lock is cancelled by the
 /// server instead of piling up behind the client's own timeout.
 async fn connect(dsn: &str, bound: Duration) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(dsn, NoTls).await?;
+    connect_with(&dsn.parse()?, bound).await
+}
+
+/// [`connect`] with a parsed configuration.
+async fn connect_with(config: &Config, bound: Duration) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = config.connect(NoTls).await?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "database connection ended");
@@ -158,6 +164,53 @@ impl Store {
             .await?;
         Ok(())
     }
+}
+
+/// Drops `tables` on the server `dsn` names, from any process: connects
+/// within `connect_timeout`, then checks which tables exist and drops them in
+/// one transaction bounded by `statement_timeout` (on the server too).
+pub(crate) async fn drop_tables_at(
+    dsn: &str,
+    tables: &DemoTables,
+    connect_timeout: Duration,
+    statement_timeout: Duration,
+) -> Result<Existed, DropTablesError> {
+    let config: Config = dsn.parse().map_err(DropTablesError::BadPostgresDsn)?;
+    let mut client =
+        tokio::time::timeout(connect_timeout, connect_with(&config, statement_timeout))
+            .await
+            .map_err(|_| DropTablesError::ConnectTimeout {
+                server: DatabaseServer::Postgres,
+                after: connect_timeout,
+            })?
+            .map_err(DropTablesError::Postgres)?;
+    let DemoTables { mail, queue } = tables;
+    let drop = async {
+        let transaction = client.transaction().await?;
+        let row = transaction
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL",
+                &[mail, queue],
+            )
+            .await?;
+        let existed = Existed {
+            mail: row.get(0),
+            queue: row.get(1),
+        };
+        // Validated identifiers (see `DemoTables::validate`).
+        transaction
+            .batch_execute(&format!("DROP TABLE IF EXISTS {queue}, {mail}"))
+            .await?;
+        transaction.commit().await?;
+        Ok(existed)
+    };
+    tokio::time::timeout(statement_timeout, drop)
+        .await
+        .map_err(|_| DropTablesError::Timeout {
+            server: DatabaseServer::Postgres,
+            after: statement_timeout,
+        })?
+        .map_err(DropTablesError::Postgres)
 }
 
 /// The delivery task's own connection, opened on first use.
