@@ -1,12 +1,15 @@
 //! The scenario file format (TOML), as serde reads it. `docs/scenario-format.md` documents every
 //! key. These types only mirror the file; `super::load` converts them into the model and checks
-//! what serde cannot (references, exactly one kind per table, template variables).
+//! what serde cannot (references, exactly one kind per table, template variables). Each fault
+//! kind's table is in that kind's module, `super::fault::*`.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
+
+use super::fault::FaultSection;
 
 /// A duration written as `"250ms"`, `"30s"`, `"2m"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,70 +189,8 @@ pub struct LogDetectSection {
     pub every: Option<Dur>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FaultSection {
-    pub name: Spanned<String>,
-    pub start: Dur,
-    pub duration: Dur,
-    pub process_freeze: Option<Spanned<ProcessFreezeSection>>,
-    pub port_exhaustion: Option<Spanned<PortExhaustionSection>>,
-    pub fd_exhaustion: Option<Spanned<FdExhaustionSection>>,
-    pub db_lock: Option<Spanned<DbLockSection>>,
-    pub db_proxy: Option<Spanned<DbProxyFaultSection>>,
-    pub http_flood: Option<Spanned<HttpFloodSection>>,
-    pub slowloris: Option<Spanned<ConnectionsSection>>,
-    pub connection_flood: Option<Spanned<ConnectionsSection>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HttpFloodSection {
-    pub url: Spanned<String>,
-    pub method: Option<Spanned<String>>,
-    #[serde(default)]
-    pub headers: BTreeMap<String, String>,
-    pub body: Option<String>,
-    pub rate: Option<Spanned<f64>>,
-    pub connections: Option<Spanned<u64>>,
-    pub keep_alive: Option<bool>,
-    pub sources: Option<Spanned<Vec<String>>>,
-    pub source_cidr: Option<Spanned<String>>,
-    pub ramp_up: Option<Dur>,
-    pub max_requests: Option<Spanned<u64>>,
-    pub timeout: Option<Dur>,
-}
-
 /// `slowloris` and `connection_flood`: connections held open against a server.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionsSection {
-    pub url: Spanned<String>,
-    pub connections: Spanned<u64>,
-    pub sources: Option<Spanned<Vec<String>>>,
-    pub source_cidr: Option<Spanned<String>>,
-    /// slowloris only: how often each connection sends one more header line.
-    pub header_interval: Option<Dur>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DbProxyFaultSection {
-    pub proxy: Spanned<String>,
-    pub mode: Spanned<String>,
-    pub latency: Option<Dur>,
-    pub jitter: Option<Dur>,
-    pub error: Option<Spanned<ErrorCodeValue>>,
-}
-
 /// A database error: a PostgreSQL SQLSTATE (`"55P03"`) or a MySQL error number (`1205`).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum ErrorCodeValue {
-    Number(i64),
-    Text(String),
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DbProxySection {
@@ -283,54 +224,6 @@ pub struct SqlBacklogSection {
     pub postgres: Option<Spanned<String>>,
     pub mysql: Option<Spanned<String>>,
     pub query: Spanned<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DbLockSection {
-    pub postgres: Option<Spanned<String>>,
-    pub mysql: Option<Spanned<String>>,
-    pub table: Option<Spanned<String>>,
-    pub mode: Option<String>,
-    pub rows: Option<String>,
-    #[serde(default)]
-    pub global_read: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PortExhaustionSection {
-    pub netns: Option<String>,
-    pub pid: Option<u32>,
-    pub demo: Option<Spanned<String>>,
-    #[serde(default)]
-    pub allow_own_namespace: bool,
-    pub mode: Option<Spanned<String>>,
-    pub fraction: Option<Spanned<f64>>,
-    pub leave_free: Option<u32>,
-    pub destination: Option<Spanned<String>>,
-    pub rate: Option<u32>,
-    pub count: Option<u32>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FdExhaustionSection {
-    pub pid: Option<u32>,
-    pub pidfile: Option<String>,
-    pub demo: Option<Spanned<String>>,
-    #[serde(default)]
-    pub headroom: u32,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ProcessFreezeSection {
-    pub pid: Option<u32>,
-    pub pidfile: Option<String>,
-    pub demo: Option<Spanned<String>>,
-    #[serde(default)]
-    pub process_group: bool,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,5 +1,9 @@
 //! Loading scenarios: defaults, and errors that point at the right place.
 
+use std::path::Path;
+use std::time::Duration;
+
+use super::load::line_column;
 use super::*;
 
 const GOOD: &str = r#"

@@ -1,0 +1,140 @@
+//! `[target.demo]`: where the demo runs, its database, its login and its monitor.
+
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::scenario::file::{DemoAuthSection, DemoDatabaseSection, DemoSection};
+use crate::scenario::load::{problem, Problem};
+use crate::scenario::{
+    DbServer, DemoAuthSpec, DemoDatabaseSpec, DemoHostKind, DemoTarget, MonitorSpec, Template,
+    TemplateError, Vars,
+};
+
+/// `host`: checked before the `[[db_proxy]]` sections, the rest of the demo after them.
+pub fn host(demo: Option<&DemoSection>) -> Result<DemoHostKind, Problem> {
+    match demo.and_then(|d| d.host.as_ref()) {
+        None => Ok(DemoHostKind::Loopback),
+        Some(h) => match h.get_ref().as_str() {
+            "loopback" => Ok(DemoHostKind::Loopback),
+            "netns" => Ok(DemoHostKind::Netns),
+            other => problem(
+                h.span(),
+                format!("unknown demo host \"{other}\": expected \"loopback\" or \"netns\""),
+            ),
+        },
+    }
+}
+
+/// The demo, if the scenario has one; its database may use the proxies' variables only.
+pub fn check(
+    demo: Option<DemoSection>,
+    host: DemoHostKind,
+    proxy_vars: &Vars,
+) -> Result<Option<DemoTarget>, Problem> {
+    let Some(d) = demo else {
+        return Ok(None);
+    };
+    let database = match &d.database {
+        None => None,
+        Some(spanned) => Some(database(spanned, proxy_vars)?),
+    };
+    let auth = match &d.auth {
+        None => None,
+        Some(spanned) => Some(auth(spanned)?),
+    };
+    let m = d.monitor.unwrap_or_default();
+    Ok(Some(DemoTarget {
+        host,
+        database,
+        auth,
+        upstream_timeout: d
+            .upstream_timeout
+            .map_or(Duration::from_millis(250), |d| d.0),
+        monitor: MonitorSpec {
+            interval: m.interval.map_or(Duration::from_millis(500), |d| d.0),
+            timeout: m.timeout.map_or(Duration::from_secs(1), |d| d.0),
+            fall: m.fall.unwrap_or(3).max(1),
+            rise: m.rise.unwrap_or(2).max(1),
+            alertname: m.alertname.unwrap_or_else(|| "FrontendDown".to_string()),
+        },
+    }))
+}
+
+fn database(
+    spanned: &Spanned<DemoDatabaseSection>,
+    proxy_vars: &Vars,
+) -> Result<DemoDatabaseSpec, Problem> {
+    let db = spanned.get_ref();
+    let (server, dsn) = match (&db.postgres, &db.mysql) {
+        (Some(dsn), None) => (DbServer::Postgres, dsn),
+        (None, Some(dsn)) => (DbServer::Mysql, dsn),
+        _ => return problem(spanned.span(), "the demo database needs exactly one server: expected `postgres = \"DSN\"` or `mysql = \"mysql://…\"`"),
+    };
+    let template = Template::new(dsn.get_ref());
+    template.check(proxy_vars).map_err(|e| Problem {
+        span: dsn.span(),
+        message: match e {
+            TemplateError::NeedsDemo(name) => format!("the demo database cannot use `{{{name}}}`: the demo starts after its database is known; expected a literal DSN or {{db_proxy.NAME.*}}"),
+            other => other.to_string(),
+        },
+    })?;
+    let misleading_errors = match db
+        .profile
+        .as_ref()
+        .map(|p| (p.get_ref().as_str(), p.span()))
+    {
+        None | Some(("honest", _)) => false,
+        Some(("misleading_errors", _)) => true,
+        Some((other, span)) => {
+            return problem(
+                span,
+                format!(
+                "unknown error profile \"{other}\": expected \"honest\" or \"misleading_errors\""
+            ),
+            )
+        }
+    };
+    Ok(DemoDatabaseSpec {
+        server,
+        dsn: template,
+        misleading_errors,
+    })
+}
+
+fn auth(spanned: &Spanned<DemoAuthSection>) -> Result<DemoAuthSpec, Problem> {
+    let a = spanned.get_ref();
+    let mitigation = match a.profile.as_ref().map(|p| (p.get_ref().as_str(), p.span())) {
+        None | Some(("mitigation", _)) => true,
+        Some(("no_mitigation", _)) => false,
+        Some((other, span)) => {
+            return problem(
+                span,
+                format!(
+                "unknown auth profile \"{other}\": expected \"mitigation\" or \"no_mitigation\""
+            ),
+            )
+        }
+    };
+    let max_failures = match &a.max_failures {
+        None => 3,
+        Some(n) if *n.get_ref() == 0 => {
+            return problem(n.span(), "max_failures must be at least 1")
+        }
+        Some(n) => *n.get_ref(),
+    };
+    let window = a.window.map_or(Duration::from_secs(10), |d| d.0);
+    let ban = a.ban.map_or(Duration::from_secs(30), |d| d.0);
+    if window.is_zero() || ban.is_zero() {
+        return problem(
+            spanned.span(),
+            "auth `window` and `ban` must be more than 0ms",
+        );
+    }
+    Ok(DemoAuthSpec {
+        mitigation,
+        max_failures,
+        window,
+        ban,
+    })
+}

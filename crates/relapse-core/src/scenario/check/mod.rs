@@ -1,0 +1,113 @@
+//! The checks of the file's sections besides `[[fault]]` (see `super::fault`): each converts its
+//! section into model values, or says what is wrong and where.
+
+pub mod backlog;
+pub mod db_proxy;
+pub mod demo;
+pub mod detect;
+pub mod gates;
+pub mod limits;
+pub mod probe;
+pub mod sink;
+pub mod steady;
+pub mod stop;
+
+use std::ops::Range;
+
+use toml::Spanned;
+
+use super::load::{problem, Problem};
+use super::{target, template, DbProxySpec, DemoTarget, Template, Vars};
+
+/// What the checks after the demo and the proxies may ask: which hosts are reachable, which
+/// template variables exist, whether there is a demo, which proxies the run has.
+pub struct Env<'a> {
+    pub allowed: &'a [String],
+    pub vars: &'a Vars,
+    pub demo: Option<&'a DemoTarget>,
+    pub db_proxies: &'a [DbProxySpec],
+}
+
+impl Env<'_> {
+    /// See [`reachable`].
+    pub fn reachable(&self, s: &Spanned<String>, host: Option<&str>) -> Result<(), Problem> {
+        reachable(self.allowed, s, host)
+    }
+
+    /// A template whose variables are all known.
+    pub fn template(&self, s: &Spanned<String>) -> Result<Template, Problem> {
+        let t = Template::new(s.get_ref());
+        t.check(self.vars).map_err(|e| Problem {
+            span: s.span(),
+            message: e.to_string(),
+        })?;
+        Ok(t)
+    }
+}
+
+/// Literal hosts are checked here, with their place in the file; hosts that come from template
+/// variables are checked again once rendered.
+pub fn reachable(
+    allowed: &[String],
+    s: &Spanned<String>,
+    host: Option<&str>,
+) -> Result<(), Problem> {
+    match host {
+        Some(host) if !s.get_ref().contains('{') => {
+            target::check(host, allowed).map_err(|message| Problem {
+                span: s.span(),
+                message,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Every variable a scenario may use: the proxies' and, with a demo, the demo's.
+pub fn variables(proxy_vars: &Vars, with_demo: bool) -> Vars {
+    let mut vars = proxy_vars.clone();
+    if with_demo {
+        for name in template::DEMO_VARIABLES {
+            vars.set(name, "");
+        }
+    }
+    vars
+}
+
+/// An `http://` URL, or a template that starts with a variable (checked again once rendered).
+pub fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with('{')
+}
+
+/// An HTTP method, upper-cased and checked.
+pub fn http_method(m: &Spanned<String>) -> Result<String, Problem> {
+    let upper = m.get_ref().to_ascii_uppercase();
+    if ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"].contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        problem(
+            m.span(),
+            format!("unknown HTTP method \"{}\": expected GET, HEAD, POST, PUT, DELETE, OPTIONS or PATCH", m.get_ref()),
+        )
+    }
+}
+
+pub fn check_statuses(statuses: &[u16], span: Range<usize>) -> Result<(), Problem> {
+    match statuses.iter().find(|s| !(100..=599).contains(*s)) {
+        Some(bad) => problem(
+            span,
+            format!("HTTP status {bad} is out of range: expected 100 to 599"),
+        ),
+        None if statuses.is_empty() => {
+            problem(span, "the list of statuses is empty: expected at least one")
+        }
+        None => Ok(()),
+    }
+}
+
+pub fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

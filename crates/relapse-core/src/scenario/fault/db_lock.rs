@@ -1,0 +1,53 @@
+//! `db_lock`: one session on a real database takes a lock and holds it.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::scenario::check::Env;
+use crate::scenario::load::{problem, Problem};
+use crate::scenario::{DbLockTarget, DbServer, FaultKind};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbLockSection {
+    pub postgres: Option<Spanned<String>>,
+    pub mysql: Option<Spanned<String>>,
+    pub table: Option<Spanned<String>>,
+    pub mode: Option<String>,
+    pub rows: Option<String>,
+    #[serde(default)]
+    pub global_read: bool,
+}
+
+pub fn check(section: &Spanned<DbLockSection>, env: &Env) -> Result<FaultKind, Problem> {
+    let span = section.span();
+    let db = section.get_ref();
+    let (server, dsn) = match (&db.postgres, &db.mysql) {
+        (Some(dsn), None) => (DbServer::Postgres, dsn),
+        (None, Some(dsn)) => (DbServer::Mysql, dsn),
+        _ => return problem(span, "db_lock needs exactly one server: expected `postgres = \"DSN\"` or `mysql = \"mysql://…\"`"),
+    };
+    let lock = match (&db.table, &db.rows, db.global_read) {
+        (None, None, true) if server == DbServer::Mysql => DbLockTarget::GlobalRead,
+        (_, _, true) if server == DbServer::Postgres => {
+            return problem(span, "global_read is MySQL's FLUSH TABLES WITH READ LOCK: PostgreSQL has none; expected `table`")
+        }
+        (Some(table), None, false) => DbLockTarget::Table {
+            table: env.template(table)?,
+            mode: db.mode.clone().unwrap_or_else(|| match server {
+                DbServer::Postgres => "ACCESS EXCLUSIVE".to_string(),
+                DbServer::Mysql => "WRITE".to_string(),
+            }),
+        },
+        (Some(table), Some(rows), false) if db.mode.is_none() => DbLockTarget::Rows {
+            table: env.template(table)?,
+            where_clause: rows.clone(),
+        },
+        _ => return problem(span, "db_lock needs `table` (with an optional `mode`), `table` and `rows` (a WHERE clause), or `global_read = true`"),
+    };
+    Ok(FaultKind::DbLock {
+        server,
+        dsn: env.template(dsn)?,
+        lock,
+    })
+}

@@ -1,0 +1,121 @@
+//! `db_proxy` (the fault): switch a `[[db_proxy]]` of the run out of pass-through.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::scenario::check::{quoted_list, Env};
+use crate::scenario::file::Dur;
+use crate::scenario::load::{problem, Problem};
+use crate::scenario::{
+    DbProxyMode, DbServer, FaultKind, MYSQL_PROXY_ERRORS, POSTGRES_PROXY_ERRORS,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DbProxyFaultSection {
+    pub proxy: Spanned<String>,
+    pub mode: Spanned<String>,
+    pub latency: Option<Dur>,
+    pub jitter: Option<Dur>,
+    pub error: Option<Spanned<ErrorCodeValue>>,
+}
+
+/// A database error: a PostgreSQL SQLSTATE (`"55P03"`) or a MySQL error number (`1205`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum ErrorCodeValue {
+    Number(i64),
+    Text(String),
+}
+
+/// Which proxy, and a mode whose settings fit it.
+pub fn check(spanned: &Spanned<DbProxyFaultSection>, env: &Env) -> Result<FaultKind, Problem> {
+    let proxies = env.db_proxies;
+    let span = spanned.span();
+    let dp = spanned.get_ref();
+    let Some(proxy) = proxies.iter().position(|p| &p.name == dp.proxy.get_ref()) else {
+        return problem(
+            dp.proxy.span(),
+            if proxies.is_empty() {
+                format!(
+                    "unknown db_proxy \"{}\": the scenario declares no [[db_proxy]]",
+                    dp.proxy.get_ref()
+                )
+            } else {
+                format!(
+                    "unknown db_proxy \"{}\": expected one of {}",
+                    dp.proxy.get_ref(),
+                    quoted_list(proxies.iter().map(|p| p.name.as_str()))
+                )
+            },
+        );
+    };
+    let mode_name = dp.mode.get_ref().as_str();
+    let settings_for = |wanted: &str| -> Result<(), Problem> {
+        let given = [
+            ("latency", dp.latency.is_some()),
+            ("jitter", dp.jitter.is_some()),
+            ("error", dp.error.is_some()),
+        ];
+        match given
+            .iter()
+            .find(|(key, set)| *set && !wanted.contains(key))
+        {
+            Some((key, _)) => problem(
+                span.clone(),
+                format!("`{key}` does not apply to mode \"{mode_name}\""),
+            ),
+            None => Ok(()),
+        }
+    };
+    let mode = match mode_name {
+        "stall" => DbProxyMode::Stall,
+        "stall_writes" => DbProxyMode::StallWrites,
+        "reset" => DbProxyMode::Reset,
+        "refuse_new" => DbProxyMode::RefuseNew,
+        "latency" => {
+            settings_for("latency jitter")?;
+            let Some(latency) = dp.latency else {
+                return problem(span, "mode \"latency\" needs `latency`, e.g. latency = \"200ms\"");
+            };
+            let jitter = dp.jitter.map_or(Duration::ZERO, |d| d.0);
+            if jitter > latency.0 {
+                return problem(span, "`jitter` must not exceed `latency`");
+            }
+            DbProxyMode::Latency { latency: latency.0, jitter }
+        }
+        "error" => {
+            settings_for("error")?;
+            let Some(code) = &dp.error else {
+                return problem(span, "mode \"error\" needs `error`: a SQLSTATE such as \"55P03\" or a MySQL error number such as 1205");
+            };
+            let text = match code.get_ref() {
+                ErrorCodeValue::Number(n) => n.to_string(),
+                ErrorCodeValue::Text(t) => t.to_ascii_uppercase(),
+            };
+            let allowed: &[&str] = match proxies[proxy].server {
+                DbServer::Postgres => &POSTGRES_PROXY_ERRORS,
+                DbServer::Mysql => &MYSQL_PROXY_ERRORS,
+            };
+            if !allowed.contains(&text.as_str()) {
+                return problem(code.span(), format!("unknown error {text} for a {} proxy: expected one of {}", match proxies[proxy].server { DbServer::Postgres => "postgres", DbServer::Mysql => "mysql" }, allowed.join(", ")));
+            }
+            DbProxyMode::Error { code: text }
+        }
+        other => {
+            return problem(
+                dp.mode.span(),
+                format!("unknown db_proxy mode \"{other}\": expected \"stall\", \"stall_writes\", \"latency\", \"error\", \"reset\" or \"refuse_new\""),
+            )
+        }
+    };
+    if !matches!(
+        mode,
+        DbProxyMode::Latency { .. } | DbProxyMode::Error { .. }
+    ) {
+        settings_for("")?;
+    }
+    Ok(FaultKind::DbProxy { proxy, mode })
+}

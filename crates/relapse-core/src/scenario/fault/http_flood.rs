@@ -1,0 +1,95 @@
+//! `http_flood`: a request flood, open model (`rate`) or closed (`connections`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::flood;
+use crate::scenario::check::{http_method, Env};
+use crate::scenario::file::Dur;
+use crate::scenario::load::{problem, Problem};
+use crate::scenario::{
+    is_flood_placeholder, FaultKind, FloodLoad, HttpFloodSpec, Template, MAX_FLOOD_REQUESTS,
+};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpFloodSection {
+    pub url: Spanned<String>,
+    pub method: Option<Spanned<String>>,
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub body: Option<String>,
+    pub rate: Option<Spanned<f64>>,
+    pub connections: Option<Spanned<u64>>,
+    pub keep_alive: Option<bool>,
+    pub sources: Option<Spanned<Vec<String>>>,
+    pub source_cidr: Option<Spanned<String>>,
+    pub ramp_up: Option<Dur>,
+    pub max_requests: Option<Spanned<u64>>,
+    pub timeout: Option<Dur>,
+}
+
+pub fn check(section: &Spanned<HttpFloodSection>, env: &Env) -> Result<FaultKind, Problem> {
+    let span = section.span();
+    let f = section.get_ref();
+    flood::url(&f.url, env)?;
+    let method = match &f.method {
+        None => "GET".to_string(),
+        Some(m) => http_method(m)?,
+    };
+    let connections = match &f.connections {
+        None => None,
+        Some(c) => Some(flood::connections(c)?),
+    };
+    let load = match &f.rate {
+        Some(rate) => {
+            let r = *rate.get_ref();
+            if !(r.is_finite() && r > 0.0 && r <= 1_000_000.0) {
+                return problem(
+                    rate.span(),
+                    "rate must be more than 0 and at most 1000000 requests per second",
+                );
+            }
+            FloodLoad::Open {
+                rate: r,
+                max_in_flight: connections.unwrap_or(256),
+            }
+        }
+        None => match connections {
+            Some(connections) => FloodLoad::Closed { connections },
+            None => return problem(span, "http_flood needs `rate` (requests per second: an open model) or `connections` (each as fast as answered: a closed model)"),
+        },
+    };
+    let max_requests = match &f.max_requests {
+        None => 1_000_000,
+        Some(n) if *n.get_ref() == 0 || *n.get_ref() > MAX_FLOOD_REQUESTS => {
+            return problem(
+                n.span(),
+                format!("max_requests must lie between 1 and {MAX_FLOOD_REQUESTS}"),
+            )
+        }
+        Some(n) => *n.get_ref(),
+    };
+    // The run's variables are checked now; the flood's own placeholders are its to fill.
+    let url = Template::new(f.url.get_ref());
+    url.render_keeping(env.vars, is_flood_placeholder)
+        .map_err(|e| Problem {
+            span: f.url.span(),
+            message: e.to_string(),
+        })?;
+    Ok(FaultKind::HttpFlood(HttpFloodSpec {
+        url,
+        method,
+        headers: f.headers.clone().into_iter().collect(),
+        body: f.body.clone().unwrap_or_default(),
+        load,
+        keep_alive: f.keep_alive.unwrap_or(true),
+        sources: flood::sources(span, &f.sources, &f.source_cidr)?,
+        ramp_up: f.ramp_up.map_or(Duration::ZERO, |d| d.0),
+        max_requests,
+        timeout: f.timeout.map_or(Duration::from_secs(5), |d| d.0),
+    }))
+}

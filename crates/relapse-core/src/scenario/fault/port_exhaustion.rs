@@ -1,0 +1,107 @@
+//! `port_exhaustion`: take a network namespace's ephemeral ports away from `connect()`.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::scenario::check::Env;
+use crate::scenario::load::{problem, Problem};
+use crate::scenario::{target, DemoHostKind, FaultKind, NetnsTarget, PortsMode, ReserveAmount};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PortExhaustionSection {
+    pub netns: Option<String>,
+    pub pid: Option<u32>,
+    pub demo: Option<Spanned<String>>,
+    #[serde(default)]
+    pub allow_own_namespace: bool,
+    pub mode: Option<Spanned<String>>,
+    pub fraction: Option<Spanned<f64>>,
+    pub leave_free: Option<u32>,
+    pub destination: Option<Spanned<String>>,
+    pub rate: Option<u32>,
+    pub count: Option<u32>,
+}
+
+pub fn check(section: &Spanned<PortExhaustionSection>, env: &Env) -> Result<FaultKind, Problem> {
+    let span = section.span();
+    let pe = section.get_ref();
+    let target = match (&pe.netns, &pe.pid, &pe.demo) {
+        (Some(name), None, None) => NetnsTarget::Named(name.clone()),
+        (None, Some(pid), None) => NetnsTarget::Pid(*pid),
+        (None, None, Some(component)) => {
+            if component.get_ref() != "host" {
+                return problem(
+                    component.span(),
+                    format!(
+                        "unknown demo component \"{}\" for port_exhaustion: expected \"host\"",
+                        component.get_ref()
+                    ),
+                );
+            }
+            if env.demo.map(|d| d.host) != Some(DemoHostKind::Netns) {
+                return problem(component.span(), "`demo = \"host\"` needs the demo to run as its own host: expected [target.demo] host = \"netns\"");
+            }
+            NetnsTarget::DemoHost
+        }
+        _ => {
+            return problem(
+                span,
+                "port_exhaustion needs exactly one target: expected one of `netns`, `pid`, `demo`",
+            )
+        }
+    };
+    let mode_name = pe.mode.as_ref().map_or("reserve", |m| m.get_ref().as_str());
+    let mode = match mode_name {
+        "reserve" => {
+            let amount = match (&pe.fraction, pe.leave_free) {
+                (None, None) => ReserveAmount::All,
+                (Some(f), None) => {
+                    if !(*f.get_ref() > 0.0 && *f.get_ref() <= 1.0) {
+                        return problem(f.span(), "fraction must lie in (0, 1]");
+                    }
+                    ReserveAmount::Fraction(*f.get_ref())
+                }
+                (None, Some(n)) => ReserveAmount::LeaveFree(n),
+                (Some(f), Some(_)) => {
+                    return problem(f.span(), "give `fraction` or `leave_free`, not both")
+                }
+            };
+            PortsMode::Reserve(amount)
+        }
+        "leak" | "time_wait" => {
+            let Some(destination) = &pe.destination else {
+                return problem(
+                    span,
+                    format!("mode \"{mode_name}\" needs a `destination` (host:port)"),
+                );
+            };
+            env.reachable(destination, target::address_host(destination.get_ref()))?;
+            let destination = env.template(destination)?;
+            let rate = pe.rate.unwrap_or(1000).max(1);
+            let count = pe.count.unwrap_or(10_000).max(1);
+            if mode_name == "leak" {
+                PortsMode::Leak {
+                    destination,
+                    rate,
+                    count,
+                }
+            } else {
+                PortsMode::TimeWait {
+                    destination,
+                    rate,
+                    count,
+                }
+            }
+        }
+        other => {
+            let at = pe.mode.as_ref().map_or(span.clone(), |m| m.span());
+            return problem(at, format!("unknown port_exhaustion mode \"{other}\": expected \"reserve\", \"leak\" or \"time_wait\""));
+        }
+    };
+    Ok(FaultKind::PortExhaustion {
+        target,
+        mode,
+        allow_own_namespace: pe.allow_own_namespace,
+    })
+}

@@ -1,0 +1,49 @@
+//! `slowloris`: connections that send a request line, then a header line every
+//! `header_interval`, never finishing.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::flood;
+use crate::scenario::check::Env;
+use crate::scenario::file::Dur;
+use crate::scenario::load::{problem, Problem};
+use crate::scenario::FaultKind;
+
+/// Named as `connection_flood`'s and `slowloris`'s shared table was: serde puts the type's
+/// name in its messages ("invalid type: …, expected struct ConnectionsSection").
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    pub url: Spanned<String>,
+    pub connections: Spanned<u64>,
+    pub sources: Option<Spanned<Vec<String>>>,
+    pub source_cidr: Option<Spanned<String>>,
+    /// How often each connection sends one more header line.
+    pub header_interval: Option<Dur>,
+}
+
+pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<FaultKind, Problem> {
+    let span = section.span();
+    let c = section.get_ref();
+    let (connections, sources) = flood::held_connections(
+        span.clone(),
+        &c.url,
+        &c.connections,
+        &c.sources,
+        &c.source_cidr,
+        env,
+    )?;
+    let header_interval = c.header_interval.map_or(Duration::from_secs(1), |d| d.0);
+    if header_interval.is_zero() {
+        return problem(span, "header_interval must be more than 0ms");
+    }
+    Ok(FaultKind::Slowloris {
+        url: env.template(&c.url)?,
+        connections,
+        sources,
+        header_interval,
+    })
+}

@@ -1,0 +1,139 @@
+//! Reading a scenario: the file is read by serde in one pass (which gives line:column for its
+//! own errors), then `convert` checks each section in order and builds the model. The first
+//! problem found is the one reported.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::check::{self, Env};
+use super::{fault, file, Scenario};
+
+/// Why a scenario could not be loaded. `Invalid` carries the place in the file.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{}: cannot read the scenario: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}:{column}: {message}", path.display())]
+    Invalid {
+        path: PathBuf,
+        line: usize,
+        column: usize,
+        message: String,
+    },
+}
+
+/// Reads and checks a scenario file. Probes and detection sources may reach only loopback and
+/// the scenario's own `allow_targets`.
+pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+    load_allowing(path, &[])
+}
+
+/// Like [`load`], with more hosts allowed (the command line's `--allow-target`).
+pub fn load_allowing(path: &Path, allowed: &[String]) -> Result<Scenario, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_allowing(path, &text, allowed)
+}
+
+/// Parses and checks scenario text; `path` is used in error messages only.
+pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
+    parse_allowing(path, text, &[])
+}
+
+/// Like [`parse`], with more hosts allowed.
+pub fn parse_allowing(
+    path: &Path,
+    text: &str,
+    allowed: &[String],
+) -> Result<Scenario, ScenarioError> {
+    let invalid = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+        ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let parsed: file::ScenarioFile = toml::from_str(text)
+        .map_err(|err| invalid(err.span(), err.message().trim_end_matches('.').to_string()))?;
+    convert(parsed, allowed).map_err(|Problem { span, message }| invalid(Some(span), message))
+}
+
+/// A checking failure at a place in the file.
+pub(super) struct Problem {
+    pub span: Range<usize>,
+    pub message: String,
+}
+
+pub(super) fn problem<T>(span: Range<usize>, message: impl Into<String>) -> Result<T, Problem> {
+    Err(Problem {
+        span,
+        message: message.into(),
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// The file's sections, checked in this order (which decides which problem is reported first).
+fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, Problem> {
+    let allowed: Vec<String> = f
+        .scenario
+        .allow_targets
+        .iter()
+        .chain(extra_allowed)
+        .cloned()
+        .collect();
+    let demo_host = check::demo::host(f.target.demo.as_ref())?;
+    let db_proxies = check::db_proxy::check(&f.db_proxy, &allowed)?;
+    // The demo's database may be reached through a proxy of the run; the demo's own variables
+    // are not known before the demo starts.
+    let proxy_vars = check::db_proxy::variables(&db_proxies);
+    let demo = check::demo::check(f.target.demo, demo_host, &proxy_vars)?;
+    let vars = check::variables(&proxy_vars, demo.is_some());
+    let env = Env {
+        allowed: &allowed,
+        vars: &vars,
+        demo: demo.as_ref(),
+        db_proxies: &db_proxies,
+    };
+    let sink_listen = check::sink::check(&f.sink)?;
+    let probes = check::probe::check(&f.probe, &env)?;
+    let steady_state = check::steady::check(f.steady_state, &probes)?;
+    let detectors = check::detect::check(&f.detect, &env)?;
+    let faults = fault::check(&f.fault, &env)?;
+    let stops = check::stop::check(&f.stop, &probes, &steady_state)?;
+    let gates = check::gates::check(&f.gates, &detectors)?;
+    let limits = check::limits::check(&f.limits)?;
+    let backlog = check::backlog::check(f.backlog.as_ref(), &env)?;
+
+    Ok(Scenario {
+        name: f.scenario.name,
+        description: f.scenario.description,
+        incident: f.scenario.incident,
+        demo,
+        sink_listen,
+        probes,
+        steady_state,
+        detectors,
+        faults,
+        gates,
+        limits,
+        stops,
+        db_proxies,
+        backlog,
+        allow_targets: allowed,
+    })
+}

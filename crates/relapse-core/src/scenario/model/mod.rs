@@ -1,0 +1,247 @@
+//! The scenario model: what a run does, checked and with defaults filled in. The loader
+//! (`super::load`) builds it from the file format; everything here is re-exported from
+//! `crate::scenario`.
+
+mod fault;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::Template;
+
+pub use fault::*;
+
+/// The longest run any scenario may ask for; `limits.max_run` above it is refused.
+pub const MAX_RUN_CEILING: Duration = Duration::from_secs(3600);
+
+/// A scenario, checked and with defaults filled in.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: String,
+    pub description: Option<String>,
+    pub incident: Option<String>,
+    pub demo: Option<DemoTarget>,
+    pub sink_listen: SocketAddr,
+    pub probes: Vec<ProbeSpec>,
+    pub steady_state: SteadyStateSpec,
+    pub detectors: Vec<DetectorSpec>,
+    pub faults: Vec<FaultSpec>,
+    pub gates: Gates,
+    pub limits: Limits,
+    pub stops: Vec<StopSpec>,
+    /// Protocol-aware proxies in front of databases, started with the run.
+    pub db_proxies: Vec<DbProxySpec>,
+    /// A backlog that recovery must also wait out.
+    pub backlog: Option<BacklogSpec>,
+    /// Hosts besides loopback that probes and detection sources may reach.
+    pub allow_targets: Vec<String>,
+}
+
+/// Abort the run when a probe's success ratio over `window` falls under `min_success` after the
+/// first injection: the target is hurt beyond what the experiment may cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StopSpec {
+    pub name: String,
+    /// Index into `Scenario::probes`.
+    pub probe: usize,
+    pub min_success: f64,
+    pub window: Duration,
+}
+
+/// The embedded demo target and its monitor's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoTarget {
+    pub upstream_timeout: Duration,
+    pub monitor: MonitorSpec,
+    /// Where the frontend runs: on loopback, or as its own host in a network namespace.
+    pub host: DemoHostKind,
+    /// The frontend's mail store and queue on PostgreSQL, if it has one.
+    pub database: Option<DemoDatabaseSpec>,
+    /// The frontend's `/login`, if it has one.
+    pub auth: Option<DemoAuthSpec>,
+}
+
+/// The demo's login: real password hashing, and a limiter that blocks a source address after
+/// `max_failures` failed logins within `window`, for `ban` (the mitigation that worked at
+/// OpenSRS); `mitigation = false` is the `no_mitigation` profile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoAuthSpec {
+    pub mitigation: bool,
+    pub max_failures: u32,
+    pub window: Duration,
+    pub ban: Duration,
+}
+
+/// A proxy relapse runs between a target and its database, pass-through until a `db_proxy`
+/// fault switches it. Its address is in the template variables `{db_proxy.NAME.address}`,
+/// `{db_proxy.NAME.host}` and `{db_proxy.NAME.port}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbProxySpec {
+    pub name: String,
+    pub server: DbServer,
+    /// The database server, `host:port`, checked against the allowlist.
+    pub upstream: String,
+    pub listen: SocketAddr,
+}
+
+/// A gauge whose value must be at or under `max` before a run counts as recovered.
+#[derive(Debug, Clone)]
+pub struct BacklogSpec {
+    pub name: String,
+    pub max: f64,
+    pub every: Duration,
+    pub timeout: Duration,
+    pub kind: BacklogKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum BacklogKind {
+    /// A metric in Prometheus text format: the sum of the samples named `metric`.
+    Metric { url: Template, metric: String },
+    /// The first column of the first row of a query.
+    Sql {
+        server: DbServer,
+        dsn: Template,
+        query: Template,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DemoDatabaseSpec {
+    pub server: DbServer,
+    /// A PostgreSQL DSN or a `mysql://` URL; may name a `db_proxy` of the run.
+    pub dsn: Template,
+    /// During a database outage: `false` answers 503 with Retry-After, `true` 401 "planned
+    /// maintenance", as Kolab's front ends did.
+    pub misleading_errors: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DemoHostKind {
+    Loopback,
+    /// A network namespace relapse creates for the run (veth pair, 198.18.0.0/15) and removes.
+    Netns,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorSpec {
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub alertname: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProbeSpec {
+    pub name: String,
+    pub every: Duration,
+    pub kind: ProbeKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProbeKind {
+    Http {
+        url: Template,
+        method: String,
+        timeout: Duration,
+        expect: Vec<u16>,
+        /// Sent with every check, e.g. a login form and its content type.
+        headers: Vec<(String, String)>,
+        body: String,
+    },
+    Tcp {
+        address: Template,
+        timeout: Duration,
+    },
+}
+
+impl ProbeKind {
+    pub fn timeout(&self) -> Duration {
+        match self {
+            ProbeKind::Http { timeout, .. } | ProbeKind::Tcp { timeout, .. } => *timeout,
+        }
+    }
+}
+
+/// Steady state: over `window`, the SLI probe's success ratio is at least `min_success` and its
+/// p99 latency at most `max_p99`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SteadyStateSpec {
+    /// Index into `Scenario::probes`.
+    pub probe: usize,
+    pub window: Duration,
+    pub min_success: f64,
+    pub max_p99: Option<Duration>,
+    /// How long the run waits for steady state before injecting; past it, `inconclusive`.
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DetectorSpec {
+    pub name: String,
+    pub kind: DetectorKind,
+}
+
+#[derive(Debug, Clone)]
+pub enum DetectorKind {
+    /// An alert POSTed to the harness's sink whose labels include all of `matchers`.
+    Webhook { matchers: BTreeMap<String, String> },
+    /// A health endpoint answering a status outside `healthy` (or not answering).
+    Http {
+        url: Template,
+        every: Duration,
+        timeout: Duration,
+        healthy: Vec<u16>,
+    },
+    /// A command exiting non-zero (or outliving its timeout).
+    Command {
+        run: Vec<Template>,
+        every: Duration,
+        timeout: Duration,
+    },
+    /// A line appended to a file matching a regular expression.
+    Log {
+        path: Template,
+        pattern: String,
+        every: Duration,
+    },
+}
+
+impl DetectorKind {
+    /// The interval that bounds how late this source can notice a signal; zero for pushed signals.
+    pub fn resolution(&self) -> Duration {
+        match self {
+            DetectorKind::Webhook { .. } => Duration::ZERO,
+            DetectorKind::Http { every, .. }
+            | DetectorKind::Command { every, .. }
+            | DetectorKind::Log { every, .. } => *every,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbServer {
+    Postgres,
+    Mysql,
+}
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Gates {
+    pub detect_within: Option<Duration>,
+    pub recover_within: Option<Duration>,
+    pub mitigate_within: Option<Duration>,
+    pub max_error_ratio: Option<f64>,
+    pub allowed_error_statuses: Option<Vec<u16>>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    /// The whole run, steady-state wait included; past it every fault is reverted and the run is
+    /// `aborted`.
+    pub max_run: Duration,
+    /// How long to keep watching after the last revert for detection and recovery.
+    pub observe_after: Duration,
+    /// How long an injector may take to confirm a fault before the run is aborted.
+    pub inject_timeout: Duration,
+}
