@@ -3,15 +3,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod harness;
 pub mod junit;
+pub mod kinds;
+pub mod plan;
+pub mod reach;
 pub mod render;
 pub mod safety;
-pub mod wiring;
 
 use relapse_core::gate::Verdict;
 use relapse_core::report::RunReport;
 
-/// Exit codes, as DESIGN.md fixes them.
+/// Exit codes, as docs/design.md gives them.
 pub mod exit {
     pub const PASS: u8 = 0;
     pub const FAIL: u8 = 1;

@@ -8,40 +8,12 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use relapse_core::fault::{RevertInstructions, RevertLog};
+use relapse_core::fault::{LogError, RevertError, RevertInstructions, RevertLog};
 use relapse_journal::{Entry, Journal, JournalError, Run};
 
-/// Executes a journaled revert with the injector that knows its kind. The only place that maps
-/// a journal entry back to an injector crate.
-pub fn revert_entry(entry: &Entry) -> Result<String, String> {
-    match entry.kind.as_str() {
-        "process_freeze" => relapse_hang::revert_journaled(&entry.revert.to_string()),
-        "port_exhaustion" => relapse_ports::ports::revert_journaled(&entry.revert.to_string()),
-        "fd_exhaustion" => relapse_ports::fd::revert_journaled(&entry.revert.to_string()),
-        "db_lock" => {
-            // The revert needs a runtime of its own, and `cleanup` is called from inside the
-            // CLI's: run it on a thread of its own.
-            let json = entry.revert.to_string();
-            std::thread::spawn(move || relapse_db::revert_journaled_blocking(&json))
-                .join()
-                .unwrap_or_else(|_| Err("the db_lock revert panicked".to_string()))
-        }
-        "db_proxy" => relapse_dbproxy::revert_journaled(&entry.revert.to_string()),
-        "http_flood" | "slowloris" | "connection_flood" => {
-            relapse_flood::revert_journaled(&entry.revert.to_string())
-        }
-        "netns" => {
-            let name = entry.revert["name"]
-                .as_str()
-                .ok_or("a netns entry without a name")?;
-            relapse_ports::netns::remove(name)
-                .map(|()| format!("network namespace {name} removed"))
-                .map_err(|e| e.to_string())
-        }
-        other => Err(format!(
-            "unknown fault kind \"{other}\" in the journal: cannot revert it"
-        )),
-    }
+/// Executes a journaled revert with the injector that knows its kind (the kind table).
+pub fn revert_entry(entry: &Entry) -> Result<String, RevertError> {
+    crate::kinds::revert_entry(&entry.kind, entry.revert.clone())
 }
 
 /// The engine's view of the journal, shared by the runs of one `relapse run`.
@@ -68,28 +40,26 @@ impl RevertLog for JournalLog {
         fault: &str,
         describe: &str,
         instructions: &RevertInstructions,
-    ) -> Result<u64, String> {
-        let revert = serde_json::from_str(&instructions.json)
-            .map_err(|e| format!("the injector's revert instructions are not JSON: {e}"))?;
+    ) -> Result<u64, LogError> {
         let entry = Entry {
             kind: instructions.kind.to_string(),
             fault: fault.to_string(),
             describe: describe.to_string(),
-            revert,
+            revert: instructions.record.clone(),
         };
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .record(&entry)
-            .map_err(|e| e.to_string())
+            .map_err(|e| LogError(e.into()))
     }
 
-    fn remove(&mut self, id: u64) -> Result<(), String> {
+    fn remove(&mut self, id: u64) -> Result<(), LogError> {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id)
-            .map_err(|e| e.to_string())
+            .map_err(|e| LogError(e.into()))
     }
 }
 
@@ -98,7 +68,7 @@ impl RevertLog for JournalLog {
 pub struct Cleaned {
     pub run: PathBuf,
     /// `(fault, what it did, result)` for every pending entry.
-    pub reverts: Vec<(String, String, Result<String, String>)>,
+    pub reverts: Vec<(String, String, Result<String, RevertError>)>,
     /// Left alone because its harness still runs.
     pub skipped_live_owner: Option<u32>,
 }

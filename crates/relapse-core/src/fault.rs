@@ -6,6 +6,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use tokio::time::Instant;
 
 /// A boxed, sendable future: the trait objects here must be `dyn`-compatible.
@@ -41,15 +43,102 @@ pub enum FaultError {
     NotConfirmed(String),
 }
 
+/// Any error, boxed: the source kept under a typed error of this crate.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// An injector's record of how to revert one fault from another process: a typed value of the
+/// injector crate, serialised once into the journal and read back by the same kind.
+pub trait RevertRecord: Serialize + DeserializeOwned {
+    /// The fault kind that writes and reads this record (the injector crate's `KIND`).
+    const KIND: &'static str;
+}
+
 /// How to revert a fault without the process that injected it: written to the journal before
 /// the fault is injected, executed by the guardian or `relapse cleanup` if the harness dies.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RevertInstructions {
     /// The fault kind, which picks the injector that can execute the instructions.
     pub kind: &'static str,
-    /// The injector's own instructions, as a JSON document.
-    pub json: String,
+    /// The injector's record, as the journal stores it.
+    pub record: serde_json::Value,
 }
+
+impl RevertInstructions {
+    /// The instructions that carry `record`.
+    pub fn new<R: RevertRecord>(record: &R) -> RevertInstructions {
+        RevertInstructions::for_kind(R::KIND, record)
+    }
+
+    /// The instructions of `kind` that carry `record`, for a record type shared by several kinds
+    /// (the floods).
+    pub fn for_kind(kind: &'static str, record: &impl Serialize) -> RevertInstructions {
+        RevertInstructions {
+            kind,
+            // A record is plain data (numbers, strings, enums): it always serialises.
+            record: serde_json::to_value(record).expect("a revert record always serialises"),
+        }
+    }
+
+    /// The typed record back.
+    pub fn decode<R: RevertRecord>(&self) -> Result<R, RevertError> {
+        decode_record(self.record.clone())
+    }
+}
+
+/// Reads a journaled record as the kind `R` wrote it.
+pub fn decode_record<R: RevertRecord>(value: serde_json::Value) -> Result<R, RevertError> {
+    decode_as(R::KIND, value)
+}
+
+/// Reads a journaled record of `kind` as an `R`, for record types shared by several kinds.
+pub fn decode_as<R: DeserializeOwned>(
+    kind: &'static str,
+    value: serde_json::Value,
+) -> Result<R, RevertError> {
+    serde_json::from_value(value).map_err(|source| RevertError::Record { kind, source })
+}
+
+/// Why a journaled revert could not be executed. The journal entry then stays, for
+/// `relapse cleanup` to try again.
+#[derive(Debug, thiserror::Error)]
+pub enum RevertError {
+    /// The entry is not a record of its kind (a corrupt or foreign journal).
+    #[error("unreadable {kind} record: {source}")]
+    Record {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// The entry names a kind no injector knows.
+    #[error("unknown fault kind \"{0}\" in the journal: cannot revert it")]
+    UnknownKind(String),
+    /// The revert was attempted and failed.
+    #[error("{context}: {source}")]
+    Failed {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+    /// The revert was refused or could not be confirmed (a session held by someone else, a
+    /// process still there after the deadline).
+    #[error("{0}")]
+    NotConfirmed(String),
+}
+
+impl RevertError {
+    /// A failure with what was being done.
+    pub fn failed(context: impl Into<String>, source: impl Into<BoxError>) -> RevertError {
+        RevertError::Failed {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Why a revert could not be written to (or struck from) the journal.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct LogError(pub BoxError);
 
 /// A fault injector. Implementations live in the injector crates.
 pub trait Fault: Send {
@@ -84,10 +173,10 @@ pub trait RevertLog: Send {
         fault: &str,
         describe: &str,
         instructions: &RevertInstructions,
-    ) -> Result<u64, String>;
+    ) -> Result<u64, LogError>;
 
     /// Removes a recorded revert once it is confirmed.
-    fn remove(&mut self, id: u64) -> Result<(), String>;
+    fn remove(&mut self, id: u64) -> Result<(), LogError>;
 }
 
 /// Holds a fault that may be applied; dropping the guard reverts it if it still is.
@@ -149,6 +238,30 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
     use std::sync::Arc;
 
+    #[derive(serde::Serialize, serde::Deserialize, Debug, PartialEq)]
+    struct CounterRecord;
+
+    impl RevertRecord for CounterRecord {
+        const KIND: &'static str = "counter";
+    }
+
+    #[test]
+    fn a_record_comes_back_as_its_type_and_a_foreign_one_is_refused() {
+        let instructions = RevertInstructions::new(&CounterRecord);
+        assert_eq!(instructions.kind, "counter");
+        assert_eq!(
+            instructions.decode::<CounterRecord>().unwrap(),
+            CounterRecord
+        );
+        let foreign = decode_record::<CounterRecord>(serde_json::json!({"pid": 1})).unwrap_err();
+        assert!(
+            foreign
+                .to_string()
+                .starts_with("unreadable counter record: "),
+            "{foreign}"
+        );
+    }
+
     /// Counts how often it is applied: > 0 means applied.
     struct Counter(Arc<AtomicU32>);
 
@@ -157,10 +270,7 @@ mod tests {
             "counter".into()
         }
         fn revert_instructions(&self) -> RevertInstructions {
-            RevertInstructions {
-                kind: "counter",
-                json: "{}".into(),
-            }
+            RevertInstructions::new(&CounterRecord)
         }
         fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
             Box::pin(async move {

@@ -4,7 +4,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::fault::BoxFuture;
+use crate::fault::{BoxError, BoxFuture};
 
 /// The result of one probe check. The engine times it; the probe enforces its own timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,56 @@ pub trait Gauge: Send + Sync {
     /// Reads the current value.
     ///
     /// Cancel safety: cancel safe; a dropped read records nothing.
-    fn read(&self) -> BoxFuture<'_, Result<f64, String>>;
+    fn read(&self) -> BoxFuture<'_, Result<f64, GaugeError>>;
+}
+
+/// Why a gauge gave no value this time; the engine logs it and reads again on the next tick.
+#[derive(Debug, thiserror::Error)]
+pub enum GaugeError {
+    /// The gauge's source could not be reached or did not answer (a refused connection, a
+    /// timeout, a status other than 2xx, a failed query).
+    #[error("{context}: {source}")]
+    Unreachable {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+    /// It answered, but not with a number (no sample of the metric, no row, NULL, text).
+    #[error("{0}")]
+    NoValue(String),
+}
+
+impl GaugeError {
+    pub fn unreachable(context: impl Into<String>, source: impl Into<BoxError>) -> GaugeError {
+        GaugeError::Unreachable {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
+}
+
+/// Why a detection source stopped watching before it was cancelled.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectorError {
+    /// The source cannot work as configured (an empty command).
+    #[error("{0}")]
+    Config(String),
+    /// What the source watches went away (the webhook sink stopped, the log file unreadable).
+    #[error("{context}: {source}")]
+    Lost {
+        context: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl DetectorError {
+    pub fn lost(context: impl Into<String>, source: impl Into<BoxError>) -> DetectorError {
+        DetectorError::Lost {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// A detection event, stamped when the harness received it.
@@ -95,5 +144,5 @@ pub trait Detector: Send {
         self: Box<Self>,
         signals: SignalSender,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), String>>;
+    ) -> BoxFuture<'static, Result<(), DetectorError>>;
 }

@@ -6,7 +6,7 @@
 //! The fault connects when it is made ([`DbLock::new`]), so that its journal record can name the
 //! server session that will hold the lock (PostgreSQL backend pid, MySQL connection id) before
 //! anything is locked. Each session is also tagged with a unique name (PostgreSQL
-//! `application_name`; on MySQL a user-level lock `GET_LOCK(tag)`), and [`revert_journaled`]
+//! `application_name`; on MySQL a user-level lock `GET_LOCK(tag)`), and [`revert_record`]
 //! only kills a session that still carries the tag, so a pid or connection id reused after a
 //! server restart is never killed.
 //!
@@ -25,7 +25,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
+    Reverted,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -34,7 +37,7 @@ pub const KIND: &str = "db_lock";
 
 /// How long a lock statement may wait for the server to grant it, by default.
 pub const DEFAULT_GRANT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long [`revert_journaled`] waits for a killed session to be gone.
+/// How long [`revert_record`] waits for a killed session to be gone.
 const KILL_CONFIRM_WITHIN: Duration = Duration::from_secs(5);
 /// How often to look for the killed session: there is no event to wait for on another session.
 const KILL_CONFIRM_POLL: Duration = Duration::from_millis(5);
@@ -59,6 +62,15 @@ pub const MYSQL_TABLE_MODES: &[&str] = &["READ", "WRITE"];
 pub enum DbKind {
     Postgres,
     Mysql,
+}
+
+impl From<relapse_core::scenario::DbServer> for DbKind {
+    fn from(server: relapse_core::scenario::DbServer) -> DbKind {
+        match server {
+            relapse_core::scenario::DbServer::Postgres => DbKind::Postgres,
+            relapse_core::scenario::DbServer::Mysql => DbKind::Mysql,
+        }
+    }
 }
 
 impl std::fmt::Display for DbKind {
@@ -121,6 +133,21 @@ pub struct DbLockRecord {
     pub tag: String,
     /// The lock statement, for people reading the journal.
     pub statement: String,
+}
+
+impl RevertRecord for DbLockRecord {
+    const KIND: &'static str = KIND;
+}
+
+/// Why a session could not be opened: the connection string, or the server.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("dsn: {0}")]
+    Dsn(String),
+    #[error(transparent)]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error(transparent)]
+    Mysql(#[from] mysql_async::Error),
 }
 
 /// A lock statement that has been checked and quoted.
@@ -272,13 +299,11 @@ enum Session {
 pub(crate) async fn connect_postgres(
     dsn: &str,
     tag: &str,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), String> {
-    let mut config = tokio_postgres::Config::from_str(dsn).map_err(|e| format!("dsn: {e}"))?;
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), ConnectError> {
+    let mut config =
+        tokio_postgres::Config::from_str(dsn).map_err(|e| ConnectError::Dsn(e.to_string()))?;
     config.application_name(tag);
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     let task = tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "db_lock postgres connection ended");
@@ -287,11 +312,9 @@ pub(crate) async fn connect_postgres(
     Ok((client, task))
 }
 
-pub(crate) async fn connect_mysql(dsn: &str) -> Result<mysql_async::Conn, String> {
-    let opts = mysql_async::Opts::from_url(dsn).map_err(|e| format!("dsn: {e}"))?;
-    mysql_async::Conn::new(opts)
-        .await
-        .map_err(|e| e.to_string())
+pub(crate) async fn connect_mysql(dsn: &str) -> Result<mysql_async::Conn, ConnectError> {
+    let opts = mysql_async::Opts::from_url(dsn).map_err(|e| ConnectError::Dsn(e.to_string()))?;
+    Ok(mysql_async::Conn::new(opts).await?)
 }
 
 /// Holds a lock on a database server, from one session, until reverted.
@@ -317,15 +340,12 @@ impl DbLock {
         let statements = spec.statements(kind)?;
         let tag = new_tag();
         let grant_timeout = DEFAULT_GRANT_TIMEOUT;
-        let connect_error = |reason: String| {
-            if let Some(reason) = reason.strip_prefix("dsn: ") {
-                DbError::Dsn {
-                    kind,
-                    reason: reason.to_string(),
-                }
-            } else {
-                DbError::Connect { kind, reason }
-            }
+        let connect_error = |error: ConnectError| match error {
+            ConnectError::Dsn(reason) => DbError::Dsn { kind, reason },
+            other => DbError::Connect {
+                kind,
+                reason: other.to_string(),
+            },
         };
         let (session, session_id) = match kind {
             DbKind::Postgres => {
@@ -491,11 +511,7 @@ impl Fault for DbLock {
     }
 
     fn revert_instructions(&self) -> RevertInstructions {
-        RevertInstructions {
-            kind: KIND,
-            json: serde_json::to_string(&self.record())
-                .expect("a db_lock record always serialises"),
-        }
+        RevertInstructions::new(&self.record())
     }
 
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
@@ -564,9 +580,7 @@ impl Fault for DbLock {
                 Err(e) => {
                     // The session is gone or broken: make sure from a second session that it is
                     // gone, and kill it if it is not.
-                    let json = serde_json::to_string(&self.record())
-                        .expect("a db_lock record always serialises");
-                    let done = revert_journaled(&json)
+                    let done = revert_record(&self.record())
                         .await
                         .map_err(|k| FaultError::Injector(format!("{release}: {e}; {k}")))?;
                     self.session = None;
@@ -600,31 +614,33 @@ impl Fault for DbLock {
 /// `relapse cleanup`. Only a session that still carries the record's tag is killed. Returns once
 /// the session is confirmed gone (its locks released), or it was already gone. Idempotent.
 ///
-/// Async: from blocking code use [`revert_journaled_blocking`].
-pub async fn revert_journaled(json: &str) -> Result<String, String> {
-    let record: DbLockRecord =
-        serde_json::from_str(json).map_err(|e| format!("unreadable db_lock record: {e}"))?;
+/// Async: from blocking code use [`revert_record_blocking`].
+pub async fn revert_record(record: &DbLockRecord) -> Result<String, RevertError> {
     match record.kind {
-        DbKind::Postgres => revert_postgres(&record).await,
-        DbKind::Mysql => revert_mysql(&record).await,
+        DbKind::Postgres => revert_postgres(record).await,
+        DbKind::Mysql => revert_mysql(record).await,
     }
 }
 
-/// [`revert_journaled`] on a runtime of its own. Must not be called from inside a tokio runtime.
-pub fn revert_journaled_blocking(json: &str) -> Result<String, String> {
+/// [`revert_record`] on a runtime of its own. Must not be called from inside a tokio runtime.
+pub fn revert_record_blocking(record: &DbLockRecord) -> Result<String, RevertError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start a runtime: {e}"))?
-        .block_on(revert_journaled(json))
+        .map_err(|e| RevertError::failed("cannot start a runtime", e))?
+        .block_on(revert_record(record))
 }
 
-async fn revert_postgres(record: &DbLockRecord) -> Result<String, String> {
+async fn revert_postgres(record: &DbLockRecord) -> Result<String, RevertError> {
     let (client, task) = connect_postgres(&record.dsn, "relapse-db-lock-cleanup")
         .await
-        .map_err(|e| format!("cannot connect to postgres: {e}"))?;
-    let pid = i32::try_from(record.session_id)
-        .map_err(|_| format!("invalid postgres backend pid {}", record.session_id))?;
+        .map_err(|e| RevertError::failed("cannot connect to postgres", e))?;
+    let pid = i32::try_from(record.session_id).map_err(|_| {
+        RevertError::NotConfirmed(format!(
+            "invalid postgres backend pid {}",
+            record.session_id
+        ))
+    })?;
     let result = async {
         let alive = "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND application_name = $2";
         let rows = client
@@ -634,7 +650,7 @@ async fn revert_postgres(record: &DbLockRecord) -> Result<String, String> {
                 &[&pid, &record.tag],
             )
             .await
-            .map_err(|e| format!("pg_terminate_backend({pid}): {e}"))?;
+            .map_err(|e| RevertError::failed(format!("pg_terminate_backend({pid})"), e))?;
         if rows.is_empty() {
             return Ok(format!(
                 "postgres backend {pid} ({}) is gone; nothing to release",
@@ -646,7 +662,7 @@ async fn revert_postgres(record: &DbLockRecord) -> Result<String, String> {
             let left = client
                 .query(alive, &[&pid, &record.tag])
                 .await
-                .map_err(|e| format!("watching backend {pid}: {e}"))?;
+                .map_err(|e| RevertError::failed(format!("watching backend {pid}"), e))?;
             if left.is_empty() {
                 return Ok(format!(
                     "postgres backend {pid} ({}) terminated; its locks are released",
@@ -654,9 +670,9 @@ async fn revert_postgres(record: &DbLockRecord) -> Result<String, String> {
                 ));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(RevertError::NotConfirmed(format!(
                     "postgres backend {pid} was still there {KILL_CONFIRM_WITHIN:?} after pg_terminate_backend"
-                ));
+                )));
             }
             tokio::time::sleep(KILL_CONFIRM_POLL).await;
         }
@@ -677,15 +693,15 @@ async fn tag_holder(
         .map(Option::flatten)
 }
 
-async fn revert_mysql(record: &DbLockRecord) -> Result<String, String> {
+async fn revert_mysql(record: &DbLockRecord) -> Result<String, RevertError> {
     let mut conn = connect_mysql(&record.dsn)
         .await
-        .map_err(|e| format!("cannot connect to mysql: {e}"))?;
+        .map_err(|e| RevertError::failed("cannot connect to mysql", e))?;
     let id = record.session_id;
     let result = async {
         let current = tag_holder(&mut conn, &record.tag)
             .await
-            .map_err(|e| format!("IS_USED_LOCK: {e}"))?;
+            .map_err(|e| RevertError::failed("IS_USED_LOCK", e))?;
         match current {
             None => {
                 return Ok(format!(
@@ -694,10 +710,10 @@ async fn revert_mysql(record: &DbLockRecord) -> Result<String, String> {
                 ))
             }
             Some(other) if other != id => {
-                return Err(format!(
+                return Err(RevertError::NotConfirmed(format!(
                     "mysql tag {} is held by connection {other}, not {id}; not killing it",
                     record.tag
-                ))
+                )))
             }
             Some(_) => {}
         }
@@ -710,14 +726,14 @@ async fn revert_mysql(record: &DbLockRecord) -> Result<String, String> {
         loop {
             let held = tag_holder(&mut conn, &record.tag)
                 .await
-                .map_err(|e| format!("IS_USED_LOCK: {e}"))?;
+                .map_err(|e| RevertError::failed("IS_USED_LOCK", e))?;
             let listed: Option<u64> = conn
                 .exec_first(
                     "SELECT COUNT(*) FROM information_schema.processlist WHERE id = ?",
                     (id,),
                 )
                 .await
-                .map_err(|e| format!("processlist: {e}"))?;
+                .map_err(|e| RevertError::failed("processlist", e))?;
             if held.is_none() && listed == Some(0) {
                 return Ok(format!(
                     "mysql connection {id} ({}) killed; its locks are released",
@@ -725,9 +741,9 @@ async fn revert_mysql(record: &DbLockRecord) -> Result<String, String> {
                 ));
             }
             if Instant::now() >= deadline {
-                return Err(format!(
+                return Err(RevertError::NotConfirmed(format!(
                     "mysql connection {id} was still there {KILL_CONFIRM_WITHIN:?} after KILL"
-                ));
+                )));
             }
             tokio::time::sleep(KILL_CONFIRM_POLL).await;
         }

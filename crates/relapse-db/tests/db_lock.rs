@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use relapse_core::fault::{Fault, FaultError, FaultGuard};
-use relapse_db::{revert_journaled, DbKind, DbLock, DbLockRecord, LockSpec};
+use relapse_db::{revert_record, DbKind, DbLock, DbLockRecord, LockSpec};
 use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
@@ -278,7 +278,7 @@ async fn lock_stalls_writer_until_reverted(kind: DbKind, spec: impl Fn(&str) -> 
     let mut lock = DbLock::new(kind, &dsn(kind), spec(&table.name))
         .await
         .unwrap();
-    let record: DbLockRecord = serde_json::from_str(&lock.revert_instructions().json).unwrap();
+    let record: DbLockRecord = lock.revert_instructions().decode().unwrap();
     assert_eq!(record.session_id, lock.session_id());
     assert_eq!(record.kind, kind);
 
@@ -312,16 +312,16 @@ async fn journaled_revert_releases_lock(kind: DbKind, spec: impl Fn(&str) -> Loc
     let mut lock = DbLock::new(kind, &dsn(kind), spec(&table.name))
         .await
         .unwrap();
-    let json = lock.revert_instructions().json;
+    let record: DbLockRecord = lock.revert_instructions().decode().unwrap();
     lock.inject().await.unwrap();
     let mut writer = start_writer(kind, &table.name).await;
     assert_writer_waits(kind, &mut writer).await;
 
-    let done = revert_journaled(&json).await.unwrap();
+    let done = revert_record(&record).await.unwrap();
     assert!(done.contains("released"), "{done}");
     assert_writer_completes(writer).await;
 
-    let again = revert_journaled(&json).await.unwrap();
+    let again = revert_record(&record).await.unwrap();
     assert!(again.contains("gone"), "{again}");
     let reverted = lock.revert().await.unwrap();
     eprintln!("after the kill, revert says: {}", reverted.detail);
@@ -513,7 +513,7 @@ async fn gauge_counts_rows(kind: DbKind, dsn: &str) {
     let table = Table::create(kind).await;
     let name = &table.name;
     let gauge = SqlGauge::new(kind, dsn, &format!("SELECT count(*) FROM {name}")).unwrap();
-    assert_eq!(timeout(BOUND, gauge.read()).await.unwrap(), Ok(2.0));
+    assert_eq!(timeout(BOUND, gauge.read()).await.unwrap().unwrap(), 2.0);
     let insert = format!("INSERT INTO {name} VALUES (3, 0), (4, 0), (5, 0)");
     match kind {
         DbKind::Postgres => {
@@ -521,14 +521,20 @@ async fn gauge_counts_rows(kind: DbKind, dsn: &str) {
         }
         DbKind::Mysql => mysql_connect().await.query_drop(&insert).await.unwrap(),
     }
-    assert_eq!(timeout(BOUND, gauge.read()).await.unwrap(), Ok(5.0));
+    assert_eq!(timeout(BOUND, gauge.read()).await.unwrap().unwrap(), 5.0);
 
     let words = SqlGauge::new(kind, dsn, "SELECT 'many'").unwrap();
     let error = timeout(BOUND, words.read()).await.unwrap().unwrap_err();
-    assert!(error.contains("not a number"), "{error}");
+    assert!(
+        matches!(&error, relapse_core::sense::GaugeError::NoValue(m) if m.contains("not a number")),
+        "{error}"
+    );
     let nothing = SqlGauge::new(kind, dsn, &format!("SELECT v FROM {name} WHERE id = 0")).unwrap();
     let error = timeout(BOUND, nothing.read()).await.unwrap().unwrap_err();
-    assert!(error.contains("no row"), "{error}");
+    assert!(
+        matches!(&error, relapse_core::sense::GaugeError::NoValue(m) if m.contains("no row")),
+        "{error}"
+    );
 }
 
 #[tokio::test]

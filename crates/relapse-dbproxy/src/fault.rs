@@ -2,7 +2,11 @@
 
 use std::time::Duration;
 
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
+    Reverted,
+};
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::proxy::{DbProxy, ProxyMode};
@@ -12,6 +16,18 @@ pub const KIND: &str = "db_proxy";
 
 /// How long inject (for `reset`) and revert wait for their confirmation, by default.
 pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The journal's record of a db_proxy fault: the proxy runs inside relapse, so there is nothing
+/// to undo from outside; the record says which proxy, for people reading the journal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DbProxyRecord {
+    pub proxy: String,
+    pub note: String,
+}
+
+impl RevertRecord for DbProxyRecord {
+    const KIND: &'static str = KIND;
+}
 
 /// A mode of a running [`DbProxy`], as a fault.
 #[derive(Debug)]
@@ -47,14 +63,10 @@ impl Fault for DbProxyFault {
     }
 
     fn revert_instructions(&self) -> RevertInstructions {
-        RevertInstructions {
-            kind: KIND,
-            json: serde_json::json!({
-                "proxy": self.proxy.local_addr().to_string(),
-                "note": "in-process",
-            })
-            .to_string(),
-        }
+        RevertInstructions::new(&DbProxyRecord {
+            proxy: self.proxy.local_addr().to_string(),
+            note: "in-process".to_string(),
+        })
     }
 
     /// Effective at once for every mode but `reset`, which is effective once every connection
@@ -114,28 +126,29 @@ impl Fault for DbProxyFault {
 }
 
 /// Executes a journaled db_proxy revert. The proxy lived in the relapse process, so it is gone
-/// with it and nothing outlived it; this only checks the record.
-pub fn revert_journaled(json: &str) -> Result<String, String> {
-    let record: serde_json::Value =
-        serde_json::from_str(json).map_err(|e| format!("invalid db_proxy record: {e}"))?;
-    record
-        .get("proxy")
-        .and_then(|p| p.as_str())
-        .ok_or_else(|| "invalid db_proxy record: no proxy address".to_string())?;
-    Ok("proxy was in-process; gone with its process".to_string())
+/// with it and nothing outlived it.
+pub fn revert_record(record: &DbProxyRecord) -> Result<String, RevertError> {
+    Ok(format!(
+        "proxy {} was in-process; gone with its process",
+        record.proxy
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use relapse_core::fault::decode_record;
 
     #[test]
     fn journaled_revert_checks_the_record() {
+        let record: DbProxyRecord =
+            decode_record(serde_json::json!({"proxy": "127.0.0.1:41234", "note": "in-process"}))
+                .unwrap();
         assert_eq!(
-            revert_journaled(r#"{"proxy":"127.0.0.1:41234","note":"in-process"}"#),
-            Ok("proxy was in-process; gone with its process".to_string())
+            revert_record(&record).unwrap(),
+            "proxy 127.0.0.1:41234 was in-process; gone with its process"
         );
-        assert!(revert_journaled("{}").is_err());
-        assert!(revert_journaled("not json").is_err());
+        assert!(decode_record::<DbProxyRecord>(serde_json::json!({})).is_err());
+        assert!(decode_record::<DbProxyRecord>(serde_json::json!("not json")).is_err());
     }
 }

@@ -18,7 +18,7 @@ pub mod mysql;
 pub mod pg;
 pub mod proxy;
 
-pub use fault::{revert_journaled, DbProxyFault, KIND};
+pub use fault::{revert_record, DbProxyFault, DbProxyRecord, KIND};
 pub use proxy::{DbProxy, ErrorCode, Protocol, ProxyConfig, ProxyError, ProxyMode, ProxyStats};
 
 /// Why a stream could not be framed. The proxy logs it and closes that connection.

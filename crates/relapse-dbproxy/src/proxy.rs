@@ -64,6 +64,15 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+impl From<relapse_core::scenario::DbServer> for Protocol {
+    fn from(server: relapse_core::scenario::DbServer) -> Protocol {
+        match server {
+            relapse_core::scenario::DbServer::Postgres => Protocol::Postgres,
+            relapse_core::scenario::DbServer::Mysql => Protocol::Mysql,
+        }
+    }
+}
+
 /// The error an `error` mode answers statements with, in each protocol's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
@@ -76,6 +85,20 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    /// Every code, for checking the scenario model's lists against this one.
+    pub const ALL: [ErrorCode; 3] = [
+        ErrorCode::LockNotAvailable,
+        ErrorCode::Deadlock,
+        ErrorCode::QueryCanceled,
+    ];
+
+    /// The code a scenario names: a PostgreSQL SQLSTATE or a MySQL error number.
+    pub fn parse(text: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|c| c.pg_sqlstate() == text || c.mysql_code().to_string() == text)
+    }
+
     pub fn pg_sqlstate(self) -> &'static str {
         match self {
             ErrorCode::LockNotAvailable => "55P03",

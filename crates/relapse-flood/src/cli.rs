@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::{run_load_on_threads, LoadReport, LoadSpec, RequestTemplate, Sources};
+use crate::{run_load_on_threads, LoadReport, LoadSpec, RequestTemplate, Sources, SourcesExt};
 
 /// The longest a standalone flood may run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);

@@ -6,7 +6,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, Reverted,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -18,7 +20,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::load::{run_load_with_probe, LoadProbe, LoadReport, LoadSpec};
 use crate::source::{connect_from, SourcePicker};
-use crate::{check_connections, check_positive, check_target, FloodError, Sources};
+use crate::{check_connections, check_positive, check_target, FloodError, Sources, SourcesExt};
 
 /// How long a revert may take to see every connection closed: closing is a syscall per socket.
 const CLOSE_WITHIN: Duration = Duration::from_secs(5);
@@ -48,22 +50,17 @@ fn instructions(kind: &'static str, target: SocketAddr) -> RevertInstructions {
         in_process: true,
         note: "the load runs inside the relapse process and dies with it".into(),
     };
-    RevertInstructions {
-        kind,
-        json: serde_json::to_string(&record).expect("a record serializes"),
-    }
+    RevertInstructions::for_kind(kind, &record)
 }
 
 /// Validates a journaled flood record; there is nothing to undo, the flood ended with the
 /// process that ran it.
-pub fn revert_journaled(json: &str) -> Result<String, String> {
-    let record: FloodRecord =
-        serde_json::from_str(json).map_err(|e| format!("unreadable flood record: {e}"))?;
+pub fn revert_record(record: &FloodRecord) -> Result<String, RevertError> {
     if !record.in_process {
-        return Err(format!(
+        return Err(RevertError::NotConfirmed(format!(
             "{} record is not in-process; unknown how to revert",
             record.kind
-        ));
+        )));
     }
     Ok("in-process; gone with its process".into())
 }
@@ -157,7 +154,7 @@ impl Fault for HttpFlood {
     }
 
     fn revert_instructions(&self) -> RevertInstructions {
-        instructions("http_flood", self.spec.target)
+        instructions(crate::HTTP_FLOOD, self.spec.target)
     }
 
     /// Effective once the first request has been sent.
@@ -499,7 +496,7 @@ impl Slowloris {
     ) -> Result<Slowloris, FloodError> {
         Ok(Slowloris {
             holder: Holder::new(
-                "slowloris",
+                crate::SLOWLORIS,
                 target,
                 connections,
                 &sources,
@@ -535,7 +532,7 @@ impl ConnectionFlood {
     ) -> Result<ConnectionFlood, FloodError> {
         Ok(ConnectionFlood {
             holder: Holder::new(
-                "connection_flood",
+                crate::CONNECTION_FLOOD,
                 target,
                 connections,
                 &sources,
@@ -601,10 +598,19 @@ mod tests {
     fn journaled_floods_are_in_process() {
         let i = instructions("slowloris", "127.0.0.1:80".parse().unwrap());
         assert_eq!(i.kind, "slowloris");
+        let record: FloodRecord = relapse_core::fault::decode_as(i.kind, i.record).unwrap();
         assert_eq!(
-            revert_journaled(&i.json).unwrap(),
+            revert_record(&record).unwrap(),
             "in-process; gone with its process"
         );
-        assert!(revert_journaled("{").is_err());
+        let foreign = FloodRecord {
+            in_process: false,
+            ..record
+        };
+        assert!(revert_record(&foreign).is_err());
+        assert!(
+            relapse_core::fault::decode_as::<FloodRecord>("slowloris", serde_json::json!("{"))
+                .is_err()
+        );
     }
 }

@@ -19,20 +19,29 @@ pub mod load;
 pub mod source;
 pub mod template;
 
-pub use faults::{revert_journaled, ConnectionFlood, HttpFlood, Slowloris};
+pub use faults::{revert_record, ConnectionFlood, FloodRecord, HttpFlood, Slowloris};
 pub use load::{
     run_load, run_load_on_threads, run_load_with_probe, LoadProbe, LoadReport, LoadSpec, Model,
     SourceStats,
 };
-pub use source::Sources;
+pub use source::{Sources, SourcesExt};
 pub use template::{RequestTemplate, Template};
 
 /// The most connections (or requests in flight) one flood may hold: fds are a shared, limited
 /// resource (20000 on the CI machines) and the target's side needs as many again.
-pub const MAX_CONNECTIONS: usize = 10_000;
+/// The scenario model owns the limit; this is the same number in the load generator's units.
+pub const MAX_CONNECTIONS: usize = relapse_core::scenario::MAX_FLOOD_CONNECTIONS as usize;
 
-/// The most source addresses a CIDR may expand to.
-pub const MAX_SOURCES: u64 = 65_536;
+/// The most source addresses a CIDR may expand to (owned by the scenario model too).
+pub const MAX_SOURCES: u64 = relapse_core::scenario::MAX_FLOOD_SOURCES;
+
+/// The most requests one flood may send (owned by the scenario model too).
+pub const MAX_REQUESTS: u64 = relapse_core::scenario::MAX_FLOOD_REQUESTS;
+
+/// The fault kinds of this crate, as scenarios and the journal spell them.
+pub const HTTP_FLOOD: &str = "http_flood";
+pub const SLOWLORIS: &str = "slowloris";
+pub const CONNECTION_FLOOD: &str = "connection_flood";
 
 /// Why a flood was refused.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

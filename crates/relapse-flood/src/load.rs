@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::http1::{self, RecvBuf};
 use crate::source::{connect_from, SourcePicker};
 use crate::template::{Prepared, RenderCtx, RequestTemplate, Scratch};
-use crate::{check_connections, check_positive, check_target, FloodError, Sources};
+use crate::{check_connections, check_positive, check_target, FloodError, Sources, SourcesExt};
 
 /// Sleeps shorter than this are not raced against cancellation: registering with the
 /// cancellation token takes its lock, which every worker would contend for at high rates.

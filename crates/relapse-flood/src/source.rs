@@ -9,22 +9,21 @@ use tokio::net::{TcpSocket, TcpStream};
 
 use crate::{FloodError, MAX_SOURCES};
 
-/// Where flood connections come from.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Sources {
-    /// The kernel picks the source address.
-    #[default]
-    Default,
-    /// These addresses, round-robin per connection.
-    List(Vec<IpAddr>),
-    /// Every address of this network, round-robin per connection. On loopback every
-    /// 127.x.y.z works without configuration.
-    Cidr { network: IpAddr, prefix: u8 },
+/// Where flood connections come from: the scenario model's own type, so a scenario's sources
+/// reach the load generator as they are.
+pub use relapse_core::scenario::FloodSources as Sources;
+
+/// What the load generator does with [`Sources`].
+pub trait SourcesExt: Sized {
+    /// Parses `127.3.0.0/24` (or a single address, taken as a one-address list).
+    fn parse_cidr(text: &str) -> Result<Self, FloodError>;
+    /// The addresses, in the order they are used; empty for `Sources::Default`. Checks the
+    /// size cap and that every address is of the target's family.
+    fn expand(&self, target: IpAddr) -> Result<Vec<IpAddr>, FloodError>;
 }
 
-impl Sources {
-    /// Parses `127.3.0.0/24` (or a single address, taken as a one-address list).
-    pub fn parse_cidr(text: &str) -> Result<Sources, FloodError> {
+impl SourcesExt for Sources {
+    fn parse_cidr(text: &str) -> Result<Sources, FloodError> {
         let bad = || FloodError::InvalidCidr(text.to_string());
         match text.split_once('/') {
             Some((net, prefix)) => Ok(Sources::Cidr {
@@ -35,9 +34,7 @@ impl Sources {
         }
     }
 
-    /// The addresses, in the order they are used; empty for [`Sources::Default`]. Checks the
-    /// size cap and that every address is of the target's family.
-    pub fn expand(&self, target: IpAddr) -> Result<Vec<IpAddr>, FloodError> {
+    fn expand(&self, target: IpAddr) -> Result<Vec<IpAddr>, FloodError> {
         let addrs = match self {
             Sources::Default => return Ok(Vec::new()),
             Sources::List(list) if list.is_empty() => return Err(FloodError::NoSources),

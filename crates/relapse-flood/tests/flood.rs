@@ -15,7 +15,8 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use relapse_core::fault::{Fault, FaultError};
 use relapse_flood::{
-    run_load, ConnectionFlood, FloodError, HttpFlood, LoadSpec, RequestTemplate, Slowloris, Sources,
+    run_load, ConnectionFlood, FloodError, HttpFlood, LoadSpec, RequestTemplate, Slowloris,
+    Sources, SourcesExt,
 };
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket};

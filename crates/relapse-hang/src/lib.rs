@@ -10,9 +10,15 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::{getpgid, getpgrp, Pid};
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
+    Reverted,
+};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+
+/// The fault kind, as scenarios and the journal spell it.
+pub const KIND: &str = "process_freeze";
 
 /// How long to wait for the kernel to show the process stopped (or running again).
 const CONFIRM_WITHIN: Duration = Duration::from_secs(2);
@@ -106,11 +112,13 @@ pub struct FreezeRecord {
     pub start_time: Option<u64>,
 }
 
+impl RevertRecord for FreezeRecord {
+    const KIND: &'static str = KIND;
+}
+
 /// Resumes what a journaled freeze stopped; used by the guardian and `relapse cleanup`.
 /// Idempotent. Returns what was done, in words.
-pub fn revert_journaled(json: &str) -> Result<String, String> {
-    let record: FreezeRecord =
-        serde_json::from_str(json).map_err(|e| format!("unreadable process_freeze record: {e}"))?;
+pub fn revert_record(record: &FreezeRecord) -> Result<String, RevertError> {
     let same_process = match (proc_stat(record.pid), record.start_time) {
         (None, _) => false,
         (Some(stat), Some(then)) => stat.start_time == then,
@@ -122,7 +130,10 @@ pub fn revert_journaled(json: &str) -> Result<String, String> {
                 Ok(()) | Err(Errno::ESRCH) => {
                     Ok(format!("process group {pgid} resumed with SIGCONT"))
                 }
-                Err(e) => Err(format!("SIGCONT to process group {pgid}: {e}")),
+                Err(e) => Err(RevertError::failed(
+                    format!("SIGCONT to process group {pgid}"),
+                    e,
+                )),
             }
         }
         Some(pgid) => Ok(format!(
@@ -130,7 +141,10 @@ pub fn revert_journaled(json: &str) -> Result<String, String> {
         )),
         None if same_process => match kill(Pid::from_raw(record.pid), Signal::SIGCONT) {
             Ok(()) | Err(Errno::ESRCH) => Ok(format!("pid {} resumed with SIGCONT", record.pid)),
-            Err(e) => Err(format!("SIGCONT to pid {}: {e}", record.pid)),
+            Err(e) => Err(RevertError::failed(
+                format!("SIGCONT to pid {}", record.pid),
+                e,
+            )),
         },
         None => Ok(format!("pid {} has exited; nothing to resume", record.pid)),
     }
@@ -228,10 +242,7 @@ impl Fault for ProcessFreeze {
             group: self.group.map(Pid::as_raw),
             start_time: self.start_time,
         };
-        RevertInstructions {
-            kind: "process_freeze",
-            json: serde_json::to_string(&record).expect("a freeze record always serialises"),
-        }
+        RevertInstructions::new(&record)
     }
 
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {

@@ -3,8 +3,9 @@
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
+use relapse_core::fault::decode_record;
 use relapse_core::fault::{Fault, FaultGuard};
-use relapse_hang::{is_stopped, revert_journaled, ProcessFreeze, TargetError};
+use relapse_hang::{is_stopped, revert_record, FreezeRecord, ProcessFreeze, TargetError};
 
 /// A child that lives until killed; killed and reaped on drop.
 struct Sleeper(Child);
@@ -137,18 +138,21 @@ async fn a_journaled_freeze_is_resumed_from_its_record_alone() {
     // (its FaultGuard does), so letting it go leaves the process stopped, as a crash would.
     let _ = freeze;
     assert_eq!(is_stopped(child.pid()), Some(true));
-    let done = revert_journaled(&instructions.json).unwrap();
+    let record: FreezeRecord = instructions.decode().unwrap();
+    let done = revert_record(&record).unwrap();
     assert!(done.contains("resumed"), "{done}");
     assert_eq!(is_stopped(child.pid()), Some(false));
     // Idempotent.
-    revert_journaled(&instructions.json).unwrap();
+    revert_record(&record).unwrap();
 }
 
 #[test]
 fn a_recycled_pid_is_not_signalled() {
     let child = Sleeper::start(true);
-    let record = format!(r#"{{"pid":{},"group":null,"start_time":1}}"#, child.pid());
-    let done = revert_journaled(&record).unwrap();
+    let record = serde_json::json!({"pid": child.pid(), "group": null, "start_time": 1});
+    let record: FreezeRecord = decode_record(record).unwrap();
+    let done = revert_record(&record).unwrap();
     assert!(done.contains("has exited; nothing to resume"), "{done}");
-    assert!(revert_journaled("{").unwrap_err().contains("unreadable"));
+    let foreign = decode_record::<FreezeRecord>(serde_json::json!("{")).unwrap_err();
+    assert!(foreign.to_string().contains("unreadable"), "{foreign}");
 }

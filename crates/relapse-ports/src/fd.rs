@@ -29,7 +29,10 @@
 
 use std::io;
 
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
+    Reverted,
+};
 use rlimit::Resource;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -73,12 +76,14 @@ pub struct FdRecord {
     pub hard: u64,
 }
 
+impl RevertRecord for FdRecord {
+    const KIND: &'static str = KIND;
+}
+
 /// Restores the limits a journaled descriptor exhaustion lowered; used by the guardian and
 /// `relapse cleanup`. Idempotent; leaves alone a process that has exited or whose pid now names
 /// another process. Returns what was done, in words.
-pub fn revert_journaled(json: &str) -> Result<String, String> {
-    let record: FdRecord =
-        serde_json::from_str(json).map_err(|e| format!("unreadable {KIND} record: {e}"))?;
+pub fn revert_record(record: &FdRecord) -> Result<String, RevertError> {
     restore(
         record.pid,
         record.start_time,
@@ -234,7 +239,7 @@ impl FdExhaustion {
     }
 
     /// Restores the saved limits if the fault may be applied; `Ok` with what was done.
-    fn unapply(&mut self) -> Result<String, String> {
+    fn unapply(&mut self) -> Result<String, RevertError> {
         let Some(old) = self.saved else {
             return Ok(format!(
                 "pid {}: RLIMIT_NOFILE was not lowered; nothing to restore",
@@ -272,10 +277,7 @@ impl Fault for FdExhaustion {
             soft: limits.soft,
             hard: limits.hard,
         };
-        RevertInstructions {
-            kind: KIND,
-            json: serde_json::to_string(&record).expect("an fd record always serialises"),
-        }
+        RevertInstructions::new(&record)
     }
 
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
@@ -290,7 +292,9 @@ impl Fault for FdExhaustion {
 
     fn revert(&mut self) -> BoxFuture<'_, Result<Reverted, FaultError>> {
         Box::pin(async move {
-            let detail = self.unapply().map_err(FaultError::Injector)?;
+            let detail = self
+                .unapply()
+                .map_err(|e| FaultError::Injector(e.to_string()))?;
             Ok(Reverted {
                 at: Instant::now(),
                 detail,
@@ -349,7 +353,7 @@ fn is_denied(e: &io::Error) -> bool {
 }
 
 /// Restores `old` on the process `pid` started at `start_time`, if it still runs; reads them back.
-fn restore(pid: u32, start_time: u64, old: Limits) -> Result<String, String> {
+fn restore(pid: u32, start_time: u64, old: Limits) -> Result<String, RevertError> {
     let exited = || format!("pid {pid} has exited; nothing to restore");
     match identify(pid, start_time) {
         Identity::Same => {}
@@ -361,9 +365,9 @@ fn restore(pid: u32, start_time: u64, old: Limits) -> Result<String, String> {
             ))
         }
         Identity::Unknown(reason) => {
-            return Err(format!(
+            return Err(RevertError::NotConfirmed(format!(
                 "cannot tell whether pid {pid} is still the target: {reason}"
-            ))
+            )))
         }
     }
     // `identify` read the pid from `/proc`, so it fits.
@@ -372,26 +376,34 @@ fn restore(pid: u32, start_time: u64, old: Limits) -> Result<String, String> {
         Ok(()) => {}
         Err(e) if is_gone(&e) => return Ok(exited()),
         Err(e) => {
-            return Err(format!(
-                "cannot restore RLIMIT_NOFILE soft {} hard {} of pid {pid}: {e}; {LIMITS_NEED}",
-                show(old.soft),
-                show(old.hard)
+            return Err(RevertError::failed(
+                format!(
+                    "cannot restore RLIMIT_NOFILE soft {} hard {} of pid {pid} ({LIMITS_NEED})",
+                    show(old.soft),
+                    show(old.hard)
+                ),
+                e,
             ))
         }
     }
     let now = match get_limits(raw) {
         Ok(now) => now,
         Err(e) if is_gone(&e) => return Ok(exited()),
-        Err(e) => return Err(format!("cannot read RLIMIT_NOFILE of pid {pid} back: {e}")),
+        Err(e) => {
+            return Err(RevertError::failed(
+                format!("cannot read RLIMIT_NOFILE of pid {pid} back"),
+                e,
+            ))
+        }
     };
     if now != old {
-        return Err(format!(
+        return Err(RevertError::NotConfirmed(format!(
             "pid {pid}: RLIMIT_NOFILE reads back soft {} hard {} after restoring soft {} hard {}",
             show(now.soft),
             show(now.hard),
             show(old.soft),
             show(old.hard)
-        ));
+        )));
     }
     Ok(format!(
         "pid {pid}: RLIMIT_NOFILE soft restored to {} (hard {})",

@@ -196,3 +196,24 @@ pub fn remove(name: &str) -> Result<(), NetnsError> {
     }
     ip(&["netns", "del", name])
 }
+
+/// The journal kind of a namespace relapse made for a run (the demo's host).
+pub const KIND: &str = "netns";
+
+/// The journal's record of a namespace relapse made: written before the namespace exists, so a
+/// crash in between leaves nothing `cleanup` would not find.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NetnsRecord {
+    pub name: String,
+}
+
+impl relapse_core::fault::RevertRecord for NetnsRecord {
+    const KIND: &'static str = KIND;
+}
+
+/// Removes a journaled namespace; idempotent (see [`remove`]).
+pub fn revert_record(record: &NetnsRecord) -> Result<String, relapse_core::fault::RevertError> {
+    remove(&record.name)
+        .map(|()| format!("network namespace {} removed", record.name))
+        .map_err(|e| relapse_core::fault::RevertError::failed("ip netns del", e))
+}

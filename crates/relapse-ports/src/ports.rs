@@ -22,9 +22,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
+    Reverted,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use tokio::time::Instant;
+
+/// The fault kind, as scenarios and the journal spell it.
+pub const KIND: &str = "port_exhaustion";
 
 use crate::netns;
 
@@ -166,10 +172,12 @@ pub struct PortsRecord {
     pub mode: String,
 }
 
+impl RevertRecord for PortsRecord {
+    const KIND: &'static str = KIND;
+}
+
 /// Nothing to do from another process: the sockets closed with the harness that held them.
-pub fn revert_journaled(json: &str) -> Result<String, String> {
-    let record: PortsRecord = serde_json::from_str(json)
-        .map_err(|e| format!("unreadable port_exhaustion record: {e}"))?;
+pub fn revert_record(record: &PortsRecord) -> Result<String, RevertError> {
     Ok(format!(
         "the {} sockets in {} closed with the relapse that held them",
         record.mode, record.netns
@@ -578,10 +586,7 @@ impl Fault for PortExhaustion {
             netns: self.netns.display().to_string(),
             mode: self.mode_name().to_string(),
         };
-        RevertInstructions {
-            kind: "port_exhaustion",
-            json: serde_json::to_string(&record).expect("a ports record always serialises"),
-        }
+        RevertInstructions::new(&record)
     }
 
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {

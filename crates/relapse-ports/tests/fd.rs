@@ -3,8 +3,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
+use relapse_core::fault::decode_record;
 use relapse_core::fault::{Fault, FaultError, FaultGuard};
-use relapse_ports::fd::{revert_journaled, FdError, FdExhaustion, FdRecord};
+use relapse_ports::fd::{revert_record, FdError, FdExhaustion, FdRecord};
 
 /// For each line on stdin, opens a file and a socket and keeps both open, then answers
 /// `file=<result> socket=<result>`, a result being `ok` or `<errno name>/<errno number>`.
@@ -136,7 +137,7 @@ fn limits_of(pid: u32) -> (String, String) {
 fn record(fault: &FdExhaustion) -> FdRecord {
     let instructions = fault.revert_instructions();
     assert_eq!(instructions.kind, "fd_exhaustion");
-    serde_json::from_str(&instructions.json).unwrap()
+    instructions.decode().unwrap()
 }
 
 #[tokio::test]
@@ -218,7 +219,7 @@ async fn the_journal_record_alone_restores_the_limits() {
     let before = target.limits();
     let json = {
         let mut fault = FdExhaustion::new(target.pid(), 0).unwrap();
-        let json = fault.revert_instructions().json;
+        let json = record(&fault);
         fault.inject().await.unwrap();
         json
         // The fault goes out of scope here without a revert: dropping it reverts nothing (only
@@ -226,12 +227,12 @@ async fn the_journal_record_alone_restores_the_limits() {
     };
     assert_eq!(target.request(), both(EMFILE));
 
-    let done = revert_journaled(&json).unwrap();
+    let done = revert_record(&json).unwrap();
     assert!(done.contains("restored"), "{done}");
     assert_eq!(target.limits(), before);
     assert_eq!(target.request(), both(OK));
     // Idempotent.
-    revert_journaled(&json).unwrap();
+    revert_record(&json).unwrap();
     assert_eq!(target.limits(), before);
 }
 
@@ -258,7 +259,7 @@ async fn a_recycled_pid_is_not_touched() {
     fault.inject().await.unwrap();
     let during = target.limits();
 
-    let done = revert_journaled(&serde_json::to_string(&stale).unwrap()).unwrap();
+    let done = revert_record(&stale).unwrap();
     assert!(done.contains("another process"), "{done}");
     assert_eq!(target.limits(), during);
     assert_eq!(target.request(), both(EMFILE));
@@ -272,7 +273,7 @@ async fn an_exited_target_is_reported_and_needs_no_revert() {
     let mut target = Target::start();
     let pid = target.pid();
     let mut fault = FdExhaustion::new(pid, 0).unwrap();
-    let json = fault.revert_instructions().json;
+    let json = record(&fault);
     target.end();
     assert!(matches!(
         fault.inject().await,
@@ -284,7 +285,7 @@ async fn an_exited_target_is_reported_and_needs_no_revert() {
         "{}",
         reverted.detail
     );
-    let done = revert_journaled(&json).unwrap();
+    let done = revert_record(&json).unwrap();
     assert!(done.contains("exited"), "{done}");
     assert!(matches!(
         FdExhaustion::new(pid, 0),
@@ -321,6 +322,6 @@ fn refuses_init_itself_and_missing_processes() {
 
 #[test]
 fn an_unreadable_record_is_an_error() {
-    let err = revert_journaled("{\"pid\": 4242}").unwrap_err();
-    assert!(err.contains("fd_exhaustion"), "{err}");
+    let err = decode_record::<FdRecord>(serde_json::json!({"pid": 4242})).unwrap_err();
+    assert!(err.to_string().contains("fd_exhaustion"), "{err}");
 }

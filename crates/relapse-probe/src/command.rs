@@ -5,7 +5,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use relapse_core::fault::BoxFuture;
-use relapse_core::sense::{Detector, SignalSender};
+use relapse_core::sense::{Detector, DetectorError, SignalSender};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::Command;
 use tokio::time::{Instant, MissedTickBehavior};
@@ -42,10 +42,12 @@ impl Detector for CommandDetector {
         self: Box<Self>,
         signals: SignalSender,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), DetectorError>> {
         Box::pin(async move {
             if self.run.is_empty() {
-                return Err("empty command: expected a program and its arguments".to_owned());
+                return Err(DetectorError::Config(
+                    "empty command: expected a program and its arguments".to_owned(),
+                ));
             }
             let mut ticks = tokio::time::interval(crate::poll_period(self.every));
             // Delay: runs never overlap, and a slow run is not followed by a burst.

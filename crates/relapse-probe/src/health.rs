@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use relapse_core::fault::BoxFuture;
-use relapse_core::sense::{Detector, SignalSender};
+use relapse_core::sense::{Detector, DetectorError, SignalSender};
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 
@@ -40,7 +40,7 @@ impl Detector for HttpHealthDetector {
         self: Box<Self>,
         signals: SignalSender,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), DetectorError>> {
         Box::pin(async move {
             let mut ticks = tokio::time::interval(crate::poll_period(self.every));
             // Delay: after a slow check, wait a full period instead of bursting to catch up, so

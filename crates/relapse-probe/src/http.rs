@@ -34,7 +34,7 @@ pub(crate) struct HttpTarget {
     /// up the way users meet it (requests parked on an open connection), not only as connect
     /// failures.
     client: Client<HttpConnector, Full<Bytes>>,
-    uri: Uri,
+    pub(crate) uri: Uri,
     method: Method,
     timeout: Duration,
     /// Sent with every request: a login form, its content type.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use regex::Regex;
 use relapse_core::fault::BoxFuture;
-use relapse_core::sense::{Detector, SignalSender};
+use relapse_core::sense::{Detector, DetectorError, SignalSender};
 use tokio::fs::File;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::time::MissedTickBehavior;
@@ -49,7 +49,7 @@ impl Detector for LogDetector {
         self: Box<Self>,
         signals: SignalSender,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), DetectorError>> {
         // Stat now rather than inside the future: "lines appended after the start" must mean
         // after this call, not after whenever the spawned future first gets polled. One stat is
         // cheap enough to do synchronously.

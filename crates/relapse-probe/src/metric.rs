@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use relapse_core::fault::BoxFuture;
-use relapse_core::sense::Gauge;
+use relapse_core::sense::{Gauge, GaugeError};
 
 use crate::http::HttpTarget;
 use crate::ProbeError;
@@ -30,12 +30,20 @@ impl MetricGauge {
 }
 
 impl Gauge for MetricGauge {
-    fn read(&self) -> BoxFuture<'_, Result<f64, String>> {
+    fn read(&self) -> BoxFuture<'_, Result<f64, GaugeError>> {
         Box::pin(async move {
-            let body = self.target.fetch(BODY_LIMIT).await?;
+            let body = self
+                .target
+                .fetch(BODY_LIMIT)
+                .await
+                .map_err(|e| GaugeError::unreachable(format!("GET {}", self.target.uri), e))?;
             let text = String::from_utf8_lossy(&body);
-            metric_sum(&text, &self.metric)
-                .ok_or_else(|| format!("no sample of metric \"{}\" in the response", self.metric))
+            metric_sum(&text, &self.metric).ok_or_else(|| {
+                GaugeError::NoValue(format!(
+                    "no sample of metric \"{}\" in the response",
+                    self.metric
+                ))
+            })
         })
     }
 }

@@ -17,7 +17,7 @@ use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use relapse_core::fault::BoxFuture;
-use relapse_core::sense::{Detector, SignalSender};
+use relapse_core::sense::{Detector, DetectorError, SignalSender};
 use serde_json::{Map, Value};
 use tokio::net::TcpListener;
 use tokio::sync::broadcast;
@@ -138,7 +138,7 @@ impl Detector for WebhookDetector {
         self: Box<Self>,
         signals: SignalSender,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), DetectorError>> {
         let WebhookDetector {
             mut alerts,
             matchers,
@@ -166,7 +166,10 @@ impl Detector for WebhookDetector {
                         if cancel.is_cancelled() {
                             return Ok(());
                         }
-                        return Err("the webhook sink stopped".to_owned());
+                        return Err(DetectorError::lost(
+                            "the webhook sink stopped",
+                            broadcast::error::RecvError::Closed,
+                        ));
                     }
                 }
             }

@@ -4,7 +4,11 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use super::*;
-use crate::fault::{BoxFuture, Effective, FaultError, RevertInstructions, RevertLog, Reverted};
+use crate::fault::{
+    BoxFuture, Effective, FaultError, LogError, RevertInstructions, RevertLog, RevertRecord,
+    Reverted,
+};
+use crate::sense::{DetectorError, GaugeError};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -43,6 +47,13 @@ impl Probe for SliProbe {
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct BreakRecord;
+
+impl RevertRecord for BreakRecord {
+    const KIND: &'static str = "break";
+}
+
 struct Break {
     system: Arc<System>,
     fail_inject: bool,
@@ -53,10 +64,7 @@ impl Fault for Break {
         "break the system".into()
     }
     fn revert_instructions(&self) -> RevertInstructions {
-        RevertInstructions {
-            kind: "break",
-            json: "{}".into(),
-        }
+        RevertInstructions::new(&BreakRecord)
     }
     fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
         Box::pin(async move {
@@ -99,7 +107,7 @@ impl Detector for Monitor {
         self: Box<Self>,
         signals: SignalSender,
         cancel: CancellationToken,
-    ) -> BoxFuture<'static, Result<(), String>> {
+    ) -> BoxFuture<'static, Result<(), DetectorError>> {
         Box::pin(async move {
             let mut ticks = tokio::time::interval(ms(1));
             let mut broken_since: Option<Instant> = None;
@@ -198,7 +206,7 @@ struct Queue {
 }
 
 impl Gauge for Queue {
-    fn read(&self) -> BoxFuture<'_, Result<f64, String>> {
+    fn read(&self) -> BoxFuture<'_, Result<f64, GaugeError>> {
         Box::pin(async move {
             let mut depth = self.depth.lock().unwrap();
             if self.system.applied.load(Ordering::SeqCst) > 0 {
@@ -225,9 +233,9 @@ impl RevertLog for MemoryJournal {
         fault: &str,
         _describe: &str,
         instructions: &RevertInstructions,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, LogError> {
         if self.refuse {
-            return Err("disk full".into());
+            return Err(LogError("disk full".into()));
         }
         let id = u64::from(self.next.fetch_add(1, Ordering::SeqCst));
         self.entries
@@ -236,7 +244,7 @@ impl RevertLog for MemoryJournal {
             .push((id, format!("{fault}:{}", instructions.kind)));
         Ok(id)
     }
-    fn remove(&mut self, id: u64) -> Result<(), String> {
+    fn remove(&mut self, id: u64) -> Result<(), LogError> {
         self.entries.lock().unwrap().retain(|(i, _)| *i != id);
         Ok(())
     }

@@ -1,0 +1,455 @@
+//! One run's harness: what relapse starts around a scenario — the webhook sink, the db_proxies,
+//! the demo's host namespace, the demo and its tables — started once, in order, and torn down
+//! once, in reverse order, on every path: a normal end, an error, and a failure half way through
+//! start-up (which tears down what had started). What outlives a crash (the namespace, the
+//! tables) is journaled before it exists, so the guardian or `relapse cleanup` removes it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use relapse_core::engine::{self, Progress};
+use relapse_core::fault::{RevertInstructions, RevertLog};
+use relapse_core::report::RunReport;
+use relapse_core::scenario::{target, DemoHostKind, DemoTarget, Scenario, Vars};
+use relapse_demo::{Demo, DemoHost, DemoOptions, Launcher, MonitorOptions};
+use relapse_ports::netns::{Host, NetnsRecord};
+use relapse_probe::WebhookSink;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::reach::{dsn_host, reachable, render, resolve_upstream};
+use crate::safety::JournalLog;
+
+/// The journal kind of the demo's tables (a [`relapse_demo::DemoTablesRecord`]).
+pub const DEMO_TABLES: &str = "demo_tables";
+
+/// How long a db_proxy's connections may take to close when the run ends.
+const PROXY_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Why a run could not start. Nothing was injected in either case.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The scenario names something that is not there (a process, a pidfile, an address).
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    /// The harness could not set itself up (the sink, the demo).
+    #[error("{file}: {message}")]
+    Harness { file: String, message: String },
+}
+
+/// Runs one scenario end to end: starts the harness, builds the plan, runs the engine, tears the
+/// harness down.
+///
+/// Cancel safety: cancel with `cancel`, not by dropping the future: cancellation reverts with
+/// confirmation and returns an `aborted` report.
+pub async fn run_scenario(
+    scenario: &Scenario,
+    file: &Path,
+    launcher: &Launcher,
+    journal: Option<JournalLog>,
+    cancel: CancellationToken,
+    progress: Option<watch::Sender<Progress>>,
+) -> Result<RunReport, StartError> {
+    let file_name = file.display().to_string();
+    let harness = Harness::start(scenario, launcher, journal.clone())
+        .await
+        .map_err(|failure| failure.into_start_error(&file_name))?;
+    let result = match crate::plan::build_plan(scenario, &harness).await {
+        Ok(mut plan) => {
+            plan.journal = journal.map(|j| Box::new(j) as Box<dyn RevertLog>);
+            Ok(engine::run(plan, cancel, progress).await)
+        }
+        Err(message) => Err(StartError::Invalid {
+            file: file_name,
+            message,
+        }),
+    };
+    harness.shutdown().await;
+    let mut report = result?;
+    report.file = Some(file.to_path_buf());
+    Ok(report)
+}
+
+/// A start-up failure: whose fault it is decides the exit code.
+#[derive(Debug)]
+pub enum StartFailure {
+    /// The scenario names something that is not there.
+    Invalid(String),
+    /// The harness could not set itself up.
+    Harness(String),
+}
+
+impl StartFailure {
+    fn into_start_error(self, file: &str) -> StartError {
+        match self {
+            StartFailure::Invalid(message) => StartError::Invalid {
+                file: file.to_string(),
+                message,
+            },
+            StartFailure::Harness(message) => StartError::Harness {
+                file: file.to_string(),
+                message,
+            },
+        }
+    }
+}
+
+/// What relapse started for one run. Made by [`Harness::start`], ended by
+/// [`Harness::shutdown`]; dropping it without a shutdown (a dropped future, a panic) still stops
+/// the sink and the demo, and leaves the namespace and tables to the journal.
+pub struct Harness {
+    journal: Option<JournalLog>,
+    program: PathBuf,
+    vars: Vars,
+    sink: Option<(WebhookSink, CancellationToken)>,
+    proxies: Vec<relapse_dbproxy::DbProxy>,
+    /// The demo's host, and its journal entry.
+    host: Option<(Host, Option<u64>)>,
+    /// The demo's tables as the guardian would drop them (on the real server, not through a
+    /// proxy), and their journal entry.
+    tables: Option<(relapse_demo::DemoTablesRecord, Option<u64>)>,
+    demo: Option<Demo>,
+}
+
+impl Harness {
+    /// Starts everything the scenario asks for. On a failure, what had started is torn down
+    /// before the error is returned.
+    pub async fn start(
+        scenario: &Scenario,
+        launcher: &Launcher,
+        journal: Option<JournalLog>,
+    ) -> Result<Harness, StartFailure> {
+        let mut harness = Harness {
+            journal,
+            program: launcher.program.clone(),
+            vars: Vars::default(),
+            sink: None,
+            proxies: Vec::new(),
+            host: None,
+            tables: None,
+            demo: None,
+        };
+        match harness.start_parts(scenario, launcher).await {
+            Ok(()) => Ok(harness),
+            Err(failure) => {
+                harness.shutdown().await;
+                Err(failure)
+            }
+        }
+    }
+
+    async fn start_parts(
+        &mut self,
+        scenario: &Scenario,
+        launcher: &Launcher,
+    ) -> Result<(), StartFailure> {
+        let harness = StartFailure::Harness;
+        let stop = CancellationToken::new();
+        let sink = WebhookSink::bind(scenario.sink_listen, stop.clone())
+            .await
+            .map_err(|e| harness(format!("webhook sink: {e}")))?;
+        self.vars.set("sink.url", sink.url());
+        self.sink = Some((sink, stop));
+
+        // Proxies first: the demo's database may be reached through one. `upstream` holds the
+        // same variables naming the servers behind them, for what must outlive the proxies.
+        let mut upstream = self.vars.clone();
+        for spec in &scenario.db_proxies {
+            let context = |e: String| harness(format!("db_proxy \"{}\": {e}", spec.name));
+            let address = resolve_upstream(&spec.upstream, &scenario.allow_targets)
+                .await
+                .map_err(context)?;
+            let config = relapse_dbproxy::ProxyConfig {
+                listen: spec.listen,
+                upstream: address,
+                protocol: spec.server.into(),
+            };
+            let proxy = relapse_dbproxy::DbProxy::start(config)
+                .await
+                .map_err(|e| context(e.to_string()))?;
+            set_address_vars(&mut self.vars, &spec.name, proxy.local_addr());
+            let host = target::address_host(&spec.upstream).unwrap_or(&spec.upstream);
+            let port = spec.upstream.rsplit_once(':').map_or("", |(_, p)| p);
+            set_vars(&mut upstream, &spec.name, &spec.upstream, host, port);
+            self.proxies.push(proxy);
+        }
+
+        let Some(target) = &scenario.demo else {
+            return Ok(());
+        };
+        if target.host == DemoHostKind::Netns {
+            self.start_host()?;
+        }
+        let database = match &target.database {
+            None => None,
+            Some(db) => Some(self.demo_database(db, &upstream, &scenario.allow_targets)?),
+        };
+        let demo = Demo::start(self.demo_options(target, launcher, database))
+            .await
+            .map_err(|e| harness(format!("demo target: {e}")))?;
+        set_demo_vars(&mut self.vars, &demo);
+        self.demo = Some(demo);
+        Ok(())
+    }
+
+    /// The demo's own host: a namespace journaled before it exists, so a crash of relapse
+    /// leaves nothing for `cleanup` to miss.
+    fn start_host(&mut self) -> Result<(), StartFailure> {
+        static HOSTS: AtomicU32 = AtomicU32::new(0);
+        let n = HOSTS.fetch_add(1, Ordering::SeqCst);
+        let name = format!("relapse-{}-{n}", std::process::id());
+        let description = format!("network namespace {name}");
+        let record = NetnsRecord { name: name.clone() };
+        let entry =
+            self.journal_record("demo host", &description, RevertInstructions::new(&record))?;
+        let seed = std::process::id().wrapping_mul(131).wrapping_add(n);
+        match Host::create(&name, seed) {
+            Ok(host) => {
+                self.host = Some((host, entry));
+                Ok(())
+            }
+            Err(e) => {
+                // `create` removes what it made on failure; nothing is left to revert.
+                self.forget(entry);
+                Err(StartFailure::Harness(format!("demo host: {e}")))
+            }
+        }
+    }
+
+    /// The demo's database settings, its DSN rendered (it may name a proxy of the run) and
+    /// checked; its tables journaled before the demo creates them.
+    fn demo_database(
+        &mut self,
+        db: &relapse_core::scenario::DemoDatabaseSpec,
+        upstream: &Vars,
+        allowed: &[String],
+    ) -> Result<relapse_demo::DemoDatabase, StartFailure> {
+        let invalid = |e: String| StartFailure::Invalid(format!("demo database: {e}"));
+        let dsn = render(&db.dsn, &self.vars).map_err(invalid)?;
+        reachable(dsn_host(&dsn), allowed).map_err(invalid)?;
+        // The guardian drops the tables after a crash, when the proxies are gone with relapse:
+        // it must reach the server itself.
+        let server_dsn = render(&db.dsn, upstream).map_err(invalid)?;
+        let profile = if db.misleading_errors {
+            relapse_demo::ErrorProfile::MisleadingErrors
+        } else {
+            relapse_demo::ErrorProfile::Honest
+        };
+        let as_dsn = |text: String| match db.server {
+            relapse_core::scenario::DbServer::Postgres => relapse_demo::DatabaseDsn::Postgres(text),
+            relapse_core::scenario::DbServer::Mysql => relapse_demo::DatabaseDsn::Mysql(text),
+        };
+        let database = relapse_demo::DemoDatabase::new(as_dsn(dsn), profile);
+        let record = relapse_demo::DemoTablesRecord::new(&as_dsn(server_dsn), &database.tables);
+        let description = format!(
+            "demo tables {}, {} on {}",
+            record.mail, record.queue, record.server
+        );
+        let entry = self.journal_record(
+            "demo tables",
+            &description,
+            RevertInstructions::for_kind(DEMO_TABLES, &record),
+        )?;
+        self.tables = Some((record, entry));
+        Ok(database)
+    }
+
+    fn demo_options(
+        &self,
+        target: &DemoTarget,
+        launcher: &Launcher,
+        database: Option<relapse_demo::DemoDatabase>,
+    ) -> DemoOptions {
+        let monitor = MonitorOptions {
+            interval: target.monitor.interval,
+            timeout: target.monitor.timeout,
+            fall: target.monitor.fall,
+            rise: target.monitor.rise,
+            alertname: target.monitor.alertname.clone(),
+            sink_url: self.sink.as_ref().map(|(sink, _)| sink.url()),
+        };
+        let host = self.host.as_ref().map(|(h, _)| {
+            let mut args: Vec<std::ffi::OsString> = vec![
+                "netns".into(),
+                "exec".into(),
+                h.name().into(),
+                launcher.program.clone().into(),
+            ];
+            args.extend(launcher.args.iter().cloned());
+            DemoHost {
+                frontend_launcher: Launcher {
+                    program: "ip".into(),
+                    args,
+                },
+                frontend_address: h.inside.into(),
+                backend_address: h.outside.into(),
+            }
+        });
+        DemoOptions {
+            upstream_timeout: target.upstream_timeout,
+            monitor: Some(monitor),
+            launcher: launcher.clone(),
+            host,
+            database,
+            auth: target.auth.as_ref().map(|a| relapse_demo::DemoAuth {
+                mitigation: a.mitigation,
+                max_failures: a.max_failures,
+                window: a.window,
+                ban: a.ban,
+            }),
+        }
+    }
+
+    /// Journals something the harness is about to make; `None` when the run has no journal.
+    fn journal_record(
+        &self,
+        what: &str,
+        description: &str,
+        instructions: RevertInstructions,
+    ) -> Result<Option<u64>, StartFailure> {
+        let Some(journal) = &self.journal else {
+            return Ok(None);
+        };
+        journal
+            .clone()
+            .record(what, description, &instructions)
+            .map(Some)
+            .map_err(|e| StartFailure::Harness(format!("cannot journal the {what}: {e}")))
+    }
+
+    /// Strikes an entry once what it records is gone (or was never made).
+    fn forget(&self, entry: Option<u64>) {
+        if let (Some(journal), Some(id)) = (&self.journal, entry) {
+            if let Err(e) = journal.clone().remove(id) {
+                tracing::warn!(error = %e, "could not strike a harness entry from the journal");
+            }
+        }
+    }
+
+    /// Tears down what started, in reverse order; each part once.
+    pub async fn shutdown(mut self) {
+        if let Some(demo) = self.demo.take() {
+            demo.shutdown().await;
+        }
+        if let Some((record, entry)) = self.tables.take() {
+            // The demo drops its tables when it stops; this confirms it (and drops them when
+            // the demo could not, or never got to start). Idempotent.
+            match relapse_demo::drop_tables(&record).await {
+                Ok(done) => {
+                    tracing::debug!(%done, "demo tables");
+                    self.forget(entry);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not drop the demo tables; `relapse cleanup` will")
+                }
+            }
+        }
+        for proxy in std::mem::take(&mut self.proxies) {
+            if !proxy.shutdown(PROXY_SHUTDOWN_GRACE).await {
+                tracing::warn!(proxy = %proxy.local_addr(), "db_proxy connections did not close in time");
+            }
+        }
+        if let Some((mut host, entry)) = self.host.take() {
+            match host.remove() {
+                Ok(()) => self.forget(entry),
+                Err(e) => {
+                    tracing::error!(error = %e, "could not remove the demo host; `relapse cleanup` will")
+                }
+            }
+        }
+        if let Some((_, stop)) = self.sink.take() {
+            stop.cancel();
+        }
+    }
+
+    pub fn vars(&self) -> &Vars {
+        &self.vars
+    }
+
+    /// The hosts besides loopback the run may reach: the scenario's, and the addresses of the
+    /// namespace relapse made (as much the run's own as loopback).
+    pub fn allowed(&self, scenario: &Scenario) -> Vec<String> {
+        let mut allowed = scenario.allow_targets.clone();
+        if let Some((host, _)) = &self.host {
+            allowed.extend([host.inside.to_string(), host.outside.to_string()]);
+        }
+        allowed
+    }
+
+    pub fn sink(&self) -> &WebhookSink {
+        &self.sink.as_ref().expect("a started harness has a sink").0
+    }
+
+    pub fn demo(&self) -> Option<&Demo> {
+        self.demo.as_ref()
+    }
+
+    pub fn host(&self) -> Option<&Host> {
+        self.host.as_ref().map(|(h, _)| h)
+    }
+
+    pub fn proxies(&self) -> &[relapse_dbproxy::DbProxy] {
+        &self.proxies
+    }
+
+    pub fn program(&self) -> &Path {
+        &self.program
+    }
+}
+
+impl Drop for Harness {
+    /// The backstop for a harness dropped without [`Harness::shutdown`]: stops what cannot be
+    /// left running. The demo's children die with it (`kill_on_drop`), the host removes itself
+    /// (`Host`'s drop); the tables stay journaled for the guardian.
+    fn drop(&mut self) {
+        if let Some((_, stop)) = &self.sink {
+            stop.cancel();
+        }
+        for proxy in std::mem::take(&mut self.proxies) {
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move {
+                    proxy.shutdown(PROXY_SHUTDOWN_GRACE).await;
+                });
+            }
+        }
+    }
+}
+
+fn set_vars(vars: &mut Vars, proxy: &str, address: &str, host: &str, port: &str) {
+    vars.set(&format!("db_proxy.{proxy}.address"), address);
+    vars.set(&format!("db_proxy.{proxy}.host"), host);
+    vars.set(&format!("db_proxy.{proxy}.port"), port);
+}
+
+fn set_address_vars(vars: &mut Vars, proxy: &str, address: SocketAddr) {
+    set_vars(
+        vars,
+        proxy,
+        &address.to_string(),
+        &address.ip().to_string(),
+        &address.port().to_string(),
+    );
+}
+
+fn set_demo_vars(vars: &mut Vars, demo: &Demo) {
+    vars.set("demo.url", demo.frontend_url());
+    vars.set("demo.frontend.url", demo.frontend_url());
+    vars.set("demo.backend.url", demo.backend_url());
+    vars.set(
+        "demo.backend.address",
+        demo.backend_url().trim_start_matches("http://"),
+    );
+    vars.set("demo.frontend.pid", demo.frontend_pid().to_string());
+    vars.set("demo.backend.pid", demo.backend_pid().to_string());
+    let tables = demo.database_tables();
+    vars.set(
+        "demo.mail_table",
+        tables.as_ref().map_or(String::new(), |t| t.mail.clone()),
+    );
+    vars.set(
+        "demo.queue_table",
+        tables.as_ref().map_or(String::new(), |t| t.queue.clone()),
+    );
+}

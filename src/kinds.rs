@@ -1,0 +1,675 @@
+//! The table of fault kinds: the one place that knows, per kind, its name (the injector crate's
+//! `KIND`), its help line, how its injector is built from the scenario model, how a journal
+//! entry of it is reverted, and a sample scenario the crash test runs. `relapse list`, the plan
+//! builder, the guardian and `relapse cleanup` all read it.
+//!
+//! Besides faults, the journal holds what the harness itself makes for a run (the demo's host
+//! namespace, the demo's tables): [`HARNESS_RECORDS`] reverts those.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use relapse_core::fault::{decode_as, decode_record, BoxFuture, Fault, RevertError};
+use relapse_core::scenario::{
+    is_flood_placeholder, DbLockTarget, DbProxyMode, DemoComponent, FaultKind, FloodLoad,
+    NetnsTarget, PortsMode, ProcessTarget, ReserveAmount, Template, Vars,
+};
+use relapse_demo::Demo;
+use relapse_ports::netns::Host;
+
+use crate::reach::{dsn_host, reachable, reachable_address, reachable_url, render};
+
+/// What building a fault may use besides its own model: the run's template variables and
+/// allowlist, the running demo and its host, the run's db_proxies, the relapse executable.
+pub struct BuildContext<'a> {
+    pub vars: &'a Vars,
+    /// Loopback is always allowed; these are the other hosts (the scenario's, the command
+    /// line's, and the addresses of a namespace relapse made).
+    pub allowed: &'a [String],
+    pub demo: Option<&'a Demo>,
+    pub host: Option<&'a Host>,
+    /// The scenario's db_proxies, in the order they are declared.
+    pub proxies: &'a [relapse_dbproxy::DbProxy],
+    /// The relapse executable, which also serves as the port holder.
+    pub program: &'a Path,
+    /// How long the fault is scheduled to stay applied: the bound of a flood that is never
+    /// reverted.
+    pub duration: Duration,
+}
+
+impl BuildContext<'_> {
+    fn render(&self, template: &Template) -> Result<String, String> {
+        render(template, self.vars)
+    }
+
+    fn pid(&self, target: &ProcessTarget) -> Result<u32, String> {
+        Ok(match target {
+            ProcessTarget::Pid(pid) => *pid,
+            ProcessTarget::Pidfile(path) => {
+                relapse_hang::read_pidfile(path).map_err(|e| e.to_string())?
+            }
+            ProcessTarget::Demo(component) => {
+                let demo = self.demo.ok_or("the demo target is not running")?;
+                match component {
+                    DemoComponent::Backend => demo.backend_pid(),
+                    DemoComponent::Frontend => demo.frontend_pid(),
+                }
+            }
+        })
+    }
+
+    fn netns_path(&self, target: &NetnsTarget) -> Result<PathBuf, String> {
+        match target {
+            NetnsTarget::Named(name) => {
+                let path = relapse_ports::netns::named_path(name);
+                if path.exists() {
+                    Ok(path)
+                } else {
+                    Err(format!(
+                        "no network namespace named \"{name}\" (ip netns list shows them)"
+                    ))
+                }
+            }
+            NetnsTarget::Pid(pid) => Ok(PathBuf::from(format!("/proc/{pid}/ns/net"))),
+            NetnsTarget::DemoHost => self
+                .host
+                .map(|h| h.path())
+                .ok_or_else(|| "the demo host is not running".to_string()),
+        }
+    }
+
+    /// A flood's target, rendered (its per-request placeholders left in) and allowed; returns
+    /// the address and the path.
+    fn flood_target(&self, url: &Template) -> Result<(std::net::SocketAddr, String), String> {
+        let url = url
+            .render_keeping(self.vars, is_flood_placeholder)
+            .map_err(|e| e.to_string())?;
+        reachable_url(&url, self.allowed)?;
+        relapse_flood::LoadSpec::parse_url(&url).map_err(|e| e.to_string())
+    }
+
+    /// When a flood stops by itself should its revert never come: the engine reverts it on
+    /// schedule, this is the backstop.
+    fn flood_deadline(&self) -> Duration {
+        self.duration + FLOOD_SELF_STOP_MARGIN
+    }
+}
+
+/// How long past its scheduled duration a flood stops by itself.
+const FLOOD_SELF_STOP_MARGIN: Duration = Duration::from_secs(5);
+
+/// Builds an injector; an error says why the fault cannot run (nothing was injected).
+pub type Build = for<'a> fn(
+    &'a FaultKind,
+    &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>>;
+
+/// Executes a journal entry's revert from its record alone (in the guardian or `cleanup`).
+pub type Revert = fn(serde_json::Value) -> Result<String, RevertError>;
+
+/// One fault kind.
+pub struct FaultKindEntry {
+    /// The kind's name in scenarios and journals: the injector crate's `KIND`.
+    pub kind: &'static str,
+    /// One line (or two) for `relapse list`.
+    pub help: &'static str,
+    pub build: Build,
+    pub revert: Revert,
+    /// A small scenario whose fault is of this kind, for the crash test. `@TARGET_PID@` stands
+    /// for a process the test starts (kinds that act on a process); everything else runs
+    /// against the embedded demo.
+    pub sample: &'static str,
+}
+
+/// A record the harness journals for something it makes for a run (not a fault).
+pub struct HarnessRecord {
+    pub kind: &'static str,
+    pub revert: Revert,
+}
+
+/// What every sample scenario shares: the demo's health as the SLI, a short steady state.
+macro_rules! sample_prelude {
+    () => {
+        r#"[scenario]
+name = "crash-sample"
+
+[[probe]]
+name = "sli"
+http = { url = "{demo.url}/health", timeout = "500ms" }
+every = "50ms"
+
+[steady_state]
+probe = "sli"
+window = "200ms"
+min_success = 0.5
+timeout = "10s"
+
+[limits]
+observe_after = "1s"
+"#
+    };
+}
+
+/// The fault kinds, in the order `relapse list` shows them.
+pub static FAULT_KINDS: &[FaultKindEntry] = &[
+    FaultKindEntry {
+        kind: relapse_hang::KIND,
+        help: "stop a process (or its process group) with SIGSTOP, resume with SIGCONT\n\
+               (the FLG incident: a healthcheck script hung the database server)",
+        build: build_process_freeze,
+        revert: |v| relapse_hang::revert_record(&decode_record(v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+process_freeze = { pid = @TARGET_PID@ }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_ports::ports::KIND,
+        help: "take a network namespace's ephemeral ports: reserve (bind), leak (hold\n\
+               connections) or time_wait (churn) (the iPaper incident)",
+        build: build_port_exhaustion,
+        revert: |v| relapse_ports::ports::revert_record(&decode_record(v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+host = "netns"
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+port_exhaustion = { demo = "host", mode = "reserve" }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_ports::fd::KIND,
+        help: "lower a process's RLIMIT_NOFILE to what it uses, so it can open nothing new",
+        build: build_fd_exhaustion,
+        revert: |v| relapse_ports::fd::revert_record(&decode_record(v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+fd_exhaustion = { pid = @TARGET_PID@ }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_db::KIND,
+        help: "hold a real lock on PostgreSQL or MySQL/MariaDB: a table, rows, or the\n\
+               global read lock (the Kolab incident)",
+        build: build_db_lock,
+        // The revert needs a runtime of its own, and `cleanup` is called from inside the CLI's:
+        // run it on a thread of its own.
+        revert: |v| {
+            let record = decode_record(v)?;
+            std::thread::spawn(move || relapse_db::revert_record_blocking(&record))
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(RevertError::NotConfirmed(
+                        "the db_lock revert panicked".into(),
+                    ))
+                })
+        },
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+database = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test" }
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+db_lock = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test", table = "{demo.mail_table}" }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_flood::HTTP_FLOOD,
+        help: "an HTTP request flood: open model (a rate) or closed (connections), from\n\
+               many loopback source addresses (the OpenSRS incident)",
+        build: build_http_flood,
+        revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::HTTP_FLOOD, v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+http_flood = { url = "{demo.url}/health", rate = 200.0, source_cidr = "127.61.0.0/28" }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_flood::SLOWLORIS,
+        help: "connections that send headers slowly and never finish them",
+        build: build_slowloris,
+        revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::SLOWLORIS, v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+slowloris = { url = "{demo.url}/", connections = 20, header_interval = "200ms" }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_flood::CONNECTION_FLOOD,
+        help: "connections opened and held idle",
+        build: build_connection_flood,
+        revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::CONNECTION_FLOOD, v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[target.demo]
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+connection_flood = { url = "{demo.url}/", connections = 20 }
+"#
+        ),
+    },
+    FaultKindEntry {
+        kind: relapse_dbproxy::KIND,
+        help: "switch a [[db_proxy]] (a PostgreSQL / MySQL aware proxy the target talks\n\
+               through) to stall, stall_writes, latency, error (SQLSTATE / MySQL error),\n\
+               reset or refuse_new",
+        build: build_db_proxy,
+        revert: |v| relapse_dbproxy::revert_record(&decode_record(v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"
+[[db_proxy]]
+name = "pg"
+postgres = "127.0.0.1:5432"
+
+[target.demo]
+database = { postgres = "host={db_proxy.pg.host} port={db_proxy.pg.port} user=postgres dbname=test" }
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
+db_proxy = { proxy = "pg", mode = "stall" }
+"#
+        ),
+    },
+];
+
+/// What the harness journals besides faults.
+pub static HARNESS_RECORDS: &[HarnessRecord] = &[
+    HarnessRecord {
+        kind: relapse_ports::netns::KIND,
+        revert: |v| relapse_ports::netns::revert_record(&decode_record(v)?),
+    },
+    HarnessRecord {
+        kind: crate::harness::DEMO_TABLES,
+        revert: |v| {
+            let record: relapse_demo::DemoTablesRecord = decode_as(crate::harness::DEMO_TABLES, v)?;
+            // Like db_lock: a runtime of its own, on a thread of its own.
+            std::thread::spawn(move || relapse_demo::drop_tables_blocking(&record))
+                .join()
+                .unwrap_or_else(|_| Ok("the demo tables' drop panicked".into()))
+                .map_err(|e| RevertError::failed("dropping the demo tables", e))
+        },
+    },
+];
+
+/// The entry of a fault kind.
+pub fn fault_kind(kind: &str) -> Option<&'static FaultKindEntry> {
+    FAULT_KINDS.iter().find(|e| e.kind == kind)
+}
+
+/// Reverts a journal entry with whatever knows its kind.
+pub fn revert_entry(kind: &str, record: serde_json::Value) -> Result<String, RevertError> {
+    let revert = fault_kind(kind)
+        .map(|e| e.revert)
+        .or_else(|| {
+            HARNESS_RECORDS
+                .iter()
+                .find(|r| r.kind == kind)
+                .map(|r| r.revert)
+        })
+        .ok_or_else(|| RevertError::UnknownKind(kind.to_string()))?;
+    revert(record)
+}
+
+/// Builds the injector of a fault through its kind's entry.
+pub async fn build(kind: &FaultKind, context: &BuildContext<'_>) -> Result<Box<dyn Fault>, String> {
+    let entry = fault_kind(kind.name())
+        .ok_or_else(|| format!("fault kind {} has no entry in the kind table", kind.name()))?;
+    (entry.build)(kind, context).await
+}
+
+fn wrong_kind(kind: &FaultKind, wanted: &str) -> String {
+    format!(
+        "the {wanted} builder was handed a {} fault (a kind table entry names the wrong kind)",
+        kind.name()
+    )
+}
+
+fn build_process_freeze<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::ProcessFreeze {
+            target,
+            process_group,
+        } = kind
+        else {
+            return Err(wrong_kind(kind, relapse_hang::KIND));
+        };
+        let freeze = relapse_hang::ProcessFreeze::new(cx.pid(target)?, *process_group)
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(freeze) as Box<dyn Fault>)
+    })
+}
+
+fn build_fd_exhaustion<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::FdExhaustion { target, headroom } = kind else {
+            return Err(wrong_kind(kind, relapse_ports::fd::KIND));
+        };
+        let fault = relapse_ports::fd::FdExhaustion::new(cx.pid(target)?, *headroom)
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(fault) as Box<dyn Fault>)
+    })
+}
+
+fn build_port_exhaustion<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        use relapse_ports::ports::{Amount, Mode};
+        let FaultKind::PortExhaustion {
+            target,
+            mode,
+            allow_own_namespace,
+        } = kind
+        else {
+            return Err(wrong_kind(kind, relapse_ports::ports::KIND));
+        };
+        let path = cx.netns_path(target)?;
+        let destination = |t: &Template| -> Result<std::net::SocketAddr, String> {
+            let text = cx.render(t)?;
+            reachable_address(&text, cx.allowed)?;
+            text.parse()
+                .map_err(|_| format!("destination \"{text}\" is not IP:PORT"))
+        };
+        let mode = match mode {
+            PortsMode::Reserve(ReserveAmount::All) => Mode::Reserve(Amount::All),
+            PortsMode::Reserve(ReserveAmount::Fraction(f)) => Mode::Reserve(Amount::Fraction(*f)),
+            PortsMode::Reserve(ReserveAmount::LeaveFree(n)) => Mode::Reserve(Amount::LeaveFree(*n)),
+            PortsMode::Leak {
+                destination: d,
+                rate,
+                count,
+            } => Mode::Leak {
+                destination: destination(d)?,
+                rate: *rate,
+                count: *count,
+            },
+            PortsMode::TimeWait {
+                destination: d,
+                rate,
+                count,
+            } => Mode::TimeWait {
+                destination: destination(d)?,
+                rate: *rate,
+                count: *count,
+            },
+        };
+        let holder = relapse_ports::ports::HolderLauncher {
+            program: cx.program.to_path_buf(),
+            args: vec!["__hold-ports".to_string()],
+        };
+        let fault =
+            relapse_ports::ports::PortExhaustion::new(path, mode, *allow_own_namespace, holder)
+                .map_err(|e| e.to_string())?;
+        Ok(Box::new(fault) as Box<dyn Fault>)
+    })
+}
+
+fn build_db_lock<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::DbLock { server, dsn, lock } = kind else {
+            return Err(wrong_kind(kind, relapse_db::KIND));
+        };
+        let dsn = cx.render(dsn)?;
+        reachable(dsn_host(&dsn), cx.allowed)?;
+        let spec = match lock {
+            DbLockTarget::Table { table, mode } => relapse_db::LockSpec::Table {
+                table: cx.render(table)?,
+                mode: mode.clone(),
+            },
+            DbLockTarget::Rows {
+                table,
+                where_clause,
+            } => relapse_db::LockSpec::Rows {
+                table: cx.render(table)?,
+                where_clause: where_clause.clone(),
+            },
+            DbLockTarget::GlobalRead => relapse_db::LockSpec::GlobalRead,
+        };
+        let lock = relapse_db::DbLock::new((*server).into(), &dsn, spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(lock) as Box<dyn Fault>)
+    })
+}
+
+fn build_db_proxy<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        use relapse_dbproxy::ProxyMode;
+        let FaultKind::DbProxy { proxy, mode } = kind else {
+            return Err(wrong_kind(kind, relapse_dbproxy::KIND));
+        };
+        let mode = match mode {
+            DbProxyMode::Stall => ProxyMode::Stall,
+            DbProxyMode::StallWrites => ProxyMode::StallWrites,
+            DbProxyMode::Latency { latency, jitter } => ProxyMode::Latency {
+                latency: *latency,
+                jitter: *jitter,
+            },
+            DbProxyMode::Error { code } => ProxyMode::Error {
+                code: relapse_dbproxy::ErrorCode::parse(code)
+                    .ok_or_else(|| format!("unknown error code {code}"))?,
+            },
+            DbProxyMode::Reset => ProxyMode::Reset,
+            DbProxyMode::RefuseNew => ProxyMode::RefuseNew,
+        };
+        let proxy = cx
+            .proxies
+            .get(*proxy)
+            .ok_or("its db_proxy is not running")?;
+        Ok(Box::new(relapse_dbproxy::DbProxyFault::new(proxy.clone(), mode)) as Box<dyn Fault>)
+    })
+}
+
+fn build_http_flood<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::HttpFlood(flood) = kind else {
+            return Err(wrong_kind(kind, relapse_flood::HTTP_FLOOD));
+        };
+        let (target, path) = cx.flood_target(&flood.url)?;
+        let mut request = relapse_flood::RequestTemplate::new(&flood.method, &path, &flood.body)
+            .map_err(|e| e.to_string())?;
+        for (name, value) in &flood.headers {
+            request = request.header(name, value).map_err(|e| e.to_string())?;
+        }
+        let spec = relapse_flood::LoadSpec::new(target)
+            .request(request)
+            .keep_alive(flood.keep_alive)
+            .sources(flood.sources.clone())
+            .ramp_up(flood.ramp_up)
+            .max_requests(flood.max_requests)
+            .max_duration(cx.flood_deadline())
+            .timeout(flood.timeout)
+            // The target passed relapse's own allowlist just above.
+            .allow_target(target.ip());
+        let spec = match flood.load {
+            FloodLoad::Open {
+                rate,
+                max_in_flight,
+            } => spec.open(rate, max_in_flight),
+            FloodLoad::Closed { connections } => spec.closed(connections),
+        };
+        spec.validate().map_err(|e| e.to_string())?;
+        let flood = relapse_flood::HttpFlood::new(spec).map_err(|e| e.to_string())?;
+        Ok(Box::new(flood) as Box<dyn Fault>)
+    })
+}
+
+fn build_slowloris<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::Slowloris {
+            url,
+            connections,
+            sources,
+            header_interval,
+        } = kind
+        else {
+            return Err(wrong_kind(kind, relapse_flood::SLOWLORIS));
+        };
+        let (target, _) = cx.flood_target(url)?;
+        let fault = relapse_flood::Slowloris::new(
+            target,
+            *connections,
+            sources.clone(),
+            *header_interval,
+            cx.flood_deadline(),
+            &[target.ip()],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Box::new(fault) as Box<dyn Fault>)
+    })
+}
+
+fn build_connection_flood<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::ConnectionFlood {
+            url,
+            connections,
+            sources,
+        } = kind
+        else {
+            return Err(wrong_kind(kind, relapse_flood::CONNECTION_FLOOD));
+        };
+        let (target, _) = cx.flood_target(url)?;
+        let fault = relapse_flood::ConnectionFlood::new(
+            target,
+            *connections,
+            sources.clone(),
+            cx.flood_deadline(),
+            &[target.ip()],
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Box::new(fault) as Box<dyn Fault>)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_of_the_scenario_model_has_exactly_one_entry() {
+        for kind in relapse_core::scenario::FAULT_KINDS {
+            let entries = FAULT_KINDS.iter().filter(|e| e.kind == *kind).count();
+            assert_eq!(
+                entries, 1,
+                "fault kind {kind}: {entries} kind table entries"
+            );
+        }
+        for entry in FAULT_KINDS {
+            assert!(
+                relapse_core::scenario::FAULT_KINDS.contains(&entry.kind),
+                "the kind table has {} but the scenario model does not",
+                entry.kind
+            );
+        }
+    }
+
+    #[test]
+    fn every_entry_reverts_its_own_records_and_refuses_foreign_ones() {
+        for entry in FAULT_KINDS {
+            // A record of no kind at all: each revert must decode and refuse it, not panic or
+            // pretend to succeed.
+            let refused = (entry.revert)(serde_json::json!({"not": "a record"}));
+            assert!(
+                matches!(refused, Err(RevertError::Record { kind, .. }) if kind == entry.kind),
+                "{}: {refused:?}",
+                entry.kind
+            );
+        }
+        for record in HARNESS_RECORDS {
+            let refused = (record.revert)(serde_json::json!({"not": "a record"}));
+            assert!(
+                matches!(refused, Err(RevertError::Record { .. })),
+                "{}: {refused:?}",
+                record.kind
+            );
+        }
+        assert!(matches!(
+            revert_entry("no_such_kind", serde_json::json!({})),
+            Err(RevertError::UnknownKind(k)) if k == "no_such_kind"
+        ));
+    }
+
+    #[test]
+    fn every_sample_is_a_valid_scenario_of_its_own_kind() {
+        for entry in FAULT_KINDS {
+            let text = entry.sample.replace("@TARGET_PID@", "4242");
+            let scenario = relapse_core::scenario::parse(Path::new(entry.kind), &text)
+                .unwrap_or_else(|e| panic!("{}'s sample: {e}", entry.kind));
+            let kinds: Vec<&str> = scenario.faults.iter().map(|f| f.kind.name()).collect();
+            assert_eq!(kinds, [entry.kind], "{}'s sample", entry.kind);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! From a checked scenario and a started harness to the engine's plan: every probe, detection
+//! source, backlog gauge and injector is built before anything runs, so a bad target is refused
+//! with nothing injected. Faults are built through the kind table.
+
+use std::sync::Arc;
+
+use relapse_core::engine::{Plan, PlannedBacklog, PlannedDetector, PlannedFault, PlannedProbe};
+use relapse_core::measure::SteadyRule;
+use relapse_core::scenario::{BacklogKind, DetectorKind, ProbeKind, Scenario};
+use relapse_core::sense::{Detector, Gauge, Probe};
+use relapse_probe::{CommandDetector, HttpHealthDetector, HttpProbe, LogDetector, TcpProbe};
+
+use crate::harness::Harness;
+use crate::kinds::{self, BuildContext};
+use crate::reach::{dsn_host, reachable, reachable_address, reachable_url, render};
+
+/// Builds the plan; an error names the part of the scenario it came from.
+pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, String> {
+    let vars = harness.vars();
+    let allowed = harness.allowed(scenario);
+    let allowed = allowed.as_slice();
+
+    let mut probes = Vec::new();
+    for spec in &scenario.probes {
+        let context = |e: String| format!("probe \"{}\": {e}", spec.name);
+        let probe: Arc<dyn Probe> = match &spec.kind {
+            ProbeKind::Http {
+                url,
+                method,
+                timeout,
+                expect,
+                headers,
+                body,
+            } => {
+                let url = render(url, vars).map_err(context)?;
+                reachable_url(&url, allowed).map_err(context)?;
+                Arc::new(
+                    HttpProbe::new(&url, method, *timeout, expect.clone())
+                        .and_then(|probe| probe.with_request(headers, body))
+                        .map_err(|e| context(e.to_string()))?,
+                )
+            }
+            ProbeKind::Tcp { address, timeout } => {
+                let address = render(address, vars).map_err(context)?;
+                reachable_address(&address, allowed).map_err(context)?;
+                Arc::new(TcpProbe::new(&address, *timeout).map_err(|e| context(e.to_string()))?)
+            }
+        };
+        probes.push(PlannedProbe {
+            name: spec.name.clone(),
+            every: spec.every,
+            timeout: spec.kind.timeout(),
+            probe,
+        });
+    }
+
+    let mut detectors = Vec::new();
+    for spec in &scenario.detectors {
+        let context = |e: String| format!("detection source \"{}\": {e}", spec.name);
+        let detector: Box<dyn Detector> = match &spec.kind {
+            DetectorKind::Webhook { matchers } => {
+                Box::new(harness.sink().detector(matchers.clone()))
+            }
+            DetectorKind::Http {
+                url,
+                every,
+                timeout,
+                healthy,
+            } => {
+                let url = render(url, vars).map_err(context)?;
+                reachable_url(&url, allowed).map_err(context)?;
+                Box::new(
+                    HttpHealthDetector::new(&url, *every, *timeout, healthy.clone())
+                        .map_err(|e| context(e.to_string()))?,
+                )
+            }
+            DetectorKind::Command {
+                run,
+                every,
+                timeout,
+            } => {
+                let argv = run
+                    .iter()
+                    .map(|t| render(t, vars))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(context)?;
+                Box::new(CommandDetector::new(argv, *every, *timeout))
+            }
+            DetectorKind::Log {
+                path,
+                pattern,
+                every,
+            } => {
+                let regex = regex::Regex::new(pattern).map_err(|e| context(e.to_string()))?;
+                Box::new(LogDetector::new(
+                    render(path, vars).map_err(context)?.into(),
+                    regex,
+                    *every,
+                ))
+            }
+        };
+        detectors.push(PlannedDetector {
+            name: spec.name.clone(),
+            resolution: spec.kind.resolution(),
+            detector,
+        });
+    }
+
+    let mut faults = Vec::new();
+    for spec in &scenario.faults {
+        let context = BuildContext {
+            vars,
+            allowed,
+            demo: harness.demo(),
+            host: harness.host(),
+            proxies: harness.proxies(),
+            program: harness.program(),
+            duration: spec.duration,
+        };
+        let fault = kinds::build(&spec.kind, &context)
+            .await
+            .map_err(|e| format!("fault \"{}\": {e}", spec.name))?;
+        faults.push(PlannedFault {
+            name: spec.name.clone(),
+            start: spec.start,
+            duration: spec.duration,
+            fault,
+        });
+    }
+
+    let backlog = match &scenario.backlog {
+        None => None,
+        Some(spec) => {
+            let context = |e: String| format!("backlog \"{}\": {e}", spec.name);
+            let gauge: Arc<dyn Gauge> = match &spec.kind {
+                BacklogKind::Metric { url, metric } => {
+                    let url = render(url, vars).map_err(context)?;
+                    reachable_url(&url, allowed).map_err(context)?;
+                    Arc::new(
+                        relapse_probe::MetricGauge::new(&url, metric, spec.timeout)
+                            .map_err(|e| context(e.to_string()))?,
+                    )
+                }
+                BacklogKind::Sql { server, dsn, query } => {
+                    let dsn = render(dsn, vars).map_err(context)?;
+                    reachable(dsn_host(&dsn), allowed).map_err(context)?;
+                    let query = render(query, vars).map_err(context)?;
+                    Arc::new(
+                        relapse_db::SqlGauge::new((*server).into(), &dsn, &query)
+                            .map_err(|e| context(e.to_string()))?,
+                    )
+                }
+            };
+            Some(PlannedBacklog {
+                name: spec.name.clone(),
+                every: spec.every,
+                timeout: spec.timeout,
+                max: spec.max,
+                gauge,
+            })
+        }
+    };
+
+    let sli = &scenario.probes[scenario.steady_state.probe];
+    Ok(Plan {
+        scenario: scenario.name.clone(),
+        probes,
+        sli: scenario.steady_state.probe,
+        steady: SteadyRule {
+            window: scenario.steady_state.window,
+            min_success: scenario.steady_state.min_success,
+            max_p99: scenario.steady_state.max_p99,
+            probe_every: sli.every,
+        },
+        steady_timeout: scenario.steady_state.timeout,
+        detectors,
+        faults,
+        gates: scenario.gates.clone(),
+        limits: scenario.limits.clone(),
+        stops: scenario.stops.clone(),
+        backlog,
+        journal: None,
+    })
+}
