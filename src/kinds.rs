@@ -379,14 +379,10 @@ fn build_process_freeze<'a>(
     cx: &'a BuildContext<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
-        let FaultKind::ProcessFreeze {
-            target,
-            process_group,
-        } = kind
-        else {
+        let FaultKind::ProcessFreeze(spec) = kind else {
             return Err(wrong_kind(kind, relapse_hang::KIND));
         };
-        let freeze = relapse_hang::ProcessFreeze::new(cx.pid(target)?, *process_group)
+        let freeze = relapse_hang::ProcessFreeze::new(cx.pid(&spec.target)?, spec.process_group)
             .map_err(|e| e.to_string())?;
         Ok(Box::new(freeze) as Box<dyn Fault>)
     })
@@ -397,10 +393,10 @@ fn build_fd_exhaustion<'a>(
     cx: &'a BuildContext<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
-        let FaultKind::FdExhaustion { target, headroom } = kind else {
+        let FaultKind::FdExhaustion(spec) = kind else {
             return Err(wrong_kind(kind, relapse_ports::fd::KIND));
         };
-        let fault = relapse_ports::fd::FdExhaustion::new(cx.pid(target)?, *headroom)
+        let fault = relapse_ports::fd::FdExhaustion::new(cx.pid(&spec.target)?, spec.headroom)
             .map_err(|e| e.to_string())?;
         Ok(Box::new(fault) as Box<dyn Fault>)
     })
@@ -412,22 +408,17 @@ fn build_port_exhaustion<'a>(
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
         use relapse_ports::ports::{Amount, Mode};
-        let FaultKind::PortExhaustion {
-            target,
-            mode,
-            allow_own_namespace,
-        } = kind
-        else {
+        let FaultKind::PortExhaustion(spec) = kind else {
             return Err(wrong_kind(kind, relapse_ports::ports::KIND));
         };
-        let path = cx.netns_path(target)?;
+        let path = cx.netns_path(&spec.target)?;
         let destination = |t: &Template| -> Result<std::net::SocketAddr, String> {
             let text = cx.render(t)?;
             reachable_address(&text, cx.allowed)?;
             text.parse()
                 .map_err(|_| format!("destination \"{text}\" is not IP:PORT"))
         };
-        let mode = match mode {
+        let mode = match &spec.mode {
             PortsMode::Reserve(ReserveAmount::All) => Mode::Reserve(Amount::All),
             PortsMode::Reserve(ReserveAmount::Fraction(f)) => Mode::Reserve(Amount::Fraction(*f)),
             PortsMode::Reserve(ReserveAmount::LeaveFree(n)) => Mode::Reserve(Amount::LeaveFree(*n)),
@@ -455,7 +446,7 @@ fn build_port_exhaustion<'a>(
             args: vec!["__hold-ports".to_string()],
         };
         let fault =
-            relapse_ports::ports::PortExhaustion::new(path, mode, *allow_own_namespace, holder)
+            relapse_ports::ports::PortExhaustion::new(path, mode, spec.allow_own_namespace, holder)
                 .map_err(|e| e.to_string())?;
         Ok(Box::new(fault) as Box<dyn Fault>)
     })
@@ -466,12 +457,12 @@ fn build_db_lock<'a>(
     cx: &'a BuildContext<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
-        let FaultKind::DbLock { server, dsn, lock } = kind else {
+        let FaultKind::DbLock(db) = kind else {
             return Err(wrong_kind(kind, relapse_db::KIND));
         };
-        let dsn = cx.render(dsn)?;
+        let dsn = cx.render(&db.dsn)?;
         reachable(dsn_host(&dsn), cx.allowed)?;
-        let spec = match lock {
+        let spec = match &db.lock {
             DbLockTarget::Table { table, mode } => relapse_db::LockSpec::Table {
                 table: cx.render(table)?,
                 mode: mode.clone(),
@@ -485,7 +476,7 @@ fn build_db_lock<'a>(
             },
             DbLockTarget::GlobalRead => relapse_db::LockSpec::GlobalRead,
         };
-        let lock = relapse_db::DbLock::new((*server).into(), &dsn, spec)
+        let lock = relapse_db::DbLock::new(db.server.into(), &dsn, spec)
             .await
             .map_err(|e| e.to_string())?;
         Ok(Box::new(lock) as Box<dyn Fault>)
@@ -498,10 +489,10 @@ fn build_db_proxy<'a>(
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
         use relapse_dbproxy::ProxyMode;
-        let FaultKind::DbProxy { proxy, mode } = kind else {
+        let FaultKind::DbProxy(spec) = kind else {
             return Err(wrong_kind(kind, relapse_dbproxy::KIND));
         };
-        let mode = match mode {
+        let mode = match &spec.mode {
             DbProxyMode::Stall => ProxyMode::Stall,
             DbProxyMode::StallWrites => ProxyMode::StallWrites,
             DbProxyMode::Latency { latency, jitter } => ProxyMode::Latency {
@@ -509,15 +500,14 @@ fn build_db_proxy<'a>(
                 jitter: *jitter,
             },
             DbProxyMode::Error { code } => ProxyMode::Error {
-                code: relapse_dbproxy::ErrorCode::parse(code)
-                    .ok_or_else(|| format!("unknown error code {code}"))?,
+                code: (*code).into(),
             },
             DbProxyMode::Reset => ProxyMode::Reset,
             DbProxyMode::RefuseNew => ProxyMode::RefuseNew,
         };
         let proxy = cx
             .proxies
-            .get(*proxy)
+            .get(spec.proxy)
             .ok_or("its db_proxy is not running")?;
         Ok(Box::new(relapse_dbproxy::DbProxyFault::new(proxy.clone(), mode)) as Box<dyn Fault>)
     })
@@ -565,21 +555,15 @@ fn build_slowloris<'a>(
     cx: &'a BuildContext<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
-        let FaultKind::Slowloris {
-            url,
-            connections,
-            sources,
-            header_interval,
-        } = kind
-        else {
+        let FaultKind::Slowloris(spec) = kind else {
             return Err(wrong_kind(kind, relapse_flood::SLOWLORIS));
         };
-        let (target, _) = cx.flood_target(url)?;
+        let (target, _) = cx.flood_target(&spec.url)?;
         let fault = relapse_flood::Slowloris::new(
             target,
-            *connections,
-            sources.clone(),
-            *header_interval,
+            spec.connections,
+            spec.sources.clone(),
+            spec.header_interval,
             cx.flood_deadline(),
             &[target.ip()],
         )
@@ -593,19 +577,14 @@ fn build_connection_flood<'a>(
     cx: &'a BuildContext<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
-        let FaultKind::ConnectionFlood {
-            url,
-            connections,
-            sources,
-        } = kind
-        else {
+        let FaultKind::ConnectionFlood(spec) = kind else {
             return Err(wrong_kind(kind, relapse_flood::CONNECTION_FLOOD));
         };
-        let (target, _) = cx.flood_target(url)?;
+        let (target, _) = cx.flood_target(&spec.url)?;
         let fault = relapse_flood::ConnectionFlood::new(
             target,
-            *connections,
-            sources.clone(),
+            spec.connections,
+            spec.sources.clone(),
             cx.flood_deadline(),
             &[target.ip()],
         )
@@ -670,6 +649,66 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{}'s sample: {e}", entry.kind));
             let kinds: Vec<&str> = scenario.faults.iter().map(|f| f.kind.name()).collect();
             assert_eq!(kinds, [entry.kind], "{}'s sample", entry.kind);
+        }
+    }
+
+    /// The scenario model keeps a few protocol lists so that a scenario is refused with its line
+    /// and column; they must say what the injectors themselves accept.
+    #[test]
+    fn the_models_protocol_lists_are_the_injectors_own() {
+        use relapse_core::scenario::{DbErrorCode, MYSQL_PROXY_ERRORS, POSTGRES_PROXY_ERRORS};
+        for (i, code) in DbErrorCode::ALL.into_iter().enumerate() {
+            let spoken = relapse_dbproxy::ErrorCode::from(code);
+            assert_eq!(POSTGRES_PROXY_ERRORS[i], spoken.pg_sqlstate(), "{code:?}");
+            assert_eq!(
+                MYSQL_PROXY_ERRORS[i],
+                spoken.mysql_code().to_string(),
+                "{code:?}"
+            );
+        }
+        // The default table lock modes the model fills in are modes the db crate takes.
+        for (server, modes) in [
+            (
+                "postgres = \"host=127.0.0.1\"",
+                relapse_db::POSTGRES_TABLE_MODES,
+            ),
+            (
+                "mysql = \"mysql://root@127.0.0.1/test\"",
+                relapse_db::MYSQL_TABLE_MODES,
+            ),
+        ] {
+            let text = FAULT_KINDS[0]
+                .sample
+                .replace("@TARGET_PID@", "4242")
+                .replace(
+                    "process_freeze = { pid = 4242 }",
+                    &format!("db_lock = {{ {server}, table = \"t\" }}"),
+                );
+            let scenario = relapse_core::scenario::parse(Path::new("modes"), &text).unwrap();
+            let FaultKind::DbLock(db) = &scenario.faults[0].kind else {
+                panic!("not a db_lock: {:?}", scenario.faults[0].kind);
+            };
+            let DbLockTarget::Table { mode, .. } = &db.lock else {
+                panic!("not a table lock: {:?}", db.lock);
+            };
+            assert!(modes.contains(&mode.as_str()), "{mode} not in {modes:?}");
+        }
+        // The HTTP methods the model accepts are methods the flood and the probe can send.
+        for method in relapse_core::scenario::HTTP_METHODS {
+            assert!(
+                relapse_flood::RequestTemplate::new(method, "/", "").is_ok(),
+                "{method}"
+            );
+            assert!(
+                relapse_probe::HttpProbe::new(
+                    "http://127.0.0.1:1/",
+                    method,
+                    Duration::from_secs(1),
+                    vec![200]
+                )
+                .is_ok(),
+                "{method}"
+            );
         }
     }
 }

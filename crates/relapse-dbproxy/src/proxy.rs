@@ -64,6 +64,18 @@ impl std::str::FromStr for Protocol {
     }
 }
 
+/// The scenario model parses the code once; the proxy speaks it.
+impl From<relapse_core::scenario::DbErrorCode> for ErrorCode {
+    fn from(code: relapse_core::scenario::DbErrorCode) -> ErrorCode {
+        use relapse_core::scenario::DbErrorCode;
+        match code {
+            DbErrorCode::LockNotAvailable => ErrorCode::LockNotAvailable,
+            DbErrorCode::Deadlock => ErrorCode::Deadlock,
+            DbErrorCode::QueryCanceled => ErrorCode::QueryCanceled,
+        }
+    }
+}
+
 impl From<relapse_core::scenario::DbServer> for Protocol {
     fn from(server: relapse_core::scenario::DbServer) -> Protocol {
         match server {
@@ -91,13 +103,6 @@ impl ErrorCode {
         ErrorCode::Deadlock,
         ErrorCode::QueryCanceled,
     ];
-
-    /// The code a scenario names: a PostgreSQL SQLSTATE or a MySQL error number.
-    pub fn parse(text: &str) -> Option<ErrorCode> {
-        ErrorCode::ALL
-            .into_iter()
-            .find(|c| c.pg_sqlstate() == text || c.mysql_code().to_string() == text)
-    }
 
     pub fn pg_sqlstate(self) -> &'static str {
         match self {

@@ -79,10 +79,10 @@ fn reads_a_full_scenario_and_fills_defaults() {
     assert_eq!(s.detectors.len(), 2);
     assert_eq!(
         s.faults[0].kind,
-        FaultKind::ProcessFreeze {
+        FaultKind::ProcessFreeze(ProcessFreezeSpec {
             target: ProcessTarget::Demo(DemoComponent::Backend),
             process_group: false
-        }
+        })
     );
     assert_eq!(s.gates.recover_within, Some(Duration::from_secs(120)));
     assert_eq!(s.limits.max_run, Duration::from_secs(600));
@@ -277,23 +277,23 @@ fn reads_db_proxies_their_faults_and_a_backlog() {
     assert_eq!(
         modes,
         [
-            &FaultKind::DbProxy {
+            &FaultKind::DbProxy(DbProxyFaultSpec {
                 proxy: 0,
                 mode: DbProxyMode::StallWrites
-            },
-            &FaultKind::DbProxy {
+            }),
+            &FaultKind::DbProxy(DbProxyFaultSpec {
                 proxy: 0,
                 mode: DbProxyMode::Error {
-                    code: "40P01".into()
+                    code: DbErrorCode::Deadlock
                 }
-            },
-            &FaultKind::DbProxy {
+            }),
+            &FaultKind::DbProxy(DbProxyFaultSpec {
                 proxy: 0,
                 mode: DbProxyMode::Latency {
                     latency: Duration::from_millis(200),
                     jitter: Duration::from_millis(50)
                 }
-            },
+            }),
         ]
     );
     let backlog = s.backlog.unwrap();
@@ -411,19 +411,19 @@ fn reads_floods_and_the_demo_login() {
     );
     assert!(matches!(
         &s.faults[1].kind,
-        FaultKind::Slowloris {
+        FaultKind::Slowloris(SlowlorisSpec {
             connections: 200,
             sources: FloodSources::List(list),
             header_interval,
             ..
-        } if list.len() == 2 && *header_interval == Duration::from_secs(1)
+        }) if list.len() == 2 && *header_interval == Duration::from_secs(1)
     ));
     assert!(matches!(
         &s.faults[2].kind,
-        FaultKind::ConnectionFlood {
+        FaultKind::ConnectionFlood(ConnectionFloodSpec {
             connections: 300,
             sources: FloodSources::Default,
             ..
-        }
+        })
     ));
 }

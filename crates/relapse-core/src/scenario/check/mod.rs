@@ -82,7 +82,7 @@ pub fn is_http_url(url: &str) -> bool {
 /// An HTTP method, upper-cased and checked.
 pub fn http_method(m: &Spanned<String>) -> Result<String, Problem> {
     let upper = m.get_ref().to_ascii_uppercase();
-    if ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"].contains(&upper.as_str()) {
+    if crate::scenario::HTTP_METHODS.contains(&upper.as_str()) {
         Ok(upper)
     } else {
         problem(

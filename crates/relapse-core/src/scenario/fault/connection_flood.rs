@@ -6,11 +6,19 @@ use toml::Spanned;
 use super::flood;
 use crate::scenario::check::Env;
 use crate::scenario::file::Dur;
+use crate::scenario::{Template, FloodSources};
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::FaultKind;
 
 /// Named as `connection_flood`'s and `slowloris`'s shared table was: serde puts the type's
 /// name in its messages ("invalid type: …, expected struct ConnectionsSection").
+/// `connection_flood`: connections opened and held idle.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnectionFloodSpec {
+    pub url: Template,
+    pub connections: usize,
+    pub sources: FloodSources,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionsSection {
@@ -22,7 +30,7 @@ pub struct ConnectionsSection {
     pub header_interval: Option<Dur>,
 }
 
-pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<ConnectionFloodSpec, Problem> {
     let span = section.span();
     let c = section.get_ref();
     let (connections, sources) = flood::held_connections(
@@ -39,9 +47,13 @@ pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<FaultKi
             "`header_interval` is a slowloris setting: connection_flood sends nothing",
         );
     }
-    Ok(FaultKind::ConnectionFlood {
+    Ok(ConnectionFloodSpec {
         url: env.template(&c.url)?,
         connections,
         sources,
     })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"connection_flood = { url = "{demo.url}/", connections = 2 }"#;

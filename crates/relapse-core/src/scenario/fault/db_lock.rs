@@ -4,8 +4,18 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::scenario::check::Env;
+use crate::scenario::{Template};
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::{DbLockTarget, DbServer, FaultKind};
+use crate::scenario::{DbLockTarget, DbServer};
+
+/// `db_lock`: one session holds a real lock on a database server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbLockSpec {
+    pub server: DbServer,
+    /// Connection string (template): a PostgreSQL DSN or URL, or a `mysql://` URL.
+    pub dsn: Template,
+    pub lock: DbLockTarget,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -19,7 +29,7 @@ pub struct DbLockSection {
     pub global_read: bool,
 }
 
-pub fn check(section: &Spanned<DbLockSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<DbLockSection>, env: &Env) -> Result<DbLockSpec, Problem> {
     let span = section.span();
     let db = section.get_ref();
     let (server, dsn) = match (&db.postgres, &db.mysql) {
@@ -45,9 +55,13 @@ pub fn check(section: &Spanned<DbLockSection>, env: &Env) -> Result<FaultKind, P
         },
         _ => return problem(span, "db_lock needs `table` (with an optional `mode`), `table` and `rows` (a WHERE clause), or `global_read = true`"),
     };
-    Ok(FaultKind::DbLock {
+    Ok(DbLockSpec {
         server,
         dsn: env.template(dsn)?,
         lock,
     })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"db_lock = { postgres = "host=127.0.0.1", table = "mail" }"#;

@@ -9,8 +9,16 @@ use crate::scenario::check::{quoted_list, Env};
 use crate::scenario::file::Dur;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{
-    DbProxyMode, DbServer, FaultKind, MYSQL_PROXY_ERRORS, POSTGRES_PROXY_ERRORS,
+    DbErrorCode, DbProxyMode, DbServer, MYSQL_PROXY_ERRORS, POSTGRES_PROXY_ERRORS,
 };
+
+/// `db_proxy`: switch a `[[db_proxy]]` of the run to a mode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DbProxyFaultSpec {
+    /// Index into `Scenario::db_proxies`.
+    pub proxy: usize,
+    pub mode: DbProxyMode,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +39,7 @@ pub enum ErrorCodeValue {
 }
 
 /// Which proxy, and a mode whose settings fit it.
-pub fn check(spanned: &Spanned<DbProxyFaultSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(spanned: &Spanned<DbProxyFaultSection>, env: &Env) -> Result<DbProxyFaultSpec, Problem> {
     let proxies = env.db_proxies;
     let span = spanned.span();
     let dp = spanned.get_ref();
@@ -99,10 +107,10 @@ pub fn check(spanned: &Spanned<DbProxyFaultSection>, env: &Env) -> Result<FaultK
                 DbServer::Postgres => &POSTGRES_PROXY_ERRORS,
                 DbServer::Mysql => &MYSQL_PROXY_ERRORS,
             };
-            if !allowed.contains(&text.as_str()) {
+            let Some(parsed) = DbErrorCode::parse(proxies[proxy].server, &text) else {
                 return problem(code.span(), format!("unknown error {text} for a {} proxy: expected one of {}", match proxies[proxy].server { DbServer::Postgres => "postgres", DbServer::Mysql => "mysql" }, allowed.join(", ")));
-            }
-            DbProxyMode::Error { code: text }
+            };
+            DbProxyMode::Error { code: parsed }
         }
         other => {
             return problem(
@@ -117,5 +125,9 @@ pub fn check(spanned: &Spanned<DbProxyFaultSection>, env: &Env) -> Result<FaultK
     ) {
         settings_for("")?;
     }
-    Ok(FaultKind::DbProxy { proxy, mode })
+    Ok(DbProxyFaultSpec { proxy, mode })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"db_proxy = { proxy = "db", mode = "stall" }"#;

@@ -5,8 +5,15 @@ use toml::Spanned;
 
 use super::process;
 use crate::scenario::check::Env;
+use crate::scenario::{ProcessTarget};
 use crate::scenario::load::Problem;
-use crate::scenario::FaultKind;
+
+/// `fd_exhaustion`: lower a process's descriptor limit to what it uses plus `headroom`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FdExhaustionSpec {
+    pub target: ProcessTarget,
+    pub headroom: u32,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +25,7 @@ pub struct FdExhaustionSection {
     pub headroom: u32,
 }
 
-pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FdExhaustionSpec, Problem> {
     let fe = section.get_ref();
     let target = process::target(
         section.span(),
@@ -29,8 +36,12 @@ pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FaultK
         "fd_exhaustion",
         "starve",
     )?;
-    Ok(FaultKind::FdExhaustion {
+    Ok(FdExhaustionSpec {
         target,
         headroom: fe.headroom,
     })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"fd_exhaustion = { pid = 4242 }"#;

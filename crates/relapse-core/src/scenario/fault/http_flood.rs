@@ -11,8 +11,26 @@ use crate::scenario::check::{http_method, Env};
 use crate::scenario::file::Dur;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{
-    is_flood_placeholder, FaultKind, FloodLoad, HttpFloodSpec, Template, MAX_FLOOD_REQUESTS,
+    is_flood_placeholder, FloodLoad, FloodSources, Template, MAX_FLOOD_REQUESTS,
 };
+
+/// A request flood: what each request is, how they arrive, from where, and its bounds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpFloodSpec {
+    /// A template; the request's own placeholders (`{rand.u32}`, `{seq}`, …) are left to the
+    /// load generator.
+    pub url: Template,
+    pub method: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub load: FloodLoad,
+    pub keep_alive: bool,
+    pub sources: FloodSources,
+    pub ramp_up: Duration,
+    /// The count bound; the time bound is the fault's duration.
+    pub max_requests: u64,
+    pub timeout: Duration,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -32,7 +50,7 @@ pub struct HttpFloodSection {
     pub timeout: Option<Dur>,
 }
 
-pub fn check(section: &Spanned<HttpFloodSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<HttpFloodSection>, env: &Env) -> Result<HttpFloodSpec, Problem> {
     let span = section.span();
     let f = section.get_ref();
     flood::url(&f.url, env)?;
@@ -80,7 +98,7 @@ pub fn check(section: &Spanned<HttpFloodSection>, env: &Env) -> Result<FaultKind
             span: f.url.span(),
             message: e.to_string(),
         })?;
-    Ok(FaultKind::HttpFlood(HttpFloodSpec {
+    Ok(HttpFloodSpec {
         url,
         method,
         headers: f.headers.clone().into_iter().collect(),
@@ -91,5 +109,9 @@ pub fn check(section: &Spanned<HttpFloodSection>, env: &Env) -> Result<FaultKind
         ramp_up: f.ramp_up.map_or(Duration::ZERO, |d| d.0),
         max_requests,
         timeout: f.timeout.map_or(Duration::from_secs(5), |d| d.0),
-    }))
+    })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"http_flood = { url = "{demo.url}/", rate = 10 }"#;

@@ -2,20 +2,12 @@
 //!
 //! The kinds are listed once, in the `fault_kinds!` invocation below; that list generates the
 //! `FaultSection` serde type (one optional table per kind), the "exactly one kind" check and its
-//! message, the dispatch to each kind's check, and `FAULT_KINDS`. A new kind is a new module
-//! here (its file-section type and its `check`) and one line in the list; its model is a
-//! `FaultKind` variant whose `name()` is the same spelling.
+//! message, the dispatch to each kind's check, the model's `FaultKind` enum and its `name()`,
+//! and `FAULT_KINDS`. A new kind is a new module here (its file-section type, its model type,
+//! its `check` and an `EXAMPLE`) and one line in the list: two files.
 
-mod connection_flood;
-mod db_lock;
-mod db_proxy;
-mod fd_exhaustion;
 mod flood;
-mod http_flood;
-mod port_exhaustion;
 mod process;
-mod process_freeze;
-mod slowloris;
 
 use std::collections::BTreeSet;
 
@@ -25,15 +17,20 @@ use toml::Spanned;
 use super::check::Env;
 use super::file::Dur;
 use super::load::{problem, Problem};
-use super::{FaultKind, FaultSpec};
+use super::FaultSpec;
 
-/// Generates, from `name: SectionType => check_function` per kind, in the file format's order:
+/// Generates, from `module: SectionType => Variant(SpecType)` per kind, in the file format's
+/// order: the module declarations (each module holds its file-section type, its model type, its
+/// `check(&Spanned<SectionType>, &Env) -> Result<SpecType, Problem>` and an `EXAMPLE` table);
 /// `FaultSection` (one `Option<Spanned<SectionType>>` field per kind, after `name`, `start`,
-/// `duration`, read by serde in the one pass over the file), `FaultSection::kinds_given`,
-/// `FaultSection::check_kind` (calls `check_function(&Spanned<SectionType>, &Env)` of the one
-/// kind given) and `FAULT_KINDS`.
+/// `duration`, read by serde in the one pass over the file), its `kinds_given` and
+/// `check_kind`; the model's `FaultKind` enum (one `Variant(SpecType)` per kind) and its
+/// `name()`; `FAULT_KINDS`; and `EXAMPLES`.
 macro_rules! fault_kinds {
-    ($($name:ident: $section:ty => $check:path,)+) => {
+    ($($module:ident: $section:ident => $variant:ident($spec:ident),)+) => {
+        $(mod $module;)+
+        $(pub use self::$module::$spec;)+
+
         /// One `[[fault]]` table as serde reads it.
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -41,24 +38,43 @@ macro_rules! fault_kinds {
             pub name: Spanned<String>,
             pub start: Dur,
             pub duration: Dur,
-            $(pub $name: Option<Spanned<$section>>,)+
+            $(pub $module: Option<Spanned<$module::$section>>,)+
+        }
+
+        /// What a fault injects, and into what: one variant per kind, each with its own model.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum FaultKind {
+            $($variant($spec),)+
+        }
+
+        impl FaultKind {
+            /// The kind's name as scenarios and the journal spell it.
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(FaultKind::$variant(_) => stringify!($module),)+
+                }
+            }
         }
 
         /// The names of the fault kinds, as the file spells them (and `FaultKind::name()`
         /// returns them), in the order the file format lists them.
-        pub const FAULT_KINDS: &[&str] = &[$(stringify!($name)),+];
+        pub const FAULT_KINDS: &[&str] = &[$(stringify!($module)),+];
+
+        /// One small valid table per kind, by name, for tests.
+        #[cfg(test)]
+        pub(crate) const EXAMPLES: &[(&str, &str)] = &[$((stringify!($module), $module::EXAMPLE)),+];
 
         impl FaultSection {
             /// How many kinds this table gives; exactly one is valid.
             fn kinds_given(&self) -> usize {
-                0 $(+ usize::from(self.$name.is_some()))+
+                0 $(+ usize::from(self.$module.is_some()))+
             }
 
             /// The model of the kind given, checked by its module.
             fn check_kind(&self, env: &Env) -> Result<FaultKind, Problem> {
                 $(
-                    if let Some(section) = &self.$name {
-                        return $check(section, env);
+                    if let Some(section) = &self.$module {
+                        return $module::check(section, env).map(FaultKind::$variant);
                     }
                 )+
                 unreachable!("exactly one kind was checked before")
@@ -68,14 +84,14 @@ macro_rules! fault_kinds {
 }
 
 fault_kinds! {
-    process_freeze: process_freeze::ProcessFreezeSection => process_freeze::check,
-    port_exhaustion: port_exhaustion::PortExhaustionSection => port_exhaustion::check,
-    fd_exhaustion: fd_exhaustion::FdExhaustionSection => fd_exhaustion::check,
-    db_lock: db_lock::DbLockSection => db_lock::check,
-    db_proxy: db_proxy::DbProxyFaultSection => db_proxy::check,
-    http_flood: http_flood::HttpFloodSection => http_flood::check,
-    slowloris: slowloris::ConnectionsSection => slowloris::check,
-    connection_flood: connection_flood::ConnectionsSection => connection_flood::check,
+    process_freeze: ProcessFreezeSection => ProcessFreeze(ProcessFreezeSpec),
+    port_exhaustion: PortExhaustionSection => PortExhaustion(PortExhaustionSpec),
+    fd_exhaustion: FdExhaustionSection => FdExhaustion(FdExhaustionSpec),
+    db_lock: DbLockSection => DbLock(DbLockSpec),
+    db_proxy: DbProxyFaultSection => DbProxy(DbProxyFaultSpec),
+    http_flood: HttpFloodSection => HttpFlood(HttpFloodSpec),
+    slowloris: ConnectionsSection => Slowloris(SlowlorisSpec),
+    connection_flood: ConnectionsSection => ConnectionFlood(ConnectionFloodSpec),
 }
 
 /// Every `[[fault]]`: at least one, unique names, a duration, exactly one kind.

@@ -5,7 +5,15 @@ use toml::Spanned;
 
 use crate::scenario::check::Env;
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::{target, DemoHostKind, FaultKind, NetnsTarget, PortsMode, ReserveAmount};
+use crate::scenario::{target, DemoHostKind, NetnsTarget, PortsMode, ReserveAmount};
+
+/// `port_exhaustion`: take a network namespace's ephemeral ports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PortExhaustionSpec {
+    pub target: NetnsTarget,
+    pub mode: PortsMode,
+    pub allow_own_namespace: bool,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +31,7 @@ pub struct PortExhaustionSection {
     pub count: Option<u32>,
 }
 
-pub fn check(section: &Spanned<PortExhaustionSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<PortExhaustionSection>, env: &Env) -> Result<PortExhaustionSpec, Problem> {
     let span = section.span();
     let pe = section.get_ref();
     let target = match (&pe.netns, &pe.pid, &pe.demo) {
@@ -99,9 +107,13 @@ pub fn check(section: &Spanned<PortExhaustionSection>, env: &Env) -> Result<Faul
             return problem(at, format!("unknown port_exhaustion mode \"{other}\": expected \"reserve\", \"leak\" or \"time_wait\""));
         }
     };
-    Ok(FaultKind::PortExhaustion {
+    Ok(PortExhaustionSpec {
         target,
         mode,
         allow_own_namespace: pe.allow_own_namespace,
     })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"port_exhaustion = { netns = "blue" }"#;

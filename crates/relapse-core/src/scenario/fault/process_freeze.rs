@@ -5,8 +5,15 @@ use toml::Spanned;
 
 use super::process;
 use crate::scenario::check::Env;
+use crate::scenario::{ProcessTarget};
 use crate::scenario::load::Problem;
-use crate::scenario::FaultKind;
+
+/// `process_freeze`: stop a process (or its group) until the revert.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessFreezeSpec {
+    pub target: ProcessTarget,
+    pub process_group: bool,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,7 +25,7 @@ pub struct ProcessFreezeSection {
     pub process_group: bool,
 }
 
-pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<ProcessFreezeSpec, Problem> {
     let pf = section.get_ref();
     let target = process::target(
         section.span(),
@@ -29,8 +36,12 @@ pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<Fault
         "process_freeze",
         "freeze",
     )?;
-    Ok(FaultKind::ProcessFreeze {
+    Ok(ProcessFreezeSpec {
         target,
         process_group: pf.process_group,
     })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"process_freeze = { demo = "backend" }"#;

@@ -9,11 +9,20 @@ use toml::Spanned;
 use super::flood;
 use crate::scenario::check::Env;
 use crate::scenario::file::Dur;
+use crate::scenario::{Template, FloodSources};
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::FaultKind;
 
 /// Named as `connection_flood`'s and `slowloris`'s shared table was: serde puts the type's
 /// name in its messages ("invalid type: …, expected struct ConnectionsSection").
+/// `slowloris`: connections that send headers slowly and never finish them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlowlorisSpec {
+    pub url: Template,
+    pub connections: usize,
+    pub sources: FloodSources,
+    pub header_interval: Duration,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionsSection {
@@ -25,7 +34,7 @@ pub struct ConnectionsSection {
     pub header_interval: Option<Dur>,
 }
 
-pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<FaultKind, Problem> {
+pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<SlowlorisSpec, Problem> {
     let span = section.span();
     let c = section.get_ref();
     let (connections, sources) = flood::held_connections(
@@ -40,10 +49,14 @@ pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<FaultKi
     if header_interval.is_zero() {
         return problem(span, "header_interval must be more than 0ms");
     }
-    Ok(FaultKind::Slowloris {
+    Ok(SlowlorisSpec {
         url: env.template(&c.url)?,
         connections,
         sources,
         header_interval,
     })
 }
+
+/// One small valid table of this kind, for the kind list's own test.
+#[cfg(test)]
+pub const EXAMPLE: &str = r#"slowloris = { url = "{demo.url}/", connections = 2 }"#;

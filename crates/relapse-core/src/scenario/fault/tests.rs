@@ -5,19 +5,13 @@ use std::path::Path;
 use super::FAULT_KINDS;
 use crate::scenario::parse;
 
-/// One small valid table per kind.
+/// One small valid table per kind, from the kind's own module.
 fn example(kind: &str) -> &'static str {
-    match kind {
-        "process_freeze" => r#"process_freeze = { demo = "backend" }"#,
-        "port_exhaustion" => r#"port_exhaustion = { netns = "blue" }"#,
-        "fd_exhaustion" => r#"fd_exhaustion = { pid = 4242 }"#,
-        "db_lock" => r#"db_lock = { postgres = "host=127.0.0.1", table = "mail" }"#,
-        "db_proxy" => r#"db_proxy = { proxy = "db", mode = "stall" }"#,
-        "http_flood" => r#"http_flood = { url = "{demo.url}/", rate = 10 }"#,
-        "slowloris" => r#"slowloris = { url = "{demo.url}/", connections = 2 }"#,
-        "connection_flood" => r#"connection_flood = { url = "{demo.url}/", connections = 2 }"#,
-        other => panic!("no example scenario for the fault kind `{other}`: add one here"),
-    }
+    super::EXAMPLES
+        .iter()
+        .find(|(name, _)| *name == kind)
+        .map(|(_, table)| *table)
+        .unwrap_or_else(|| panic!("no example for the fault kind `{kind}`"))
 }
 
 fn scenario(kind: &str) -> String {
@@ -54,6 +48,7 @@ duration = "2s"
 #[test]
 fn every_listed_kind_is_what_its_model_calls_itself() {
     assert_eq!(FAULT_KINDS.len(), 8, "{FAULT_KINDS:?}");
+    assert_eq!(super::EXAMPLES.len(), FAULT_KINDS.len());
     for kind in FAULT_KINDS {
         let s = parse(Path::new("kind.toml"), &scenario(kind))
             .unwrap_or_else(|e| panic!("the `{kind}` example does not load: {e}"));

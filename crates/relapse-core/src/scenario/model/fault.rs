@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::DbServer;
-use crate::scenario::Template;
+use crate::scenario::{DbServer, FaultKind, Template};
 
+/// One `[[fault]]`: its schedule, and its kind's model (`FaultKind` comes from the kind list in
+/// `scenario::fault`).
 #[derive(Debug, Clone)]
 pub struct FaultSpec {
     pub name: String,
@@ -14,64 +15,6 @@ pub struct FaultSpec {
     /// How long the fault stays applied, from the instant it became effective.
     pub duration: Duration,
     pub kind: FaultKind,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum FaultKind {
-    ProcessFreeze {
-        target: ProcessTarget,
-        process_group: bool,
-    },
-    PortExhaustion {
-        target: NetnsTarget,
-        mode: PortsMode,
-        allow_own_namespace: bool,
-    },
-    FdExhaustion {
-        target: ProcessTarget,
-        headroom: u32,
-    },
-    DbLock {
-        server: DbServer,
-        /// Connection string (template): a PostgreSQL DSN or URL, or a `mysql://` URL.
-        dsn: Template,
-        lock: DbLockTarget,
-    },
-    DbProxy {
-        /// Index into `Scenario::db_proxies`.
-        proxy: usize,
-        mode: DbProxyMode,
-    },
-    HttpFlood(HttpFloodSpec),
-    Slowloris {
-        url: Template,
-        connections: usize,
-        sources: FloodSources,
-        header_interval: Duration,
-    },
-    ConnectionFlood {
-        url: Template,
-        connections: usize,
-        sources: FloodSources,
-    },
-}
-
-/// A request flood: what each request is, how they arrive, from where, and its bounds.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpFloodSpec {
-    /// A template; the request's own placeholders (`{rand.u32}`, `{seq}`, …) are left to the
-    /// load generator.
-    pub url: Template,
-    pub method: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-    pub load: FloodLoad,
-    pub keep_alive: bool,
-    pub sources: FloodSources,
-    pub ramp_up: Duration,
-    /// The count bound; the time bound is the fault's duration.
-    pub max_requests: u64,
-    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -118,21 +61,6 @@ pub enum DbLockTarget {
     },
     /// MySQL's FLUSH TABLES WITH READ LOCK.
     GlobalRead,
-}
-
-impl FaultKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            FaultKind::ProcessFreeze { .. } => "process_freeze",
-            FaultKind::PortExhaustion { .. } => "port_exhaustion",
-            FaultKind::FdExhaustion { .. } => "fd_exhaustion",
-            FaultKind::DbLock { .. } => "db_lock",
-            FaultKind::DbProxy { .. } => "db_proxy",
-            FaultKind::HttpFlood(_) => "http_flood",
-            FaultKind::Slowloris { .. } => "slowloris",
-            FaultKind::ConnectionFlood { .. } => "connection_flood",
-        }
-    }
 }
 
 /// The network namespace a host-wide fault acts in.
@@ -199,14 +127,46 @@ pub enum DbProxyMode {
     StallWrites,
     /// Delay each response by `latency` ± a uniform `jitter`.
     Latency { latency: Duration, jitter: Duration },
-    /// Answer statements with this error (a SQLSTATE, or a MySQL error number).
-    Error { code: String },
+    /// Answer statements with this error.
+    Error { code: DbErrorCode },
     /// Reset open connections and every new one.
     Reset,
     /// Refuse new connections; open ones go on.
     RefuseNew,
 }
 
-/// The errors a `db_proxy` fault can answer with, per server.
+/// An error a `db_proxy` fault answers statements with, parsed once from the scenario's
+/// SQLSTATE or MySQL error number; the proxy speaks it in each protocol's terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorCode {
+    /// PostgreSQL 55P03, MySQL 1205: a lock wait gave up.
+    LockNotAvailable,
+    /// PostgreSQL 40P01, MySQL 1213: a deadlock.
+    Deadlock,
+    /// PostgreSQL 57014, MySQL 1317: the statement was cancelled.
+    QueryCanceled,
+}
+
+impl DbErrorCode {
+    /// Every code, in the order of the lists below.
+    pub const ALL: [DbErrorCode; 3] = [
+        DbErrorCode::LockNotAvailable,
+        DbErrorCode::Deadlock,
+        DbErrorCode::QueryCanceled,
+    ];
+
+    /// The code a scenario names for a proxy in front of `server`.
+    pub fn parse(server: DbServer, text: &str) -> Option<DbErrorCode> {
+        let list = match server {
+            DbServer::Postgres => &POSTGRES_PROXY_ERRORS,
+            DbServer::Mysql => &MYSQL_PROXY_ERRORS,
+        };
+        let index = list.iter().position(|code| *code == text)?;
+        Some(DbErrorCode::ALL[index])
+    }
+}
+
+/// The errors a `db_proxy` fault can answer with, per server, in the order of
+/// [`DbErrorCode::ALL`]; the root crate's tests check them against the proxy's own codes.
 pub const POSTGRES_PROXY_ERRORS: [&str; 3] = ["55P03", "40P01", "57014"];
 pub const MYSQL_PROXY_ERRORS: [&str; 3] = ["1205", "1213", "1317"];

@@ -245,3 +245,7 @@ pub struct Limits {
     /// How long an injector may take to confirm a fault before the run is aborted.
     pub inject_timeout: Duration,
 }
+
+/// The HTTP methods a probe or a flood may send (the "unknown HTTP method" message lists them
+/// in this order); the root crate's tests check that the flood and the probe accept each.
+pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
