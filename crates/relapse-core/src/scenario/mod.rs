@@ -10,10 +10,7 @@ mod model;
 pub mod target;
 mod template;
 
-pub use fault::{
-    ConnectionFloodSpec, DbLockSpec, DbProxyFaultSpec, FaultKind, FdExhaustionSpec, HttpFloodSpec,
-    PortExhaustionSpec, ProcessFreezeSpec, SlowlorisSpec, FAULT_KINDS,
-};
+pub use fault::exports::*;
 pub use load::{load, load_allowing, parse, parse_allowing, ScenarioError};
 pub use model::*;
 pub use template::{Template, TemplateError, Vars};

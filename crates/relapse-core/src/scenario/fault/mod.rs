@@ -29,7 +29,12 @@ use super::FaultSpec;
 macro_rules! fault_kinds {
     ($($module:ident: $section:ident => $variant:ident($spec:ident),)+) => {
         $(mod $module;)+
-        $(pub use self::$module::$spec;)+
+
+        /// What the scenario module re-exports of the kinds: their models and the list.
+        pub mod exports {
+            $(pub use super::$module::$spec;)+
+            pub use super::{FaultKind, FAULT_KINDS};
+        }
 
         /// One `[[fault]]` table as serde reads it.
         #[derive(Debug, Deserialize)]
@@ -44,7 +49,7 @@ macro_rules! fault_kinds {
         /// What a fault injects, and into what: one variant per kind, each with its own model.
         #[derive(Debug, Clone, PartialEq)]
         pub enum FaultKind {
-            $($variant($spec),)+
+            $($variant($module::$spec),)+
         }
 
         impl FaultKind {

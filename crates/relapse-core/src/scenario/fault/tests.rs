@@ -47,7 +47,6 @@ duration = "2s"
 
 #[test]
 fn every_listed_kind_is_what_its_model_calls_itself() {
-    assert_eq!(FAULT_KINDS.len(), 8, "{FAULT_KINDS:?}");
     assert_eq!(super::EXAMPLES.len(), FAULT_KINDS.len());
     for kind in FAULT_KINDS {
         let s = parse(Path::new("kind.toml"), &scenario(kind))
@@ -66,10 +65,18 @@ fn two_kinds_in_one_table_name_every_kind_in_list_order() {
     let err = parse(Path::new("kind.toml"), &text)
         .unwrap_err()
         .to_string();
+    // Every kind, in the list's order (which starts as the file format always has), so a new
+    // kind needs no edit here; the malformed corpus pins the whole message.
+    let every: Vec<String> = FAULT_KINDS.iter().map(|k| format!("`{k}`")).collect();
     assert_eq!(
         err,
-        "kind.toml:21:8: fault \"it\" needs exactly one kind: expected one of `process_freeze`, \
-         `port_exhaustion`, `fd_exhaustion`, `db_lock`, `db_proxy`, `http_flood`, `slowloris`, \
-         `connection_flood`"
+        format!(
+            "kind.toml:21:8: fault \"it\" needs exactly one kind: expected one of {}",
+            every.join(", ")
+        )
+    );
+    assert!(
+        err.contains("`process_freeze`, `port_exhaustion`, `fd_exhaustion`, `db_lock`"),
+        "{err}"
     );
 }
