@@ -1,7 +1,7 @@
 //! Measurement: from what was observed to time to impact, detect, mitigate and recover.
 //!
 //! Everything here is a pure function of instants, so it is tested with exact numbers. The
-//! definitions follow DESIGN.md:
+//! definitions are the ones docs/design.md gives:
 //! - a sample is placed at the instant its check was *sent* (the instant a user asked);
 //! - steady state holds over a window `[s, s + W)` when the SLI samples sent in it number at least
 //!   half of what the probe interval promises, succeed at least `min_success` of the time, and
