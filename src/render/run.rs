@@ -1,30 +1,14 @@
-//! The terminal report: a person should see at a glance what happened, when, and whether each
-//! gate held.
+//! A run's reports: the live line while it goes, the summary after it, and the spread over
+//! repeated runs.
 
 use std::fmt::Write;
 use std::time::Duration;
 
 use relapse_core::engine::Progress;
 use relapse_core::gate::Verdict;
-use relapse_core::report::RunReport;
+use relapse_core::report::{EpisodeReport, RunReport};
 
-/// A duration for people: `850ms`, `1.273s`, `2m05s`.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_secs_f64() * 1000.0;
-    if ms < 10.0 {
-        format!("{ms:.1}ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else if d.as_secs() < 120 {
-        format!("{:.3}s", d.as_secs_f64())
-    } else {
-        format!("{}m{:02}s", d.as_secs() / 60, d.as_secs() % 60)
-    }
-}
-
-fn optional(d: Option<Duration>) -> String {
-    d.map_or_else(|| "—".to_string(), human)
-}
+use super::{human, optional};
 
 /// The one-line live display while a run is going.
 pub fn progress_line(scenario: &str, p: &Progress) -> String {
@@ -178,15 +162,51 @@ pub fn summary(r: &RunReport) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_well() {
-        assert_eq!(human(Duration::from_micros(2500)), "2.5ms");
-        assert_eq!(human(Duration::from_millis(850)), "850ms");
-        assert_eq!(human(Duration::from_millis(1273)), "1.273s");
-        assert_eq!(human(Duration::from_secs(125)), "2m05s");
+/// Min / median / max of each measured time over repeated runs of the same scenario, one block
+/// per scenario name in the order the names first appear.
+pub fn spread(reports: &[RunReport]) -> String {
+    let mut out = String::from("\nspread over repeated runs (first episode of each run)\n");
+    let mut names: Vec<&str> = Vec::new();
+    for r in reports {
+        if !names.contains(&r.scenario.as_str()) {
+            names.push(&r.scenario);
+        }
     }
+    for name in names {
+        let runs: Vec<&RunReport> = reports.iter().filter(|r| r.scenario == name).collect();
+        let _ = writeln!(
+            out,
+            "  {name}: {} runs, {} passed",
+            runs.len(),
+            runs.iter().filter(|r| r.verdict == Verdict::Pass).count()
+        );
+        type Pick = fn(&EpisodeReport) -> Option<Duration>;
+        let metrics: [(&str, Pick); 4] = [
+            ("time to impact", |e| e.time_to_impact),
+            ("time to detect", |e| e.time_to_detect),
+            ("time to mitigate", |e| e.time_to_mitigate),
+            ("time to recover", |e| e.time_to_recover),
+        ];
+        for (label, pick) in metrics {
+            let mut values: Vec<Duration> = runs
+                .iter()
+                .filter_map(|r| r.headline().and_then(pick))
+                .collect();
+            values.sort();
+            if values.is_empty() {
+                let _ = writeln!(out, "    {label:<17} —");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "    {label:<17} min {:>9}  median {:>9}  max {:>9}  ({} of {} runs)",
+                    human(values[0]),
+                    human(values[values.len() / 2]),
+                    human(values[values.len() - 1]),
+                    values.len(),
+                    runs.len()
+                );
+            }
+        }
+    }
+    out
 }
