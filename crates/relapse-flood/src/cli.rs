@@ -304,3 +304,60 @@ fn watch_signals(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FloodArgs,
+    }
+
+    fn args(argv: &[&str]) -> FloodArgs {
+        Cli::parse_from(std::iter::once("flood").chain(argv.iter().copied())).args
+    }
+
+    #[test]
+    fn each_outcome_has_its_exit_code_and_its_stream() {
+        let report = || "1 sent\n".to_string();
+        let error = || "boom".to_string();
+        let cases = [
+            (Outcome::Completed { report: report() }, 0, true),
+            (Outcome::Interrupted { report: report() }, 3, true),
+            (Outcome::BadInput { error: error() }, 2, false),
+            (Outcome::Failed { error: error() }, 3, false),
+        ];
+        for (outcome, code, has_report) in cases {
+            assert_eq!(outcome.exit_code(), code, "{outcome:?}");
+            assert_eq!(outcome.report().is_some(), has_report, "{outcome:?}");
+            assert_eq!(outcome.error().is_some(), !has_report, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_that_cannot_go_on_the_wire_is_bad_input_before_any_traffic() {
+        for argv in [
+            &["http://127.0.0.1:1/a b", "-d", "1s", "-n", "1"][..],
+            &[
+                "http://127.0.0.1:1/",
+                "-H",
+                "x: a\u{1}b",
+                "-d",
+                "1s",
+                "-n",
+                "1",
+            ],
+            &["http://10.0.0.1:1/", "-d", "1s", "-n", "1"],
+        ] {
+            let outcome = run_standalone(&args(argv));
+            assert!(
+                matches!(outcome, Outcome::BadInput { .. }),
+                "{argv:?}: {outcome:?}"
+            );
+        }
+    }
+}
