@@ -2,7 +2,9 @@
 //! and rendering reports. `main.rs` only parses arguments, calls in here and picks the exit code.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod cli;
 pub mod harness;
 pub mod junit;
 pub mod kinds;
@@ -10,6 +12,7 @@ pub mod plan;
 pub mod reach;
 pub mod render;
 pub mod safety;
+pub mod setup;
 
 use relapse_core::gate::Verdict;
 use relapse_core::report::RunReport;
@@ -20,6 +23,14 @@ pub mod exit {
     pub const FAIL: u8 = 1;
     pub const INVALID_INPUT: u8 = 2;
     pub const INCONCLUSIVE: u8 = 3;
+
+    // `relapse flood` and `relapse-flood` exit by relapse_flood's codes: they must be these.
+    const _: () = {
+        use relapse_flood::cli::exit as flood;
+        assert!(flood::COMPLETED == PASS);
+        assert!(flood::BAD_INPUT == INVALID_INPUT);
+        assert!(flood::INTERRUPTED_OR_FAILED == INCONCLUSIVE);
+    };
 }
 
 /// The exit code for a set of runs: any failed gate gives 1 (a definite finding outranks an

@@ -168,9 +168,10 @@ impl Guardian {
 
 /// The guardian process's main: waits for the harness to close the pipe (stdin), then reverts
 /// what the run's journal still holds. Terminal signals are blocked: the guardian must outlive
-/// the harness it guards.
-pub fn guardian_main(run_dir: &Path) -> u8 {
+/// the harness it guards. Returns the exit code and the lines to print (the CLI prints them).
+pub fn guardian_main(run_dir: &Path) -> (u8, Vec<String>) {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+    let mut lines = Vec::new();
     let mut blocked = SigSet::empty();
     for signal in [
         Signal::SIGINT,
@@ -181,7 +182,9 @@ pub fn guardian_main(run_dir: &Path) -> u8 {
         blocked.add(signal);
     }
     if let Err(e) = nix::sys::signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&blocked), None) {
-        eprintln!("relapse guardian: cannot block terminal signals: {e}");
+        lines.push(format!(
+            "relapse guardian: cannot block terminal signals: {e}"
+        ));
     }
     // Read until end of file: nothing is ever written; EOF means the harness is gone or done.
     let mut buffer = [0u8; 64];
@@ -203,20 +206,20 @@ pub fn guardian_main(run_dir: &Path) -> u8 {
             let mut failed = false;
             for (fault, describe, result) in &cleaned.reverts {
                 match result {
-                    Ok(done) => {
-                        eprintln!("relapse guardian: reverted \"{fault}\" ({describe}): {done}")
-                    }
+                    Ok(done) => lines.push(format!(
+                        "relapse guardian: reverted \"{fault}\" ({describe}): {done}"
+                    )),
                     Err(e) => {
                         failed = true;
-                        eprintln!("relapse guardian: could not revert \"{fault}\" ({describe}): {e}; run `relapse cleanup`");
+                        lines.push(format!("relapse guardian: could not revert \"{fault}\" ({describe}): {e}; run `relapse cleanup`"));
                     }
                 }
             }
-            u8::from(failed) * crate::exit::INCONCLUSIVE
+            (u8::from(failed) * crate::exit::INCONCLUSIVE, lines)
         }
         Err(e) => {
-            eprintln!("relapse guardian: {e}; run `relapse cleanup`");
-            crate::exit::INCONCLUSIVE
+            lines.push(format!("relapse guardian: {e}; run `relapse cleanup`"));
+            (crate::exit::INCONCLUSIVE, lines)
         }
     }
 }

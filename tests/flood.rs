@@ -181,3 +181,98 @@ fn relapse_flood_refuses_what_it_must_not_do() {
         );
     }
 }
+
+#[test]
+fn relapse_flood_refuses_a_request_it_could_not_send_before_sending_anything() {
+    let (port, peers) = recording_server();
+    for args in [
+        vec![format!("http://127.0.0.1:{port}/a b")],
+        vec![
+            format!("http://127.0.0.1:{port}/"),
+            "-H".into(),
+            "x-bad: a\u{1}b".into(),
+        ],
+    ] {
+        let output = relapse()
+            .arg("flood")
+            .args(&args)
+            .args(["-d", "2s", "-n", "10"])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}\n{}", show(&output));
+        assert!(
+            String::from_utf8_lossy(&output.stderr).starts_with("error: "),
+            "{args:?}\n{}",
+            show(&output)
+        );
+    }
+    assert!(peers.lock().unwrap().is_empty());
+}
+
+/// With 4 file descriptors relapse can load and start, but no runtime can (each needs an epoll
+/// and an eventfd): the flood fails at run time, 3 as for `relapse-flood`.
+#[test]
+fn relapse_flood_that_fails_at_run_time_exits_3() {
+    let _flood = one_at_a_time();
+    let (port, peers) = recording_server();
+    let output = Command::new("sh")
+        .arg("-c")
+        .arg(r#"ulimit -n 4 && exec "$0" "$@""#)
+        .arg(env!("CARGO_BIN_EXE_relapse"))
+        .args(["flood", &format!("http://127.0.0.1:{port}/")])
+        .args(["-c", "1", "-t", "1", "-n", "10", "-d", "5s"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("error: runtime: "),
+        "{}",
+        show(&output)
+    );
+    assert!(output.stdout.is_empty(), "{}", show(&output));
+    assert!(peers.lock().unwrap().is_empty());
+}
+
+#[test]
+fn relapse_flood_stopped_by_sigterm_exits_3_and_prints_what_it_sent() {
+    let _flood = one_at_a_time();
+    let (port, peers) = recording_server();
+    // An open model at 50/s for at most 20s: SIGTERM comes long before either bound.
+    let mut child = relapse()
+        .args(["flood", &format!("http://127.0.0.1:{port}/")])
+        .args([
+            "--rate", "50", "-c", "4", "-t", "1", "-n", "1000", "-d", "20s",
+        ])
+        .arg("--json")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The signal handlers are installed before the first connection is made.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while peers.lock().unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection arrived"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("relapse flood still running 10s after SIGTERM");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = child.wait_with_output().unwrap();
+    assert_eq!(output.status.code(), Some(3), "{}", show(&output));
+    let report: Value =
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}\n{}", show(&output)));
+    let completed = report["completed"].as_u64().unwrap();
+    assert!((1..1000).contains(&completed), "{report}");
+}

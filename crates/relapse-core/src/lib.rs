@@ -5,6 +5,7 @@
 //! [`sense::Probe`] and [`sense::Detector`].
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod duration;
 pub mod engine;

@@ -15,6 +15,7 @@
 //! scenario: scenarios are trusted input, like a shell command in a CI file.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod gauge;
 

@@ -11,6 +11,7 @@
 //! writes), [`proxy`] (the server), [`fault`] (the proxy as a relapse fault).
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod classify;
 pub mod fault;

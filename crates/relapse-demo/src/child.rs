@@ -329,7 +329,8 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
 }
 
 /// Prints the readiness line; flushing matters because stdout is a pipe and
-/// therefore block-buffered.
+/// therefore block-buffered. Stdout here is the protocol with the parent (it reads the port from
+/// this line), not output for a person: that is why a library writes to it.
 fn announce(addr: SocketAddr) -> Result<(), DemoError> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{READY_PREFIX}{addr}")

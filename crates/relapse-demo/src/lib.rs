@@ -30,6 +30,8 @@
 //! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
 //! subcommand; this crate's tests use the `relapse-demo-child` binary).
 
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 mod auth;
 mod backend;
 mod child;

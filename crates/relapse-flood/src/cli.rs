@@ -1,12 +1,26 @@
 //! The command line of a standalone flood, shared by `relapse flood` and the `relapse-flood`
-//! bench binary: one definition of the flags, one way to build the spec and print the report.
+//! bench binary: one definition of the flags, one way to build the spec, run it and render the
+//! report ([`run_standalone`]), one set of exit codes ([`exit`]). The binaries only print.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::template::Prepared;
 use crate::{run_load_on_threads, LoadReport, LoadSpec, RequestTemplate, Sources, SourcesExt};
+
+/// The exit codes of a standalone flood, the same as relapse's own.
+pub mod exit {
+    /// The flood ran to its bounds (whatever the target answered).
+    pub const COMPLETED: u8 = 0;
+    /// Bad input: the spec could not be built; nothing was sent.
+    pub const BAD_INPUT: u8 = 2;
+    /// Interrupted (Ctrl-C, SIGTERM) or failed at run time.
+    pub const INTERRUPTED_OR_FAILED: u8 = 3;
+}
 
 /// The longest a standalone flood may run.
 pub const MAX_DURATION: Duration = Duration::from_secs(3600);
@@ -122,6 +136,10 @@ impl FloodArgs {
             spec = spec.sources(Sources::List(self.sources.clone()));
         }
         spec.validate().map_err(|e| e.to_string())?;
+        // The request's constant parts are checked when the load starts; check them now, so a
+        // bad path or header is bad input, not a failure at run time.
+        Prepared::new(&spec.request, &spec.target.to_string(), spec.keep_alive)
+            .map_err(|e| e.to_string())?;
         Ok(spec)
     }
 
@@ -144,6 +162,202 @@ impl FloodArgs {
             format!("{}\n", report.to_json())
         } else {
             report.summary()
+        }
+    }
+}
+
+/// What a standalone flood came to. The report is rendered as the flags asked (summary or
+/// JSON); the caller prints it on stdout and an error on stderr.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The flood ran to its bounds: the report.
+    Completed { report: String },
+    /// Ctrl-C or SIGTERM stopped it early: the report of what was sent until then.
+    Interrupted { report: String },
+    /// The spec could not be built; nothing was sent.
+    BadInput { error: String },
+    /// The load failed at run time (e.g. its threads or runtimes could not start).
+    Failed { error: String },
+}
+
+impl Outcome {
+    /// The process's exit code, as [`exit`] fixes it.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Outcome::Completed { .. } => exit::COMPLETED,
+            Outcome::BadInput { .. } => exit::BAD_INPUT,
+            Outcome::Interrupted { .. } | Outcome::Failed { .. } => exit::INTERRUPTED_OR_FAILED,
+        }
+    }
+
+    /// What goes on stdout: the report, if there is one.
+    pub fn report(&self) -> Option<&str> {
+        match self {
+            Outcome::Completed { report } | Outcome::Interrupted { report } => Some(report),
+            Outcome::BadInput { .. } | Outcome::Failed { .. } => None,
+        }
+    }
+
+    /// What goes on stderr: the error, if there is one.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Outcome::BadInput { error } | Outcome::Failed { error } => Some(error),
+            Outcome::Completed { .. } | Outcome::Interrupted { .. } => None,
+        }
+    }
+}
+
+/// A whole standalone flood, as `relapse flood` and `relapse-flood` run it: builds the spec,
+/// stops early on Ctrl-C or SIGTERM (keeping the report of what was sent), runs the load on its
+/// own threads and renders the report. Blocking; call it outside an async runtime.
+///
+/// It takes over SIGINT and SIGTERM for the rest of the process (the handlers are installed
+/// before the first request, so a signal once the flood is under way never kills the process
+/// without a report); if they cannot be installed, the flood runs all the same, bounded by its
+/// flags, and a signal ends the process as it would by default.
+pub fn run_standalone(args: &FloodArgs) -> Outcome {
+    let spec = match args.spec() {
+        Ok(spec) => spec,
+        Err(error) => return Outcome::BadInput { error },
+    };
+    let cancel = CancellationToken::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let done = CancellationToken::new();
+    let watcher = watch_signals(cancel.clone(), interrupted.clone(), done.clone());
+    let result = args.run(spec, cancel);
+    done.cancel();
+    if let Some(watcher) = watcher {
+        let _ = watcher.join();
+    }
+    match result {
+        Ok(report) if interrupted.load(Ordering::SeqCst) => Outcome::Interrupted {
+            report: args.render(&report),
+        },
+        Ok(report) => Outcome::Completed {
+            report: args.render(&report),
+        },
+        Err(error) => Outcome::Failed { error },
+    }
+}
+
+/// A thread with a small runtime of its own that cancels `cancel` (and sets `interrupted`) on
+/// Ctrl-C or SIGTERM, until `done`. Returns once the handlers are installed; `None` if they
+/// could not be.
+fn watch_signals(
+    cancel: CancellationToken,
+    interrupted: Arc<AtomicBool>,
+    done: CancellationToken,
+) -> Option<std::thread::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (ready, installed) = mpsc::channel();
+    let spawned = std::thread::Builder::new()
+        .name("flood-signals".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = ready.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            runtime.block_on(async {
+                let (mut int, mut term) = match (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) {
+                    (Ok(int), Ok(term)) => (int, term),
+                    (Err(e), _) | (_, Err(e)) => {
+                        let _ = ready.send(Err(e.to_string()));
+                        return;
+                    }
+                };
+                let _ = ready.send(Ok(()));
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                    _ = done.cancelled() => return,
+                }
+                interrupted.store(true, Ordering::SeqCst);
+                cancel.cancel();
+            });
+        });
+    let handle = match spawned {
+        Ok(handle) => handle,
+        Err(e) => {
+            tracing::warn!("flood: no signal handling (cannot start its thread: {e})");
+            return None;
+        }
+    };
+    match installed.recv() {
+        Ok(Ok(())) => Some(handle),
+        Ok(Err(e)) => {
+            tracing::warn!("flood: no signal handling ({e}); Ctrl-C ends it without a report");
+            let _ = handle.join();
+            None
+        }
+        Err(_) => {
+            let _ = handle.join();
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: FloodArgs,
+    }
+
+    fn args(argv: &[&str]) -> FloodArgs {
+        Cli::parse_from(std::iter::once("flood").chain(argv.iter().copied())).args
+    }
+
+    #[test]
+    fn each_outcome_has_its_exit_code_and_its_stream() {
+        let report = || "1 sent\n".to_string();
+        let error = || "boom".to_string();
+        let cases = [
+            (Outcome::Completed { report: report() }, 0, true),
+            (Outcome::Interrupted { report: report() }, 3, true),
+            (Outcome::BadInput { error: error() }, 2, false),
+            (Outcome::Failed { error: error() }, 3, false),
+        ];
+        for (outcome, code, has_report) in cases {
+            assert_eq!(outcome.exit_code(), code, "{outcome:?}");
+            assert_eq!(outcome.report().is_some(), has_report, "{outcome:?}");
+            assert_eq!(outcome.error().is_some(), !has_report, "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_that_cannot_go_on_the_wire_is_bad_input_before_any_traffic() {
+        for argv in [
+            &["http://127.0.0.1:1/a b", "-d", "1s", "-n", "1"][..],
+            &[
+                "http://127.0.0.1:1/",
+                "-H",
+                "x: a\u{1}b",
+                "-d",
+                "1s",
+                "-n",
+                "1",
+            ],
+            &["http://10.0.0.1:1/", "-d", "1s", "-n", "1"],
+        ] {
+            let outcome = run_standalone(&args(argv));
+            assert!(
+                matches!(outcome, Outcome::BadInput { .. }),
+                "{argv:?}: {outcome:?}"
+            );
         }
     }
 }

@@ -8,6 +8,7 @@
 //! under the process's file-descriptor limit.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::net::IpAddr;
 use std::time::Duration;

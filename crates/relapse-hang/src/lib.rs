@@ -3,6 +3,7 @@
 //! the process is still there, its sockets still accept connections, but nothing answers.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
 use std::time::Duration;

@@ -14,6 +14,7 @@
 //! fsync'd, so a crash leaves either the whole entry or none of it.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::fs::{self, File};
 use std::io::{self, Write};

@@ -237,6 +237,8 @@ pub fn holder_main(args: &[String]) -> Result<(), String> {
     )
     .map_err(|e| format!("cannot enter {path}: {e}"))?;
     let mut sockets = bind_ports((from, to), count);
+    // Stdout is the protocol with relapse (it waits for this line), not output for a person:
+    // that is why a library writes to it.
     let mut out = std::io::stdout();
     writeln!(out, "held {}", sockets.len())
         .and_then(|()| out.flush())

@@ -20,6 +20,7 @@
 //!   such as a queue depth from a Prometheus text exposition.
 
 #![forbid(unsafe_code)]
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod command;
 mod error;

@@ -1,0 +1,105 @@
+//! The `relapse` command line: its subcommands and flags. `main.rs` parses them and acts.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Reproduce the failure modes of real outages against a system and measure how long it takes
+/// to detect them and to recover.
+#[derive(Parser)]
+#[command(name = "relapse", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run scenarios end to end: steady state, faults, observation, verdict.
+    Run(RunArgs),
+    /// Check scenario files without running anything.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Also allow probes and detection sources to reach HOST (by default only loopback).
+        #[arg(long = "allow-target", value_name = "HOST")]
+        allow_targets: Vec<String>,
+    },
+    /// Revert every fault that a journal says is still applied (left by a relapse that died).
+    /// Runs whose relapse is still alive are left alone unless --force.
+    Cleanup {
+        /// The state directory holding the journals [default: as for `run`].
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+        /// Also revert the faults of runs whose relapse process is still alive.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Flood an HTTP target on its own, like wrk or oha: open or closed model, many source
+    /// addresses; prints rps, latency percentiles, statuses and errors. Bounded by --duration
+    /// and --requests; loopback only unless --allow-target.
+    Flood(relapse_flood::cli::FloodArgs),
+    /// List the fault kinds, probe kinds and detection sources, with one line of help each.
+    List,
+    /// Run the embedded demo target (hosted-mail stack) until Ctrl-C.
+    Demo {
+        /// Where the demo's monitor POSTs its Alertmanager (v4) webhooks.
+        #[arg(long, value_name = "URL")]
+        sink: Option<String>,
+        /// Milliseconds between the monitor's health checks.
+        #[arg(long, default_value_t = 500, value_name = "MS")]
+        monitor_interval_ms: u64,
+    },
+    /// Internal: a process holding reserved ports for port_exhaustion.
+    #[command(name = "__hold-ports", hide = true)]
+    HoldPorts {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Internal: the guardian of a run's journal.
+    #[command(name = "__guardian", hide = true)]
+    Guardian { run_dir: PathBuf },
+    /// Internal: a demo child process (backend or frontend).
+    #[command(name = "__demo-child", hide = true)]
+    DemoChild {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// The flags of `relapse run`.
+#[derive(Args)]
+pub struct RunArgs {
+    /// Scenario files (TOML; see docs/scenario-format.md).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long, value_name = "PATH")]
+    pub json: Option<PathBuf>,
+    /// Write a JUnit XML report here (one test suite per run, one test case per gate).
+    #[arg(long, value_name = "PATH")]
+    pub junit: Option<PathBuf>,
+    /// Run each scenario this many times and summarise the spread of the measured times.
+    #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: u32,
+    /// Print only the verdict lines, not the full summaries.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Also allow probes and detection sources to reach HOST (by default only loopback).
+    #[arg(long = "allow-target", value_name = "HOST")]
+    pub allow_targets: Vec<String>,
+    /// Where the revert journal lives [default: $RELAPSE_STATE_DIR, else
+    /// $XDG_STATE_HOME/relapse, else ~/.local/state/relapse].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+}

@@ -1,0 +1,80 @@
+//! What `relapse run` sets up around its runs and leaves after them: the scenarios loaded, the
+//! demo launcher, the revert journal and its guardian, the report files. Nothing here prints:
+//! errors come back to `main.rs`, which prints them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use relapse_core::report::file::ReportFile;
+use relapse_core::report::RunReport;
+use relapse_core::scenario::{self, Scenario};
+use relapse_demo::Launcher;
+use relapse_journal::Journal;
+
+use crate::safety::{Guardian, JournalLog};
+
+/// The demo's children are this executable again, as `relapse __demo-child`.
+pub fn launcher() -> anyhow::Result<Launcher> {
+    let program =
+        std::env::current_exe().context("cannot find the relapse executable to start the demo")?;
+    Ok(Launcher {
+        program,
+        args: vec!["__demo-child".into()],
+    })
+}
+
+/// Loads every file; on any failure, every file's error (each one line, `file:line:column: …`).
+pub fn load_all(files: &[PathBuf], allow_targets: &[String]) -> Result<Vec<Scenario>, Vec<String>> {
+    let mut scenarios = Vec::new();
+    let mut errors = Vec::new();
+    for file in files {
+        match scenario::load_allowing(file, allow_targets) {
+            Ok(s) => scenarios.push(s),
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(scenarios)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The journal and its guardian for one `relapse run`, set up before anything is injected.
+pub fn start_safety(state_dir: &Path) -> anyhow::Result<(JournalLog, Guardian)> {
+    let context = || {
+        format!(
+            "cannot create the revert journal under {} (set --state-dir or RELAPSE_STATE_DIR)",
+            state_dir.display()
+        )
+    };
+    let dir = Journal::next_dir(state_dir).with_context(context)?;
+    let program = std::env::current_exe()
+        .context("cannot find the relapse executable to start the guardian")?;
+    // The guardian first, the run directory second: a relapse killed between the two then
+    // leaves nothing behind, since the guardian removes the directory (or finds none) on EOF.
+    let guardian = Guardian::spawn(&program, &["__guardian".to_string()], &dir)
+        .context("cannot start the guardian process")?;
+    let journal = Journal::create_at(&dir).with_context(context)?;
+    Ok((JournalLog::new(journal), guardian))
+}
+
+/// Writes the JSON and JUnit reports that were asked for.
+pub fn write_reports(
+    reports: &[RunReport],
+    json: Option<&Path>,
+    junit: Option<&Path>,
+) -> anyhow::Result<()> {
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&ReportFile::new(reports))
+            .context("serialising the JSON report")?;
+        std::fs::write(path, text + "\n")
+            .with_context(|| format!("writing the JSON report to {}", path.display()))?;
+    }
+    if let Some(path) = junit {
+        let text = crate::junit::to_junit(reports).context("serialising the JUnit report")?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing the JUnit report to {}", path.display()))?;
+    }
+    Ok(())
+}
