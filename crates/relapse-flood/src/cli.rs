@@ -38,7 +38,7 @@ pub struct FloodArgs {
     #[arg(short = 'd', long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
     /// Requests to send at most.
-    #[arg(short = 'n', long, default_value_t = 100_000_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    #[arg(short = 'n', long, default_value_t = crate::MAX_REQUESTS, value_parser = clap::value_parser!(u64).range(1..=crate::MAX_REQUESTS))]
     pub requests: u64,
     /// Open model at this many requests per second (latency counted from when each request was
     /// due); without it, the closed model (each connection as fast as it is answered).
