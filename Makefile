@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build test lint fmt bench fuzz demo flg clean
+.PHONY: all build test crash lint fmt bench fuzz demo flg clean
 
 all: build
 
@@ -13,6 +13,11 @@ build:
 # real processes and sockets, and the end-to-end tests of the CLI against the demo target.
 test:
 	$(CARGO) test --workspace
+
+# The crash test's long run: kill -9 mid-fault, 200 rounds per fault kind (make test runs 5).
+CRASH_ROUNDS ?= 200
+crash:
+	RELAPSE_CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --test crash -- --nocapture
 
 lint:
 	$(CARGO) fmt --all -- --check
