@@ -127,7 +127,9 @@ pub struct HarnessRecord {
     pub revert: Revert,
 }
 
-/// What every sample scenario shares: the demo's health as the SLI, a short steady state.
+/// What every sample scenario shares: the demo's health as the SLI, a short steady state, and
+/// the head of its one `[[fault]]`, which the kind's sample goes on with (its kind's key, then
+/// any tables of its own).
 macro_rules! sample_prelude {
     () => {
         r#"[scenario]
@@ -146,6 +148,11 @@ timeout = "10s"
 
 [limits]
 observe_after = "1s"
+
+[[fault]]
+name = "sample"
+start = "0s"
+duration = "10s"
 "#
     };
 }
@@ -160,14 +167,9 @@ pub static FAULT_KINDS: &[FaultKindEntry] = &[
         revert: |v| relapse_hang::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
-[target.demo]
+            r#"process_freeze = { pid = @TARGET_PID@ }
 
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-process_freeze = { pid = @TARGET_PID@ }
+[target.demo]
 "#
         ),
     },
@@ -179,15 +181,10 @@ process_freeze = { pid = @TARGET_PID@ }
         revert: |v| relapse_ports::ports::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
+            r#"port_exhaustion = { demo = "host", mode = "reserve" }
+
 [target.demo]
 host = "netns"
-
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-port_exhaustion = { demo = "host", mode = "reserve" }
 "#
         ),
     },
@@ -198,14 +195,9 @@ port_exhaustion = { demo = "host", mode = "reserve" }
         revert: |v| relapse_ports::fd::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
-[target.demo]
+            r#"fd_exhaustion = { pid = @TARGET_PID@ }
 
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-fd_exhaustion = { pid = @TARGET_PID@ }
+[target.demo]
 "#
         ),
     },
@@ -228,15 +220,10 @@ fd_exhaustion = { pid = @TARGET_PID@ }
         },
         sample: concat!(
             sample_prelude!(),
-            r#"
+            r#"db_lock = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test", table = "{demo.mail_table}" }
+
 [target.demo]
 database = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test" }
-
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-db_lock = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test", table = "{demo.mail_table}" }
 "#
         ),
     },
@@ -248,14 +235,9 @@ db_lock = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test", tab
         revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::HTTP_FLOOD, v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
-[target.demo]
+            r#"http_flood = { url = "{demo.url}/health", rate = 200.0, source_cidr = "127.61.0.0/28" }
 
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-http_flood = { url = "{demo.url}/health", rate = 200.0, source_cidr = "127.61.0.0/28" }
+[target.demo]
 "#
         ),
     },
@@ -266,14 +248,9 @@ http_flood = { url = "{demo.url}/health", rate = 200.0, source_cidr = "127.61.0.
         revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::SLOWLORIS, v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
-[target.demo]
+            r#"slowloris = { url = "{demo.url}/", connections = 20, header_interval = "200ms" }
 
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-slowloris = { url = "{demo.url}/", connections = 20, header_interval = "200ms" }
+[target.demo]
 "#
         ),
     },
@@ -284,14 +261,9 @@ slowloris = { url = "{demo.url}/", connections = 20, header_interval = "200ms" }
         revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::CONNECTION_FLOOD, v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
-[target.demo]
+            r#"connection_flood = { url = "{demo.url}/", connections = 20 }
 
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-connection_flood = { url = "{demo.url}/", connections = 20 }
+[target.demo]
 "#
         ),
     },
@@ -304,19 +276,14 @@ connection_flood = { url = "{demo.url}/", connections = 20 }
         revert: |v| relapse_dbproxy::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
-            r#"
+            r#"db_proxy = { proxy = "pg", mode = "stall" }
+
 [[db_proxy]]
 name = "pg"
 postgres = "127.0.0.1:5432"
 
 [target.demo]
 database = { postgres = "host={db_proxy.pg.host} port={db_proxy.pg.port} user=postgres dbname=test" }
-
-[[fault]]
-name = "sample"
-start = "0s"
-duration = "10s"
-db_proxy = { proxy = "pg", mode = "stall" }
 "#
         ),
     },

@@ -302,24 +302,20 @@ fn kill_9_mid_fault_of_every_kind_leaves_nothing_behind() {
             let killed = Instant::now();
             child.wait().unwrap();
 
-            let mut left = leftovers(
-                entry,
-                harness,
-                &state,
-                target.as_ref(),
-                limits_before.as_deref(),
-                &record,
-            );
-            while !left.is_empty() && killed.elapsed() < CLEAN_WITHIN {
-                std::thread::sleep(Duration::from_millis(5));
-                left = leftovers(
+            let check = || {
+                leftovers(
                     entry,
                     harness,
                     &state,
                     target.as_ref(),
                     limits_before.as_deref(),
                     &record,
-                );
+                )
+            };
+            let mut left = check();
+            while !left.is_empty() && killed.elapsed() < CLEAN_WITHIN {
+                std::thread::sleep(Duration::from_millis(5));
+                left = check();
             }
             counts.rounds += 1;
             counts.mid_fault += u32::from(applied);
