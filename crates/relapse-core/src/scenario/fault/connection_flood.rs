@@ -1,16 +1,14 @@
 //! `connection_flood`: connections opened and held idle.
 
-use serde::Deserialize;
 use toml::Spanned;
+
+pub use super::flood::ConnectionsSection;
 
 use super::flood;
 use crate::scenario::check::Env;
-use crate::scenario::file::Dur;
 use crate::scenario::{Template, FloodSources};
 use crate::scenario::load::{problem, Problem};
 
-/// Named as `connection_flood`'s and `slowloris`'s shared table was: serde puts the type's
-/// name in its messages ("invalid type: …, expected struct ConnectionsSection").
 /// `connection_flood`: connections opened and held idle.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConnectionFloodSpec {
@@ -19,16 +17,6 @@ pub struct ConnectionFloodSpec {
     pub sources: FloodSources,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionsSection {
-    pub url: Spanned<String>,
-    pub connections: Spanned<u64>,
-    pub sources: Option<Spanned<Vec<String>>>,
-    pub source_cidr: Option<Spanned<String>>,
-    /// A slowloris setting, read only to say so (instead of an unknown key).
-    pub header_interval: Option<Dur>,
-}
 
 pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<ConnectionFloodSpec, Problem> {
     let span = section.span();

@@ -94,3 +94,18 @@ pub fn held_connections(
     let count = connections(count)?;
     Ok((count, sources(span, list, cidr)?))
 }
+
+/// The table of `slowloris` and `connection_flood`: connections held open against a server. One
+/// type for both, named as it always was: serde puts the name in its messages ("invalid type:
+/// …, expected struct ConnectionsSection").
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionsSection {
+    pub url: Spanned<String>,
+    pub connections: Spanned<u64>,
+    pub sources: Option<Spanned<Vec<String>>>,
+    pub source_cidr: Option<Spanned<String>>,
+    /// slowloris only: how often each connection sends one more header line (connection_flood
+    /// reads it only to say it does not apply, rather than calling it an unknown key).
+    pub header_interval: Option<crate::scenario::file::Dur>,
+}

@@ -3,17 +3,15 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
 use toml::Spanned;
+
+pub use super::flood::ConnectionsSection;
 
 use super::flood;
 use crate::scenario::check::Env;
-use crate::scenario::file::Dur;
 use crate::scenario::{Template, FloodSources};
 use crate::scenario::load::{problem, Problem};
 
-/// Named as `connection_flood`'s and `slowloris`'s shared table was: serde puts the type's
-/// name in its messages ("invalid type: …, expected struct ConnectionsSection").
 /// `slowloris`: connections that send headers slowly and never finish them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SlowlorisSpec {
@@ -23,16 +21,6 @@ pub struct SlowlorisSpec {
     pub header_interval: Duration,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConnectionsSection {
-    pub url: Spanned<String>,
-    pub connections: Spanned<u64>,
-    pub sources: Option<Spanned<Vec<String>>>,
-    pub source_cidr: Option<Spanned<String>>,
-    /// How often each connection sends one more header line.
-    pub header_interval: Option<Dur>,
-}
 
 pub fn check(section: &Spanned<ConnectionsSection>, env: &Env) -> Result<SlowlorisSpec, Problem> {
     let span = section.span();
