@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use relapse_core::fault::{decode_as, decode_record, BoxFuture, Fault, RevertError};
 use relapse_core::scenario::{
-    is_flood_placeholder, DbLockTarget, DbProxyMode, DemoComponent, FaultKind, FloodLoad,
-    NetnsTarget, PortsMode, ProcessTarget, ReserveAmount, Template, Vars,
+    is_flood_placeholder, DbLockTarget, DemoComponent, FaultKind, FloodLoad, NetnsTarget,
+    PortsMode, ProcessTarget, ReserveAmount, Template, Vars,
 };
 use relapse_demo::Demo;
 use relapse_ports::netns::Host;
@@ -455,28 +455,17 @@ fn build_db_proxy<'a>(
     cx: &'a BuildContext<'a>,
 ) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
     Box::pin(async move {
-        use relapse_dbproxy::ProxyMode;
         let FaultKind::DbProxy(spec) = kind else {
             return Err(wrong_kind(kind, relapse_dbproxy::KIND));
-        };
-        let mode = match &spec.mode {
-            DbProxyMode::Stall => ProxyMode::Stall,
-            DbProxyMode::StallWrites => ProxyMode::StallWrites,
-            DbProxyMode::Latency { latency, jitter } => ProxyMode::Latency {
-                latency: *latency,
-                jitter: *jitter,
-            },
-            DbProxyMode::Error { code } => ProxyMode::Error {
-                code: (*code).into(),
-            },
-            DbProxyMode::Reset => ProxyMode::Reset,
-            DbProxyMode::RefuseNew => ProxyMode::RefuseNew,
         };
         let proxy = cx
             .proxies
             .get(spec.proxy)
             .ok_or("its db_proxy is not running")?;
-        Ok(Box::new(relapse_dbproxy::DbProxyFault::new(proxy.clone(), mode)) as Box<dyn Fault>)
+        Ok(Box::new(relapse_dbproxy::DbProxyFault::new(
+            proxy.clone(),
+            (&spec.mode).into(),
+        )) as Box<dyn Fault>)
     })
 }
 

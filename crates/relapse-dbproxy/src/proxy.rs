@@ -76,6 +76,26 @@ impl From<relapse_core::scenario::DbErrorCode> for ErrorCode {
     }
 }
 
+/// A scenario's mode, as the proxy runs it.
+impl From<&relapse_core::scenario::DbProxyMode> for ProxyMode {
+    fn from(mode: &relapse_core::scenario::DbProxyMode) -> ProxyMode {
+        use relapse_core::scenario::DbProxyMode;
+        match mode {
+            DbProxyMode::Stall => ProxyMode::Stall,
+            DbProxyMode::StallWrites => ProxyMode::StallWrites,
+            DbProxyMode::Latency { latency, jitter } => ProxyMode::Latency {
+                latency: *latency,
+                jitter: *jitter,
+            },
+            DbProxyMode::Error { code } => ProxyMode::Error {
+                code: (*code).into(),
+            },
+            DbProxyMode::Reset => ProxyMode::Reset,
+            DbProxyMode::RefuseNew => ProxyMode::RefuseNew,
+        }
+    }
+}
+
 impl From<relapse_core::scenario::DbServer> for Protocol {
     fn from(server: relapse_core::scenario::DbServer) -> Protocol {
         match server {
