@@ -305,3 +305,58 @@ async fn a_freeze_made_by_someone_else_is_refused_and_left_frozen() {
     drop((first, second));
     fs.finish();
 }
+
+#[tokio::test]
+async fn removing_a_frozen_scratch_fs_thaws_it_first_and_the_fault_still_reverts() {
+    let mut fs = TestFs::new();
+    let mp = fs.mountpoint();
+    let mut fault = FsFreeze::new(&mp, holder(), &[]).unwrap();
+    fault.inject().await.unwrap();
+    let writer = common::start_writer(&mp.join("during-removal"));
+    let pid = writer.id().unwrap();
+    fs.children.push(writer);
+    assert!(blocked_within(pid, Duration::from_secs(2)).await);
+
+    // The guardian's order after a crash: the scratch file system's record, while the fault's
+    // descriptors (its own, its holder's) still hold the file system.
+    let record = fs.record.clone();
+    let said = tokio::task::spawn_blocking(move || relapse_fs::remove_record(&record))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        said.starts_with(&format!("thawed {}", mp.display())),
+        "{said}"
+    );
+    assert!(said.contains("lazily"), "{said}");
+    let writer = fs.children.last_mut().unwrap();
+    assert!(exits_within(writer, AFTER_THAW).await.unwrap().success());
+    assert!(!common::in_proc_mounts(&mp));
+    // FITHAW through the fault's descriptor still works after the lazy unmount: EINVAL, thawed.
+    let reverted = fault.revert().await.unwrap();
+    assert!(
+        reverted.detail.contains("found thawed already"),
+        "{}",
+        reverted.detail
+    );
+    drop(fault);
+    // With the last descriptor closed the loop device detaches itself (autoclear); no event.
+    let image = fs.record.image.clone();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while loop_attached(&image) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The ScratchFs itself finds nothing left to remove.
+    let again = fs.fs.take().unwrap().remove().unwrap();
+    assert!(again.starts_with("nothing was left"), "{again}");
+    assert_nothing_left(fs.dir.path(), &[image]);
+}
+
+fn loop_attached(image: &std::path::Path) -> bool {
+    let out = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(image)
+        .output()
+        .unwrap();
+    !out.stdout.is_empty()
+}

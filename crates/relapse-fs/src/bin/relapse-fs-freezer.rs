@@ -18,24 +18,25 @@ fn main() -> std::process::ExitCode {
         .enable_all()
         .build()
         .expect("a runtime");
-    let result = runtime.block_on(async {
-        let mut fault = relapse_fs::FsFreeze::new(mountpoint.as_ref(), launcher, &[])?;
-        fault.inject().await.map_err(|e| e.to_string())?;
-        println!(
-            "frozen {} {}",
-            fault.holder_pid().unwrap_or(0),
-            fault.canary_pid().unwrap_or(0)
-        );
-        // Never returns while frozen: the fault (and its pipe to the holder) stays alive.
-        loop {
-            std::thread::park();
+    let result: Result<std::convert::Infallible, Box<dyn std::error::Error>> =
+        runtime.block_on(async {
+            let mut fault = relapse_fs::FsFreeze::new(mountpoint.as_ref(), launcher, &[])?;
+            fault.inject().await.map_err(|e| e.to_string())?;
+            println!(
+                "frozen {} {}",
+                fault.holder_pid().unwrap_or(0),
+                fault.canary_pid().unwrap_or(0)
+            );
+            // Never returns while frozen: the fault (and its pipe to the holder) stays alive.
+            loop {
+                std::thread::park();
+            }
+        });
+    match result {
+        Err(e) => {
+            eprintln!("relapse-fs-freezer: {e}");
+            std::process::ExitCode::from(3)
         }
-        #[allow(unreachable_code)]
-        Ok::<(), Box<dyn std::error::Error>>(())
-    });
-    if let Err(e) = result {
-        eprintln!("relapse-fs-freezer: {e}");
-        return std::process::ExitCode::from(3);
+        Ok(never) => match never {},
     }
-    std::process::ExitCode::SUCCESS
 }
