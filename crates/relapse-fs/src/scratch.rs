@@ -81,6 +81,9 @@ impl ScratchFs {
     /// before each step with the record to journal; an error from it stops the creation, and
     /// what was made is removed again. Neither path may exist yet: a leftover of an earlier run
     /// is its journal's to remove, not this call's to overwrite.
+    ///
+    /// Blocking (it runs `mkfs.ext4` and `losetup`, a few hundred ms): from async code, call it
+    /// on a blocking thread.
     pub fn create(
         dir: &Path,
         name: &str,
@@ -149,7 +152,8 @@ impl ScratchFs {
             Some(&device),
             &record.mountpoint,
             Some("ext4"),
-            MsFlags::empty(),
+            // Scratch data for services, never devices or set-uid programs.
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
             None::<&str>,
         )
         .map_err(FsError::sys(format!(
@@ -196,6 +200,8 @@ impl ScratchFs {
     }
 
     /// Thaws (if frozen), unmounts, detaches and deletes; returns what was done, once confirmed.
+    /// Blocking: a busy file system is given up to 1 s before it is unmounted lazily, a loop
+    /// device up to 3 s to detach.
     pub fn remove(mut self) -> Result<String, FsError> {
         self.removed = true;
         teardown(&self.record)

@@ -38,6 +38,19 @@ fn a_scratch_fs_is_journaled_before_each_step_mounted_and_removed_without_a_trac
     assert_eq!(&steps[2].1, fs.record());
     assert!(fs.loop_device().to_str().unwrap().starts_with("/dev/loop"));
     assert!(in_proc_mounts(fs.mountpoint()));
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let line = mounts
+        .lines()
+        .find(|l| l.split(' ').nth(1) == fs.mountpoint().to_str())
+        .unwrap();
+    assert!(
+        line.starts_with(&format!("{} ", fs.loop_device().display())),
+        "{line}"
+    );
+    assert!(
+        line.contains(" ext4 ") && line.contains("nosuid") && line.contains("nodev"),
+        "{line}"
+    );
     use std::os::unix::fs::MetadataExt;
     assert_eq!(
         std::fs::metadata(fs.mountpoint()).unwrap().dev(),
