@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::{Pid, User};
+use nix::unistd::{Group, Pid, User};
 use relapse_core::sense::{Outcome, Probe};
 use relapse_probe::{ImapProbe, ImapSession};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -218,7 +218,7 @@ fn chown_to(path: &Path, user: &User) {
 /// As root, dovecot runs its login and internal processes as the users the Debian package
 /// creates (`dovenull`, `dovecot`) and the mail processes as `dovenull`, so everything they read
 /// is made readable to them: the directory itself 0755, the password file 0644, the maildirs
-/// owned by `dovenull`. As another user, everything runs as that user.
+/// owned by `dovenull`. As another user, everything runs as that user and its group.
 fn write_config(dir: &Path, port: u16) -> User {
     let root = nix::unistd::geteuid().is_root();
     let by_name = |name: &str| {
@@ -232,6 +232,9 @@ fn write_config(dir: &Path, port: u16) -> User {
         let me = User::from_uid(nix::unistd::geteuid()).unwrap().unwrap();
         (me.clone(), me.clone(), me)
     };
+    // The group of the internal sockets: dovecot chowns them to it, which only root may do for a
+    // group it is not in.
+    let internal_group = Group::from_gid(internal_user.gid).unwrap().unwrap();
 
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
     for sub in ["run", "state", "log", "mail"] {
@@ -266,6 +269,7 @@ auth_mechanisms = plain
 # A wrong password is answered at once rather than after the default 2 s.
 auth_failure_delay = 0
 default_internal_user = {internal}
+default_internal_group = {internal_group}
 default_login_user = {login}
 mail_uid = {mail}
 mail_gid = {mail_gid}
@@ -281,8 +285,8 @@ userdb {{
   args = {d}/passwd
   default_fields = home={d}/mail/%u
 }}
-service imap-login {{
-  inet_listener imap {{
+{unprivileged}service imap-login {{
+{login_chroot}  inet_listener imap {{
     address = 127.0.0.1
     port = {port}
   }}
@@ -292,6 +296,14 @@ service imap-login {{
 }}
 ",
         internal = internal_user.name,
+        internal_group = internal_group.name,
+        // Only root may chroot, which dovecot does by default for the login and anvil processes.
+        unprivileged = if root {
+            ""
+        } else {
+            "service anvil {\n  chroot =\n}\n"
+        },
+        login_chroot = if root { "" } else { "  chroot =\n" },
         login = login_user.name,
         mail = mail_user.name,
         mail_uid = mail_user.uid,
@@ -334,8 +346,7 @@ struct Stopped(Vec<Pid>);
 
 impl Stopped {
     fn stop(pids: Vec<Pid>) -> Stopped {
-        let stopped = Stopped(Vec::new());
-        let mut stopped = stopped;
+        let mut stopped = Stopped(Vec::new());
         for pid in pids {
             // Record first, so that the guard continues it even if the assert below fails.
             stopped.0.push(pid);
