@@ -365,6 +365,14 @@ impl Drop for Stopped {
     }
 }
 
+/// Awaits a check that is meant to end by its own timeout, so that a probe ignoring its timeout
+/// fails the test instead of hanging it.
+async fn bounded(check: impl std::future::Future<Output = Outcome>) -> Outcome {
+    timeout(WAIT, check)
+        .await
+        .expect("the check ends within its own timeout")
+}
+
 fn error_of(outcome: Outcome) -> String {
     match outcome {
         Outcome::Failure { status, error } => {
@@ -515,7 +523,7 @@ async fn a_stopped_dovecot_times_out_and_recovers_when_continued() {
         // The kernel still completes the handshake on the master's listening socket, but no
         // process is left to greet.
         let start = Instant::now();
-        let error = error_of(short.check().await);
+        let error = error_of(bounded(short.check()).await);
         let took = start.elapsed();
         assert_eq!(error, "greeting: timeout");
         assert!(took >= SHORT && took < SHORT + TOLERANCE, "took {took:?}");
@@ -585,7 +593,7 @@ fn probe_at(address: &str, header: Option<&str>, timeout: Duration) -> ImapProbe
 async fn a_silent_server_times_out_at_the_greeting() {
     let address = silent_server().await;
     let start = Instant::now();
-    let error = error_of(probe_at(&address, None, SHORT).check().await);
+    let error = error_of(bounded(probe_at(&address, None, SHORT).check()).await);
     let took = start.elapsed();
     assert_eq!(error, "greeting: timeout");
     assert!(took >= SHORT && took < SHORT + TOLERANCE, "took {took:?}");
@@ -599,7 +607,7 @@ async fn a_hang_after_login_names_the_select() {
     })
     .await;
     let start = Instant::now();
-    let error = error_of(probe_at(&address, None, SHORT).check().await);
+    let error = error_of(bounded(probe_at(&address, None, SHORT).check()).await);
     let took = start.elapsed();
     assert_eq!(error, "select: timeout");
     assert!(took >= SHORT && took < SHORT + TOLERANCE, "took {took:?}");
