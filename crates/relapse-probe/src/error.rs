@@ -26,6 +26,10 @@ pub enum ProbeError {
     /// A TCP address is not of the form `host:port`.
     #[error("invalid address {address:?}: expected host:port")]
     InvalidAddress { address: String },
+    /// An IMAP probe's user, password, mailbox or header name that the probe cannot send. The
+    /// reason never repeats a password.
+    #[error("invalid imap {field}: {reason}")]
+    InvalidImap { field: &'static str, reason: String },
     /// The webhook sink could not listen on the requested address.
     #[error("cannot listen on {addr} for the webhook sink: {reason}")]
     Bind {

@@ -6,7 +6,8 @@
 //! - **SLI probes** ([`Probe`](relapse_core::sense::Probe)) measure what users feel.
 //!   [`HttpProbe`] sends one HTTP/1.1 request through a keep-alive pool, as a browser would, and
 //!   succeeds when the status is one of the expected ones; [`TcpProbe`] only checks that a
-//!   connection can be opened. Each check enforces its own timeout and reports failures as short,
+//!   connection can be opened; [`ImapProbe`] logs in to an IMAP server, selects a mailbox and
+//!   can fetch a header, as a mail client starting a session would. Each check enforces its own timeout and reports failures as short,
 //!   categorical error kinds (`timeout`, `refused`, `status 503`, ...) so that reports can
 //!   aggregate them.
 //! - **Detection sources** ([`Detector`](relapse_core::sense::Detector)) report when the
@@ -26,6 +27,7 @@ mod command;
 mod error;
 mod health;
 mod http;
+mod imap;
 mod log;
 mod metric;
 mod tcp;
@@ -35,6 +37,7 @@ pub use command::CommandDetector;
 pub use error::ProbeError;
 pub use health::HttpHealthDetector;
 pub use http::HttpProbe;
+pub use imap::{ImapProbe, ImapSession};
 pub use log::LogDetector;
 pub use metric::{metric_sum, MetricGauge};
 pub use tcp::TcpProbe;

@@ -22,27 +22,33 @@ impl TcpProbe {
     /// The name is resolved on every check, inside the timeout, so that `new` never blocks and a
     /// changed DNS answer is followed; IP literals skip resolution.
     pub fn new(address: &str, timeout: Duration) -> Result<TcpProbe, ProbeError> {
-        let address = address.trim();
-        let invalid = || ProbeError::InvalidAddress {
-            address: address.to_owned(),
-        };
-        let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if host.is_empty() || port.parse::<u16>().is_err() {
-            return Err(invalid());
-        }
-        // An unbracketed IPv6 address would be split at its last colon and misread.
-        if host.contains(':') && !address.starts_with('[') {
-            return Err(invalid());
-        }
         Ok(TcpProbe {
-            address: address.to_owned(),
+            address: check_address(address)?.to_owned(),
             timeout,
         })
     }
+}
+
+/// Checks that `address` is `host:port` (an IPv6 host in brackets) and returns it trimmed; shared
+/// with the IMAP probe.
+pub(crate) fn check_address(address: &str) -> Result<&str, ProbeError> {
+    let address = address.trim();
+    let invalid = || ProbeError::InvalidAddress {
+        address: address.to_owned(),
+    };
+    let (host, port) = address.rsplit_once(':').ok_or_else(invalid)?;
+    let host = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if host.is_empty() || port.parse::<u16>().is_err() {
+        return Err(invalid());
+    }
+    // An unbracketed IPv6 address would be split at its last colon and misread.
+    if host.contains(':') && !address.starts_with('[') {
+        return Err(invalid());
+    }
+    Ok(address)
 }
 
 impl Probe for TcpProbe {
