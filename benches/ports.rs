@@ -23,7 +23,7 @@ const SAME_SIZE: usize = 14_000;
 fn holder() -> HolderLauncher {
     HolderLauncher {
         program: env!("CARGO_BIN_EXE_relapse").into(),
-        args: vec!["__hold-ports".into()],
+        args: vec!["__helper".into(), "port_exhaustion".into()],
     }
 }
 

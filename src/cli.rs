@@ -50,9 +50,11 @@ pub enum Command {
         #[arg(long, default_value_t = 500, value_name = "MS")]
         monitor_interval_ms: u64,
     },
-    /// Internal: a process holding reserved ports for port_exhaustion.
-    #[command(name = "__hold-ports", hide = true)]
-    HoldPorts {
+    /// Internal: a fault kind's helper process (port_exhaustion's port holder, fs_freeze's thaw
+    /// holder), run through the kind table.
+    #[command(name = "__helper", hide = true)]
+    Helper {
+        kind: String,
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },

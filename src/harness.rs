@@ -107,6 +107,8 @@ pub struct Harness {
     proxies: Vec<relapse_dbproxy::DbProxy>,
     /// The demo's host, and its journal entry.
     host: Option<(Host, Option<u64>)>,
+    /// The file systems relapse made for the run, and their journal entries.
+    scratch: Vec<(relapse_fs::ScratchFs, Option<u64>)>,
     /// The demo's tables as the guardian would drop them (on the real server, not through a
     /// proxy), and their journal entry.
     tables: Option<(relapse_demo::DemoTablesRecord, Option<u64>)>,
@@ -128,6 +130,7 @@ impl Harness {
             sink: None,
             proxies: Vec::new(),
             host: None,
+            scratch: Vec::new(),
             tables: None,
             demo: None,
         };
@@ -176,6 +179,10 @@ impl Harness {
             self.proxies.push(proxy);
         }
 
+        for spec in &scenario.scratch_fs {
+            self.start_scratch(spec).await?;
+        }
+
         let Some(target) = &scenario.demo else {
             return Ok(());
         };
@@ -192,6 +199,72 @@ impl Harness {
         set_demo_vars(&mut self.vars, &demo);
         self.demo = Some(demo);
         Ok(())
+    }
+
+    /// A file system for the run: an ext4 image on a loop device, mounted under the run's
+    /// directory, journaled before its first step so a crash at any step leaves nothing.
+    async fn start_scratch(
+        &mut self,
+        spec: &relapse_core::scenario::ScratchFsSpec,
+    ) -> Result<(), StartFailure> {
+        let dir = match &self.journal {
+            Some(journal) => journal.dir(),
+            None => std::env::temp_dir().join(format!("relapse-{}-scratch", std::process::id())),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            StartFailure::Harness(format!(
+                "scratch_fs \"{}\": {}: {e}",
+                spec.name,
+                dir.display()
+            ))
+        })?;
+        let journal = self.journal.clone();
+        let (name, size) = (spec.name.clone(), spec.size);
+        // Making a file system blocks (mkfs, losetup, mount): off the runtime's threads.
+        let made = tokio::task::spawn_blocking(move || {
+            let mut entry = None;
+            let mut on_step = |step: relapse_fs::ScratchStep,
+                               record: &relapse_fs::ScratchFsRecord|
+             -> Result<(), relapse_core::fault::BoxError> {
+                if let (Some(journal), None) = (&journal, entry) {
+                    let description = format!(
+                        "scratch file system {} on {}",
+                        record.mountpoint.display(),
+                        record.image.display()
+                    );
+                    let id = journal.clone().record(
+                        "scratch_fs",
+                        &description,
+                        &RevertInstructions::new(record),
+                    )?;
+                    entry = Some(id);
+                }
+                tracing::debug!(step = step.name(), "scratch_fs");
+                Ok(())
+            };
+            let made = relapse_fs::ScratchFs::create(&dir, &name, size, &mut on_step);
+            (made, entry)
+        })
+        .await
+        .map_err(|e| StartFailure::Harness(format!("scratch_fs \"{}\": {e}", spec.name)))?;
+        match made {
+            (Ok(fs), entry) => {
+                self.vars.set(
+                    &format!("scratch_fs.{}.path", spec.name),
+                    fs.mountpoint().display().to_string(),
+                );
+                self.scratch.push((fs, entry));
+                Ok(())
+            }
+            (Err(e), entry) => {
+                // `create` removes what it made before it returns an error.
+                self.forget(entry);
+                Err(StartFailure::Harness(format!(
+                    "scratch_fs \"{}\": {e}",
+                    spec.name
+                )))
+            }
+        }
     }
 
     /// The demo's own host: a namespace journaled before it exists, so a crash of relapse
@@ -351,6 +424,21 @@ impl Harness {
                 tracing::warn!(proxy = %proxy.local_addr(), "db_proxy connections did not close in time");
             }
         }
+        for (fs, entry) in std::mem::take(&mut self.scratch).into_iter().rev() {
+            let removed = tokio::task::spawn_blocking(move || fs.remove()).await;
+            match removed {
+                Ok(Ok(done)) => {
+                    tracing::debug!(%done, "scratch_fs");
+                    self.forget(entry);
+                }
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "could not remove a scratch file system; `relapse cleanup` will")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "removing a scratch file system panicked; `relapse cleanup` will")
+                }
+            }
+        }
         if let Some((mut host, entry)) = self.host.take() {
             match host.remove() {
                 Ok(()) => self.forget(entry),
@@ -396,6 +484,27 @@ impl Harness {
 
     pub fn program(&self) -> &Path {
         &self.program
+    }
+
+    /// The mount points of the file systems relapse made for the run.
+    pub fn scratch_mounts(&self) -> Vec<PathBuf> {
+        self.scratch
+            .iter()
+            .map(|(fs, _)| fs.mountpoint().to_path_buf())
+            .collect()
+    }
+
+    /// What no fault may make unwritable: the journal, the relapse executable, the working
+    /// directory.
+    pub fn protected(&self) -> Vec<PathBuf> {
+        let mut protected = vec![self.program.clone()];
+        if let Some(journal) = &self.journal {
+            protected.push(journal.dir());
+        }
+        if let Ok(cwd) = std::env::current_dir() {
+            protected.push(cwd);
+        }
+        protected
     }
 }
 

@@ -35,6 +35,11 @@ pub struct BuildContext<'a> {
     /// How long the fault is scheduled to stay applied: the bound of a flood that is never
     /// reverted.
     pub duration: Duration,
+    /// The mount points of the file systems relapse made for the run.
+    pub scratch_mounts: &'a [PathBuf],
+    /// Paths that must stay writable whatever a fault does: relapse's state directory, its
+    /// executable, its working directory.
+    pub protected: &'a [PathBuf],
 }
 
 impl BuildContext<'_> {
@@ -88,6 +93,15 @@ impl BuildContext<'_> {
         relapse_flood::LoadSpec::parse_url(&url).map_err(|e| e.to_string())
     }
 
+    /// How to start this kind's helper process: the relapse executable's hidden `__helper KIND`
+    /// subcommand, which runs the entry's `helper`.
+    fn helper(&self, kind: &str) -> (PathBuf, Vec<String>) {
+        (
+            self.program.to_path_buf(),
+            vec![HELPER_COMMAND.to_string(), kind.to_string()],
+        )
+    }
+
     /// When a flood stops by itself should its revert never come: the engine reverts it on
     /// schedule, this is the backstop.
     fn flood_deadline(&self) -> Duration {
@@ -107,6 +121,13 @@ pub type Build = for<'a> fn(
 /// Executes a journal entry's revert from its record alone (in the guardian or `cleanup`).
 pub type Revert = fn(serde_json::Value) -> Result<String, RevertError>;
 
+/// The main of a kind's helper process (a port holder, a thaw holder), given its arguments.
+/// Called before any async runtime exists, while the process has one thread.
+pub type Helper = fn(&[String]) -> Result<(), String>;
+
+/// The relapse subcommand that runs a kind's helper: `relapse __helper KIND ARGS…`.
+pub const HELPER_COMMAND: &str = "__helper";
+
 /// One fault kind.
 pub struct FaultKindEntry {
     /// The kind's name in scenarios and journals: the injector crate's `KIND`.
@@ -115,6 +136,8 @@ pub struct FaultKindEntry {
     pub help: &'static str,
     pub build: Build,
     pub revert: Revert,
+    /// The kind's helper process, if it has one.
+    pub helper: Option<Helper>,
     /// A small scenario whose fault is of this kind, for the crash test. `@TARGET_PID@` stands
     /// for a process the test starts (kinds that act on a process); everything else runs
     /// against the embedded demo.
@@ -164,6 +187,7 @@ pub static FAULT_KINDS: &[FaultKindEntry] = &[
         help: "stop a process (or its process group) with SIGSTOP, resume with SIGCONT\n\
                (the FLG incident: a healthcheck script hung the database server)",
         build: build_process_freeze,
+        helper: None,
         revert: |v| relapse_hang::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
@@ -178,6 +202,7 @@ pub static FAULT_KINDS: &[FaultKindEntry] = &[
         help: "take a network namespace's ephemeral ports: reserve (bind), leak (hold\n\
                connections) or time_wait (churn) (the iPaper incident)",
         build: build_port_exhaustion,
+        helper: Some(relapse_ports::ports::holder_main),
         revert: |v| relapse_ports::ports::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
@@ -192,6 +217,7 @@ host = "netns"
         kind: relapse_ports::fd::KIND,
         help: "lower a process's RLIMIT_NOFILE to what it uses, so it can open nothing new",
         build: build_fd_exhaustion,
+        helper: None,
         revert: |v| relapse_ports::fd::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
@@ -208,6 +234,7 @@ host = "netns"
         build: build_db_lock,
         // The revert needs a runtime of its own, and `cleanup` is called from inside the CLI's:
         // run it on a thread of its own.
+        helper: None,
         revert: |v| {
             let record = decode_record(v)?;
             std::thread::spawn(move || relapse_db::revert_record_blocking(&record))
@@ -232,6 +259,7 @@ database = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test" }
         help: "an HTTP request flood: open model (a rate) or closed (connections), from\n\
                many loopback source addresses (the OpenSRS incident)",
         build: build_http_flood,
+        helper: None,
         revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::HTTP_FLOOD, v)?),
         sample: concat!(
             sample_prelude!(),
@@ -245,6 +273,7 @@ database = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test" }
         kind: relapse_flood::SLOWLORIS,
         help: "connections that send headers slowly and never finish them",
         build: build_slowloris,
+        helper: None,
         revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::SLOWLORIS, v)?),
         sample: concat!(
             sample_prelude!(),
@@ -258,6 +287,7 @@ database = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test" }
         kind: relapse_flood::CONNECTION_FLOOD,
         help: "connections opened and held idle",
         build: build_connection_flood,
+        helper: None,
         revert: |v| relapse_flood::revert_record(&decode_as(relapse_flood::CONNECTION_FLOOD, v)?),
         sample: concat!(
             sample_prelude!(),
@@ -273,6 +303,7 @@ database = { postgres = "host=127.0.0.1 port=5432 user=postgres dbname=test" }
                through) to stall, stall_writes, latency, error (SQLSTATE / MySQL error),\n\
                reset or refuse_new",
         build: build_db_proxy,
+        helper: None,
         revert: |v| relapse_dbproxy::revert_record(&decode_record(v)?),
         sample: concat!(
             sample_prelude!(),
@@ -287,6 +318,25 @@ database = { postgres = "host={db_proxy.pg.host} port={db_proxy.pg.port} user=po
 "#
         ),
     },
+    FaultKindEntry {
+        kind: relapse_fs::KIND,
+        help: "freeze a file system relapse made (FIFREEZE): writers block in state D, reads\n\
+               go on (the OpenSRS Cluster B incident: a file system locked up)",
+        build: build_fs_freeze,
+        helper: Some(|args| relapse_fs::holder_main(args).map_err(|e| e.to_string())),
+        revert: |v| relapse_fs::revert_record(&decode_record(v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"fs_freeze = { mount = "{scratch_fs.sample.path}" }
+
+[[scratch_fs]]
+name = "sample"
+size = "32MiB"
+
+[target.demo]
+"#
+        ),
+    },
 ];
 
 /// What the harness journals besides faults.
@@ -294,6 +344,10 @@ pub static HARNESS_RECORDS: &[HarnessRecord] = &[
     HarnessRecord {
         kind: relapse_ports::netns::KIND,
         revert: |v| relapse_ports::netns::revert_record(&decode_record(v)?),
+    },
+    HarnessRecord {
+        kind: relapse_fs::SCRATCH_KIND,
+        revert: |v| relapse_fs::remove_record(&decode_record(v)?),
     },
     HarnessRecord {
         kind: crate::harness::DEMO_TABLES,
@@ -307,6 +361,14 @@ pub static HARNESS_RECORDS: &[HarnessRecord] = &[
         },
     },
 ];
+
+/// Runs the helper process of `kind` (`relapse __helper KIND ARGS…`).
+pub fn run_helper(kind: &str, args: &[String]) -> Result<(), String> {
+    let helper = fault_kind(kind)
+        .and_then(|e| e.helper)
+        .ok_or_else(|| format!("no helper process for the kind \"{kind}\""))?;
+    helper(args)
+}
 
 /// The entry of a fault kind.
 pub fn fault_kind(kind: &str) -> Option<&'static FaultKindEntry> {
@@ -408,10 +470,8 @@ fn build_port_exhaustion<'a>(
                 count: *count,
             },
         };
-        let holder = relapse_ports::ports::HolderLauncher {
-            program: cx.program.to_path_buf(),
-            args: vec!["__hold-ports".to_string()],
-        };
+        let (program, args) = cx.helper(relapse_ports::ports::KIND);
+        let holder = relapse_ports::ports::HolderLauncher { program, args };
         let fault =
             relapse_ports::ports::PortExhaustion::new(path, mode, spec.allow_own_namespace, holder)
                 .map_err(|e| e.to_string())?;
@@ -466,6 +526,29 @@ fn build_db_proxy<'a>(
             proxy.clone(),
             (&spec.mode).into(),
         )) as Box<dyn Fault>)
+    })
+}
+
+fn build_fs_freeze<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::FsFreeze(spec) = kind else {
+            return Err(wrong_kind(kind, relapse_fs::KIND));
+        };
+        let mount = PathBuf::from(cx.render(&spec.mount)?);
+        if !spec.allow_foreign_mount && !cx.scratch_mounts.contains(&mount) {
+            return Err(format!(
+                "{} is not a file system relapse made for this run; a mount of your own needs allow_foreign_mount = true",
+                mount.display()
+            ));
+        }
+        let (program, args) = cx.helper(relapse_fs::KIND);
+        let launcher = relapse_fs::HolderLauncher { program, args };
+        let freeze =
+            relapse_fs::FsFreeze::new(&mount, launcher, cx.protected).map_err(|e| e.to_string())?;
+        Ok(Box::new(freeze) as Box<dyn Fault>)
     })
 }
 

@@ -29,11 +29,11 @@ fn main() -> ExitCode {
             lines.iter().for_each(|line| eprintln!("{line}"));
             code
         }
-        // A port holder enters a namespace for the whole process: it too must still be one thread.
-        Command::HoldPorts { args } => match relapse_ports::ports::holder_main(&args) {
+        // A helper may enter a namespace for the whole process: it too must still be one thread.
+        Command::Helper { kind, args } => match relapse::kinds::run_helper(&kind, &args) {
             Ok(()) => exit::PASS,
             Err(e) => {
-                eprintln!("relapse port holder: {e}");
+                eprintln!("relapse {kind} helper: {e}");
                 exit::INCONCLUSIVE
             }
         },

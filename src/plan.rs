@@ -106,6 +106,8 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
         });
     }
 
+    let scratch_mounts = harness.scratch_mounts();
+    let protected = harness.protected();
     let mut faults = Vec::new();
     for spec in &scenario.faults {
         let context = BuildContext {
@@ -116,6 +118,8 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             proxies: harness.proxies(),
             program: harness.program(),
             duration: spec.duration,
+            scratch_mounts: &scratch_mounts,
+            protected: &protected,
         };
         let fault = kinds::build(&spec.kind, &context)
             .await

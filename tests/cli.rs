@@ -846,10 +846,12 @@ fn kill_9_mid_port_exhaustion_frees_the_ports_and_removes_the_namespace() {
         let needle = format!("relapse-{}-", child.id());
         // Mid-fault: the port holders are running.
         wait_until(Duration::from_secs(30), "the port holders", || {
-            processes_mentioning("__hold-ports").iter().any(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
-            })
+            processes_mentioning("__helper\0port_exhaustion")
+                .iter()
+                .any(|pid| {
+                    std::fs::read(format!("/proc/{pid}/cmdline"))
+                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+                })
         });
         signal(child.id(), nix::sys::signal::Signal::SIGKILL);
         child.wait().unwrap();

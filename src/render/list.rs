@@ -57,6 +57,8 @@ mod tests {
               db_proxy          switch a [[db_proxy]] (a PostgreSQL / MySQL aware proxy the target talks
                                 through) to stall, stall_writes, latency, error (SQLSTATE / MySQL error),
                                 reset or refuse_new
+              fs_freeze         freeze a file system relapse made (FIFREEZE): writers block in state D, reads
+                                go on (the OpenSRS Cluster B incident: a file system locked up)
 
             probe kinds (the SLI: what users feel)
               http              an HTTP/1.1 request; success = status in `expect`, within `timeout`

@@ -185,7 +185,7 @@ pub fn revert_record(record: &PortsRecord) -> Result<String, RevertError> {
 }
 
 /// How to start a port-holder process: `program args… NETNS FROM TO COUNT` must run
-/// [`holder_main`] (the `relapse` binary's hidden `__hold-ports` subcommand).
+/// [`holder_main`] (the `relapse` binary's hidden `__helper port_exhaustion` subcommand).
 #[derive(Debug, Clone)]
 pub struct HolderLauncher {
     pub program: PathBuf,

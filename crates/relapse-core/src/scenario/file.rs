@@ -43,6 +43,8 @@ pub struct ScenarioFile {
     pub stop: Vec<StopSection>,
     #[serde(default)]
     pub db_proxy: Vec<DbProxySection>,
+    #[serde(default)]
+    pub scratch_fs: Vec<ScratchFsSection>,
     pub backlog: Option<BacklogSection>,
     #[serde(default)]
     pub gates: GatesSection,
@@ -252,4 +254,13 @@ pub struct LimitsSection {
     pub max_run: Option<Spanned<Dur>>,
     pub observe_after: Option<Dur>,
     pub inject_timeout: Option<Dur>,
+}
+
+/// `[[scratch_fs]]`: a file system relapse makes for the run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchFsSection {
+    pub name: Spanned<String>,
+    /// `"64MiB"`, `"1GiB"`.
+    pub size: Option<Spanned<String>>,
 }

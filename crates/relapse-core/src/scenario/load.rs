@@ -102,12 +102,15 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     // are not known before the demo starts.
     let proxy_vars = check::db_proxy::variables(&db_proxies);
     let demo = check::demo::check(f.target.demo, demo_host, &proxy_vars)?;
-    let vars = check::variables(&proxy_vars, demo.is_some());
+    let scratch_fs = check::scratch_fs::check(&f.scratch_fs)?;
+    let mut vars = check::variables(&proxy_vars, demo.is_some());
+    check::scratch_fs::variables(&scratch_fs, &mut vars);
     let env = Env {
         allowed: &allowed,
         vars: &vars,
         demo: demo.as_ref(),
         db_proxies: &db_proxies,
+        scratch_fs: &scratch_fs,
     };
     let sink_listen = check::sink::check(&f.sink)?;
     let probes = check::probe::check(&f.probe, &env)?;
@@ -133,6 +136,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         limits,
         stops,
         db_proxies,
+        scratch_fs,
         backlog,
         allow_targets: allowed,
     })

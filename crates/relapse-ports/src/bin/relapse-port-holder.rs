@@ -1,5 +1,5 @@
 //! A port holder for this crate's own tests; the `relapse` binary runs the same code from its
-//! hidden `__hold-ports` subcommand.
+//! hidden `__helper port_exhaustion` subcommand.
 
 fn main() -> std::process::ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -8,6 +8,7 @@ pub mod detect;
 pub mod gates;
 pub mod limits;
 pub mod probe;
+pub mod scratch_fs;
 pub mod sink;
 pub mod steady;
 pub mod stop;
@@ -17,7 +18,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::load::{problem, Problem};
-use super::{target, template, DbProxySpec, DemoTarget, Template, Vars};
+use super::{target, template, DbProxySpec, DemoTarget, ScratchFsSpec, Template, Vars};
 
 /// What the checks after the demo and the proxies may ask: which hosts are reachable, which
 /// template variables exist, whether there is a demo, which proxies the run has.
@@ -26,6 +27,7 @@ pub struct Env<'a> {
     pub vars: &'a Vars,
     pub demo: Option<&'a DemoTarget>,
     pub db_proxies: &'a [DbProxySpec],
+    pub scratch_fs: &'a [ScratchFsSpec],
 }
 
 impl Env<'_> {

@@ -97,6 +97,7 @@ fault_kinds! {
     http_flood: HttpFloodSection => HttpFlood(HttpFloodSpec),
     slowloris: ConnectionsSection => Slowloris(SlowlorisSpec),
     connection_flood: ConnectionsSection => ConnectionFlood(ConnectionFloodSpec),
+    fs_freeze: FsFreezeSection => FsFreeze(FsFreezeSpec),
 }
 
 /// Every `[[fault]]`: at least one, unique names, a duration, exactly one kind.

@@ -32,6 +32,9 @@ pub struct Scenario {
     pub stops: Vec<StopSpec>,
     /// Protocol-aware proxies in front of databases, started with the run.
     pub db_proxies: Vec<DbProxySpec>,
+    /// File systems relapse makes for the run (an ext4 image on a loop device, mounted), the only
+    /// ones a file-system fault acts on unless a scenario says otherwise.
+    pub scratch_fs: Vec<ScratchFsSpec>,
     /// A backlog that recovery must also wait out.
     pub backlog: Option<BacklogSpec>,
     /// Hosts besides loopback that probes and detection sources may reach.
@@ -249,3 +252,11 @@ pub struct Limits {
 /// The HTTP methods a probe or a flood may send (the "unknown HTTP method" message lists them
 /// in this order); the root crate's tests check that the flood and the probe accept each.
 pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH"];
+
+/// A file system relapse makes for the run: a sparse ext4 image of `size` bytes on a loop
+/// device, mounted under the run's directory; its path is `{scratch_fs.NAME.path}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScratchFsSpec {
+    pub name: String,
+    pub size: u64,
+}
