@@ -8,7 +8,9 @@ use relapse_core::engine::{Plan, PlannedBacklog, PlannedDetector, PlannedFault, 
 use relapse_core::measure::SteadyRule;
 use relapse_core::scenario::{BacklogKind, DetectorKind, ProbeKind, Scenario};
 use relapse_core::sense::{Detector, Gauge, Probe};
-use relapse_probe::{CommandDetector, HttpHealthDetector, HttpProbe, LogDetector, TcpProbe};
+use relapse_probe::{
+    CommandDetector, HttpHealthDetector, HttpProbe, ImapProbe, LogDetector, TcpProbe,
+};
 
 use crate::harness::Harness;
 use crate::kinds::{self, BuildContext};
@@ -44,6 +46,28 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
                 let address = render(address, vars).map_err(context)?;
                 reachable_address(&address, allowed).map_err(context)?;
                 Arc::new(TcpProbe::new(&address, *timeout).map_err(|e| context(e.to_string()))?)
+            }
+            ProbeKind::Imap {
+                address,
+                user,
+                password,
+                mailbox,
+                fetch_header,
+                timeout,
+            } => {
+                let address = render(address, vars).map_err(context)?;
+                reachable_address(&address, allowed).map_err(context)?;
+                Arc::new(
+                    ImapProbe::new(
+                        &address,
+                        user,
+                        password,
+                        mailbox,
+                        fetch_header.clone(),
+                        *timeout,
+                    )
+                    .map_err(|e| context(e.to_string()))?,
+                )
             }
         };
         probes.push(PlannedProbe {

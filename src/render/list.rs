@@ -22,6 +22,8 @@ const SENSES: &str = "\
 probe kinds (the SLI: what users feel)
   http              an HTTP/1.1 request; success = status in `expect`, within `timeout`
   tcp               a TCP connect within `timeout`
+  imap              an IMAP session: LOGIN, SELECT (a hung mail store shows here, where LOGIN
+                    alone still answers), optionally FETCH one header; within `timeout`
 
 detection sources (how relapse learns that the system noticed)
   webhook           an alert POSTed to relapse's sink ({sink.url}); Alertmanager v4 or plain
@@ -63,6 +65,8 @@ mod tests {
             probe kinds (the SLI: what users feel)
               http              an HTTP/1.1 request; success = status in `expect`, within `timeout`
               tcp               a TCP connect within `timeout`
+              imap              an IMAP session: LOGIN, SELECT (a hung mail store shows here, where LOGIN
+                                alone still answers), optionally FETCH one header; within `timeout`
 
             detection sources (how relapse learns that the system noticed)
               webhook           an alert POSTed to relapse's sink ({sink.url}); Alertmanager v4 or plain

@@ -118,6 +118,18 @@ pub struct ProbeSection {
     pub every: Option<Dur>,
     pub http: Option<HttpProbeSection>,
     pub tcp: Option<TcpProbeSection>,
+    pub imap: Option<ImapProbeSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapProbeSection {
+    pub address: Spanned<String>,
+    pub user: Spanned<String>,
+    pub password: String,
+    pub mailbox: Option<String>,
+    pub fetch_header: Option<String>,
+    pub timeout: Option<Dur>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -427,3 +427,33 @@ fn reads_floods_and_the_demo_login() {
         })
     ));
 }
+
+#[test]
+fn an_imap_probe_selects_inbox_by_default_and_stays_on_loopback() {
+    let text = GOOD.replace(
+        "tcp = { address = \"127.0.0.1:25\" }",
+        "imap = { address = \"127.0.0.1:143\", user = \"demo\", password = \"pw\", timeout = \"2s\" }",
+    );
+    let s = parse_str(&text).unwrap();
+    let ProbeKind::Imap {
+        address,
+        user,
+        mailbox,
+        fetch_header,
+        timeout,
+        ..
+    } = &s.probes[1].kind
+    else {
+        panic!("not an imap probe: {:?}", s.probes[1].kind);
+    };
+    assert_eq!(address.render(&Vars::default()).unwrap(), "127.0.0.1:143");
+    assert_eq!((user.as_str(), mailbox.as_str()), ("demo", "INBOX"));
+    assert_eq!(*fetch_header, None);
+    assert_eq!(*timeout, Duration::from_secs(2));
+    let off_loopback = text.replace("127.0.0.1:143", "192.0.2.9:143");
+    assert!(
+        error(&off_loopback).contains("target \"192.0.2.9\" is not loopback"),
+        "{}",
+        error(&off_loopback)
+    );
+}

@@ -22,8 +22,18 @@ pub fn check(sections: &[ProbeSection], env: &Env) -> Result<Vec<ProbeSpec>, Pro
         if every.is_zero() {
             return problem(p.name.span(), "probe `every` must be more than 0ms");
         }
-        let kind = match (&p.http, &p.tcp) {
-            (Some(h), None) => {
+        let kinds = [p.http.is_some(), p.tcp.is_some(), p.imap.is_some()];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return problem(
+                p.name.span(),
+                format!(
+                    "probe \"{}\" needs exactly one kind: expected one of `http`, `tcp`, `imap`",
+                    p.name.get_ref()
+                ),
+            );
+        }
+        let kind = match (&p.http, &p.tcp, &p.imap) {
+            (Some(h), _, _) => {
                 if !is_http_url(h.url.get_ref()) {
                     return problem(
                         h.url.span(),
@@ -46,22 +56,28 @@ pub fn check(sections: &[ProbeSection], env: &Env) -> Result<Vec<ProbeSpec>, Pro
                     body: h.body.clone().unwrap_or_default(),
                 }
             }
-            (None, Some(t)) => ProbeKind::Tcp {
+            (_, Some(t), _) => ProbeKind::Tcp {
                 address: {
                     env.reachable(&t.address, target::address_host(t.address.get_ref()))?;
                     env.template(&t.address)?
                 },
                 timeout: t.timeout.map_or(Duration::from_secs(1), |d| d.0),
             },
-            _ => {
-                return problem(
-                    p.name.span(),
-                    format!(
-                        "probe \"{}\" needs exactly one kind: expected one of `http`, `tcp`",
-                        p.name.get_ref()
-                    ),
-                )
+            (_, _, Some(i)) => {
+                env.reachable(&i.address, target::address_host(i.address.get_ref()))?;
+                if i.user.get_ref().is_empty() {
+                    return problem(i.user.span(), "the imap probe needs a `user`");
+                }
+                ProbeKind::Imap {
+                    address: env.template(&i.address)?,
+                    user: i.user.get_ref().clone(),
+                    password: i.password.clone(),
+                    mailbox: i.mailbox.clone().unwrap_or_else(|| "INBOX".to_string()),
+                    fetch_header: i.fetch_header.clone(),
+                    timeout: i.timeout.map_or(Duration::from_secs(1), |d| d.0),
+                }
             }
+            (None, None, None) => unreachable!("exactly one kind was checked above"),
         };
         probes.push(ProbeSpec {
             name: p.name.get_ref().clone(),

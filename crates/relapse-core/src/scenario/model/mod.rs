@@ -158,12 +158,25 @@ pub enum ProbeKind {
         address: Template,
         timeout: Duration,
     },
+    /// An IMAP session: LOGIN, SELECT `mailbox` (and FETCH one header of the first message if
+    /// `fetch_header`), LOGOUT; success = every step answered OK within `timeout`. A mail store
+    /// that hangs shows here, where a LOGIN alone still answers.
+    Imap {
+        address: Template,
+        user: String,
+        password: String,
+        mailbox: String,
+        fetch_header: Option<String>,
+        timeout: Duration,
+    },
 }
 
 impl ProbeKind {
     pub fn timeout(&self) -> Duration {
         match self {
-            ProbeKind::Http { timeout, .. } | ProbeKind::Tcp { timeout, .. } => *timeout,
+            ProbeKind::Http { timeout, .. }
+            | ProbeKind::Tcp { timeout, .. }
+            | ProbeKind::Imap { timeout, .. } => *timeout,
         }
     }
 }
