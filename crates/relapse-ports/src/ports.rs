@@ -193,7 +193,7 @@ pub struct HolderLauncher {
 }
 
 /// A process holding reserved ports; its sockets close when it exits, which it does when its
-/// stdin closes (we drop our end) or when relapse dies (parent-death signal).
+/// stdin closes: we drop our end, or relapse dies and the kernel closes it.
 struct Holder {
     child: std::process::Child,
     held: usize,
@@ -216,7 +216,10 @@ pub fn holder_main(args: &[String]) -> Result<(), String> {
     let [path, from, to, count] = args else {
         return Err("usage: NETNS FROM TO COUNT".into());
     };
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(|e| e.to_string())?;
+    // No parent-death signal: Linux sends it when the *thread* that forked this process exits,
+    // and relapse starts holders from tokio's blocking pool, whose idle threads exit after 10 s
+    // — which killed every holder 10 s into a longer fault. The end of stdin (below) is the
+    // signal instead: the kernel closes relapse's end of the pipe however relapse dies.
     if nix::unistd::getppid().as_raw() == 1 {
         return Err("relapse exited before the port holder started".into());
     }

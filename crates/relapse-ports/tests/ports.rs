@@ -193,3 +193,43 @@ async fn time_wait_churn_leaves_ports_in_time_wait() {
     }
     fault.revert().await.unwrap();
 }
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+/// The holders are started from tokio's blocking pool. They once died with the pool thread that
+/// forked them (a parent-death signal is per thread), 10 s into any fault: here the pool's
+/// threads are made to exit at once, and the ports must stay held after they have.
+#[test]
+fn the_ports_stay_held_after_the_thread_that_started_the_holders_exits() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_keep_alive(Duration::from_millis(20))
+        .enable_all()
+        .build()
+        .unwrap();
+    let host = Host::create(&unique_name("keep"), std::process::id() + 7).unwrap();
+    let mut fault =
+        PortExhaustion::new(host.path(), Mode::Reserve(Amount::All), false, holder()).unwrap();
+    let before = threads();
+    runtime.block_on(fault.inject()).unwrap();
+    // The blocking threads that started the holders exit once idle: wait for that (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while threads() > before && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        threads() <= before,
+        "the blocking pool's threads did not exit"
+    );
+    // A holder killed with its thread dies a moment later: watch the ports over a window of
+    // ten keep-alives after the threads are gone, not just once.
+    let watch_until = std::time::Instant::now() + Duration::from_millis(200);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(connect_inside(&host.path()), Err(nix::libc::EADDRNOTAVAIL));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    runtime.block_on(fault.revert()).unwrap();
+    assert_eq!(connect_inside(&host.path()), Ok(()));
+}
