@@ -68,7 +68,7 @@ pub(crate) fn fsname(pid: u32, start_time: u64) -> String {
 
 /// A process's start time (clock ticks since boot, field 22 of `/proc/PID/stat`); `None` if
 /// there is no such process or it is a zombie.
-pub(crate) fn proc_start_time(pid: u32) -> Option<u64> {
+pub fn proc_start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold anything: fields resume after the last
     // ')', with the state (field 3) first.
@@ -608,41 +608,81 @@ impl Drop for Gate {
     }
 }
 
-/// The canary of a fault: a process that creates, writes, fsyncs and deletes a file in the
-/// gate's root (the launcher's `canary FILE`).
+/// The canary of a fault: a process that creates a file in the gate's root while it passes,
+/// then — once told — writes, fsyncs and deletes it (the launcher's `gate-canary FILE`).
+///
+/// Why not the freeze's create-write-fsync canary: a create parked in the gate holds its
+/// directory's lock in the kernel, and would block every lookup and listing of the gate's root
+/// in the VFS — reads a `writes` stall must let through. A write or fsync parked on a file of
+/// its own holds only that file's lock.
 struct Canary {
     child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
     pid: u32,
 }
 
-async fn start_canary(handle: &GateHandle, n: u32) -> Result<Canary, FaultError> {
-    let file = handle
-        .mountpoint()
-        .join(format!("{CANARY_PREFIX}gate-{}-{n}", std::process::id()));
-    let mut child = tokio::process::Command::new(&handle.launcher.program)
-        .args(&handle.launcher.args)
-        .arg("canary")
-        .arg(&file)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .map_err(|e| {
-            FaultError::Injector(format!(
-                "cannot start the canary ({}): {e}",
-                handle.launcher.program.display()
-            ))
-        })?;
-    let pid = child.id().expect("a child not yet waited for has its pid");
-    let stdout = child.stdout.take().expect("piped");
+/// Entry point of the canary process (`gate-canary FILE`).
+pub(crate) fn canary_main(file: &Path) -> Result<(), FsError> {
+    let context = || format!("gate canary {}", file.display());
+    let mut f = std::fs::File::create_new(file).map_err(FsError::io(context()))?;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready").and_then(|()| out.flush());
     let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(stdout);
-    match tokio::time::timeout(CANARY_PARKS_WITHIN, reader.read_line(&mut line)).await {
-        Ok(Ok(_)) if line.trim() == "writing" => Ok(Canary { child, pid }),
-        _ => Err(FaultError::NotConfirmed(format!(
-            "the canary failed to start (said {:?})",
-            line.trim()
-        ))),
+    // EOF (relapse gone) is as good as a go: the canary must not outlive the fault.
+    let _ = std::io::stdin().read_line(&mut line);
+    let written = f
+        .write_all(b"relapse fs_gate canary\n")
+        .and_then(|()| f.sync_all());
+    drop(f);
+    let removed = std::fs::remove_file(file);
+    written.and(removed).map_err(FsError::io(context()))
+}
+
+impl Canary {
+    /// Starts the canary and waits until its file exists (created while the gate passes).
+    async fn start(handle: &GateHandle, n: u32) -> Result<Canary, FaultError> {
+        let file = handle
+            .mountpoint()
+            .join(format!("{CANARY_PREFIX}gate-{}-{n}", std::process::id()));
+        let mut child = tokio::process::Command::new(&handle.launcher.program)
+            .args(&handle.launcher.args)
+            .arg("gate-canary")
+            .arg(&file)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                FaultError::Injector(format!(
+                    "cannot start the canary ({}): {e}",
+                    handle.launcher.program.display()
+                ))
+            })?;
+        let pid = child.id().expect("a child not yet waited for has its pid");
+        let stdout = child.stdout.take().expect("piped");
+        let stdin = child.stdin.take();
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(stdout);
+        match tokio::time::timeout(CANARY_PARKS_WITHIN, reader.read_line(&mut line)).await {
+            Ok(Ok(_)) if line.trim() == "ready" => Ok(Canary { child, stdin, pid }),
+            _ => Err(FaultError::NotConfirmed(format!(
+                "the canary failed to create {} (said {:?})",
+                file.display(),
+                line.trim()
+            ))),
+        }
+    }
+
+    /// Tells it to write, fsync and delete.
+    async fn go(&mut self) -> Result<(), FaultError> {
+        use tokio::io::AsyncWriteExt;
+        if let Some(mut stdin) = self.stdin.take() {
+            stdin
+                .write_all(b"go\n")
+                .await
+                .map_err(|e| FaultError::Injector(format!("telling the canary to go: {e}")))?;
+        }
+        Ok(())
     }
 }
 
@@ -670,6 +710,13 @@ impl FsGateFault {
         })
     }
 
+    async fn set_mode(&self) -> Result<String, FaultError> {
+        self.handle
+            .set_mode(self.mode)
+            .await
+            .map_err(|e| FaultError::Injector(e.to_string()))
+    }
+
     pub fn canary_pid(&self) -> Option<u32> {
         self.canary.as_ref().map(|c| c.pid)
     }
@@ -677,12 +724,8 @@ impl FsGateFault {
     async fn inject_now(&mut self) -> Result<Effective, FaultError> {
         let where_ = self.handle.mountpoint().display().to_string();
         self.applied = true;
-        let acked = self
-            .handle
-            .set_mode(self.mode)
-            .await
-            .map_err(|e| FaultError::Injector(e.to_string()))?;
         if !matches!(self.mode, GateMode::Stall(_)) {
+            let acked = self.set_mode().await?;
             return Ok(Effective {
                 at: Instant::now(),
                 detail: format!("gate at {where_}: daemon acked {acked}"),
@@ -690,11 +733,20 @@ impl FsGateFault {
         }
         // Effective means: a request is parked. The service's own may come first; the canary
         // (a separate process: a thread of ours parked in FUSE would tie relapse to the gate)
-        // makes sure one comes at all — its create, write or fsync, whichever the scope holds.
-        if self.canary.is_none() {
-            self.canaries += 1;
-            self.canary = Some(start_canary(&self.handle, self.canaries).await?);
-        }
+        // makes sure one comes at all — its write (scopes all, writes) or its fsync. Its file
+        // is created before the switch, so the create itself is never what parks.
+        let mut canary = match self.canary.take() {
+            Some(canary) => canary,
+            None => {
+                self.canaries += 1;
+                Canary::start(&self.handle, self.canaries).await?
+            }
+        };
+        let acked = self.set_mode().await;
+        let went = canary.go().await;
+        self.canary = Some(canary);
+        let acked = acked?;
+        went?;
         let parked = self
             .handle
             .wait_parked(None, CANARY_PARKS_WITHIN)
@@ -703,8 +755,7 @@ impl FsGateFault {
         Ok(Effective {
             at: Instant::now(),
             detail: format!(
-                "gate at {where_} in {}: {parked}{}",
-                self.mode,
+                "gate at {where_}: {acked}; {parked}{}",
                 self.canary_pid()
                     .map(|p| format!(" (canary pid {p})"))
                     .unwrap_or_default()
@@ -731,7 +782,9 @@ impl FsGateFault {
             Some(canary) => canary,
             None => {
                 self.canaries += 1;
-                start_canary(&self.handle, self.canaries).await?
+                let mut canary = Canary::start(&self.handle, self.canaries).await?;
+                canary.go().await?;
+                canary
             }
         };
         let status = tokio::time::timeout(CANARY_COMPLETES_WITHIN, canary.child.wait())

@@ -35,12 +35,15 @@ struct Node {
     lookups: u64,
 }
 
+/// A directory listing taken at opendir: (node id, type, name).
+type Listing = Arc<Vec<(u64, FileType, OsString)>>;
+
 struct Core {
     source: PathBuf,
     root_ino: u64,
     nodes: Mutex<HashMap<u64, Node>>,
     files: Mutex<HashMap<u64, Arc<File>>>,
-    dirs: Mutex<HashMap<u64, Arc<Vec<(u64, FileType, OsString)>>>>,
+    dirs: Mutex<HashMap<u64, Listing>>,
     next_fh: AtomicU64,
 }
 
