@@ -121,7 +121,12 @@ pub fn revert_record(record: &FreezeRecord) -> Result<String, RevertError> {
 ///   it) thaws the file system through the descriptor opened before the freeze, prints `thawed`
 ///   or `not frozen`, and ends it.
 /// - `canary FILE`: prints `writing`, then creates FILE, writes a line, fsyncs it and deletes it.
-///   On a frozen file system it blocks in state D until the thaw.
+///   On a frozen file system it blocks in state D until the thaw; through a stalled gate it
+///   waits for the gate's release.
+/// - `gate-canary FILE`: creates FILE, prints `ready`, waits for a line on stdin, then writes,
+///   fsyncs, closes and deletes it (fs_gate's canary; see [`crate::gate`]).
+/// - `gate SOURCE MOUNTPOINT`: the fs_gate daemon (see [`crate::gate`]): mirrors SOURCE at
+///   MOUNTPOINT over FUSE, controlled over stdin/stdout; returns once unmounted.
 pub fn holder_main(args: &[String]) -> Result<(), FsError> {
     match args {
         [mode, mountpoint, st_dev] if mode == "hold" => {
@@ -131,8 +136,12 @@ pub fn holder_main(args: &[String]) -> Result<(), FsError> {
             hold(Path::new(mountpoint), st_dev)
         }
         [mode, file] if mode == "canary" => canary(Path::new(file)),
+        [mode, file] if mode == "gate-canary" => crate::gate::canary_main(Path::new(file)),
+        [mode, source, mountpoint] if mode == "gate" => {
+            crate::gate::daemon::daemon_main(Path::new(source), Path::new(mountpoint))
+        }
         _ => Err(FsError::Holder(
-            "usage: hold MOUNTPOINT ST_DEV | canary FILE".into(),
+            "usage: hold MOUNTPOINT ST_DEV | canary FILE | gate SOURCE MOUNTPOINT | gate-canary FILE".into(),
         )),
     }
 }

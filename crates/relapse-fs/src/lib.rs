@@ -6,6 +6,10 @@
 //!
 //! A freeze outlives the process that made it, so every freeze has a thaw holder: a child process
 //! holding a descriptor on the frozen file system, which thaws it when relapse dies.
+//!
+//! `fs_gate` ([`gate::FsGateFault`]) works above the VFS instead: a FUSE pass-through
+//! ([`gate::Gate`]) mirrors a directory at a mountpoint the service uses, and parks, delays or
+//! fails its operations on demand; its daemon fails open when relapse dies.
 
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
@@ -15,12 +19,16 @@ use nix::errno::Errno;
 use relapse_core::fault::BoxError;
 
 pub mod freeze;
+pub mod gate;
 mod ioctl;
 mod mounts;
 pub mod scratch;
 
 pub use freeze::{
     holder_main, revert_record, FreezeRecord, FsFreeze, HolderLauncher, CANARY_PREFIX, KIND,
+};
+pub use gate::{
+    FsGateFault, Gate, GateErrno, GateHandle, GateMode, GateRecord, GateStatus, Scope, GATE_KIND,
 };
 pub use scratch::{remove_record, ScratchFs, ScratchFsRecord, ScratchStep, SCRATCH_KIND};
 
@@ -64,6 +72,8 @@ pub enum FsError {
     },
     #[error("thaw holder: {0}")]
     Holder(String),
+    #[error("gate: {0}")]
+    Gate(String),
     #[error("{0}")]
     NotConfirmed(String),
 }

@@ -37,6 +37,8 @@ pub(crate) struct Mount {
     pub(crate) dev: u64,
     pub(crate) mountpoint: PathBuf,
     pub(crate) fstype: String,
+    /// The mount source (a device, or a FUSE daemon's `fsname`).
+    pub(crate) source: String,
 }
 
 /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
@@ -72,10 +74,12 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
             // Optional fields end at "-"; the file system type follows it.
             let dash = fields.iter().position(|f| *f == "-")?;
             let fstype = fields.get(dash + 1)?.to_string();
+            let source = unescape(fields.get(dash + 2)?);
             Some(Mount {
                 dev,
                 mountpoint,
                 fstype,
+                source,
             })
         })
         .collect()
@@ -140,11 +144,13 @@ mod tests {
                     dev: nix::sys::stat::makedev(98, 0),
                     mountpoint: "/mnt/with space".into(),
                     fstype: "ext4".into(),
+                    source: "/dev/loop3".into(),
                 },
                 Mount {
                     dev: nix::sys::stat::makedev(0, 22),
                     mountpoint: "/proc".into(),
                     fstype: "proc".into(),
+                    source: "proc".into(),
                 },
             ]
         );
