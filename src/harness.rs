@@ -109,6 +109,8 @@ pub struct Harness {
     host: Option<(Host, Option<u64>)>,
     /// The file systems relapse made for the run, and their journal entries.
     scratch: Vec<(relapse_fs::ScratchFs, Option<u64>)>,
+    /// The FUSE gates relapse mounted for the run, and their journal entries.
+    gates: Vec<(relapse_fs::Gate, Option<u64>)>,
     /// The demo's tables as the guardian would drop them (on the real server, not through a
     /// proxy), and their journal entry.
     tables: Option<(relapse_demo::DemoTablesRecord, Option<u64>)>,
@@ -131,6 +133,7 @@ impl Harness {
             proxies: Vec::new(),
             host: None,
             scratch: Vec::new(),
+            gates: Vec::new(),
             tables: None,
             demo: None,
         };
@@ -182,6 +185,9 @@ impl Harness {
         for spec in &scenario.scratch_fs {
             self.start_scratch(spec).await?;
         }
+        for spec in &scenario.fs_gates {
+            self.start_gate(spec).await?;
+        }
 
         let Some(target) = &scenario.demo else {
             return Ok(());
@@ -207,10 +213,7 @@ impl Harness {
         &mut self,
         spec: &relapse_core::scenario::ScratchFsSpec,
     ) -> Result<(), StartFailure> {
-        let dir = match &self.journal {
-            Some(journal) => journal.dir(),
-            None => std::env::temp_dir().join(format!("relapse-{}-scratch", std::process::id())),
-        };
+        let dir = self.run_dir();
         std::fs::create_dir_all(&dir).map_err(|e| {
             StartFailure::Harness(format!(
                 "scratch_fs \"{}\": {}: {e}",
@@ -264,6 +267,69 @@ impl Harness {
                     spec.name
                 )))
             }
+        }
+    }
+
+    /// A FUSE passthrough of the spec's source, mounted under the run's directory; journaled
+    /// once its daemon exists and before it mounts.
+    async fn start_gate(
+        &mut self,
+        spec: &relapse_core::scenario::FsGateSpec,
+    ) -> Result<(), StartFailure> {
+        let failed = |e: String| StartFailure::Harness(format!("fs_gate \"{}\": {e}", spec.name));
+        let source = PathBuf::from(render(&spec.source, &self.vars).map_err(&failed)?);
+        let mountpoint = self.run_dir().join(format!("{}.gate", spec.name));
+        std::fs::create_dir_all(&mountpoint)
+            .map_err(|e| failed(format!("{}: {e}", mountpoint.display())))?;
+        let launcher = relapse_fs::HolderLauncher {
+            program: self.program.clone(),
+            args: vec![
+                crate::kinds::HELPER_COMMAND.to_string(),
+                relapse_fs::GATE_KIND.to_string(),
+            ],
+        };
+        let journal = self.journal.clone();
+        let mut entry = None;
+        let mut on_record =
+            |record: &relapse_fs::GateRecord| -> Result<(), relapse_core::fault::BoxError> {
+                if let Some(journal) = &journal {
+                    let description = format!(
+                        "fs_gate {} over {}",
+                        record.mountpoint.display(),
+                        record.source.display()
+                    );
+                    entry = Some(journal.clone().record(
+                        "fs_gate",
+                        &description,
+                        &RevertInstructions::new(record),
+                    )?);
+                }
+                Ok(())
+            };
+        let started = relapse_fs::Gate::start(&source, &mountpoint, launcher, &mut on_record).await;
+        match started {
+            Ok(gate) => {
+                self.vars.set(
+                    &format!("fs_gate.{}.path", spec.name),
+                    gate.mountpoint().display().to_string(),
+                );
+                self.gates.push((gate, entry));
+                Ok(())
+            }
+            Err(e) => {
+                // `start` unmounts and ends its daemon before it returns an error.
+                self.forget(entry);
+                let _ = std::fs::remove_dir(&mountpoint);
+                Err(failed(e.to_string()))
+            }
+        }
+    }
+
+    /// Where what the run makes on disk lives: the journal's run directory, else a temporary one.
+    fn run_dir(&self) -> PathBuf {
+        match &self.journal {
+            Some(journal) => journal.dir(),
+            None => std::env::temp_dir().join(format!("relapse-{}-scratch", std::process::id())),
         }
     }
 
@@ -424,6 +490,19 @@ impl Harness {
                 tracing::warn!(proxy = %proxy.local_addr(), "db_proxy connections did not close in time");
             }
         }
+        for (gate, entry) in std::mem::take(&mut self.gates).into_iter().rev() {
+            let mountpoint = gate.mountpoint().to_path_buf();
+            match gate.stop().await {
+                Ok(done) => {
+                    tracing::debug!(%done, "fs_gate");
+                    let _ = std::fs::remove_dir(&mountpoint);
+                    self.forget(entry);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not stop an fs_gate; `relapse cleanup` will")
+                }
+            }
+        }
         for (fs, entry) in std::mem::take(&mut self.scratch).into_iter().rev() {
             let removed = tokio::task::spawn_blocking(move || fs.remove()).await;
             match removed {
@@ -484,6 +563,11 @@ impl Harness {
 
     pub fn program(&self) -> &Path {
         &self.program
+    }
+
+    /// Handles on the run's gates, in the order they are declared.
+    pub fn gates(&self) -> Vec<relapse_fs::GateHandle> {
+        self.gates.iter().map(|(gate, _)| gate.handle()).collect()
     }
 
     /// The mount points of the file systems relapse made for the run.

@@ -37,6 +37,8 @@ pub struct BuildContext<'a> {
     pub duration: Duration,
     /// The mount points of the file systems relapse made for the run.
     pub scratch_mounts: &'a [PathBuf],
+    /// The run's `[[fs_gate]]`s, in the order they are declared.
+    pub gates: &'a [relapse_fs::GateHandle],
     /// Paths that must stay writable whatever a fault does: relapse's state directory, its
     /// executable, its working directory.
     pub protected: &'a [PathBuf],
@@ -337,6 +339,29 @@ size = "32MiB"
 "#
         ),
     },
+    FaultKindEntry {
+        kind: relapse_fs::GATE_KIND,
+        help: "switch an [[fs_gate]] (a FUSE passthrough relapse mounts) to stall, latency or\n\
+               error (EIO, ENOSPC, EROFS), for all operations, writes or fsync",
+        build: build_fs_gate,
+        helper: Some(|args| relapse_fs::holder_main(args).map_err(|e| e.to_string())),
+        revert: |v| relapse_fs::gate::revert_record(&decode_record(v)?),
+        sample: concat!(
+            sample_prelude!(),
+            r#"fs_gate = { gate = "sample", mode = "stall", scope = "writes" }
+
+[[scratch_fs]]
+name = "sample"
+size = "32MiB"
+
+[[fs_gate]]
+name = "sample"
+source = "{scratch_fs.sample.path}"
+
+[target.demo]
+"#
+        ),
+    },
 ];
 
 /// What the harness journals besides faults.
@@ -549,6 +574,24 @@ fn build_fs_freeze<'a>(
         let freeze =
             relapse_fs::FsFreeze::new(&mount, launcher, cx.protected).map_err(|e| e.to_string())?;
         Ok(Box::new(freeze) as Box<dyn Fault>)
+    })
+}
+
+fn build_fs_gate<'a>(
+    kind: &'a FaultKind,
+    cx: &'a BuildContext<'a>,
+) -> BoxFuture<'a, Result<Box<dyn Fault>, String>> {
+    Box::pin(async move {
+        let FaultKind::FsGate(spec) = kind else {
+            return Err(wrong_kind(kind, relapse_fs::GATE_KIND));
+        };
+        let gate = cx
+            .gates
+            .get(spec.gate)
+            .ok_or("its fs_gate is not mounted")?;
+        let fault = relapse_fs::FsGateFault::new(gate.clone(), spec.mode.into())
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(fault) as Box<dyn Fault>)
     })
 }
 

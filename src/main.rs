@@ -12,12 +12,16 @@ use relapse::{exit, render, setup};
 use relapse_core::report::RunReport;
 use tokio_util::sync::CancellationToken;
 
+/// Warnings, but not fuser's: the fs_gate daemon answers the xattr calls it does not implement
+/// with ENOSYS, and fuser warns about each, and about its own unmount racing relapse's.
+const DEFAULT_LOG: &str = "warn,fuser=error";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RELAPSE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

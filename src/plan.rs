@@ -131,6 +131,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
     }
 
     let scratch_mounts = harness.scratch_mounts();
+    let gates = harness.gates();
     let protected = harness.protected();
     let mut faults = Vec::new();
     for spec in &scenario.faults {
@@ -143,6 +144,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             program: harness.program(),
             duration: spec.duration,
             scratch_mounts: &scratch_mounts,
+            gates: &gates,
             protected: &protected,
         };
         let fault = kinds::build(&spec.kind, &context)

@@ -61,6 +61,8 @@ mod tests {
                                 reset or refuse_new
               fs_freeze         freeze a file system relapse made (FIFREEZE): writers block in state D, reads
                                 go on (the OpenSRS Cluster B incident: a file system locked up)
+              fs_gate           switch an [[fs_gate]] (a FUSE passthrough relapse mounts) to stall, latency or
+                                error (EIO, ENOSPC, EROFS), for all operations, writes or fsync
 
             probe kinds (the SLI: what users feel)
               http              an HTTP/1.1 request; success = status in `expect`, within `timeout`

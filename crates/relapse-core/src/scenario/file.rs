@@ -45,6 +45,8 @@ pub struct ScenarioFile {
     pub db_proxy: Vec<DbProxySection>,
     #[serde(default)]
     pub scratch_fs: Vec<ScratchFsSection>,
+    #[serde(default)]
+    pub fs_gate: Vec<FsGateSection>,
     pub backlog: Option<BacklogSection>,
     #[serde(default)]
     pub gates: GatesSection,
@@ -275,4 +277,12 @@ pub struct ScratchFsSection {
     pub name: Spanned<String>,
     /// `"64MiB"`, `"1GiB"`.
     pub size: Option<Spanned<String>>,
+}
+
+/// `[[fs_gate]]`: a FUSE passthrough relapse mounts over a directory for the run.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FsGateSection {
+    pub name: Spanned<String>,
+    pub source: Spanned<String>,
 }

@@ -105,12 +105,26 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     let scratch_fs = check::scratch_fs::check(&f.scratch_fs)?;
     let mut vars = check::variables(&proxy_vars, demo.is_some());
     check::scratch_fs::variables(&scratch_fs, &mut vars);
+    // A gate's source may be a scratch file system; what uses a gate sees its path.
+    let fs_gates = check::fs_gate::check(
+        &f.fs_gate,
+        &Env {
+            allowed: &allowed,
+            vars: &vars,
+            demo: demo.as_ref(),
+            db_proxies: &db_proxies,
+            scratch_fs: &scratch_fs,
+            fs_gates: &[],
+        },
+    )?;
+    check::fs_gate::variables(&fs_gates, &mut vars);
     let env = Env {
         allowed: &allowed,
         vars: &vars,
         demo: demo.as_ref(),
         db_proxies: &db_proxies,
         scratch_fs: &scratch_fs,
+        fs_gates: &fs_gates,
     };
     let sink_listen = check::sink::check(&f.sink)?;
     let probes = check::probe::check(&f.probe, &env)?;
@@ -137,6 +151,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         stops,
         db_proxies,
         scratch_fs,
+        fs_gates,
         backlog,
         allow_targets: allowed,
     })

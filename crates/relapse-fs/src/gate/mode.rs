@@ -172,6 +172,38 @@ impl fmt::Display for GateMode {
     }
 }
 
+/// A scenario's `fs_gate` mode, as the gate runs it.
+impl From<relapse_core::scenario::FsGateMode> for GateMode {
+    fn from(mode: relapse_core::scenario::FsGateMode) -> GateMode {
+        use relapse_core::scenario::{FsErrno, FsGateMode, FsScope};
+        let scope = |s: FsScope| match s {
+            FsScope::All => Scope::All,
+            FsScope::Writes => Scope::Writes,
+            FsScope::Fsync => Scope::Fsync,
+        };
+        match mode {
+            FsGateMode::Stall { scope: s } => GateMode::Stall(scope(s)),
+            FsGateMode::Latency {
+                scope: s,
+                latency,
+                jitter,
+            } => GateMode::Latency {
+                scope: scope(s),
+                delay: latency,
+                jitter,
+            },
+            FsGateMode::Error { scope: s, errno } => GateMode::Error {
+                scope: scope(s),
+                errno: match errno {
+                    FsErrno::Eio => GateErrno::Eio,
+                    FsErrno::Enospc => GateErrno::Enospc,
+                    FsErrno::Erofs => GateErrno::Erofs,
+                },
+            },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod db_proxy;
 pub mod demo;
 pub mod detect;
+pub mod fs_gate;
 pub mod gates;
 pub mod limits;
 pub mod probe;
@@ -18,7 +19,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::load::{problem, Problem};
-use super::{target, template, DbProxySpec, DemoTarget, ScratchFsSpec, Template, Vars};
+use super::{target, template, DbProxySpec, DemoTarget, FsGateSpec, ScratchFsSpec, Template, Vars};
 
 /// What the checks after the demo and the proxies may ask: which hosts are reachable, which
 /// template variables exist, whether there is a demo, which proxies the run has.
@@ -28,6 +29,7 @@ pub struct Env<'a> {
     pub demo: Option<&'a DemoTarget>,
     pub db_proxies: &'a [DbProxySpec],
     pub scratch_fs: &'a [ScratchFsSpec],
+    pub fs_gates: &'a [FsGateSpec],
 }
 
 impl Env<'_> {

@@ -19,7 +19,8 @@ use super::file::Dur;
 use super::load::{problem, Problem};
 use super::FaultSpec;
 
-/// Generates, from `module: SectionType => Variant(SpecType)` per kind, in the file format's
+/// Generates, from `module: SectionType => Variant(SpecType)` per kind (and `+ [Type, …]` for
+/// more model types of the module to re-export), in the file format's
 /// order: the module declarations (each module holds its file-section type, its model type, its
 /// `check(&Spanned<SectionType>, &Env) -> Result<SpecType, Problem>` and an `EXAMPLE` table);
 /// `FaultSection` (one `Option<Spanned<SectionType>>` field per kind, after `name`, `start`,
@@ -27,12 +28,13 @@ use super::FaultSpec;
 /// `check_kind`; the model's `FaultKind` enum (one `Variant(SpecType)` per kind) and its
 /// `name()`; `FAULT_KINDS`; and `EXAMPLES`.
 macro_rules! fault_kinds {
-    ($($module:ident: $section:ident => $variant:ident($spec:ident),)+) => {
+    ($($module:ident: $section:ident => $variant:ident($spec:ident) $(+ [$($extra:ident),+])?,)+) => {
         $(mod $module;)+
 
         /// What the scenario module re-exports of the kinds: their models and the list.
         pub mod exports {
             $(pub use super::$module::$spec;)+
+            $($($(pub use super::$module::$extra;)+)?)+
             pub use super::{FaultKind, FAULT_KINDS};
         }
 
@@ -98,6 +100,7 @@ fault_kinds! {
     slowloris: ConnectionsSection => Slowloris(SlowlorisSpec),
     connection_flood: ConnectionsSection => ConnectionFlood(ConnectionFloodSpec),
     fs_freeze: FsFreezeSection => FsFreeze(FsFreezeSpec),
+    fs_gate: FsGateFaultSection => FsGate(FsGateFaultSpec) + [FsGateMode, FsScope, FsErrno],
 }
 
 /// Every `[[fault]]`: at least one, unique names, a duration, exactly one kind.

@@ -24,6 +24,10 @@ name = "one-{kind}"
 name = "db"
 postgres = "127.0.0.1:5432"
 
+[[fs_gate]]
+name = "mail"
+source = "/srv/mail"
+
 [target.demo]
 
 [[probe]]
@@ -71,7 +75,7 @@ fn two_kinds_in_one_table_name_every_kind_in_list_order() {
     assert_eq!(
         err,
         format!(
-            "kind.toml:21:8: fault \"it\" needs exactly one kind: expected one of {}",
+            "kind.toml:25:8: fault \"it\" needs exactly one kind: expected one of {}",
             every.join(", ")
         )
     );

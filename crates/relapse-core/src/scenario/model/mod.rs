@@ -35,6 +35,8 @@ pub struct Scenario {
     /// File systems relapse makes for the run (an ext4 image on a loop device, mounted), the only
     /// ones a file-system fault acts on unless a scenario says otherwise.
     pub scratch_fs: Vec<ScratchFsSpec>,
+    /// FUSE passthroughs relapse mounts for the run, which `fs_gate` faults switch.
+    pub fs_gates: Vec<FsGateSpec>,
     /// A backlog that recovery must also wait out.
     pub backlog: Option<BacklogSpec>,
     /// Hosts besides loopback that probes and detection sources may reach.
@@ -272,4 +274,13 @@ pub const HTTP_METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "DELETE", "OPT
 pub struct ScratchFsSpec {
     pub name: String,
     pub size: u64,
+}
+
+/// A FUSE passthrough of `source` that relapse mounts for the run at `{fs_gate.NAME.path}`,
+/// passing everything through until an `fs_gate` fault switches it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FsGateSpec {
+    pub name: String,
+    /// The directory passed through (a template: it may name a `{scratch_fs.NAME.path}`).
+    pub source: Template,
 }
