@@ -1,11 +1,21 @@
 //! The backend: the "database" of the hosted-mail stack. It is the process the
 //! FLG scenario freezes, so it stays deliberately trivial.
+//!
+//! With a mail store ([`Maildir`]) it is also the mail server of the OpenSRS Cluster B scenario:
+//! `/mailbox` lists the maildir, `POST /deliver` delivers into it, `/health/deep` writes to it,
+//! and `/metrics` counts all that. `/health` stays shallow: it never touches the mail store, so
+//! it stays green while the file system under the mail is locked up.
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::{Deserialize, Serialize};
 
 use crate::http::{self, Body};
+use crate::maildir::Maildir;
 
 /// A mailbox listing as served by the backend's `/mailbox`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -16,16 +26,24 @@ pub(crate) struct Mailbox {
 /// One message header in a [`Mailbox`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Message {
+    /// The message's uid: with a mail store, the one the seen index gave it.
     pub(crate) id: u64,
     pub(crate) from: String,
     pub(crate) subject: String,
+    /// With a mail store, where the message is in the maildir (`new/NAME` or `cur/NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) file: Option<String>,
 }
+
+/// The largest message `POST /deliver` accepts.
+const MAX_MESSAGE: usize = 64 * 1024;
 
 fn mailbox() -> Mailbox {
     let message = |id, from: &str, subject: &str| Message {
         id,
         from: from.to_owned(),
         subject: subject.to_owned(),
+        file: None,
     };
     Mailbox {
         messages: vec![
@@ -36,20 +54,108 @@ fn mailbox() -> Mailbox {
     }
 }
 
-pub(crate) async fn handle(request: Request<Incoming>) -> Response<Body> {
-    if request.method() != Method::GET {
-        return http::not_found();
+/// The backend's state: its mail store, if it has one.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub(crate) maildir: Option<Arc<Maildir>>,
+}
+
+impl Backend {
+    pub(crate) async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
+        let maildir = self.maildir.as_ref();
+        match (request.method(), request.uri().path(), maildir) {
+            (&Method::GET, "/mailbox", None) => json(&mailbox()),
+            (&Method::GET, "/mailbox", Some(maildir)) => match maildir.list().await {
+                Ok(mailbox) => json(&mailbox),
+                Err(error) => http::response(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    http::TEXT_PLAIN,
+                    format!("failed to list the mail store: {error}\n"),
+                ),
+            },
+            (&Method::GET, "/health", _) => http::response(StatusCode::OK, http::TEXT_PLAIN, "ok"),
+            (&Method::GET, "/health/deep", Some(maildir)) => match maildir.deep_check().await {
+                Ok(()) => http::response(StatusCode::OK, http::TEXT_PLAIN, "ok"),
+                Err(failure) => http::response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    http::TEXT_PLAIN,
+                    format!("{failure}\n"),
+                ),
+            },
+            (&Method::POST, "/deliver", Some(maildir)) => deliver(maildir, request).await,
+            (&Method::GET, "/metrics", Some(maildir)) => {
+                http::response(StatusCode::OK, http::PROMETHEUS_TEXT, metrics(maildir))
+            }
+            _ => http::not_found(),
+        }
     }
-    match request.uri().path() {
-        "/mailbox" => match serde_json::to_vec(&mailbox()) {
-            Ok(json) => http::response(StatusCode::OK, http::APPLICATION_JSON, json),
-            Err(error) => http::response(
-                StatusCode::INTERNAL_SERVER_ERROR,
+}
+
+fn json(mailbox: &Mailbox) -> Response<Body> {
+    match serde_json::to_vec(mailbox) {
+        Ok(json) => http::response(StatusCode::OK, http::APPLICATION_JSON, json),
+        Err(error) => http::response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            http::TEXT_PLAIN,
+            format!("failed to encode the mailbox: {error}\n"),
+        ),
+    }
+}
+
+/// `POST /deliver`: the body, as is, becomes a message in `new/`; 201 with its `new/NAME` once
+/// it is on disk (fsynced, renamed, directory fsynced).
+async fn deliver(maildir: &Arc<Maildir>, request: Request<Incoming>) -> Response<Body> {
+    let message = match Limited::new(request.into_body(), MAX_MESSAGE)
+        .collect()
+        .await
+    {
+        Ok(body) => body.to_bytes(),
+        Err(error) => {
+            return http::response(
+                StatusCode::BAD_REQUEST,
                 http::TEXT_PLAIN,
-                format!("failed to encode the mailbox: {error}\n"),
-            ),
-        },
-        "/health" => http::response(StatusCode::OK, http::TEXT_PLAIN, "ok"),
-        _ => http::not_found(),
+                format!("unreadable message: {error}\n"),
+            )
+        }
+    };
+    if message.is_empty() {
+        return http::response(
+            StatusCode::BAD_REQUEST,
+            http::TEXT_PLAIN,
+            "the message is empty\n",
+        );
     }
+    match maildir.deliver(message).await {
+        Ok(name) => http::response(StatusCode::CREATED, http::TEXT_PLAIN, format!("{name}\n")),
+        Err(error) => http::response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            http::TEXT_PLAIN,
+            format!("failed to deliver: {error}\n"),
+        ),
+    }
+}
+
+fn metrics(maildir: &Maildir) -> String {
+    let counters = &maildir.counters;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    format!(
+        "# HELP relapse_demo_mail_delivered_total Messages delivered into the mail store.\n\
+         # TYPE relapse_demo_mail_delivered_total counter\n\
+         relapse_demo_mail_delivered_total {}\n\
+         # HELP relapse_demo_mailbox_listings_total Mailbox listings that completed (seen index written).\n\
+         # TYPE relapse_demo_mailbox_listings_total counter\n\
+         relapse_demo_mailbox_listings_total {}\n\
+         # HELP relapse_demo_deep_health_checks_total Deep health checks (a write to the mail store) by outcome.\n\
+         # TYPE relapse_demo_deep_health_checks_total counter\n\
+         relapse_demo_deep_health_checks_total{{result=\"ok\"}} {}\n\
+         relapse_demo_deep_health_checks_total{{result=\"failed\"}} {}\n\
+         # HELP relapse_demo_deep_health_check_blocked 1 while a deep health check's write to the mail store has not returned.\n\
+         # TYPE relapse_demo_deep_health_check_blocked gauge\n\
+         relapse_demo_deep_health_check_blocked {}\n",
+        load(&counters.delivered),
+        load(&counters.listings),
+        load(&counters.deep_ok),
+        load(&counters.deep_failed),
+        u8::from(maildir.deep_check_blocked()),
+    )
 }

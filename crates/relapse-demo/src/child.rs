@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +16,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, LimiterConfig};
 use crate::database::Database;
+use crate::maildir::Maildir;
 use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError, DemoTables};
+
+/// How long the backend's deep health check waits for its write without
+/// `--deep-check-timeout-ms`: the default upstream timeout.
+const DEFAULT_DEEP_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What the child prints, followed by its address, once it accepts
 /// connections. The parent waits for exactly this line.
@@ -26,6 +32,9 @@ pub(crate) const READY_PREFIX: &str = "relapse-demo listening on ";
 enum ChildArgs {
     Backend {
         listen: SocketAddr,
+        /// The maildir to serve `/mailbox` from, and how long `/health/deep` waits for its
+        /// write there.
+        mailstore: Option<(PathBuf, Duration)>,
     },
     Frontend {
         listen: SocketAddr,
@@ -40,6 +49,8 @@ enum ChildArgs {
         misleading_errors: bool,
         /// Offer `/login`; the limiter is `None` in the no_mitigation profile.
         auth: Option<Option<LimiterConfig>>,
+        /// Offer `/health/deep`, the backend's deep check (it has a mail store).
+        deep_health: bool,
     },
 }
 
@@ -75,6 +86,9 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     };
     // The limiter flags given, so that `--no-mitigation` can refuse them.
     let mut limiter_flags = Vec::new();
+    let mut mailstore = None;
+    let mut deep_check_timeout = None;
+    let mut deep_health = false;
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -106,6 +120,27 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                 upstream_timeout = Some(Duration::from_millis(millis));
             }
             (ChildRole::Frontend, "--fresh-upstream") => fresh_upstream = true,
+            (ChildRole::Frontend, "--deep-health") => deep_health = true,
+            (ChildRole::Backend, "--mailstore") => {
+                let value = value()?;
+                if value.is_empty() {
+                    return Err(usage("--mailstore needs a directory"));
+                }
+                mailstore = Some(PathBuf::from(value));
+            }
+            (ChildRole::Backend, "--deep-check-timeout-ms") => {
+                let value = value()?;
+                let millis = value
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        usage(format!(
+                            "bad --deep-check-timeout-ms value {value:?}: expected whole milliseconds, at least 1"
+                        ))
+                    })?;
+                deep_check_timeout = Some(Duration::from_millis(millis));
+            }
             (ChildRole::Frontend, "--postgres-dsn") => {
                 let value = value()?;
                 value
@@ -210,8 +245,17 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
         }
     }
     let auth = auth.then_some((!no_mitigation).then_some(limiter));
+    if mailstore.is_none() && deep_check_timeout.is_some() {
+        return Err(usage("--deep-check-timeout-ms needs --mailstore"));
+    }
+    let mailstore = mailstore.map(|dir| {
+        (
+            dir,
+            deep_check_timeout.unwrap_or(DEFAULT_DEEP_CHECK_TIMEOUT),
+        )
+    });
     Ok(match role {
-        ChildRole::Backend => ChildArgs::Backend { listen },
+        ChildRole::Backend => ChildArgs::Backend { listen, mailstore },
         ChildRole::Frontend => ChildArgs::Frontend {
             listen,
             backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
@@ -221,6 +265,7 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             database,
             misleading_errors,
             auth,
+            deep_health,
         },
     })
 }
@@ -247,7 +292,7 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
 
     let args = parse(args)?;
     let listen = match &args {
-        ChildArgs::Backend { listen } | ChildArgs::Frontend { listen, .. } => *listen,
+        ChildArgs::Backend { listen, .. } | ChildArgs::Frontend { listen, .. } => *listen,
     };
     // Install the handler before announcing readiness so that a SIGTERM sent
     // right after the readiness line already shuts us down cleanly.
@@ -266,9 +311,24 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
         sigterm.recv().await;
     };
     match args {
-        ChildArgs::Backend { .. } => {
+        ChildArgs::Backend { mailstore, .. } => {
+            // The maildir's directories exist before the readiness line, so the parent can
+            // deliver (or look) as soon as `Demo::start` returns.
+            let maildir = match mailstore {
+                Some((dir, deep_timeout)) => Some(Arc::new(
+                    Maildir::open(dir, deep_timeout)
+                        .map_err(|error| DemoError::Mailstore(error.to_string()))?,
+                )),
+                None => None,
+            };
             announce(local)?;
-            crate::http::serve(listener, backend::handle, shutdown).await;
+            let state = Arc::new(backend::Backend { maildir });
+            crate::http::serve(
+                listener,
+                move |request| state.clone().handle(request),
+                shutdown,
+            )
+            .await;
         }
         ChildArgs::Frontend {
             backend,
@@ -277,6 +337,7 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             database,
             misleading_errors,
             auth,
+            deep_health,
             ..
         } => {
             // The tables exist before the readiness line, so the parent can
@@ -302,6 +363,7 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
                 // A login waits for a hashing slot as long as the frontend waits for anything
                 // upstream, then gives up with 503.
                 auth.map(|limiter| Arc::new(Auth::new(limiter, upstream_timeout))),
+                deep_health,
             );
             crate::http::serve(
                 listener,
@@ -357,9 +419,64 @@ mod tests {
         assert_eq!(
             args,
             ChildArgs::Backend {
-                listen: "127.0.0.1:0".parse().unwrap()
+                listen: "127.0.0.1:0".parse().unwrap(),
+                mailstore: None,
             }
         );
+    }
+
+    #[test]
+    fn parses_and_checks_the_mailstore_flags() {
+        let backend = |extra: &[&str]| {
+            let mut args = strings(&["backend", "--listen", "127.0.0.1:0"]);
+            args.extend(strings(extra));
+            parse(&args).map(|args| match args {
+                ChildArgs::Backend { mailstore, .. } => mailstore,
+                ChildArgs::Frontend { .. } => unreachable!("parsed a backend"),
+            })
+        };
+        assert_eq!(
+            backend(&["--mailstore", "/srv/mail"]).unwrap(),
+            Some(("/srv/mail".into(), DEFAULT_DEEP_CHECK_TIMEOUT))
+        );
+        assert_eq!(
+            backend(&["--deep-check-timeout-ms", "900", "--mailstore", "/srv/mail"]).unwrap(),
+            Some(("/srv/mail".into(), Duration::from_millis(900)))
+        );
+        let error = |extra: &[&str]| backend(extra).unwrap_err().to_string();
+        assert!(error(&["--deep-check-timeout-ms", "900"]).contains("needs --mailstore"));
+        assert!(error(&["--mailstore", ""]).contains("needs a directory"));
+        assert!(error(&["--mailstore"]).contains("needs a value"));
+        for bad in ["0", "-1", "soon"] {
+            let message = error(&["--mailstore", "/m", "--deep-check-timeout-ms", bad]);
+            assert!(
+                message.contains("bad --deep-check-timeout-ms"),
+                "{bad:?}: {message}"
+            );
+        }
+        // The frontend has no mail store, the backend no deep-health proxy.
+        let frontend = |extra: &[&str]| {
+            let mut args = strings(&[
+                "frontend",
+                "--listen",
+                "127.0.0.1:0",
+                "--backend",
+                "http://127.0.0.1:9",
+                "--upstream-timeout-ms",
+                "250",
+            ]);
+            args.extend(strings(extra));
+            parse(&args)
+        };
+        assert!(frontend(&["--mailstore", "/srv/mail"]).is_err());
+        assert!(matches!(
+            frontend(&["--deep-health"]).unwrap(),
+            ChildArgs::Frontend {
+                deep_health: true,
+                ..
+            }
+        ));
+        assert!(backend(&["--deep-health"]).is_err());
     }
 
     #[test]
@@ -384,6 +501,7 @@ mod tests {
                 database: None,
                 misleading_errors: false,
                 auth: None,
+                deep_health: false,
             }
         );
         let args = parse(&strings(&[

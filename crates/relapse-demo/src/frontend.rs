@@ -33,6 +33,8 @@ pub(crate) struct Frontend {
     database: Option<Arc<Database>>,
     /// The login service (`/login`, and the per-source limiter on every route), if configured.
     auth: Option<Arc<Auth>>,
+    /// Offer `/health/deep`: the backend's deep check (a write to its mail store).
+    deep_health: bool,
 }
 
 /// The largest message `POST /send` accepts.
@@ -75,6 +77,7 @@ impl Frontend {
         fresh_upstream: bool,
         database: Option<Arc<Database>>,
         auth: Option<Arc<Auth>>,
+        deep_health: bool,
     ) -> Arc<Self> {
         // A pooled keep-alive client mirrors a real app server's upstream
         // connections, including requests parked on a frozen peer. With
@@ -89,6 +92,7 @@ impl Frontend {
             upstream_timeout,
             database,
             auth,
+            deep_health,
         })
     }
 
@@ -111,7 +115,10 @@ impl Frontend {
         let auth = self.auth.as_ref();
         match (request.method(), request.uri().path(), database, auth) {
             (&Method::GET, "/", _, _) => self.inbox().await,
-            (&Method::GET, "/health", _, _) => self.health().await,
+            (&Method::GET, "/health", _, _) => self.health("/health").await,
+            (&Method::GET, "/health/deep", _, _) if self.deep_health => {
+                self.health("/health/deep").await
+            }
             (&Method::GET, "/mail", Some(database), _) => mail(database).await,
             (&Method::POST, "/send", Some(database), _) => send(database, request).await,
             (&Method::POST, "/login", _, Some(auth)) => match peer {
@@ -161,10 +168,12 @@ impl Frontend {
         }
     }
 
-    async fn health(&self) -> Response<Body> {
+    /// `/health` (the backend's shallow `/health`) or `/health/deep` (the backend's deep check,
+    /// which writes to its mail store), each then with the database's ping.
+    async fn health(&self, backend_path: &str) -> Response<Body> {
         // The frontend is only as healthy as its backend: this is the check
         // the external monitor relies on to notice the frozen database.
-        if let Err(failure) = self.fetch("/health").await {
+        if let Err(failure) = self.fetch(backend_path).await {
             return http::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 http::TEXT_PLAIN,
@@ -485,6 +494,7 @@ mod tests {
                 id: 1,
                 from: "a&b@example.com".into(),
                 subject: "<script>".into(),
+                file: None,
             }],
         };
         let page = render(&mailbox);

@@ -26,6 +26,13 @@
 //! hashing) is the mitigation; the `no_mitigation` profile turns it off. `GET /metrics` reports
 //! the login outcomes, the hashes computed and the banned sources.
 //!
+//! For the OpenSRS Cluster B incident (a kernel bug locked up the file system under the mail
+//! service) the backend can keep its mail in a real maildir, [`DemoOptions::mailstore`], on a
+//! file system the harness can freeze: `/mailbox` lists it and rewrites a seen index, so a frozen
+//! file system hangs it (and the frontend's inbox answers 504), while `/health` stays shallow and
+//! green and `/health/deep`, which writes a probe file, answers 503. `POST /deliver` on the
+//! backend delivers a message the maildir way.
+//!
 //! [`Demo::start`] launches the children through a [`Launcher`], which runs
 //! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
 //! subcommand; this crate's tests use the `relapse-demo-child` binary).
@@ -38,13 +45,14 @@ mod child;
 mod database;
 mod frontend;
 mod http;
+mod maildir;
 mod monitor;
 mod tables;
 
 use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
@@ -110,7 +118,8 @@ pub struct Launcher {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DemoOptions {
     /// How long the frontend waits for the backend before answering 504
-    /// (`/`) or 503 (`/health`), and a login for a hashing slot before 503.
+    /// (`/`) or 503 (`/health`, `/health/deep`), and a login for a hashing slot before 503.
+    /// With a mail store, also how long the backend's deep check waits for its write.
     pub upstream_timeout: Duration,
     /// The monitor task to run, if any.
     pub monitor: Option<MonitorOptions>,
@@ -125,6 +134,14 @@ pub struct DemoOptions {
     /// Offer `POST /login` with real password hashing and, unless turned off, the per-source
     /// limiter (the OpenSRS incident); `None` leaves `/login` out.
     pub auth: Option<DemoAuth>,
+    /// Keep the backend's mail in a maildir in this directory (created if missing, with `tmp/`,
+    /// `new/` and `cur/`; directories 0755, files 0644), for the OpenSRS Cluster B incident: the
+    /// harness mounts a file system there that it can freeze. The backend then serves
+    /// `/mailbox` from the maildir (and rewrites `seen.index` there on every listing), takes
+    /// `POST /deliver`, and answers `/health/deep` and `/metrics`; the frontend proxies
+    /// `/health/deep`. `/health` stays shallow. `None` keeps the fixed mailbox and leaves those
+    /// routes out. The path must be UTF-8 (it is passed on a command line).
+    pub mailstore: Option<PathBuf>,
 }
 
 /// The frontend's login: `POST /login` with the form `user=demo&password=demo-password`, checked
@@ -261,6 +278,7 @@ impl DemoOptions {
             host: None,
             database: None,
             auth: None,
+            mailstore: None,
         }
     }
 }
@@ -369,6 +387,12 @@ pub enum DemoError {
     /// [`DemoOptions::auth`] has settings the limiter cannot use.
     #[error("invalid demo login settings: {0}")]
     InvalidAuth(String),
+    /// [`DemoOptions::mailstore`] cannot be passed to the backend; nothing was started.
+    #[error("invalid demo mail store: {0}")]
+    InvalidMailstore(String),
+    /// The backend could not set up its mail store.
+    #[error("failed to set up the backend's mail store: {0}")]
+    Mailstore(String),
 }
 
 /// Whole milliseconds for a command line, never rounded down to zero: a zero upstream timeout
@@ -403,6 +427,8 @@ pub struct Demo {
     monitor: Option<JoinHandle<()>>,
     /// The frontend's tables, when it was given a database.
     database: Option<DemoTablesRecord>,
+    /// The backend's maildir, when it was given one.
+    mailstore: Option<PathBuf>,
 }
 
 impl fmt::Debug for Demo {
@@ -448,6 +474,20 @@ impl Demo {
                 .validate()
                 .map_err(DemoError::InvalidTables)?;
         }
+        let mailstore = match &options.mailstore {
+            Some(dir) => Some(
+                dir.to_str()
+                    .filter(|dir| !dir.is_empty())
+                    .ok_or_else(|| {
+                        DemoError::InvalidMailstore(format!(
+                            "{} is empty or not UTF-8",
+                            dir.display()
+                        ))
+                    })?
+                    .to_owned(),
+            ),
+            None => None,
+        };
 
         let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
         let (backend_address, frontend_address, frontend_launcher) = match &options.host {
@@ -458,17 +498,21 @@ impl Demo {
             ),
             None => (loopback, loopback, &options.launcher),
         };
-        let backend = spawn_child(
-            &options.launcher,
-            ChildRole::Backend,
-            &[
-                "backend".to_owned(),
-                "--listen".to_owned(),
-                SocketAddr::new(backend_address, 0).to_string(),
-            ],
-        )
-        .await?;
         let timeout_ms = whole_millis(options.upstream_timeout);
+        let mut backend_args = vec![
+            "backend".to_owned(),
+            "--listen".to_owned(),
+            SocketAddr::new(backend_address, 0).to_string(),
+        ];
+        if let Some(dir) = mailstore {
+            backend_args.extend([
+                "--mailstore".to_owned(),
+                dir,
+                "--deep-check-timeout-ms".to_owned(),
+                timeout_ms.clone(),
+            ]);
+        }
+        let backend = spawn_child(&options.launcher, ChildRole::Backend, &backend_args).await?;
         let mut frontend_args = vec![
             "frontend".to_owned(),
             "--listen".to_owned(),
@@ -480,6 +524,9 @@ impl Demo {
         ];
         if options.host.is_some() {
             frontend_args.push("--fresh-upstream".to_owned());
+        }
+        if options.mailstore.is_some() {
+            frontend_args.push("--deep-health".to_owned());
         }
         if let Some(database) = &options.database {
             let (flag, dsn) = match &database.dsn {
@@ -529,6 +576,7 @@ impl Demo {
             cancel,
             monitor,
             database: options.database.as_ref().map(DemoDatabase::record),
+            mailstore: options.mailstore,
         })
     }
 
@@ -556,6 +604,12 @@ impl Demo {
     /// exist once [`Demo::start`] has returned.
     pub fn database_tables(&self) -> Option<DemoTables> {
         self.database.as_ref().map(DemoTablesRecord::tables)
+    }
+
+    /// The backend's maildir, [`DemoOptions::mailstore`], if it has one; its `tmp/`, `new/` and
+    /// `cur/` exist once [`Demo::start`] has returned.
+    pub fn mailstore(&self) -> Option<&Path> {
+        self.mailstore.as_deref()
     }
 
     /// [`DemoDatabase::record`] of the frontend's database, if it has one.
@@ -704,9 +758,10 @@ async fn spawn_child(
 /// The entry point of a demo child process; the CLI calls this from a hidden
 /// subcommand with the arguments the [`Launcher`] appended:
 ///
-/// * `backend --listen ADDR`
+/// * `backend --listen ADDR [--mailstore DIR [--deep-check-timeout-ms MILLIS]]`; the deep
+///   check's timeout defaults to 250 ms
 /// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS
-///   [--fresh-upstream] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]
+///   [--fresh-upstream] [--deep-health] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]
 ///   [--auth [--no-mitigation | [--auth-max-failures N] [--auth-window-ms MILLIS]
 ///   [--auth-ban-ms MILLIS]]]`; the limiter's defaults are those of [`DemoAuth::default`]
 ///

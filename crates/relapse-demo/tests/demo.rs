@@ -41,6 +41,7 @@ fn options() -> DemoOptions {
         host: None,
         database: None,
         auth: None,
+        mailstore: None,
     }
 }
 
