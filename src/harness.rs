@@ -199,7 +199,17 @@ impl Harness {
             None => None,
             Some(db) => Some(self.demo_database(db, &upstream, &scenario.allow_targets)?),
         };
-        let demo = Demo::start(self.demo_options(target, launcher, database))
+        let mailstore = match &target.mailstore {
+            None => None,
+            Some(path) => {
+                Some(PathBuf::from(render(path, &self.vars).map_err(|e| {
+                    StartFailure::Invalid(format!("demo mailstore: {e}"))
+                })?))
+            }
+        };
+        let mut options = self.demo_options(target, launcher, database);
+        options.mailstore = mailstore;
+        let demo = Demo::start(options)
             .await
             .map_err(|e| harness(format!("demo target: {e}")))?;
         set_demo_vars(&mut self.vars, &demo);
@@ -432,6 +442,7 @@ impl Harness {
             launcher: launcher.clone(),
             host,
             database,
+            mailstore: None,
             auth: target.auth.as_ref().map(|a| relapse_demo::DemoAuth {
                 mitigation: a.mitigation,
                 max_failures: a.max_failures,

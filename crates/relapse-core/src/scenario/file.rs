@@ -78,6 +78,7 @@ pub struct DemoSection {
     pub host: Option<Spanned<String>>,
     pub database: Option<Spanned<DemoDatabaseSection>>,
     pub auth: Option<Spanned<DemoAuthSection>>,
+    pub mailstore: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

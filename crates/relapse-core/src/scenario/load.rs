@@ -101,10 +101,12 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     // The demo's database may be reached through a proxy of the run; the demo's own variables
     // are not known before the demo starts.
     let proxy_vars = check::db_proxy::variables(&db_proxies);
-    let demo = check::demo::check(f.target.demo, demo_host, &proxy_vars)?;
+    // The demo's mail store may be a scratch file system of the run.
     let scratch_fs = check::scratch_fs::check(&f.scratch_fs)?;
-    let mut vars = check::variables(&proxy_vars, demo.is_some());
-    check::scratch_fs::variables(&scratch_fs, &mut vars);
+    let mut before_demo = proxy_vars.clone();
+    check::scratch_fs::variables(&scratch_fs, &mut before_demo);
+    let demo = check::demo::check(f.target.demo, demo_host, &before_demo)?;
+    let vars = check::variables(&before_demo, demo.is_some());
     // A gate's source may be a scratch file system; what uses a gate sees its path.
     let fs_gates = check::fs_gate::check(
         &f.fs_gate,
@@ -117,6 +119,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             fs_gates: &[],
         },
     )?;
+    let mut vars = vars;
     check::fs_gate::variables(&fs_gates, &mut vars);
     let env = Env {
         allowed: &allowed,

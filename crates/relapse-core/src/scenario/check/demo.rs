@@ -43,11 +43,29 @@ pub fn check(
         None => None,
         Some(spanned) => Some(auth(spanned)?),
     };
+    let mailstore = match &d.mailstore {
+        None => None,
+        Some(path) => {
+            if !(path.get_ref().starts_with('/') || path.get_ref().starts_with('{')) {
+                return problem(
+                    path.span(),
+                    "expected an absolute directory, e.g. \"{scratch_fs.mail.path}\"",
+                );
+            }
+            let template = Template::new(path.get_ref());
+            template.check(proxy_vars).map_err(|e| Problem {
+                span: path.span(),
+                message: e.to_string(),
+            })?;
+            Some(template)
+        }
+    };
     let m = d.monitor.unwrap_or_default();
     Ok(Some(DemoTarget {
         host,
         database,
         auth,
+        mailstore,
         upstream_timeout: d
             .upstream_timeout
             .map_or(Duration::from_millis(250), |d| d.0),

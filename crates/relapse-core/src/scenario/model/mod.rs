@@ -65,6 +65,9 @@ pub struct DemoTarget {
     pub database: Option<DemoDatabaseSpec>,
     /// The frontend's `/login`, if it has one.
     pub auth: Option<DemoAuthSpec>,
+    /// The backend's maildir (a template naming a `{scratch_fs.NAME.path}`, usually), with
+    /// `/mailbox` reading and indexing it and `/health/deep` writing to it.
+    pub mailstore: Option<Template>,
 }
 
 /// The demo's login: real password hashing, and a limiter that blocks a source address after
