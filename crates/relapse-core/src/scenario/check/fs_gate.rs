@@ -1,6 +1,6 @@
 //! `[[fs_gate]]`: FUSE passthroughs relapse mounts for the run, for `fs_gate` faults to switch.
 
-use super::Env;
+use super::{made_name, Env};
 use crate::scenario::file::FsGateSection;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{FsGateSpec, Vars};
@@ -8,27 +8,11 @@ use crate::scenario::{FsGateSpec, Vars};
 pub fn check(sections: &[FsGateSection], env: &Env) -> Result<Vec<FsGateSpec>, Problem> {
     let mut gates: Vec<FsGateSpec> = Vec::new();
     for section in sections {
-        let name = section.name.get_ref().clone();
-        // The name becomes part of a directory name and of {fs_gate.NAME.path}.
-        if name.is_empty()
-            || name.len() > 32
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        {
-            return problem(
-                section.name.span(),
-                format!(
-                    "invalid fs_gate name \"{name}\": expected 1 to 32 of a-z, 0-9, `_` or `-`"
-                ),
-            );
-        }
-        if gates.iter().any(|g| g.name == name) {
-            return problem(
-                section.name.span(),
-                format!("duplicate fs_gate name \"{name}\""),
-            );
-        }
+        let name = made_name(
+            &section.name,
+            "fs_gate",
+            gates.iter().map(|g| g.name.clone()),
+        )?;
         let source = section.source.get_ref();
         if !(source.starts_with('/') || source.starts_with('{')) {
             return problem(

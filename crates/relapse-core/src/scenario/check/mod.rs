@@ -78,6 +78,31 @@ pub fn variables(proxy_vars: &Vars, with_demo: bool) -> Vars {
     vars
 }
 
+/// The name of something relapse makes for the run (`[[scratch_fs]]`, `[[fs_gate]]`): it becomes
+/// part of a file name and of a template variable, so 1 to 32 of a-z, 0-9, `_`, `-`, once.
+pub fn made_name(
+    name: &Spanned<String>,
+    what: &str,
+    taken: impl IntoIterator<Item = String>,
+) -> Result<String, Problem> {
+    let text = name.get_ref();
+    if text.is_empty()
+        || text.len() > 32
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+    {
+        return problem(
+            name.span(),
+            format!("invalid {what} name \"{text}\": expected 1 to 32 of a-z, 0-9, `_` or `-`"),
+        );
+    }
+    if taken.into_iter().any(|t| &t == text) {
+        return problem(name.span(), format!("duplicate {what} name \"{text}\""));
+    }
+    Ok(text.clone())
+}
+
 /// An `http://` URL, or a template that starts with a variable (checked again once rendered).
 pub fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with('{')

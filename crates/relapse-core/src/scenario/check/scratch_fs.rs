@@ -1,5 +1,6 @@
 //! `[[scratch_fs]]`: file systems relapse makes for the run, for file-system faults to act on.
 
+use super::made_name;
 use crate::scenario::file::ScratchFsSection;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{ScratchFsSpec, Vars};
@@ -13,27 +14,11 @@ const MAX_SIZE: u64 = 4096 * MIB;
 pub fn check(sections: &[ScratchFsSection]) -> Result<Vec<ScratchFsSpec>, Problem> {
     let mut specs: Vec<ScratchFsSpec> = Vec::new();
     for section in sections {
-        let name = section.name.get_ref().clone();
-        // The name becomes part of file names and of {scratch_fs.NAME.path}.
-        if name.is_empty()
-            || name.len() > 32
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
-        {
-            return problem(
-                section.name.span(),
-                format!(
-                    "invalid scratch_fs name \"{name}\": expected 1 to 32 of a-z, 0-9, `_` or `-`"
-                ),
-            );
-        }
-        if specs.iter().any(|s| s.name == name) {
-            return problem(
-                section.name.span(),
-                format!("duplicate scratch_fs name \"{name}\""),
-            );
-        }
+        let name = made_name(
+            &section.name,
+            "scratch_fs",
+            specs.iter().map(|s| s.name.clone()),
+        )?;
         let size = match &section.size {
             None => 64 * MIB,
             Some(text) => match parse_size(text.get_ref()) {
