@@ -28,6 +28,7 @@ fmt:
 
 bench:
 	$(CARGO) bench --bench measure
+	$(CARGO) bench -p relapse-fs --bench fs
 
 # The parsers under libFuzzer, FUZZ_SECONDS each (needs `cargo install cargo-fuzz`): the
 # scenario format, and the db_proxy's PostgreSQL and MySQL framing. cargo-fuzz wants nightly
