@@ -209,6 +209,7 @@ impl Harness {
         };
         let mut options = self.demo_options(target, launcher, database);
         options.mailstore = mailstore;
+        options.event_log = Some(self.event_log()?);
         let demo = Demo::start(options)
             .await
             .map_err(|e| harness(format!("demo target: {e}")))?;
@@ -335,6 +336,19 @@ impl Harness {
         }
     }
 
+    /// The demo frontend's event log (its backends' state and its switches), `{demo.frontend.log}`:
+    /// in the run's directory, which goes when the run does; emptied for each run of a repeat.
+    fn event_log(&self) -> Result<PathBuf, StartFailure> {
+        let dir = self.run_dir();
+        let path = dir.join("demo-frontend.log");
+        std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(&path, b""))
+            .map_err(|e| {
+                StartFailure::Harness(format!("demo event log {}: {e}", path.display()))
+            })?;
+        Ok(path)
+    }
+
     /// Where what the run makes on disk lives: the journal's run directory, else a temporary one.
     fn run_dir(&self) -> PathBuf {
         match &self.journal {
@@ -443,6 +457,19 @@ impl Harness {
             host,
             database,
             mailstore: None,
+            event_log: None,
+            failover: target.failover.as_ref().map(|f| relapse_demo::FailoverOptions {
+                inter: f.inter,
+                timeout: f.timeout,
+                fall: f.fall,
+                rise: f.rise,
+                failback: f.failback,
+            }),
+            jobs: target.jobs.as_ref().map(|j| relapse_demo::JobOptions {
+                per_request: j.per_request,
+                work: j.work,
+                max_queue: j.max_queue,
+            }),
             auth: target.auth.as_ref().map(|a| relapse_demo::DemoAuth {
                 mitigation: a.mitigation,
                 max_failures: a.max_failures,
@@ -481,7 +508,13 @@ impl Harness {
     /// Tears down what started, in reverse order; each part once.
     pub async fn shutdown(mut self) {
         if let Some(demo) = self.demo.take() {
+            let event_log = demo.event_log().map(Path::to_path_buf);
             demo.shutdown().await;
+            // A journaled run's directory goes with its event log; a temporary one must not
+            // keep it.
+            if let (None, Some(path)) = (&self.journal, event_log) {
+                let _ = std::fs::remove_file(path);
+            }
         }
         if let Some((record, entry)) = self.tables.take() {
             // The demo drops its tables when it stops; this confirms it (and drops them when
@@ -640,13 +673,19 @@ fn set_address_vars(vars: &mut Vars, proxy: &str, address: SocketAddr) {
 fn set_demo_vars(vars: &mut Vars, demo: &Demo) {
     vars.set("demo.url", demo.frontend_url());
     vars.set("demo.frontend.url", demo.frontend_url());
-    vars.set("demo.backend.url", demo.backend_url());
-    vars.set(
-        "demo.backend.address",
-        demo.backend_url().trim_start_matches("http://"),
-    );
     vars.set("demo.frontend.pid", demo.frontend_pid().to_string());
-    vars.set("demo.backend.pid", demo.backend_pid().to_string());
+    vars.set(
+        "demo.frontend.log",
+        demo.event_log()
+            .map_or(String::new(), |path| path.display().to_string()),
+    );
+    // `backend` is the name from before the demo had a standby; both name the primary.
+    for role in ["backend", "primary"] {
+        set_backend_vars(vars, role, demo.primary_url(), demo.primary_pid());
+    }
+    if let (Some(url), Some(pid)) = (demo.standby_url(), demo.standby_pid()) {
+        set_backend_vars(vars, "standby", url, pid);
+    }
     let tables = demo.database_tables();
     vars.set(
         "demo.mail_table",
@@ -656,4 +695,14 @@ fn set_demo_vars(vars: &mut Vars, demo: &Demo) {
         "demo.queue_table",
         tables.as_ref().map_or(String::new(), |t| t.queue.clone()),
     );
+}
+
+/// `{demo.ROLE.url}`, `{demo.ROLE.address}` and `{demo.ROLE.pid}` of one backend.
+fn set_backend_vars(vars: &mut Vars, role: &str, url: &str, pid: u32) {
+    vars.set(&format!("demo.{role}.url"), url);
+    vars.set(
+        &format!("demo.{role}.address"),
+        url.trim_start_matches("http://"),
+    );
+    vars.set(&format!("demo.{role}.pid"), pid.to_string());
 }

@@ -58,7 +58,10 @@ impl BuildContext<'_> {
             ProcessTarget::Demo(component) => {
                 let demo = self.demo.ok_or("the demo target is not running")?;
                 match component {
-                    DemoComponent::Backend => demo.backend_pid(),
+                    DemoComponent::Primary => demo.primary_pid(),
+                    DemoComponent::Standby => demo
+                        .standby_pid()
+                        .ok_or("the demo has no standby: it runs without failover")?,
                     DemoComponent::Frontend => demo.frontend_pid(),
                 }
             }

@@ -155,6 +155,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             start: spec.start,
             duration: spec.duration,
             fault,
+            gates: spec.gates.clone(),
         });
     }
 
@@ -206,6 +207,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
         detectors,
         faults,
         gates: scenario.gates.clone(),
+        mitigation: scenario.mitigation.clone(),
         limits: scenario.limits.clone(),
         stops: scenario.stops.clone(),
         backlog,

@@ -81,9 +81,14 @@ pub fn summary(r: &RunReport) -> String {
             "    time to detect    {:>9}{detect_by}",
             optional(e.time_to_detect)
         );
+        let mitigated_by = match (&r.mitigation, e.time_to_mitigate) {
+            (Some(label), Some(_)) => format!("  by {label}"),
+            (Some(label), None) => format!("  no {label}"),
+            (None, _) => String::new(),
+        };
         let _ = writeln!(
             out,
-            "    time to mitigate  {:>9}",
+            "    time to mitigate  {:>9}{mitigated_by}",
             optional(e.time_to_mitigate)
         );
         let recover_detail = match &e.backlog {
@@ -163,9 +168,11 @@ pub fn summary(r: &RunReport) -> String {
 }
 
 /// Min / median / max of each measured time over repeated runs of the same scenario, one block
-/// per scenario name in the order the names first appear.
+/// per scenario name in the order the names first appear, and in it one per episode (the first
+/// episode of each run, the second, …). The median of an even count is the mean of the middle
+/// two.
 pub fn spread(reports: &[RunReport]) -> String {
-    let mut out = String::from("\nspread over repeated runs (first episode of each run)\n");
+    let mut out = String::from("\nspread over repeated runs\n");
     let mut names: Vec<&str> = Vec::new();
     for r in reports {
         if !names.contains(&r.scenario.as_str()) {
@@ -181,36 +188,77 @@ pub fn spread(reports: &[RunReport]) -> String {
             plural(runs.len()),
             runs.iter().filter(|r| r.verdict == Verdict::Pass).count()
         );
-        type Pick = fn(&EpisodeReport) -> Option<Duration>;
-        let metrics: [(&str, Pick); 4] = [
-            ("time to impact", |e| e.time_to_impact),
-            ("time to detect", |e| e.time_to_detect),
-            ("time to mitigate", |e| e.time_to_mitigate),
-            ("time to recover", |e| e.time_to_recover),
-        ];
-        for (label, pick) in metrics {
-            let mut values: Vec<Duration> = runs
-                .iter()
-                .filter_map(|r| r.headline().and_then(pick))
-                .collect();
-            values.sort();
-            if values.is_empty() {
-                let _ = writeln!(out, "    {label:<17} —");
-            } else {
-                let _ = writeln!(
-                    out,
-                    "    {label:<17} min {:>9}  median {:>9}  max {:>9}  ({} of {} run{})",
-                    human(values[0]),
-                    human(values[values.len() / 2]),
-                    human(values[values.len() - 1]),
-                    values.len(),
-                    runs.len(),
-                    plural(runs.len())
-                );
+        let episodes = runs.iter().map(|r| r.episodes.len()).max().unwrap_or(0);
+        for index in 0..episodes.max(1) {
+            let of_index: Vec<Option<&EpisodeReport>> =
+                runs.iter().map(|r| r.episodes.get(index)).collect();
+            if episodes > 1 {
+                let faults = of_index
+                    .iter()
+                    .flatten()
+                    .next()
+                    .map(|e| e.faults.join(" + "))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "    episode {}: {faults}", index + 1);
             }
+            let indent = if episodes > 1 { "      " } else { "    " };
+            spread_rows(&mut out, indent, &runs, &of_index);
         }
     }
     out
+}
+
+/// "time to mitigate", with what mitigates where the scenario names it: "(failover)".
+fn mitigate_label(mitigation: Option<&str>) -> String {
+    match mitigation {
+        Some(label) => format!("time to mitigate ({label})"),
+        None => "time to mitigate".to_string(),
+    }
+}
+
+/// One row per measured time over the runs' episodes of one index (`None`: that run had fewer).
+fn spread_rows(
+    out: &mut String,
+    indent: &str,
+    runs: &[&RunReport],
+    episodes: &[Option<&EpisodeReport>],
+) {
+    type Pick = fn(&EpisodeReport) -> Option<Duration>;
+    let mitigation = runs.iter().find_map(|r| r.mitigation.as_deref());
+    let mut metrics: Vec<(String, Pick)> = vec![
+        ("time to impact".into(), |e| e.time_to_impact),
+        ("time to detect".into(), |e| e.time_to_detect),
+        (mitigate_label(mitigation), |e| e.time_to_mitigate),
+    ];
+    if episodes.iter().flatten().any(|e| e.backlog.is_some()) {
+        metrics.push(("time to serve".into(), |e| e.time_to_serve));
+        metrics.push(("time to drain".into(), |e| e.time_to_drain));
+    }
+    metrics.push(("time to recover".into(), |e| e.time_to_recover));
+    for (label, pick) in metrics {
+        let mut values: Vec<Duration> = episodes.iter().flatten().filter_map(|e| pick(e)).collect();
+        values.sort();
+        if values.is_empty() {
+            let _ = writeln!(out, "{indent}{label:<28} —");
+            continue;
+        }
+        let middle = values.len() / 2;
+        let median = if values.len() % 2 == 0 {
+            (values[middle - 1] + values[middle]) / 2
+        } else {
+            values[middle]
+        };
+        let _ = writeln!(
+            out,
+            "{indent}{label:<28} min {:>9}  median {:>9}  max {:>9}  ({} of {} run{})",
+            human(values[0]),
+            human(median),
+            human(values[values.len() - 1]),
+            values.len(),
+            runs.len(),
+            plural(runs.len())
+        );
+    }
 }
 
 #[cfg(test)]
@@ -271,6 +319,7 @@ mod tests {
         RunReport {
             scenario: scenario.into(),
             file: Some(PathBuf::from(format!("scenarios/{scenario}.toml"))),
+            mitigation: None,
             verdict,
             reason: None,
             started: SystemTime::UNIX_EPOCH,
@@ -301,6 +350,7 @@ mod tests {
         });
         second.failure_errors.clear();
         RunReport {
+            mitigation: Some("failover".into()),
             timeline: vec![
                 TimelineEntry {
                     at: ms(0),
@@ -509,6 +559,27 @@ mod tests {
                 time to recover   min    1.000s  median    1.000s  max    1.000s  (1 of 1 run)
         "#]]
         .assert_eq(&spread(&reports));
+    }
+
+    #[test]
+    fn the_spread_of_runs_with_two_episodes_names_the_mitigation_and_the_drain() {
+        let runs: Vec<RunReport> = [(600, 2_000), (700, 2_400), (650, 2_200), (800, 2_300)]
+            .into_iter()
+            .map(|(mitigate, drain)| {
+                let mut second = failed_run().episodes[1].clone();
+                second.time_to_drain = Some(ms(drain));
+                second.time_to_recover = Some(ms(drain));
+                RunReport {
+                    mitigation: Some("failover".into()),
+                    ..report(
+                        "flg",
+                        Verdict::Pass,
+                        vec![episode(100, mitigate, mitigate, 50), second],
+                    )
+                }
+            })
+            .collect();
+        expect![[r#""#]].assert_eq(&spread(&runs));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct PlannedFault {
     pub start: Duration,
     pub duration: Duration,
     pub fault: Box<dyn Fault>,
+    /// Gates for this fault's episode, over the plan's; `Gates::default()` adds none.
+    pub gates: Gates,
 }
 
 /// Everything a run needs, built by the caller from a scenario.
@@ -68,6 +70,8 @@ pub struct Plan {
     pub detectors: Vec<PlannedDetector>,
     pub faults: Vec<PlannedFault>,
     pub gates: Gates,
+    /// What mitigates the fault (`"failover"`), named in the report beside the time to mitigate.
+    pub mitigation: Option<String>,
     pub limits: Limits,
     /// Conditions that abort the run when the target is hurt beyond a declared bound.
     pub stops: Vec<StopSpec>,
@@ -143,6 +147,9 @@ struct Run {
     steady: SteadyRule,
     steady_timeout: Duration,
     gates: Gates,
+    /// Each fault's own gates, by name.
+    fault_gates: Vec<(String, Gates)>,
+    mitigation: Option<String>,
     limits: Limits,
     probe_meta: Vec<(String, Duration, Duration)>,
     detector_meta: Vec<(String, Duration)>,
@@ -216,6 +223,11 @@ impl Run {
             .iter()
             .map(|f| (f.name.clone(), f.start, f.duration))
             .collect();
+        let fault_gates = plan
+            .faults
+            .iter()
+            .map(|f| (f.name.clone(), f.gates.clone()))
+            .collect();
         let activity = plan.faults.iter().map(|_| None).collect();
         let journal_ids = plan.faults.iter().map(|_| None).collect();
         let guards = plan
@@ -230,6 +242,8 @@ impl Run {
             steady: plan.steady,
             steady_timeout: plan.steady_timeout,
             gates: plan.gates,
+            fault_gates,
+            mitigation: plan.mitigation,
             limits: plan.limits,
             probe_meta,
             detector_meta,
@@ -581,6 +595,15 @@ impl Run {
     }
 
     /// Reverts whatever is still applied, stops probes and detection, measures and judges.
+    /// The gates of an episode: the plan's, with its faults' own over them (the loader made
+    /// sure that overlapping faults do not set one gate differently).
+    fn episode_gates(&self, faults: &[String]) -> Gates {
+        self.fault_gates
+            .iter()
+            .filter(|(name, _)| faults.contains(name))
+            .fold(self.gates.clone(), |gates, (_, own)| gates.overlay(own))
+    }
+
     async fn finish(mut self, ending: Ending) -> RunReport {
         if self.guards.iter().any(FaultGuard::is_applied) {
             self.set_phase(Phase::Reverting);
@@ -632,7 +655,11 @@ impl Run {
         }
         let (verdict, reason, gates) = match ending {
             Ending::Completed => {
-                let gates = gate::judge(&episodes, &self.gates, !self.detector_meta.is_empty());
+                let per_episode: Vec<Gates> = episodes
+                    .iter()
+                    .map(|e| self.episode_gates(&e.faults))
+                    .collect();
+                let gates = gate::judge(&episodes, &per_episode, !self.detector_meta.is_empty());
                 (gate::verdict(&gates), None, gates)
             }
             Ending::Inconclusive(reason) => (Verdict::Inconclusive, Some(reason), Vec::new()),
@@ -703,6 +730,7 @@ impl Run {
         RunReport {
             scenario: self.scenario.clone(),
             file: None,
+            mitigation: self.mitigation.clone(),
             verdict,
             reason,
             started: self.started_wall,

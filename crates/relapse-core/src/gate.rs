@@ -44,14 +44,15 @@ pub struct GateResult {
     pub message: String,
 }
 
-/// Judges every gate against every episode. With more than one episode, gate names carry the
-/// episode number: `detect_within[2]`.
+/// Judges each episode against its gates (`gates[i]` for `episodes[i]`). With more than one
+/// episode, gate names carry the episode number: `detect_within[2]`.
 ///
 /// `has_detectors`: a scenario that declares detection sources but no `detect_within` still
 /// fails when nothing was detected (gate `detected`): silence is never a pass.
-pub fn judge(episodes: &[Episode], gates: &Gates, has_detectors: bool) -> Vec<GateResult> {
+pub fn judge(episodes: &[Episode], gates: &[Gates], has_detectors: bool) -> Vec<GateResult> {
+    assert_eq!(episodes.len(), gates.len(), "one set of gates per episode");
     let mut results = Vec::new();
-    for (i, episode) in episodes.iter().enumerate() {
+    for (i, (episode, gates)) in episodes.iter().zip(gates).enumerate() {
         let name = |gate: &str| {
             if episodes.len() > 1 {
                 format!("{gate}[{}]", i + 1)
@@ -237,7 +238,7 @@ mod tests {
             recover_within: Some(Duration::from_millis(99)),
             ..Gates::default()
         };
-        let results = judge(&[e], &gates, true);
+        let results = judge(&[e], &[gates], true);
         assert_eq!(results[0].name, "detect_within");
         assert!(results[0].passed, "{}", results[0].message);
         assert_eq!(results[0].measured, Some(Duration::from_millis(1500)));
@@ -254,7 +255,7 @@ mod tests {
     async fn silence_fails_even_without_a_detect_gate() {
         let mut e = episode(Instant::now());
         e.detected = None;
-        let results = judge(&[e], &Gates::default(), true);
+        let results = judge(&[e], &[Gates::default()], true);
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].name, "detected");
         assert!(!results[0].passed);
@@ -268,7 +269,7 @@ mod tests {
             max_error_ratio: Some(0.5),
             ..Gates::default()
         };
-        let results = judge(&[e], &gates, false);
+        let results = judge(&[e], &[gates], false);
         assert!(!results[0].passed);
         assert!(
             results[0].message.contains("30 of 31"),
@@ -291,7 +292,7 @@ mod tests {
         };
         let mut second = episode(base);
         second.detected = None;
-        let results = judge(&[episode(base), second], &gates, true);
+        let results = judge(&[episode(base), second], &[gates.clone(), gates], true);
         let names: Vec<&str> = results.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["detect_within[1]", "detect_within[2]"]);
         assert!(results[0].passed && !results[1].passed);
@@ -305,11 +306,38 @@ mod tests {
             mitigate_within: Some(Duration::from_secs(1)),
             ..Gates::default()
         };
-        let results = judge(&[e], &gates, false);
+        let results = judge(&[e], &[gates], false);
         assert!(results[0].passed);
         assert_eq!(
             results[0].message,
             "no impact on the SLI, nothing to mitigate"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_episode_is_judged_by_its_own_gates() {
+        // Episode 1 (one backend frozen) must be mitigated by failover; episode 2 (both frozen)
+        // cannot be, so it has no mitigate gate: only its detection is judged.
+        let base = Instant::now();
+        let mut both_frozen = episode(base);
+        both_frozen.mitigated = None;
+        let run = Gates {
+            detect_within: Some(Duration::from_secs(2)),
+            ..Gates::default()
+        };
+        let failover = run.overlay(&Gates {
+            mitigate_within: Some(Duration::from_secs(1)),
+            ..Gates::default()
+        });
+        let mut one_frozen = episode(base);
+        one_frozen.mitigated = Some(one_frozen.injected + Duration::from_millis(700));
+        let results = judge(&[one_frozen, both_frozen], &[failover, run], true);
+        let names: Vec<&str> = results.iter().map(|g| g.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["detect_within[1]", "mitigate_within[1]", "detect_within[2]"]
+        );
+        assert_eq!(results[1].measured, Some(Duration::from_millis(700)));
+        assert!(results.iter().all(|g| g.passed), "{results:?}");
     }
 }

@@ -179,8 +179,10 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
                     system: system.clone(),
                     fail_inject: false,
                 }),
+                gates: Gates::default(),
             })
             .collect(),
+        mitigation: None,
         gates: Gates {
             detect_within: Some(ms(1000)),
             recover_within: Some(ms(200)),
@@ -421,6 +423,39 @@ async fn overlapping_faults_are_one_episode_measured_from_the_last_revert() {
     assert_eq!(e.reverted_at, Some(ms(6050)));
     assert_eq!(e.time_to_detect, Some(ms(700)));
     assert_eq!(e.time_to_recover, Some(ms(50)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_faults_own_gates_judge_its_episode_only_and_the_mitigation_is_named() {
+    let system = Arc::new(System::default());
+    let mut plan = plan(
+        &system,
+        &[("first", 1050, 2000), ("second", 5050, 2000)],
+        Some(700),
+    );
+    // Nothing mitigates the test system's breakage, so the gate fails where it applies: in the
+    // first fault's episode, and only there.
+    plan.faults[0].gates = Gates {
+        mitigate_within: Some(ms(1000)),
+        ..Gates::default()
+    };
+    plan.mitigation = Some("failover".into());
+    let report = run(plan, CancellationToken::new(), None).await;
+    let names: Vec<&str> = report.gates.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "detect_within[1]",
+            "mitigate_within[1]",
+            "recover_within[1]",
+            "detect_within[2]",
+            "recover_within[2]"
+        ]
+    );
+    let mitigate = &report.gates[1];
+    assert!(!mitigate.passed);
+    assert_eq!(report.verdict, Verdict::Fail);
+    assert_eq!(report.mitigation.as_deref(), Some("failover"));
 }
 
 #[tokio::test(start_paused = true)]

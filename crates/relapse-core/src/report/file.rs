@@ -21,6 +21,9 @@ pub struct ReportFile {
 pub struct RunFile {
     pub scenario: String,
     pub file: Option<String>,
+    /// What mitigates the fault, as the scenario names it (`"failover"`); the episodes'
+    /// `time_to_mitigate_ms` is the time it took.
+    pub mitigation: Option<String>,
     pub verdict: &'static str,
     pub reason: Option<String>,
     pub started: String,
@@ -140,6 +143,7 @@ impl RunFile {
     pub fn from_report(r: &RunReport) -> RunFile {
         RunFile {
             scenario: r.scenario.clone(),
+            mitigation: r.mitigation.clone(),
             file: r.file.as_ref().map(|p| p.display().to_string()),
             verdict: r.verdict.as_str(),
             reason: r.reason.clone(),

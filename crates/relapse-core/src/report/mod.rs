@@ -13,6 +13,8 @@ use crate::gate::{GateResult, Verdict};
 pub struct RunReport {
     pub scenario: String,
     pub file: Option<PathBuf>,
+    /// What mitigates the fault (`"failover"`), as the scenario names it.
+    pub mitigation: Option<String>,
     pub verdict: Verdict,
     /// Why the run was inconclusive or aborted.
     pub reason: Option<String>,

@@ -60,6 +60,7 @@ pub struct ScenarioSection {
     pub name: String,
     pub description: Option<String>,
     pub incident: Option<String>,
+    pub mitigation: Option<Spanned<String>>,
     #[serde(default)]
     pub allow_targets: Vec<String>,
 }
@@ -79,6 +80,59 @@ pub struct DemoSection {
     pub database: Option<Spanned<DemoDatabaseSection>>,
     pub auth: Option<Spanned<DemoAuthSection>>,
     pub mailstore: Option<Spanned<String>>,
+    pub failover: Option<Spanned<FailoverSetting>>,
+    pub jobs: Option<Spanned<JobsSection>>,
+}
+
+/// `failover = "none"` or `failover = { inter, timeout, fall, rise, failback }`.
+#[derive(Debug)]
+pub enum FailoverSetting {
+    /// Any string; only `"none"` is valid, which the check says with the string's place.
+    Named(String),
+    Checks(FailoverSection),
+}
+
+impl<'de> Deserialize<'de> for FailoverSetting {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = FailoverSetting;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("\"none\" or a table { inter, timeout, fall, rise, failback }")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(FailoverSetting::Named(text.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Self::Value, A::Error> {
+                // Through the table's own deserializer, so its unknown keys and bad values keep
+                // their place in the file.
+                FailoverSection::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(FailoverSetting::Checks)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FailoverSection {
+    pub inter: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub fall: Option<Spanned<u32>>,
+    pub rise: Option<Spanned<u32>>,
+    pub failback: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsSection {
+    pub per_request: Option<Spanned<u32>>,
+    pub work: Option<Spanned<Dur>>,
+    pub max_queue: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

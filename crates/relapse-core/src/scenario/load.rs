@@ -106,7 +106,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     let mut before_demo = proxy_vars.clone();
     check::scratch_fs::variables(&scratch_fs, &mut before_demo);
     let demo = check::demo::check(f.target.demo, demo_host, &before_demo)?;
-    let vars = check::variables(&before_demo, demo.is_some());
+    let vars = check::variables(&before_demo, demo.as_ref());
     // A gate's source may be a scratch file system; what uses a gate sees its path.
     let fs_gates = check::fs_gate::check(
         &f.fs_gate,
@@ -133,14 +133,17 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     let probes = check::probe::check(&f.probe, &env)?;
     let steady_state = check::steady::check(f.steady_state, &probes)?;
     let detectors = check::detect::check(&f.detect, &env)?;
-    let faults = fault::check(&f.fault, &env)?;
+    let faults = fault::check(&f.fault, &env, &detectors)?;
     let stops = check::stop::check(&f.stop, &probes, &steady_state)?;
     let gates = check::gates::check(&f.gates, &detectors)?;
     let limits = check::limits::check(&f.limits)?;
     let backlog = check::backlog::check(f.backlog.as_ref(), &env)?;
 
+    let mitigation = check::mitigation(f.scenario.mitigation.as_ref())?;
+
     Ok(Scenario {
         name: f.scenario.name,
+        mitigation,
         description: f.scenario.description,
         incident: f.scenario.incident,
         demo,

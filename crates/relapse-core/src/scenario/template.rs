@@ -20,18 +20,32 @@ pub enum TemplateError {
     Unknown { name: String, known: String },
     #[error("template variable `{{{0}}}` needs [target.demo] in the scenario")]
     NeedsDemo(String),
+    #[error("template variable `{{{0}}}` needs the demo's standby: expected `failover = {{ … }}` in [target.demo]")]
+    NeedsStandby(String),
 }
 
-/// The variables that the demo target provides.
-pub const DEMO_VARIABLES: [&str; 8] = [
+/// The variables that the demo target provides. `demo.backend.*` and `demo.primary.*` are the
+/// same process; `demo.frontend.log` is the frontend's event log (failover and backend state).
+pub const DEMO_VARIABLES: [&str; 12] = [
     "demo.url",
     "demo.frontend.url",
     "demo.backend.url",
     "demo.backend.address",
     "demo.frontend.pid",
     "demo.backend.pid",
+    "demo.primary.url",
+    "demo.primary.address",
+    "demo.primary.pid",
+    "demo.frontend.log",
     "demo.mail_table",
     "demo.queue_table",
+];
+
+/// The variables of the demo's standby backend, which exists with `failover` only.
+pub const STANDBY_VARIABLES: [&str; 3] = [
+    "demo.standby.url",
+    "demo.standby.address",
+    "demo.standby.pid",
 ];
 
 /// The variables that every run provides.
@@ -105,6 +119,9 @@ impl Template {
                 None if DEMO_VARIABLES.contains(&name) => {
                     return Err(TemplateError::NeedsDemo(name.to_string()))
                 }
+                None if STANDBY_VARIABLES.contains(&name) => {
+                    return Err(TemplateError::NeedsStandby(name.to_string()))
+                }
                 None => {
                     let known = self_or_defaults(vars)
                         .iter()
@@ -128,7 +145,11 @@ impl Template {
 /// `db_proxy.NAME.*`), and the demo's even where the scenario has no demo.
 fn self_or_defaults(vars: &Vars) -> Vec<String> {
     let mut names: Vec<String> = vars.0.keys().cloned().collect();
-    for name in DEMO_VARIABLES.iter().chain(RUN_VARIABLES.iter()) {
+    for name in DEMO_VARIABLES
+        .iter()
+        .chain(STANDBY_VARIABLES.iter())
+        .chain(RUN_VARIABLES.iter())
+    {
         if !names.iter().any(|n| n == name) {
             names.push((*name).to_string());
         }

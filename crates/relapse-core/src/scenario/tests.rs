@@ -80,7 +80,7 @@ fn reads_a_full_scenario_and_fills_defaults() {
     assert_eq!(
         s.faults[0].kind,
         FaultKind::ProcessFreeze(ProcessFreezeSpec {
-            target: ProcessTarget::Demo(DemoComponent::Backend),
+            target: ProcessTarget::Demo(DemoComponent::Primary),
             process_group: false
         })
     );
@@ -455,5 +455,126 @@ fn an_imap_probe_selects_inbox_by_default_and_stays_on_loopback() {
         error(&off_loopback).contains("target \"192.0.2.9\" is not loopback"),
         "{}",
         error(&off_loopback)
+    );
+}
+
+#[test]
+fn failover_reads_a_table_with_defaults_or_none_and_a_standby_needs_it() {
+    let with = |setting: &str| {
+        GOOD.replace(
+            "monitor = { interval = \"250ms\", fall = 2 }",
+            &format!("monitor = {{ interval = \"250ms\", fall = 2 }}\n{setting}"),
+        )
+    };
+    let s = parse_str(&with("failover = { inter = \"100ms\", fall = 3 }")).unwrap();
+    let failover = s.demo.unwrap().failover.unwrap();
+    assert_eq!(
+        failover,
+        FailoverSpec {
+            inter: Duration::from_millis(100),
+            timeout: Duration::from_millis(250),
+            fall: 3,
+            rise: 2,
+            failback: false,
+        }
+    );
+    let s = parse_str(&with("failover = \"none\"")).unwrap();
+    assert_eq!(s.demo.unwrap().failover, None);
+    // Without failover there is no standby to freeze, nor its variables.
+    let standby = GOOD.replace("demo = \"backend\"", "demo = \"standby\"");
+    assert!(
+        error(&standby).contains("the demo has no standby"),
+        "{}",
+        error(&standby)
+    );
+    let with_standby = with("failover = {}").replace("demo = \"backend\"", "demo = \"standby\"");
+    let s = parse_str(&with_standby).unwrap();
+    assert_eq!(
+        s.faults[0].kind,
+        FaultKind::ProcessFreeze(ProcessFreezeSpec {
+            target: ProcessTarget::Demo(DemoComponent::Standby),
+            process_group: false,
+        })
+    );
+    let variable = GOOD.replace("{demo.url}/", "{demo.standby.url}/");
+    assert!(
+        error(&variable).contains("needs the demo's standby"),
+        "{}",
+        error(&variable)
+    );
+    let bad_key = with("failover = { inter = \"100ms\", falls = 3 }");
+    let message = error(&bad_key);
+    assert!(message.contains("unknown field `falls`"), "{message}");
+}
+
+#[test]
+fn jobs_must_finish_within_the_upstream_timeout() {
+    let with = |jobs: &str| {
+        GOOD.replace(
+            "monitor = { interval = \"250ms\", fall = 2 }",
+            &format!("monitor = {{ interval = \"250ms\", fall = 2 }}\n{jobs}"),
+        )
+    };
+    let s = parse_str(&with("jobs = { per_request = 3 }")).unwrap();
+    assert_eq!(
+        s.demo.unwrap().jobs,
+        Some(JobsSpec {
+            per_request: 3,
+            work: Duration::from_millis(20),
+            max_queue: 100_000,
+        })
+    );
+    let message = error(&with("jobs = { work = \"250ms\" }"));
+    assert!(
+        message.contains("less than the upstream timeout (250ms)"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_faults_gates_join_the_scenarios_and_overlapping_faults_must_agree() {
+    let own = GOOD.replace(
+        "duration = \"5s\"\n",
+        "duration = \"5s\"\ngates = { mitigate_within = \"1s\", detect_within = \"2s\" }\n",
+    );
+    let s = parse_str(&own).unwrap();
+    let gates = s.gates.overlay(&s.faults[0].gates);
+    assert_eq!(gates.mitigate_within, Some(Duration::from_secs(1)));
+    assert_eq!(gates.detect_within, Some(Duration::from_secs(2)));
+    assert_eq!(gates.recover_within, Some(Duration::from_secs(120)));
+    let second = |gates: &str, start: &str| {
+        format!(
+            "{own}\n[[fault]]\nname = \"again\"\nprocess_freeze = {{ demo = \"backend\" }}\nstart = \"{start}\"\nduration = \"1s\"\n{gates}\n"
+        )
+    };
+    // The same gate, another value, overlapping in time: which would judge the episode?
+    let clash = second("gates = { mitigate_within = \"3s\" }", "2s");
+    let message = error(&clash);
+    assert!(
+        message.contains(
+            "fault \"again\" sets `mitigate_within` for its episode, and so does fault \"hang\""
+        ),
+        "{message}"
+    );
+    // Apart in time, or agreeing, they may.
+    parse_str(&second("gates = { mitigate_within = \"3s\" }", "10s")).unwrap();
+    parse_str(&second("gates = { mitigate_within = \"1s\" }", "2s")).unwrap();
+}
+
+#[test]
+fn the_mitigation_label_is_short() {
+    let labelled = GOOD.replace(
+        "name = \"example\"",
+        "name = \"example\"\nmitigation = \"failover\"",
+    );
+    assert_eq!(
+        parse_str(&labelled).unwrap().mitigation.as_deref(),
+        Some("failover")
+    );
+    let long = labelled.replace("failover", "someone restarts it by hand, eventually");
+    assert!(
+        error(&long).contains("1 to 32 characters"),
+        "{}",
+        error(&long)
     );
 }

@@ -4,12 +4,19 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::scenario::file::{DemoAuthSection, DemoDatabaseSection, DemoSection};
+use crate::scenario::file::{
+    DemoAuthSection, DemoDatabaseSection, DemoSection, FailoverSetting, JobsSection,
+};
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{
-    DbServer, DemoAuthSpec, DemoDatabaseSpec, DemoHostKind, DemoTarget, MonitorSpec, Template,
-    TemplateError, Vars,
+    DbServer, DemoAuthSpec, DemoDatabaseSpec, DemoHostKind, DemoTarget, FailoverSpec, JobsSpec,
+    MonitorSpec, Template, TemplateError, Vars,
 };
+
+/// The most jobs one request may enqueue, and the longest queue: the demo keeps its queue in
+/// memory and must stay small.
+const MAX_JOBS_PER_REQUEST: u32 = 1000;
+const MAX_JOB_QUEUE: u64 = 10_000_000;
 
 /// `host`: checked before the `[[db_proxy]]` sections, the rest of the demo after them.
 pub fn host(demo: Option<&DemoSection>) -> Result<DemoHostKind, Problem> {
@@ -60,15 +67,26 @@ pub fn check(
             Some(template)
         }
     };
+    let upstream_timeout = d
+        .upstream_timeout
+        .map_or(Duration::from_millis(250), |d| d.0);
+    let failover = match &d.failover {
+        None => None,
+        Some(spanned) => failover(spanned)?,
+    };
+    let jobs = match &d.jobs {
+        None => None,
+        Some(spanned) => Some(jobs(spanned, upstream_timeout)?),
+    };
     let m = d.monitor.unwrap_or_default();
     Ok(Some(DemoTarget {
         host,
         database,
         auth,
         mailstore,
-        upstream_timeout: d
-            .upstream_timeout
-            .map_or(Duration::from_millis(250), |d| d.0),
+        failover,
+        jobs,
+        upstream_timeout,
         monitor: MonitorSpec {
             interval: m.interval.map_or(Duration::from_millis(500), |d| d.0),
             timeout: m.timeout.map_or(Duration::from_secs(1), |d| d.0),
@@ -154,5 +172,94 @@ fn auth(spanned: &Spanned<DemoAuthSection>) -> Result<DemoAuthSpec, Problem> {
         max_failures,
         window,
         ban,
+    })
+}
+
+/// `failover`: `"none"`, or the health checks with defaults for what is left out.
+fn failover(spanned: &Spanned<FailoverSetting>) -> Result<Option<FailoverSpec>, Problem> {
+    let section = match spanned.get_ref() {
+        FailoverSetting::Named(name) if name == "none" => return Ok(None),
+        FailoverSetting::Named(other) => {
+            return problem(
+                spanned.span(),
+                format!("unknown failover \"{other}\": expected \"none\" or a table {{ inter, timeout, fall, rise, failback }}"),
+            )
+        }
+        FailoverSetting::Checks(section) => section,
+    };
+    let defaults = FailoverSpec::default();
+    let mut spec = defaults.clone();
+    for (value, slot, name) in [
+        (&section.inter, &mut spec.inter, "inter"),
+        (&section.timeout, &mut spec.timeout, "timeout"),
+    ] {
+        if let Some(value) = value {
+            if value.get_ref().0.is_zero() {
+                return problem(
+                    value.span(),
+                    format!("failover `{name}` must be more than 0ms"),
+                );
+            }
+            *slot = value.get_ref().0;
+        }
+    }
+    for (value, slot, name) in [
+        (&section.fall, &mut spec.fall, "fall"),
+        (&section.rise, &mut spec.rise, "rise"),
+    ] {
+        if let Some(value) = value {
+            if *value.get_ref() == 0 {
+                return problem(
+                    value.span(),
+                    format!("failover `{name}` must be at least 1"),
+                );
+            }
+            *slot = *value.get_ref();
+        }
+    }
+    spec.failback = section.failback.unwrap_or(defaults.failback);
+    Ok(Some(spec))
+}
+
+/// `jobs`: how many jobs a request enqueues, how long each takes the backend, how many may wait.
+fn jobs(spanned: &Spanned<JobsSection>, upstream_timeout: Duration) -> Result<JobsSpec, Problem> {
+    let section = spanned.get_ref();
+    let per_request = match &section.per_request {
+        None => 1,
+        Some(n) if !(1..=MAX_JOBS_PER_REQUEST).contains(n.get_ref()) => {
+            return problem(
+                n.span(),
+                format!("jobs `per_request` must lie between 1 and {MAX_JOBS_PER_REQUEST}"),
+            )
+        }
+        Some(n) => *n.get_ref(),
+    };
+    let work = match &section.work {
+        None => Duration::from_millis(20),
+        Some(w) if w.get_ref().0.is_zero() || w.get_ref().0 >= upstream_timeout => {
+            return problem(
+                w.span(),
+                format!(
+                    "jobs `work` must be more than 0ms and less than the upstream timeout ({}): a job on a healthy backend must finish within it",
+                    crate::duration::format_duration(upstream_timeout)
+                ),
+            )
+        }
+        Some(w) => w.get_ref().0,
+    };
+    let max_queue = match &section.max_queue {
+        None => 100_000,
+        Some(n) if !(1..=MAX_JOB_QUEUE).contains(n.get_ref()) => {
+            return problem(
+                n.span(),
+                format!("jobs `max_queue` must lie between 1 and {MAX_JOB_QUEUE}"),
+            )
+        }
+        Some(n) => *n.get_ref(),
+    };
+    Ok(JobsSpec {
+        per_request,
+        work,
+        max_queue,
     })
 }

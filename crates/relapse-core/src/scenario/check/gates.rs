@@ -1,8 +1,11 @@
-//! `[gates]`: the bounds a run must meet to pass.
+//! `[gates]`, and a fault's own `gates`: the bounds a run must meet to pass.
 
+use toml::Spanned;
+
+use crate::scenario::fault::FaultSection;
 use crate::scenario::file::GatesSection;
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::{DetectorSpec, Gates};
+use crate::scenario::{DetectorSpec, FaultSpec, Gates};
 
 pub fn check(section: &GatesSection, detectors: &[DetectorSpec]) -> Result<Gates, Problem> {
     let gates = Gates {
@@ -24,4 +27,52 @@ pub fn check(section: &GatesSection, detectors: &[DetectorSpec]) -> Result<Gates
         );
     }
     Ok(gates)
+}
+
+/// Faults whose schedules overlap form one episode, judged by one set of gates: two of them must
+/// not set the same gate differently. (The schedule is what the file says; an injection that
+/// takes long can only make episodes overlap less.)
+pub fn overlapping(
+    sections: &[Spanned<FaultSection>],
+    faults: &[FaultSpec],
+) -> Result<(), Problem> {
+    for (i, later) in faults.iter().enumerate() {
+        for earlier in &faults[..i] {
+            let overlap = later.start < earlier.start + earlier.duration
+                && earlier.start < later.start + later.duration;
+            if !overlap {
+                continue;
+            }
+            let clash = later.gates.set_names().into_iter().find(|name| {
+                earlier.gates.set_names().contains(name)
+                    && gate_value(&earlier.gates, name) != gate_value(&later.gates, name)
+            });
+            if let Some(name) = clash {
+                let span = sections[i]
+                    .get_ref()
+                    .gates
+                    .as_ref()
+                    .map_or(sections[i].span(), Spanned::span);
+                return problem(
+                    span,
+                    format!(
+                        "fault \"{}\" sets `{name}` for its episode, and so does fault \"{}\", which overlaps it: expected the gate in one of them, or the same value",
+                        later.name, earlier.name
+                    ),
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One gate's value, comparable.
+fn gate_value(gates: &Gates, name: &str) -> String {
+    match name {
+        "detect_within" => format!("{:?}", gates.detect_within),
+        "recover_within" => format!("{:?}", gates.recover_within),
+        "mitigate_within" => format!("{:?}", gates.mitigate_within),
+        "max_error_ratio" => format!("{:?}", gates.max_error_ratio),
+        _ => format!("{:?}", gates.allowed_error_statuses),
+    }
 }

@@ -67,12 +67,18 @@ pub fn reachable(
     }
 }
 
-/// Every variable a scenario may use: the proxies' and, with a demo, the demo's.
-pub fn variables(proxy_vars: &Vars, with_demo: bool) -> Vars {
+/// Every variable a scenario may use: the proxies' and, with a demo, the demo's (its
+/// standby's with failover).
+pub fn variables(proxy_vars: &Vars, demo: Option<&DemoTarget>) -> Vars {
     let mut vars = proxy_vars.clone();
-    if with_demo {
+    if let Some(demo) = demo {
         for name in template::DEMO_VARIABLES {
             vars.set(name, "");
+        }
+        if demo.failover.is_some() {
+            for name in template::STANDBY_VARIABLES {
+                vars.set(name, "");
+            }
         }
     }
     vars
@@ -139,4 +145,25 @@ pub fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
         .map(|n| format!("\"{n}\""))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The longest `[scenario] mitigation` label: it stands beside "time to mitigate" in a table.
+const MAX_MITIGATION_LABEL: usize = 32;
+
+/// `[scenario] mitigation`: a short label for what works around the fault (`"failover"`).
+pub fn mitigation(label: Option<&Spanned<String>>) -> Result<Option<String>, Problem> {
+    let Some(label) = label else {
+        return Ok(None);
+    };
+    let text = label.get_ref().trim();
+    if text.is_empty()
+        || text.chars().count() > MAX_MITIGATION_LABEL
+        || text.chars().any(char::is_control)
+    {
+        return problem(
+            label.span(),
+            format!("expected a short label for what mitigates the fault, 1 to {MAX_MITIGATION_LABEL} characters on one line, e.g. \"failover\""),
+        );
+    }
+    Ok(Some(text.to_string()))
 }

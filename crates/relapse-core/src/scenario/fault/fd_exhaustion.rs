@@ -32,7 +32,7 @@ pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FdExha
         fe.pid,
         &fe.pidfile,
         &fe.demo,
-        env.demo.is_some(),
+        env.demo,
         "fd_exhaustion",
         "starve",
     )?;

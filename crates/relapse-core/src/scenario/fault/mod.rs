@@ -14,10 +14,10 @@ use std::collections::BTreeSet;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::check::Env;
-use super::file::Dur;
+use super::check::{self, Env};
+use super::file::{Dur, GatesSection};
 use super::load::{problem, Problem};
-use super::FaultSpec;
+use super::{DetectorSpec, FaultSpec};
 
 /// Generates, from `module: SectionType => Variant(SpecType)` per kind (and `+ [Type, …]` for
 /// more model types of the module to re-export), in the file format's
@@ -45,6 +45,8 @@ macro_rules! fault_kinds {
             pub name: Spanned<String>,
             pub start: Dur,
             pub duration: Dur,
+            /// Gates for this fault's episode, over `[gates]`.
+            pub gates: Option<Spanned<GatesSection>>,
             $(pub $module: Option<Spanned<$module::$section>>,)+
         }
 
@@ -103,8 +105,13 @@ fault_kinds! {
     fs_gate: FsGateFaultSection => FsGate(FsGateFaultSpec) + [FsGateMode, FsScope, FsErrno],
 }
 
-/// Every `[[fault]]`: at least one, unique names, a duration, exactly one kind.
-pub fn check(sections: &[Spanned<FaultSection>], env: &Env) -> Result<Vec<FaultSpec>, Problem> {
+/// Every `[[fault]]`: at least one, unique names, a duration, exactly one kind, and its own
+/// gates, which faults that overlap on the schedule must not set differently.
+pub fn check(
+    sections: &[Spanned<FaultSection>],
+    env: &Env,
+    detectors: &[DetectorSpec],
+) -> Result<Vec<FaultSpec>, Problem> {
     if sections.is_empty() {
         return problem(0..0, "the scenario has no [[fault]]: expected at least one");
     }
@@ -135,13 +142,19 @@ pub fn check(sections: &[Spanned<FaultSection>], env: &Env) -> Result<Vec<FaultS
                 ),
             );
         }
+        let gates = match &fault.gates {
+            None => Default::default(),
+            Some(gates) => check::gates::check(gates.get_ref(), detectors)?,
+        };
         faults.push(FaultSpec {
             kind: fault.check_kind(env)?,
             name,
             start: fault.start.0,
             duration: fault.duration.0,
+            gates,
         });
     }
+    check::gates::overlapping(sections, &faults)?;
     Ok(faults)
 }
 

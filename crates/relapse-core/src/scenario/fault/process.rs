@@ -6,16 +6,16 @@ use std::path::PathBuf;
 use toml::Spanned;
 
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::{DemoComponent, ProcessTarget};
+use crate::scenario::{DemoComponent, DemoTarget, ProcessTarget};
 
 /// Exactly one of `pid`, `pidfile`, `demo`. `kind` names the fault in messages, `verb` says what
-/// it does to the process ("freeze").
+/// it does to the process ("freeze"). `demo = "standby"` needs the demo's failover.
 pub fn target(
     span: Range<usize>,
     pid: Option<u32>,
     pidfile: &Option<String>,
     demo_component: &Option<Spanned<String>>,
-    has_demo: bool,
+    demo: Option<&DemoTarget>,
     kind: &str,
     verb: &str,
 ) -> Result<ProcessTarget, Problem> {
@@ -28,19 +28,26 @@ pub fn target(
         }
         (None, Some(file), None) => Ok(ProcessTarget::Pidfile(PathBuf::from(file))),
         (None, None, Some(component)) => {
-            if !has_demo {
+            let Some(demo) = demo else {
                 return problem(
                     component.span(),
                     "`demo` names a demo component but the scenario has no [target.demo]",
                 );
-            }
+            };
             match component.get_ref().as_str() {
-                "backend" => Ok(ProcessTarget::Demo(DemoComponent::Backend)),
+                "backend" | "primary" => Ok(ProcessTarget::Demo(DemoComponent::Primary)),
+                "standby" if demo.failover.is_some() => {
+                    Ok(ProcessTarget::Demo(DemoComponent::Standby))
+                }
+                "standby" => problem(
+                    component.span(),
+                    "the demo has no standby: expected `failover = { … }` in [target.demo]",
+                ),
                 "frontend" => Ok(ProcessTarget::Demo(DemoComponent::Frontend)),
                 other => problem(
                     component.span(),
                     format!(
-                        "unknown demo component \"{other}\": expected \"backend\" or \"frontend\""
+                        "unknown demo component \"{other}\": expected \"backend\" (or \"primary\"), \"standby\" or \"frontend\""
                     ),
                 ),
             }

@@ -32,7 +32,7 @@ pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<Proce
         pf.pid,
         &pf.pidfile,
         &pf.demo,
-        env.demo.is_some(),
+        env.demo,
         "process_freeze",
         "freeze",
     )?;

@@ -15,6 +15,8 @@ pub struct FaultSpec {
     /// How long the fault stays applied, from the instant it became effective.
     pub duration: Duration,
     pub kind: FaultKind,
+    /// Gates for the episode this fault belongs to, over the scenario's `[gates]`, key by key.
+    pub gates: super::Gates,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,14 +108,19 @@ pub enum ProcessTarget {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DemoComponent {
     Frontend,
-    Backend,
+    /// The backend, or with failover the backend that starts active (`demo = "backend"` or
+    /// `"primary"`).
+    Primary,
+    /// The second backend, which the frontend fails over to; only with `failover`.
+    Standby,
 }
 
 impl DemoComponent {
     pub fn name(self) -> &'static str {
         match self {
             DemoComponent::Frontend => "frontend",
-            DemoComponent::Backend => "backend",
+            DemoComponent::Primary => "primary",
+            DemoComponent::Standby => "standby",
         }
     }
 }

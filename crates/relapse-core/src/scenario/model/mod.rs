@@ -21,6 +21,9 @@ pub struct Scenario {
     pub name: String,
     pub description: Option<String>,
     pub incident: Option<String>,
+    /// What works around the fault while it lasts (`"failover"`): the report names the time to
+    /// mitigate after it.
+    pub mitigation: Option<String>,
     pub demo: Option<DemoTarget>,
     pub sink_listen: SocketAddr,
     pub probes: Vec<ProbeSpec>,
@@ -68,6 +71,48 @@ pub struct DemoTarget {
     /// The backend's maildir (a template naming a `{scratch_fs.NAME.path}`, usually), with
     /// `/mailbox` reading and indexing it and `/health/deep` writing to it.
     pub mailstore: Option<Template>,
+    /// A standby backend and the frontend's health checks that fail over to it; `None` is one
+    /// backend (`failover = "none"`).
+    pub failover: Option<FailoverSpec>,
+    /// Background jobs that the frontend's requests enqueue, if any.
+    pub jobs: Option<JobsSpec>,
+}
+
+/// The frontend's health checks of its two backends, like a load balancer's: a round every
+/// `inter` checks each backend's `/health`, bounded by `timeout`; `fall` failed checks in a row
+/// mark a backend DOWN, `rise` passed ones UP again. Traffic moves off a DOWN backend to an UP
+/// one; with `failback` it returns to the primary once that is UP again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverSpec {
+    pub inter: Duration,
+    pub timeout: Duration,
+    pub fall: u32,
+    pub rise: u32,
+    pub failback: bool,
+}
+
+impl Default for FailoverSpec {
+    /// A round every 250 ms, 250 ms per check, DOWN after 2 failures, UP after 2 passes, no
+    /// failback: a promoted standby stays the primary, as a promoted database does.
+    fn default() -> Self {
+        FailoverSpec {
+            inter: Duration::from_millis(250),
+            timeout: Duration::from_millis(250),
+            fall: 2,
+            rise: 2,
+            failback: false,
+        }
+    }
+}
+
+/// Background work: every `GET /` enqueues `per_request` jobs, which one worker runs in order
+/// against the active backend, each taking the backend `work`; jobs wait while no backend
+/// answers. `/metrics` shows the queue's depth as `relapse_demo_jobs_queued`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsSpec {
+    pub per_request: u32,
+    pub work: Duration,
+    pub max_queue: u64,
 }
 
 /// The demo's login: real password hashing, and a limiter that blocks a source address after
@@ -247,6 +292,8 @@ pub enum DbServer {
     Postgres,
     Mysql,
 }
+/// Limits on what a run measures, per episode. `[gates]` sets them for every episode; a fault's
+/// own `gates` set them for its episode only ([`Gates::overlay`]).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Gates {
     pub detect_within: Option<Duration>,
@@ -254,6 +301,43 @@ pub struct Gates {
     pub mitigate_within: Option<Duration>,
     pub max_error_ratio: Option<f64>,
     pub allowed_error_statuses: Option<Vec<u16>>,
+}
+
+impl Gates {
+    /// These gates with every gate that `over` sets replaced by its value there.
+    pub fn overlay(&self, over: &Gates) -> Gates {
+        Gates {
+            detect_within: over.detect_within.or(self.detect_within),
+            recover_within: over.recover_within.or(self.recover_within),
+            mitigate_within: over.mitigate_within.or(self.mitigate_within),
+            max_error_ratio: over.max_error_ratio.or(self.max_error_ratio),
+            allowed_error_statuses: over
+                .allowed_error_statuses
+                .clone()
+                .or_else(|| self.allowed_error_statuses.clone()),
+        }
+    }
+
+    /// The gates each set, by name, for messages.
+    pub fn set_names(&self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        if self.detect_within.is_some() {
+            names.push("detect_within");
+        }
+        if self.recover_within.is_some() {
+            names.push("recover_within");
+        }
+        if self.mitigate_within.is_some() {
+            names.push("mitigate_within");
+        }
+        if self.max_error_ratio.is_some() {
+            names.push("max_error_ratio");
+        }
+        if self.allowed_error_statuses.is_some() {
+            names.push("allowed_error_statuses");
+        }
+        names
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
