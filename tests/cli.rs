@@ -201,104 +201,11 @@ observe_after = "3s"
 }
 
 #[test]
-fn the_flg_scenario_passes_and_detection_lies_in_the_window_the_monitor_implies() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = repo("scenarios/flg-healthcheck-hang.toml");
-    let scenario = relapse_core::scenario::load(&path).unwrap();
-    let (output, report, junit) =
-        run_scenario(dir.path(), &std::fs::read_to_string(&path).unwrap());
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let run = &report["runs"][0];
-    assert_eq!(run["verdict"], "pass");
-    assert_eq!(report["relapse_report"], 1);
-
-    // The window for time to detect, from the demo monitor's own settings.
-    // The monitor checks /health every I; the frontend answers 503 after waiting U for the frozen
-    // backend (U < the monitor's timeout, so the 503 decides); the monitor pages on the fall-th
-    // failed check in a row, at once. The first failing check is the first one sent after the
-    // freeze, at s1 in [t_inject - e, t_inject + I): e covers a check that reached the backend an
-    // instant before SIGSTOP took effect, at most the few ms a healthy check takes. The page is
-    // then sent at s1 + (fall - 1) * I + U. So
-    //     (fall - 1) * I + U - e  <=  TTD  <=  fall * I + U + d,
-    // with d = 100 ms for delivering the page on a loaded 2-core machine. Detection is pushed to
-    // the sink, so the SLI probe's resolution does not widen this window.
-    let demo = scenario.demo.as_ref().unwrap();
-    let (interval, fall, upstream) = (
-        demo.monitor.interval.as_secs_f64() * 1000.0,
-        f64::from(demo.monitor.fall),
-        demo.upstream_timeout.as_secs_f64() * 1000.0,
-    );
-    assert!(upstream < demo.monitor.timeout.as_secs_f64() * 1000.0);
-    let (e, d) = (10.0, 100.0);
-    let lower = (fall - 1.0) * interval + upstream - e;
-    let upper = fall * interval + upstream + d;
-    let resolution = scenario.probes[scenario.steady_state.probe]
-        .every
-        .as_secs_f64()
-        * 1000.0;
-
-    let episodes = run["episodes"].as_array().unwrap();
-    assert_eq!(
-        episodes.len(),
-        2,
-        "the FLG scenario hangs the backend twice"
-    );
-    for episode in episodes {
-        let ttd = ms(&episode["time_to_detect_ms"]);
-        assert!(
-            (lower..=upper).contains(&ttd),
-            "TTD {ttd} ms outside [{lower}, {upper}] ms"
-        );
-        assert_eq!(episode["detected_by"], "pager");
-        // Impact and recovery are seen by the SLI probe, so they are bounded by its interval:
-        // the first check after the freeze fails, the first after the resume succeeds.
-        let tti = ms(&episode["time_to_impact_ms"]);
-        assert!(tti <= 2.0 * resolution, "TTI {tti} ms > 2 probe intervals");
-        let ttr = ms(&episode["time_to_recover_ms"]);
-        assert!(ttr <= 2.0 * resolution, "TTR {ttr} ms > 2 probe intervals");
-        assert_eq!(ms(&episode["resolution_ms"]), resolution);
-        // The frontend waits for the frozen backend and answers 504: only gateway errors.
-        let statuses = episode["failure_statuses"].as_object().unwrap();
-        assert!(
-            statuses.keys().all(|s| s == "504" || s == "502"),
-            "{statuses:?}"
-        );
-    }
-    let gates: Vec<&str> = run["gates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|g| g["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(
-        gates,
-        [
-            "detect_within[1]",
-            "recover_within[1]",
-            "allowed_error_statuses[1]",
-            "detect_within[2]",
-            "recover_within[2]",
-            "allowed_error_statuses[2]"
-        ]
-    );
-    assert!(
-        junit.contains("<testsuite name=\"flg-healthcheck-hang\""),
-        "{junit}"
-    );
-    assert!(!junit.contains("<failure"), "{junit}");
-    let summary = text(&output.stdout);
-    assert!(
-        summary.contains("time to detect") && summary.contains("verdict: pass"),
-        "{summary}"
-    );
-}
-
-#[test]
 fn an_impossible_gate_fails_with_exit_1_and_junit_names_it() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo("scenarios/flg-healthcheck-hang.toml"))
         .unwrap()
-        .replace("detect_within = \"3s\"", "detect_within = \"1ms\"");
+        .replace("detect_within = \"1s\"", "detect_within = \"1ms\"");
     let (output, report, junit) = run_scenario(dir.path(), &text);
     assert_eq!(output.status.code(), Some(1), "{}", show(&output));
     assert_eq!(report["runs"][0]["verdict"], "fail");
@@ -658,8 +565,10 @@ fn cleanup_reverts_what_a_dead_harness_and_guardian_left_and_is_idempotent() {
 #[test]
 fn a_stop_condition_trips_aborts_and_reverts() {
     let dir = tempfile::tempdir().unwrap();
+    // Until the failover, half a second or more, every page view fails: the first second after
+    // the freeze cannot be 99 % good.
     let text = std::fs::read_to_string(repo("scenarios/flg-healthcheck-hang.toml")).unwrap()
-        + "\n[[stop]]\nname = \"webmail-down\"\nmin_success = 0.5\nfor = \"1s\"\n";
+        + "\n[[stop]]\nname = \"webmail-down\"\nmin_success = 0.99\nfor = \"1s\"\n";
     let (output, report, junit) = run_scenario(dir.path(), &text);
     assert_eq!(output.status.code(), Some(3), "{}", show(&output));
     let run = &report["runs"][0];
