@@ -43,8 +43,13 @@ mod auth;
 mod backend;
 mod child;
 mod database;
+// Wired into the frontend by the next commit.
+#[allow(dead_code)]
+mod failover;
 mod frontend;
 mod http;
+#[allow(dead_code)]
+mod jobs;
 mod maildir;
 mod monitor;
 mod options;
@@ -62,8 +67,8 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use options::{
-    DatabaseDsn, DemoAuth, DemoDatabase, DemoHost, DemoOptions, ErrorProfile, Launcher,
-    MonitorOptions,
+    DatabaseDsn, DemoAuth, DemoDatabase, DemoHost, DemoOptions, ErrorProfile, FailoverOptions,
+    JobOptions, Launcher, MonitorOptions,
 };
 pub use tables::{
     drop_tables, drop_tables_blocking, validate_table_name, DatabaseServer, DemoTables,
@@ -191,8 +196,13 @@ pub enum DemoError {
 
 /// Whole milliseconds for a command line, never rounded down to zero: a zero upstream timeout
 /// would fail every call, and the frontend rejects a zero window or ban.
+pub(crate) fn command_line_millis(duration: Duration) -> u128 {
+    duration.as_millis().max(1)
+}
+
+/// [`command_line_millis`] as the argument itself.
 fn whole_millis(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
+    command_line_millis(duration).to_string()
 }
 
 fn describe_exit(status: &Option<ExitStatus>) -> String {

@@ -78,6 +78,120 @@ pub struct DemoOptions {
     pub mailstore: Option<PathBuf>,
 }
 
+/// The frontend's health checks of its backends, and the failover they drive (the FLG incident).
+///
+/// Checks run in rounds: a round checks every backend at once, each check a `GET /health` on a
+/// new connection bounded by `timeout`, and rounds start every `inter` (a round that takes
+/// longer delays the next; they never overlap). Every backend starts UP; `fall` consecutive
+/// failed checks mark it DOWN, `rise` consecutive passed ones UP again (HAProxy's semantics).
+/// After each round, if the active backend is DOWN and another is UP, the frontend switches to
+/// it; with `failback`, it switches back to the primary once the primary is UP. If no backend is
+/// UP, it stays where it is.
+///
+/// So a backend frozen at some instant is marked DOWN, and the traffic switched, between
+/// `(fall - 1) * inter + timeout` and `fall * inter + timeout` later.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverOptions {
+    /// Time between the starts of two check rounds; more than zero.
+    pub inter: Duration,
+    /// Bound on one check (connect, response head and body); more than zero.
+    pub timeout: Duration,
+    /// Consecutive failed checks that mark a backend DOWN; at least 1.
+    pub fall: u32,
+    /// Consecutive passed checks that mark a backend UP again; at least 1.
+    pub rise: u32,
+    /// Once the primary is UP again, switch back to it (otherwise the standby stays active
+    /// until it fails itself).
+    pub failback: bool,
+}
+
+impl Default for FailoverOptions {
+    /// HAProxy-like: checks every 250 ms bounded by 250 ms, 2 to fall, 2 to rise, no failback.
+    fn default() -> Self {
+        Self {
+            inter: Duration::from_millis(250),
+            timeout: Duration::from_millis(250),
+            fall: 2,
+            rise: 2,
+            failback: false,
+        }
+    }
+}
+
+#[allow(dead_code)] // Demo::start checks them from the next commit on.
+impl FailoverOptions {
+    /// Why these settings cannot run, if they cannot.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        for (name, value) in [("inter", self.inter), ("timeout", self.timeout)] {
+            if value.is_zero() {
+                return Err(format!("{name} must be more than zero"));
+            }
+        }
+        for (name, value) in [("fall", self.fall), ("rise", self.rise)] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Background jobs (the FLG incident's workflows): every `GET /` on the frontend queues
+/// `per_request` jobs, and one worker sends them, one at a time and in order, to the active
+/// backend as `POST /job?ms=WORK`, each bounded by the upstream timeout. A failed job is retried
+/// until it is done, so a frozen backend leaves a backlog that takes time to drain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobOptions {
+    /// Jobs each `GET /` queues; at least 1.
+    pub per_request: u32,
+    /// How long the backend works on one job: more than zero, at most 10 s, and less than the
+    /// upstream timeout (or no job could ever finish in time).
+    pub work: Duration,
+    /// Jobs queued beyond this many are dropped and counted; at least 1.
+    pub max_queue: u64,
+}
+
+impl Default for JobOptions {
+    /// One 20 ms job per request, at most 100 000 queued.
+    fn default() -> Self {
+        Self {
+            per_request: 1,
+            work: Duration::from_millis(20),
+            max_queue: 100_000,
+        }
+    }
+}
+
+#[allow(dead_code)] // Demo::start checks them from the next commit on.
+impl JobOptions {
+    /// Why these settings cannot run with this upstream timeout, if they cannot. Compared in
+    /// the whole milliseconds that go on the frontend's command line.
+    pub(crate) fn check(&self, upstream_timeout: Duration) -> Result<(), String> {
+        if self.per_request == 0 {
+            return Err("per_request must be at least 1".to_owned());
+        }
+        if self.max_queue == 0 {
+            return Err("max_queue must be at least 1".to_owned());
+        }
+        if self.work.is_zero() || self.work > crate::backend::MAX_JOB_WORK {
+            return Err(format!(
+                "work must be more than zero and at most {}",
+                humantime::format_duration(crate::backend::MAX_JOB_WORK)
+            ));
+        }
+        let (work, timeout) = (
+            crate::command_line_millis(self.work),
+            crate::command_line_millis(upstream_timeout),
+        );
+        if work >= timeout {
+            return Err(format!(
+                "work ({work} ms) must be less than the upstream timeout ({timeout} ms)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The frontend's login: `POST /login` with the form `user=demo&password=demo-password`, checked
 /// with argon2id (4 MiB, 2 passes: a few milliseconds of one core each). A login that waits longer
 /// than the upstream timeout for a hashing slot is answered 503 with `Retry-After`.
