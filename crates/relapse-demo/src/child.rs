@@ -16,8 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, LimiterConfig};
 use crate::database::Database;
+use crate::failover::{EventLog, Upstream};
+use crate::jobs::Jobs;
 use crate::maildir::Maildir;
-use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError, DemoTables};
+use crate::{
+    backend, failover, frontend, ChildRole, DatabaseDsn, DemoError, DemoTables, FailoverOptions,
+    JobOptions,
+};
 
 /// How long the backend's deep health check waits for its write without
 /// `--deep-check-timeout-ms`: the default upstream timeout.
@@ -28,6 +33,9 @@ const DEFAULT_DEEP_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 pub(crate) const READY_PREFIX: &str = "relapse-demo listening on ";
 
 /// A parsed child command line.
+// Parsed once per process and taken apart at once: the frontend's variant being the larger
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 enum ChildArgs {
     Backend {
@@ -51,11 +59,44 @@ enum ChildArgs {
         auth: Option<Option<LimiterConfig>>,
         /// Offer `/health/deep`, the backend's deep check (it has a mail store).
         deep_health: bool,
+        /// Health-check `backend` and this standby, and fail over between them.
+        failover: Option<(String, FailoverOptions)>,
+        /// Queue background jobs on every inbox request.
+        jobs: Option<JobOptions>,
+        /// Append the failover's events to this file.
+        event_log: Option<PathBuf>,
     },
 }
 
 fn usage(message: impl Into<String>) -> DemoError {
     DemoError::Usage(message.into())
+}
+
+/// A whole number of at least 1, as the value of `flag`.
+fn at_least_one<T: std::str::FromStr + Default + PartialOrd>(
+    flag: &str,
+    value: &str,
+) -> Result<T, DemoError> {
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| {
+            usage(format!(
+                "bad {flag} value {value:?}: expected a whole number of at least 1"
+            ))
+        })
+}
+
+/// Whole milliseconds, at least 1, as the value of `flag`.
+fn millis_at_least_one(flag: &str, value: &str) -> Result<Duration, DemoError> {
+    at_least_one::<u64>(flag, value)
+        .map(Duration::from_millis)
+        .map_err(|_| {
+            usage(format!(
+                "bad {flag} value {value:?}: expected whole milliseconds, at least 1"
+            ))
+        })
 }
 
 fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
@@ -89,6 +130,14 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut mailstore = None;
     let mut deep_check_timeout = None;
     let mut deep_health = false;
+    let mut standby = None;
+    let mut failover = FailoverOptions::default();
+    // The failover and job flags given, so that they can be refused without what they set.
+    let mut failover_flags = Vec::new();
+    let mut jobs = None;
+    let mut job_options = JobOptions::default();
+    let mut job_flags = Vec::new();
+    let mut event_log = None;
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -118,6 +167,53 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                     ))
                 })?;
                 upstream_timeout = Some(Duration::from_millis(millis));
+            }
+            (ChildRole::Frontend, "--standby") => {
+                let value = value()?;
+                value
+                    .parse::<hyper::Uri>()
+                    .map_err(|error| usage(format!("bad --standby url {value:?}: {error}")))?;
+                standby = Some(value.clone());
+            }
+            (ChildRole::Frontend, "--failover-inter-ms" | "--failover-timeout-ms") => {
+                let millis = millis_at_least_one(flag, value()?)?;
+                if flag == "--failover-inter-ms" {
+                    failover.inter = millis;
+                } else {
+                    failover.timeout = millis;
+                }
+                failover_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--failover-fall" | "--failover-rise") => {
+                let count = at_least_one(flag, value()?)?;
+                if flag == "--failover-fall" {
+                    failover.fall = count;
+                } else {
+                    failover.rise = count;
+                }
+                failover_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--failback") => {
+                failover.failback = true;
+                failover_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--event-log") => {
+                let value = value()?;
+                if value.is_empty() {
+                    return Err(usage("--event-log needs a file"));
+                }
+                event_log = Some(PathBuf::from(value));
+            }
+            (ChildRole::Frontend, "--jobs-per-request") => {
+                jobs = Some(at_least_one(flag, value()?)?);
+            }
+            (ChildRole::Frontend, "--job-work-ms") => {
+                job_options.work = millis_at_least_one(flag, value()?)?;
+                job_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--job-max-queue") => {
+                job_options.max_queue = at_least_one(flag, value()?)?;
+                job_flags.push(flag);
             }
             (ChildRole::Frontend, "--fresh-upstream") => fresh_upstream = true,
             (ChildRole::Frontend, "--deep-health") => deep_health = true,
@@ -254,19 +350,42 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             deep_check_timeout.unwrap_or(DEFAULT_DEEP_CHECK_TIMEOUT),
         )
     });
+    let failover = match (standby, failover_flags.first()) {
+        (Some(standby), _) => Some((standby, failover)),
+        (None, Some(flag)) => return Err(usage(format!("{flag} needs --standby"))),
+        (None, None) => None,
+    };
+    let jobs = match (jobs, job_flags.first()) {
+        (Some(per_request), _) => Some(JobOptions {
+            per_request,
+            ..job_options
+        }),
+        (None, Some(flag)) => return Err(usage(format!("{flag} needs --jobs-per-request"))),
+        (None, None) => None,
+    };
     Ok(match role {
-        ChildRole::Backend => ChildArgs::Backend { listen, mailstore },
-        ChildRole::Frontend => ChildArgs::Frontend {
-            listen,
-            backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
-            upstream_timeout: upstream_timeout
-                .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?,
-            fresh_upstream,
-            database,
-            misleading_errors,
-            auth,
-            deep_health,
-        },
+        ChildRole::Backend | ChildRole::Standby => ChildArgs::Backend { listen, mailstore },
+        ChildRole::Frontend => {
+            let upstream_timeout = upstream_timeout
+                .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?;
+            if let Some(jobs) = &jobs {
+                jobs.check(upstream_timeout)
+                    .map_err(|reason| usage(format!("bad job settings: {reason}")))?;
+            }
+            ChildArgs::Frontend {
+                listen,
+                backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
+                upstream_timeout,
+                fresh_upstream,
+                database,
+                misleading_errors,
+                auth,
+                deep_health,
+                failover,
+                jobs,
+                event_log,
+            }
+        }
     })
 }
 
@@ -338,6 +457,9 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             misleading_errors,
             auth,
             deep_health,
+            failover,
+            jobs,
+            event_log,
             ..
         } => {
             // The tables exist before the readiness line, so the parent can
@@ -350,13 +472,21 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
                 ),
                 None => None,
             };
+            // Opened before the readiness line too, so a path that cannot be written fails the
+            // start instead of silently losing the events.
+            let event_log = EventLog::open(event_log.as_deref()).map_err(DemoError::EventLog)?;
             announce(local)?;
             let cancel = CancellationToken::new();
             let delivery = database
                 .clone()
                 .map(|database| tokio::spawn(database.deliver(cancel.clone())));
+            let upstream = Arc::new(Upstream::new(
+                &backend,
+                failover.as_ref().map(|(standby, _)| standby.as_str()),
+            ));
+            let jobs = jobs.map(|options| Arc::new(Jobs::new(options)));
             let state = frontend::Frontend::new(
-                backend,
+                upstream.clone(),
                 upstream_timeout,
                 fresh_upstream,
                 database.clone(),
@@ -364,7 +494,24 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
                 // upstream, then gives up with 503.
                 auth.map(|limiter| Arc::new(Auth::new(limiter, upstream_timeout))),
                 deep_health,
+                jobs.clone(),
             );
+            if let Some((_, options)) = failover {
+                tokio::spawn(
+                    cancel
+                        .clone()
+                        .run_until_cancelled_owned(failover::supervise(
+                            options, upstream, event_log,
+                        )),
+                );
+            }
+            if let Some(jobs) = jobs {
+                let state = state.clone();
+                tokio::spawn(cancel.clone().run_until_cancelled_owned(async move {
+                    let path = jobs.path();
+                    jobs.work(|| state.run_job(&path)).await;
+                }));
+            }
             crate::http::serve(
                 listener,
                 move |request| state.clone().handle(request),

@@ -33,6 +33,30 @@
 //! green and `/health/deep`, which writes a probe file, answers 503. `POST /deliver` on the
 //! backend delivers a message the maildir way.
 //!
+//! For the FLG incident itself, the frontend can also fail over ([`DemoOptions::failover`]): a
+//! standby backend runs next to the primary, and the frontend health-checks both in rounds every
+//! `inter` (each check a `GET /health` on a new connection, bounded by `timeout`), marks one
+//! DOWN after `fall` failed checks in a row and UP after `rise` passed ones, and sends every
+//! request to the backend that is active when it sends it: the standby once the primary is
+//! DOWN, the primary again only with `failback`, and neither when both are DOWN (FLG's evening:
+//! nothing to fail over to). Its events go to [`DemoOptions::event_log`], one line each, an RFC
+//! 3339 UTC timestamp with milliseconds and then one of
+//!
+//! ```text
+//! backend primary is DOWN after 2 failed checks (backend did not answer within 250ms)
+//! switched from primary to standby (failover)
+//! backend primary is UP after 2 passed checks
+//! switched from standby to primary (failback)
+//! no backend is UP: staying on standby
+//! ```
+//!
+//! (the words `is DOWN`, `is UP` and `switched from` are stable: scenarios match them), and
+//! `GET /metrics` shows `relapse_demo_backend_up{backend="primary"|"standby"}`,
+//! `relapse_demo_active_backend{backend=…}` and `relapse_demo_backend_switches_total`.
+//! Background jobs ([`DemoOptions::jobs`], FLG's workflows) queue up on the frontend while the
+//! backend is frozen and drain one at a time afterwards: `relapse_demo_jobs_queued`,
+//! `relapse_demo_jobs_done_total` and `relapse_demo_jobs_dropped_total` in `/metrics`.
+//!
 //! [`Demo::start`] launches the children through a [`Launcher`], which runs
 //! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
 //! subcommand; this crate's tests use the `relapse-demo-child` binary).
@@ -43,12 +67,9 @@ mod auth;
 mod backend;
 mod child;
 mod database;
-// Wired into the frontend by the next commit.
-#[allow(dead_code)]
 mod failover;
 mod frontend;
 mod http;
-#[allow(dead_code)]
 mod jobs;
 mod maildir;
 mod monitor;
@@ -85,8 +106,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 /// Which demo child process an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChildRole {
-    /// The backend ("database") server.
+    /// The backend ("database") server; with a standby, the primary one. Displayed as
+    /// `backend`.
     Backend,
+    /// The standby backend, started with [`DemoOptions::failover`].
+    Standby,
     /// The frontend (webmail) server.
     Frontend,
 }
@@ -95,6 +119,7 @@ impl fmt::Display for ChildRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Backend => "backend",
+            Self::Standby => "standby",
             Self::Frontend => "frontend",
         })
     }
@@ -192,6 +217,18 @@ pub enum DemoError {
     /// The backend could not set up its mail store.
     #[error("failed to set up the backend's mail store: {0}")]
     Mailstore(String),
+    /// [`DemoOptions::failover`] has settings the health checks cannot use; nothing was started.
+    #[error("invalid demo failover settings: {0}")]
+    InvalidFailover(String),
+    /// [`DemoOptions::jobs`] has settings the job queue cannot use; nothing was started.
+    #[error("invalid demo job settings: {0}")]
+    InvalidJobs(String),
+    /// [`DemoOptions::event_log`] cannot be passed to the frontend; nothing was started.
+    #[error("invalid demo event log: {0}")]
+    InvalidEventLog(String),
+    /// The frontend could not open its event log.
+    #[error("failed to open the frontend's event log: {0}")]
+    EventLog(std::io::Error),
 }
 
 /// Whole milliseconds for a command line, never rounded down to zero: a zero upstream timeout
@@ -220,12 +257,13 @@ struct DemoChild {
     url: String,
 }
 
-/// A running demo stack: backend and frontend processes plus the optional
-/// monitor task. Dropping it SIGKILLs both children and stops the monitor;
-/// [`Demo::shutdown`] does the same but also waits for the children to be
-/// reaped.
+/// A running demo stack: backend (or primary and standby) and frontend processes plus the
+/// optional monitor task. Dropping it SIGKILLs the children and stops the monitor;
+/// [`Demo::shutdown`] does the same but also waits for the children to be reaped.
 pub struct Demo {
+    /// The primary backend (the only one without a standby).
     backend: DemoChild,
+    standby: Option<DemoChild>,
     frontend: DemoChild,
     cancel: CancellationToken,
     monitor: Option<JoinHandle<()>>,
@@ -233,6 +271,8 @@ pub struct Demo {
     database: Option<DemoTablesRecord>,
     /// The backend's maildir, when it was given one.
     mailstore: Option<PathBuf>,
+    /// The frontend's event log, when it was given one.
+    event_log: Option<PathBuf>,
 }
 
 impl fmt::Debug for Demo {
@@ -240,6 +280,14 @@ impl fmt::Debug for Demo {
         f.debug_struct("Demo")
             .field("backend_url", &self.backend.url)
             .field("backend_pid", &self.backend.pid)
+            .field(
+                "standby_url",
+                &self.standby.as_ref().map(|standby| &standby.url),
+            )
+            .field(
+                "standby_pid",
+                &self.standby.as_ref().map(|standby| standby.pid),
+            )
             .field("frontend_url", &self.frontend.url)
             .field("frontend_pid", &self.frontend.pid)
             .finish_non_exhaustive()
@@ -247,8 +295,9 @@ impl fmt::Debug for Demo {
 }
 
 impl Demo {
-    /// Starts the backend, then the frontend (pointed at the backend), then
-    /// the monitor task, waiting up to 10 s for each child's readiness line.
+    /// Starts the backend (with [`DemoOptions::failover`], the primary and then the standby),
+    /// then the frontend (pointed at them), then the monitor task, waiting up to 10 s for each
+    /// child's readiness line. Every setting is checked before anything is started.
     ///
     /// Children are started with a parent-death signal, which Linux ties to
     /// the *thread* that spawned them: call this from a thread that lives as
@@ -278,20 +327,17 @@ impl Demo {
                 .validate()
                 .map_err(DemoError::InvalidTables)?;
         }
-        let mailstore = match &options.mailstore {
-            Some(dir) => Some(
-                dir.to_str()
-                    .filter(|dir| !dir.is_empty())
-                    .ok_or_else(|| {
-                        DemoError::InvalidMailstore(format!(
-                            "{} is empty or not UTF-8",
-                            dir.display()
-                        ))
-                    })?
-                    .to_owned(),
-            ),
-            None => None,
-        };
+        let mailstore =
+            command_line_path(options.mailstore.as_deref()).map_err(DemoError::InvalidMailstore)?;
+        if let Some(failover) = &options.failover {
+            failover.check().map_err(DemoError::InvalidFailover)?;
+        }
+        if let Some(jobs) = &options.jobs {
+            jobs.check(options.upstream_timeout)
+                .map_err(DemoError::InvalidJobs)?;
+        }
+        let event_log =
+            command_line_path(options.event_log.as_deref()).map_err(DemoError::InvalidEventLog)?;
 
         let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
         let (backend_address, frontend_address, frontend_launcher) = match &options.host {
@@ -317,6 +363,14 @@ impl Demo {
             ]);
         }
         let backend = spawn_child(&options.launcher, ChildRole::Backend, &backend_args).await?;
+        // The same program with the same arguments: a standby is an identical server that
+        // happens not to get the traffic. (Should this fail, `backend` is dropped and killed.)
+        let standby = match &options.failover {
+            Some(_) => {
+                Some(spawn_child(&options.launcher, ChildRole::Standby, &backend_args).await?)
+            }
+            None => None,
+        };
         let mut frontend_args = vec![
             "frontend".to_owned(),
             "--listen".to_owned(),
@@ -326,6 +380,36 @@ impl Demo {
             "--upstream-timeout-ms".to_owned(),
             timeout_ms,
         ];
+        if let (Some(failover), Some(standby)) = (&options.failover, &standby) {
+            frontend_args.extend([
+                "--standby".to_owned(),
+                standby.url.clone(),
+                "--failover-inter-ms".to_owned(),
+                whole_millis(failover.inter),
+                "--failover-timeout-ms".to_owned(),
+                whole_millis(failover.timeout),
+                "--failover-fall".to_owned(),
+                failover.fall.to_string(),
+                "--failover-rise".to_owned(),
+                failover.rise.to_string(),
+            ]);
+            if failover.failback {
+                frontend_args.push("--failback".to_owned());
+            }
+        }
+        if let Some(jobs) = &options.jobs {
+            frontend_args.extend([
+                "--jobs-per-request".to_owned(),
+                jobs.per_request.to_string(),
+                "--job-work-ms".to_owned(),
+                whole_millis(jobs.work),
+                "--job-max-queue".to_owned(),
+                jobs.max_queue.to_string(),
+            ]);
+        }
+        if let Some(path) = event_log {
+            frontend_args.extend(["--event-log".to_owned(), path]);
+        }
         if options.host.is_some() {
             frontend_args.push("--fresh-upstream".to_owned());
         }
@@ -376,11 +460,13 @@ impl Demo {
 
         Ok(Demo {
             backend,
+            standby,
             frontend,
             cancel,
             monitor,
             database: options.database.as_ref().map(DemoDatabase::record),
             mailstore: options.mailstore,
+            event_log: options.event_log,
         })
     }
 
@@ -389,9 +475,21 @@ impl Demo {
         &self.frontend.url
     }
 
-    /// The backend's base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    /// The backend's base URL, `http://127.0.0.1:PORT` (no trailing slash); with a standby,
+    /// the primary's.
     pub fn backend_url(&self) -> &str {
         &self.backend.url
+    }
+
+    /// The primary backend's base URL: [`Demo::backend_url`] under the name that says which
+    /// of two backends it is.
+    pub fn primary_url(&self) -> &str {
+        self.backend_url()
+    }
+
+    /// The standby backend's base URL, with [`DemoOptions::failover`].
+    pub fn standby_url(&self) -> Option<&str> {
+        self.standby.as_ref().map(|standby| standby.url.as_str())
     }
 
     /// The frontend process id.
@@ -399,9 +497,27 @@ impl Demo {
         self.frontend.pid
     }
 
-    /// The backend process id (the one the FLG scenario freezes).
+    /// The backend process id (the one the FLG scenario freezes); with a standby, the
+    /// primary's.
     pub fn backend_pid(&self) -> u32 {
         self.backend.pid
+    }
+
+    /// The primary backend's process id: [`Demo::backend_pid`] under the name that says which
+    /// of two backends it is.
+    pub fn primary_pid(&self) -> u32 {
+        self.backend_pid()
+    }
+
+    /// The standby backend's process id, with [`DemoOptions::failover`].
+    pub fn standby_pid(&self) -> Option<u32> {
+        self.standby.as_ref().map(|standby| standby.pid)
+    }
+
+    /// The frontend's event log, [`DemoOptions::event_log`], if it has one; it exists once
+    /// [`Demo::start`] has returned.
+    pub fn event_log(&self) -> Option<&Path> {
+        self.event_log.as_deref()
     }
 
     /// The tables the frontend owns when it has a database: [`DemoDatabase::tables`], which
@@ -421,11 +537,11 @@ impl Demo {
         self.database.clone()
     }
 
-    /// Stops the monitor, then stops each child (frontend first): SIGTERM, so
-    /// that it can clean up (the frontend drops its database tables), and
-    /// SIGKILL if it has not exited within [`SHUTDOWN_GRACE`] (a SIGSTOPped
-    /// child never does). Waits until both are reaped, so their pids are gone
-    /// when this returns.
+    /// Stops the monitor, then stops each child (the frontend first, then the backend, or the
+    /// primary and the standby at once): SIGTERM, so that it can clean up (the frontend drops
+    /// its database tables), and SIGKILL if it has not exited within [`SHUTDOWN_GRACE`] (a
+    /// SIGSTOPped child never does). Waits until all are reaped, so their pids are gone when
+    /// this returns.
     ///
     /// If the frontend had a database and did not exit successfully by itself
     /// (it was SIGKILLed, or could not drop its tables), drops them from this
@@ -441,35 +557,15 @@ impl Demo {
             }
         }
         // Frontend first, so it does not spend its last moments reporting a
-        // dead backend.
-        let mut frontend_cleaned_up = false;
-        for (role, child) in [
-            (ChildRole::Frontend, &mut self.frontend),
-            (ChildRole::Backend, &mut self.backend),
-        ] {
-            if let Some(pid) = child.process.id() {
-                // Still ours (not reaped), so the pid cannot have been reused.
-                if let Err(error) = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                ) {
-                    tracing::warn!(%error, %role, pid, "failed to send SIGTERM to demo child");
-                }
-                if let Ok(Ok(status)) =
-                    tokio::time::timeout(SHUTDOWN_GRACE, child.process.wait()).await
-                {
-                    if role == ChildRole::Frontend {
-                        frontend_cleaned_up = status.success();
-                    }
-                    continue;
-                }
+        // dead backend; then the backends, both at once, so that two frozen ones cost one
+        // grace period, not two.
+        let frontend_cleaned_up = stop_child(ChildRole::Frontend, &mut self.frontend).await;
+        let standby = async {
+            if let Some(standby) = &mut self.standby {
+                stop_child(ChildRole::Standby, standby).await;
             }
-            // SIGKILL (works on a SIGSTOPped process too) to this child's own
-            // pid, then wait for it.
-            if let Err(error) = child.process.kill().await {
-                tracing::warn!(%error, %role, pid = child.pid, "failed to kill demo child");
-            }
-        }
+        };
+        tokio::join!(stop_child(ChildRole::Backend, &mut self.backend), standby);
         if let (Some(record), false) = (&self.database, frontend_cleaned_up) {
             // The frontend is reaped, so no session of its own holds a lock any more.
             match drop_tables(record).await {
@@ -494,6 +590,40 @@ impl Drop for Demo {
         if let Some(monitor) = self.monitor.take() {
             monitor.abort();
         }
+    }
+}
+
+/// Stops one child: SIGTERM, then SIGKILL if it has not exited within [`SHUTDOWN_GRACE`]; waits
+/// until it is reaped. Whether it exited successfully by itself.
+async fn stop_child(role: ChildRole, child: &mut DemoChild) -> bool {
+    if let Some(pid) = child.process.id() {
+        // Still ours (not reaped), so the pid cannot have been reused.
+        if let Err(error) = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        ) {
+            tracing::warn!(%error, %role, pid, "failed to send SIGTERM to demo child");
+        }
+        if let Ok(Ok(status)) = tokio::time::timeout(SHUTDOWN_GRACE, child.process.wait()).await {
+            return status.success();
+        }
+    }
+    // SIGKILL (works on a SIGSTOPped process too) to this child's own
+    // pid, then wait for it.
+    if let Err(error) = child.process.kill().await {
+        tracing::warn!(%error, %role, pid = child.pid, "failed to kill demo child");
+    }
+    false
+}
+
+/// A path for a child's command line, which must be UTF-8 and not empty.
+fn command_line_path(path: Option<&Path>) -> Result<Option<String>, String> {
+    match path {
+        Some(path) => match path.to_str() {
+            Some(text) if !text.is_empty() => Ok(Some(text.to_owned())),
+            _ => Err(format!("{} is empty or not UTF-8", path.display())),
+        },
+        None => Ok(None),
     }
 }
 
@@ -567,7 +697,16 @@ async fn spawn_child(
 /// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS
 ///   [--fresh-upstream] [--deep-health] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]
 ///   [--auth [--no-mitigation | [--auth-max-failures N] [--auth-window-ms MILLIS]
-///   [--auth-ban-ms MILLIS]]]`; the limiter's defaults are those of [`DemoAuth::default`]
+///   [--auth-ban-ms MILLIS]]]
+///   [--standby URL [--failover-inter-ms MILLIS] [--failover-timeout-ms MILLIS]
+///   [--failover-fall N] [--failover-rise N] [--failback]]
+///   [--jobs-per-request N [--job-work-ms MILLIS] [--job-max-queue N]] [--event-log PATH]`;
+///   the limiter's defaults are those of [`DemoAuth::default`], the failover's those of
+///   [`FailoverOptions::default`], the jobs' those of [`JobOptions::default`] (the job's work
+///   must be shorter than the upstream timeout)
+///
+/// The standby is a `backend` like the primary (same arguments); `ChildRole::Standby` only
+/// names it in the parent's errors.
 ///
 /// The child asks to be SIGKILLed when its parent dies, binds `ADDR`, prints
 /// `relapse-demo listening on HOST:PORT` to stdout, and serves until SIGTERM.

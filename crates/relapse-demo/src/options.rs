@@ -76,6 +76,18 @@ pub struct DemoOptions {
     /// `/health/deep`. `/health` stays shallow. `None` keeps the fixed mailbox and leaves those
     /// routes out. The path must be UTF-8 (it is passed on a command line).
     pub mailstore: Option<PathBuf>,
+    /// Start a standby backend next to the primary and have the frontend health-check both and
+    /// fail over between them (the FLG incident); `None` keeps one backend and no checks.
+    /// With [`DemoOptions::host`], the standby listens on the same `backend_address` as the
+    /// primary; with [`DemoOptions::mailstore`], both serve the same maildir.
+    pub failover: Option<FailoverOptions>,
+    /// Queue background jobs on the frontend, worked off one at a time against the backend, and
+    /// show the queue in `/metrics` (the FLG incident's workflows); `None` queues nothing.
+    pub jobs: Option<JobOptions>,
+    /// Have the frontend append its failover events to this file, one line each (see
+    /// [`crate`]'s documentation for the lines); `None` only logs them with `tracing`. The path
+    /// must be UTF-8 (it is passed on a command line).
+    pub event_log: Option<PathBuf>,
 }
 
 /// The frontend's health checks of its backends, and the failover they drive (the FLG incident).
@@ -118,7 +130,6 @@ impl Default for FailoverOptions {
     }
 }
 
-#[allow(dead_code)] // Demo::start checks them from the next commit on.
 impl FailoverOptions {
     /// Why these settings cannot run, if they cannot.
     pub(crate) fn check(&self) -> Result<(), String> {
@@ -162,7 +173,6 @@ impl Default for JobOptions {
     }
 }
 
-#[allow(dead_code)] // Demo::start checks them from the next commit on.
 impl JobOptions {
     /// Why these settings cannot run with this upstream timeout, if they cannot. Compared in
     /// the whole milliseconds that go on the frontend's command line.
@@ -319,7 +329,8 @@ pub struct DemoHost {
 }
 
 impl DemoOptions {
-    /// Options with the default upstream timeout (250 ms), no monitor, all on loopback.
+    /// Options with the default upstream timeout (250 ms), no monitor, one backend, no jobs,
+    /// all on loopback.
     pub fn new(launcher: Launcher) -> Self {
         Self {
             upstream_timeout: Duration::from_millis(250),
@@ -329,6 +340,9 @@ impl DemoOptions {
             database: None,
             auth: None,
             mailstore: None,
+            failover: None,
+            jobs: None,
+            event_log: None,
         }
     }
 }

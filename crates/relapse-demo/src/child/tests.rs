@@ -95,6 +95,9 @@ fn parses_frontend_args() {
             misleading_errors: false,
             auth: None,
             deep_health: false,
+            failover: None,
+            jobs: None,
+            event_log: None,
         }
     );
     let args = parse(&strings(&[
@@ -346,4 +349,173 @@ fn parses_ready_line() {
         Some("127.0.0.1:4242".parse().unwrap())
     );
     assert_eq!(parse_ready_line("hello"), None);
+}
+
+/// The frontend's arguments with `extra` appended.
+fn frontend_with(extra: &[&str]) -> Result<ChildArgs, DemoError> {
+    let mut args = strings(&[
+        "frontend",
+        "--listen",
+        "127.0.0.1:0",
+        "--backend",
+        "http://127.0.0.1:9",
+        "--upstream-timeout-ms",
+        "250",
+    ]);
+    args.extend(strings(extra));
+    parse(&args)
+}
+
+/// The message of the usage error `extra` gets, which must be one.
+fn usage_error(extra: &[&str]) -> String {
+    match frontend_with(extra) {
+        Err(DemoError::Usage(message)) => message,
+        other => panic!("{extra:?}: expected a usage error, got {other:?}"),
+    }
+}
+
+#[test]
+fn parses_and_checks_the_failover_flags() {
+    let failover = |extra: &[&str]| match frontend_with(extra).unwrap() {
+        ChildArgs::Frontend { failover, .. } => failover,
+        ChildArgs::Backend { .. } => unreachable!("parsed a frontend"),
+    };
+    assert_eq!(failover(&[]), None);
+    assert_eq!(
+        failover(&["--standby", "http://127.0.0.1:10"]),
+        Some(("http://127.0.0.1:10".to_owned(), FailoverOptions::default()))
+    );
+    assert_eq!(
+        failover(&[
+            "--failover-fall",
+            "3",
+            "--standby",
+            "http://127.0.0.1:10",
+            "--failover-inter-ms",
+            "100",
+            "--failover-timeout-ms",
+            "50",
+            "--failover-rise",
+            "4",
+            "--failback",
+        ]),
+        Some((
+            "http://127.0.0.1:10".to_owned(),
+            FailoverOptions {
+                inter: Duration::from_millis(100),
+                timeout: Duration::from_millis(50),
+                fall: 3,
+                rise: 4,
+                failback: true,
+            }
+        ))
+    );
+    for flag in ["--failover-inter-ms", "--failover-fall"] {
+        let message = usage_error(&[flag, "2"]);
+        assert_eq!(message, format!("{flag} needs --standby"));
+    }
+    assert_eq!(usage_error(&["--failback"]), "--failback needs --standby");
+    let standby = ["--standby", "http://127.0.0.1:10"];
+    for (flag, bad) in [
+        ("--failover-inter-ms", "0"),
+        ("--failover-timeout-ms", "-5"),
+        ("--failover-fall", "0"),
+        ("--failover-rise", "many"),
+    ] {
+        let message = usage_error(&[&standby[..], &[flag, bad]].concat());
+        assert!(
+            message.starts_with(&format!("bad {flag} value {bad:?}: expected")),
+            "{message}"
+        );
+    }
+    assert!(usage_error(&["--standby", "http://[::1"]).starts_with("bad --standby url"));
+    assert_eq!(usage_error(&["--standby"]), "--standby needs a value");
+    // The backend fails over to nothing: a standby is a frontend's flag.
+    assert!(parse(&strings(&[
+        "backend",
+        "--listen",
+        "127.0.0.1:0",
+        "--standby",
+        "http://127.0.0.1:10"
+    ]))
+    .is_err());
+}
+
+#[test]
+fn parses_and_checks_the_job_flags() {
+    let jobs = |extra: &[&str]| match frontend_with(extra).unwrap() {
+        ChildArgs::Frontend { jobs, .. } => jobs,
+        ChildArgs::Backend { .. } => unreachable!("parsed a frontend"),
+    };
+    assert_eq!(jobs(&[]), None);
+    assert_eq!(
+        jobs(&["--jobs-per-request", "3"]),
+        Some(JobOptions {
+            per_request: 3,
+            ..JobOptions::default()
+        })
+    );
+    assert_eq!(
+        jobs(&[
+            "--job-max-queue",
+            "7",
+            "--jobs-per-request",
+            "1",
+            "--job-work-ms",
+            "249",
+        ]),
+        Some(JobOptions {
+            per_request: 1,
+            work: Duration::from_millis(249),
+            max_queue: 7,
+        })
+    );
+    assert_eq!(
+        usage_error(&["--job-work-ms", "5"]),
+        "--job-work-ms needs --jobs-per-request"
+    );
+    assert_eq!(
+        usage_error(&["--job-max-queue", "5"]),
+        "--job-max-queue needs --jobs-per-request"
+    );
+    for (flag, bad) in [
+        ("--jobs-per-request", "0"),
+        ("--job-work-ms", "0"),
+        ("--job-max-queue", "0"),
+        ("--job-max-queue", "lots"),
+    ] {
+        let mut extra = vec![flag, bad];
+        if flag != "--jobs-per-request" {
+            extra.extend(["--jobs-per-request", "1"]);
+        }
+        let message = usage_error(&extra);
+        assert!(
+            message.starts_with(&format!("bad {flag} value {bad:?}: expected")),
+            "{message}"
+        );
+    }
+    // A job that cannot finish within the upstream timeout would be retried forever.
+    let message = usage_error(&["--jobs-per-request", "1", "--job-work-ms", "250"]);
+    assert_eq!(
+        message,
+        "bad job settings: work (250 ms) must be less than the upstream timeout (250 ms)"
+    );
+}
+
+#[test]
+fn parses_the_event_log_flag() {
+    let event_log = |extra: &[&str]| match frontend_with(extra).unwrap() {
+        ChildArgs::Frontend { event_log, .. } => event_log,
+        ChildArgs::Backend { .. } => unreachable!("parsed a frontend"),
+    };
+    assert_eq!(event_log(&[]), None);
+    assert_eq!(
+        event_log(&["--event-log", "/tmp/events.log"]),
+        Some(PathBuf::from("/tmp/events.log"))
+    );
+    assert_eq!(
+        usage_error(&["--event-log", ""]),
+        "--event-log needs a file"
+    );
+    assert_eq!(usage_error(&["--event-log"]), "--event-log needs a value");
 }
