@@ -5,9 +5,14 @@
 //! `/mailbox` lists the maildir, `POST /deliver` delivers into it, `/health/deep` writes to it,
 //! and `/metrics` counts all that. `/health` stays shallow: it never touches the mail store, so
 //! it stays green while the file system under the mail is locked up.
+//!
+//! For the FLG incident it also does background work: `POST /job?ms=N` works for `N` ms (a
+//! sleep: the work's cost is time, not CPU) and answers 200, so the frontend's queue of jobs
+//! backs up while the backend is frozen and takes time to drain afterwards.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -37,6 +42,9 @@ pub(crate) struct Message {
 
 /// The largest message `POST /deliver` accepts.
 const MAX_MESSAGE: usize = 64 * 1024;
+
+/// The longest `POST /job` works: a typo must not park a request for hours.
+pub(crate) const MAX_JOB_WORK: Duration = Duration::from_secs(10);
 
 fn mailbox() -> Mailbox {
     let message = |id, from: &str, subject: &str| Message {
@@ -83,6 +91,7 @@ impl Backend {
                 ),
             },
             (&Method::POST, "/deliver", Some(maildir)) => deliver(maildir, request).await,
+            (&Method::POST, "/job", _) => job(request.uri().query()).await,
             (&Method::GET, "/metrics", Some(maildir)) => {
                 http::response(StatusCode::OK, http::PROMETHEUS_TEXT, metrics(maildir))
             }
@@ -135,6 +144,41 @@ async fn deliver(maildir: &Arc<Maildir>, request: Request<Incoming>) -> Response
     }
 }
 
+/// `POST /job?ms=N`: works on one background job for `N` ms, then answers 200.
+async fn job(query: Option<&str>) -> Response<Body> {
+    match job_work(query) {
+        Ok(work) => {
+            tokio::time::sleep(work).await;
+            http::response(StatusCode::OK, http::TEXT_PLAIN, "done\n")
+        }
+        Err(reason) => http::response(
+            StatusCode::BAD_REQUEST,
+            http::TEXT_PLAIN,
+            format!("{reason}\n"),
+        ),
+    }
+}
+
+/// How long a job works, from its `ms=N` query parameter: 1 ms to [`MAX_JOB_WORK`].
+fn job_work(query: Option<&str>) -> Result<Duration, String> {
+    let value = query
+        .unwrap_or("")
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("ms="))
+        .ok_or("a job needs ?ms=MILLIS")?;
+    value
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_millis)
+        .filter(|work| !work.is_zero() && *work <= MAX_JOB_WORK)
+        .ok_or_else(|| {
+            format!(
+                "bad ms {value:?}: expected whole milliseconds, 1 to {}",
+                MAX_JOB_WORK.as_millis()
+            )
+        })
+}
+
 fn metrics(maildir: &Maildir) -> String {
     let counters = &maildir.counters;
     let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
@@ -158,4 +202,25 @@ fn metrics(maildir: &Maildir) -> String {
         load(&counters.deep_failed),
         u8::from(maildir.deep_check_blocked()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_takes_its_work_from_the_query_and_refuses_a_bad_one() {
+        assert_eq!(job_work(Some("ms=20")), Ok(Duration::from_millis(20)));
+        assert_eq!(job_work(Some("x=1&ms=10000")), Ok(MAX_JOB_WORK));
+        for bad in [
+            None,
+            Some(""),
+            Some("ms="),
+            Some("ms=0"),
+            Some("ms=10001"),
+            Some("ms=-1"),
+        ] {
+            assert!(job_work(bad).is_err(), "{bad:?}");
+        }
+    }
 }

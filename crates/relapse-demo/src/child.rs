@@ -16,8 +16,13 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Auth, LimiterConfig};
 use crate::database::Database;
+use crate::failover::{EventLog, Upstream};
+use crate::jobs::Jobs;
 use crate::maildir::Maildir;
-use crate::{backend, frontend, ChildRole, DatabaseDsn, DemoError, DemoTables};
+use crate::{
+    backend, failover, frontend, ChildRole, DatabaseDsn, DemoError, DemoTables, FailoverOptions,
+    JobOptions,
+};
 
 /// How long the backend's deep health check waits for its write without
 /// `--deep-check-timeout-ms`: the default upstream timeout.
@@ -28,6 +33,9 @@ const DEFAULT_DEEP_CHECK_TIMEOUT: Duration = Duration::from_millis(250);
 pub(crate) const READY_PREFIX: &str = "relapse-demo listening on ";
 
 /// A parsed child command line.
+// Parsed once per process and taken apart at once: the frontend's variant being the larger
+// costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq, Eq)]
 enum ChildArgs {
     Backend {
@@ -51,11 +59,44 @@ enum ChildArgs {
         auth: Option<Option<LimiterConfig>>,
         /// Offer `/health/deep`, the backend's deep check (it has a mail store).
         deep_health: bool,
+        /// Health-check `backend` and this standby, and fail over between them.
+        failover: Option<(String, FailoverOptions)>,
+        /// Queue background jobs on every inbox request.
+        jobs: Option<JobOptions>,
+        /// Append the failover's events to this file.
+        event_log: Option<PathBuf>,
     },
 }
 
 fn usage(message: impl Into<String>) -> DemoError {
     DemoError::Usage(message.into())
+}
+
+/// A whole number of at least 1, as the value of `flag`.
+fn at_least_one<T: std::str::FromStr + Default + PartialOrd>(
+    flag: &str,
+    value: &str,
+) -> Result<T, DemoError> {
+    value
+        .parse::<T>()
+        .ok()
+        .filter(|n| *n > T::default())
+        .ok_or_else(|| {
+            usage(format!(
+                "bad {flag} value {value:?}: expected a whole number of at least 1"
+            ))
+        })
+}
+
+/// Whole milliseconds, at least 1, as the value of `flag`.
+fn millis_at_least_one(flag: &str, value: &str) -> Result<Duration, DemoError> {
+    at_least_one::<u64>(flag, value)
+        .map(Duration::from_millis)
+        .map_err(|_| {
+            usage(format!(
+                "bad {flag} value {value:?}: expected whole milliseconds, at least 1"
+            ))
+        })
 }
 
 fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
@@ -89,6 +130,14 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
     let mut mailstore = None;
     let mut deep_check_timeout = None;
     let mut deep_health = false;
+    let mut standby = None;
+    let mut failover = FailoverOptions::default();
+    // The failover and job flags given, so that they can be refused without what they set.
+    let mut failover_flags = Vec::new();
+    let mut jobs = None;
+    let mut job_options = JobOptions::default();
+    let mut job_flags = Vec::new();
+    let mut event_log = None;
     let mut rest = rest.iter();
     while let Some(flag) = rest.next() {
         let mut value = || {
@@ -118,6 +167,53 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
                     ))
                 })?;
                 upstream_timeout = Some(Duration::from_millis(millis));
+            }
+            (ChildRole::Frontend, "--standby") => {
+                let value = value()?;
+                value
+                    .parse::<hyper::Uri>()
+                    .map_err(|error| usage(format!("bad --standby url {value:?}: {error}")))?;
+                standby = Some(value.clone());
+            }
+            (ChildRole::Frontend, "--failover-inter-ms" | "--failover-timeout-ms") => {
+                let millis = millis_at_least_one(flag, value()?)?;
+                if flag == "--failover-inter-ms" {
+                    failover.inter = millis;
+                } else {
+                    failover.timeout = millis;
+                }
+                failover_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--failover-fall" | "--failover-rise") => {
+                let count = at_least_one(flag, value()?)?;
+                if flag == "--failover-fall" {
+                    failover.fall = count;
+                } else {
+                    failover.rise = count;
+                }
+                failover_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--failback") => {
+                failover.failback = true;
+                failover_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--event-log") => {
+                let value = value()?;
+                if value.is_empty() {
+                    return Err(usage("--event-log needs a file"));
+                }
+                event_log = Some(PathBuf::from(value));
+            }
+            (ChildRole::Frontend, "--jobs-per-request") => {
+                jobs = Some(at_least_one(flag, value()?)?);
+            }
+            (ChildRole::Frontend, "--job-work-ms") => {
+                job_options.work = millis_at_least_one(flag, value()?)?;
+                job_flags.push(flag);
+            }
+            (ChildRole::Frontend, "--job-max-queue") => {
+                job_options.max_queue = at_least_one(flag, value()?)?;
+                job_flags.push(flag);
             }
             (ChildRole::Frontend, "--fresh-upstream") => fresh_upstream = true,
             (ChildRole::Frontend, "--deep-health") => deep_health = true,
@@ -254,19 +350,42 @@ fn parse(args: &[String]) -> Result<ChildArgs, DemoError> {
             deep_check_timeout.unwrap_or(DEFAULT_DEEP_CHECK_TIMEOUT),
         )
     });
+    let failover = match (standby, failover_flags.first()) {
+        (Some(standby), _) => Some((standby, failover)),
+        (None, Some(flag)) => return Err(usage(format!("{flag} needs --standby"))),
+        (None, None) => None,
+    };
+    let jobs = match (jobs, job_flags.first()) {
+        (Some(per_request), _) => Some(JobOptions {
+            per_request,
+            ..job_options
+        }),
+        (None, Some(flag)) => return Err(usage(format!("{flag} needs --jobs-per-request"))),
+        (None, None) => None,
+    };
     Ok(match role {
-        ChildRole::Backend => ChildArgs::Backend { listen, mailstore },
-        ChildRole::Frontend => ChildArgs::Frontend {
-            listen,
-            backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
-            upstream_timeout: upstream_timeout
-                .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?,
-            fresh_upstream,
-            database,
-            misleading_errors,
-            auth,
-            deep_health,
-        },
+        ChildRole::Backend | ChildRole::Standby => ChildArgs::Backend { listen, mailstore },
+        ChildRole::Frontend => {
+            let upstream_timeout = upstream_timeout
+                .ok_or_else(|| usage("the frontend needs --upstream-timeout-ms"))?;
+            if let Some(jobs) = &jobs {
+                jobs.check(upstream_timeout)
+                    .map_err(|reason| usage(format!("bad job settings: {reason}")))?;
+            }
+            ChildArgs::Frontend {
+                listen,
+                backend: backend.ok_or_else(|| usage("the frontend needs --backend"))?,
+                upstream_timeout,
+                fresh_upstream,
+                database,
+                misleading_errors,
+                auth,
+                deep_health,
+                failover,
+                jobs,
+                event_log,
+            }
+        }
     })
 }
 
@@ -338,6 +457,9 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
             misleading_errors,
             auth,
             deep_health,
+            failover,
+            jobs,
+            event_log,
             ..
         } => {
             // The tables exist before the readiness line, so the parent can
@@ -350,13 +472,21 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
                 ),
                 None => None,
             };
+            // Opened before the readiness line too, so a path that cannot be written fails the
+            // start instead of silently losing the events.
+            let event_log = EventLog::open(event_log.as_deref()).map_err(DemoError::EventLog)?;
             announce(local)?;
             let cancel = CancellationToken::new();
             let delivery = database
                 .clone()
                 .map(|database| tokio::spawn(database.deliver(cancel.clone())));
+            let upstream = Arc::new(Upstream::new(
+                &backend,
+                failover.as_ref().map(|(standby, _)| standby.as_str()),
+            ));
+            let jobs = jobs.map(|options| Arc::new(Jobs::new(options)));
             let state = frontend::Frontend::new(
-                backend,
+                upstream.clone(),
                 upstream_timeout,
                 fresh_upstream,
                 database.clone(),
@@ -364,7 +494,24 @@ pub(crate) async fn run(args: &[String]) -> Result<(), DemoError> {
                 // upstream, then gives up with 503.
                 auth.map(|limiter| Arc::new(Auth::new(limiter, upstream_timeout))),
                 deep_health,
+                jobs.clone(),
             );
+            if let Some((_, options)) = failover {
+                tokio::spawn(
+                    cancel
+                        .clone()
+                        .run_until_cancelled_owned(failover::supervise(
+                            options, upstream, event_log,
+                        )),
+                );
+            }
+            if let Some(jobs) = jobs {
+                let state = state.clone();
+                tokio::spawn(cancel.clone().run_until_cancelled_owned(async move {
+                    let path = jobs.path();
+                    jobs.work(|| state.run_job(&path)).await;
+                }));
+            }
             crate::http::serve(
                 listener,
                 move |request| state.clone().handle(request),
@@ -406,352 +553,4 @@ pub(crate) fn parse_ready_line(line: &str) -> Option<SocketAddr> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn strings(args: &[&str]) -> Vec<String> {
-        args.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn parses_backend_args() {
-        let args = parse(&strings(&["backend", "--listen", "127.0.0.1:0"])).unwrap();
-        assert_eq!(
-            args,
-            ChildArgs::Backend {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                mailstore: None,
-            }
-        );
-    }
-
-    #[test]
-    fn parses_and_checks_the_mailstore_flags() {
-        let backend = |extra: &[&str]| {
-            let mut args = strings(&["backend", "--listen", "127.0.0.1:0"]);
-            args.extend(strings(extra));
-            parse(&args).map(|args| match args {
-                ChildArgs::Backend { mailstore, .. } => mailstore,
-                ChildArgs::Frontend { .. } => unreachable!("parsed a backend"),
-            })
-        };
-        assert_eq!(
-            backend(&["--mailstore", "/srv/mail"]).unwrap(),
-            Some(("/srv/mail".into(), DEFAULT_DEEP_CHECK_TIMEOUT))
-        );
-        assert_eq!(
-            backend(&["--deep-check-timeout-ms", "900", "--mailstore", "/srv/mail"]).unwrap(),
-            Some(("/srv/mail".into(), Duration::from_millis(900)))
-        );
-        let error = |extra: &[&str]| backend(extra).unwrap_err().to_string();
-        assert!(error(&["--deep-check-timeout-ms", "900"]).contains("needs --mailstore"));
-        assert!(error(&["--mailstore", ""]).contains("needs a directory"));
-        assert!(error(&["--mailstore"]).contains("needs a value"));
-        for bad in ["0", "-1", "soon"] {
-            let message = error(&["--mailstore", "/m", "--deep-check-timeout-ms", bad]);
-            assert!(
-                message.contains("bad --deep-check-timeout-ms"),
-                "{bad:?}: {message}"
-            );
-        }
-        // The frontend has no mail store, the backend no deep-health proxy.
-        let frontend = |extra: &[&str]| {
-            let mut args = strings(&[
-                "frontend",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                "http://127.0.0.1:9",
-                "--upstream-timeout-ms",
-                "250",
-            ]);
-            args.extend(strings(extra));
-            parse(&args)
-        };
-        assert!(frontend(&["--mailstore", "/srv/mail"]).is_err());
-        assert!(matches!(
-            frontend(&["--deep-health"]).unwrap(),
-            ChildArgs::Frontend {
-                deep_health: true,
-                ..
-            }
-        ));
-        assert!(backend(&["--deep-health"]).is_err());
-    }
-
-    #[test]
-    fn parses_frontend_args() {
-        let args = parse(&strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-        ]))
-        .unwrap();
-        assert_eq!(
-            args,
-            ChildArgs::Frontend {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                backend: "http://127.0.0.1:9".into(),
-                upstream_timeout: Duration::from_millis(250),
-                fresh_upstream: false,
-                database: None,
-                misleading_errors: false,
-                auth: None,
-                deep_health: false,
-            }
-        );
-        let args = parse(&strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-            "--postgres-dsn",
-            "host=127.0.0.1 user=postgres dbname=test",
-            "--mail-table",
-            "relapse_demo_1_mail",
-            "--queue-table",
-            "relapse_demo_1_queue",
-            "--misleading-errors",
-        ]))
-        .unwrap();
-        assert!(matches!(
-            args,
-            ChildArgs::Frontend {
-                database: Some((DatabaseDsn::Postgres(_), DemoTables { ref mail, ref queue })),
-                misleading_errors: true,
-                ..
-            } if mail == "relapse_demo_1_mail" && queue == "relapse_demo_1_queue"
-        ));
-        let args = parse(&strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-            "--postgres-dsn",
-            "host=127.0.0.1 user=postgres dbname=test",
-            "--mail-table",
-            "relapse_demo_1_mail",
-            "--queue-table",
-            "relapse_demo_1_queue",
-        ]))
-        .unwrap();
-        assert!(matches!(
-            args,
-            ChildArgs::Frontend {
-                database: Some((DatabaseDsn::Postgres(_), _)),
-                misleading_errors: false,
-                ..
-            }
-        ));
-        let args = parse(&strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-            "--mysql-url",
-            "mysql://root@127.0.0.1:3306/test",
-            "--mail-table",
-            "relapse_demo_1_mail",
-            "--queue-table",
-            "relapse_demo_1_queue",
-        ]))
-        .unwrap();
-        assert!(matches!(
-            args,
-            ChildArgs::Frontend {
-                database: Some((DatabaseDsn::Mysql(ref url), _)),
-                misleading_errors: false,
-                ..
-            } if url == "mysql://root@127.0.0.1:3306/test"
-        ));
-    }
-
-    #[test]
-    fn rejects_a_bad_or_second_database() {
-        let frontend = |extra: &[&str]| {
-            let mut args = strings(&[
-                "frontend",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                "http://127.0.0.1:9",
-                "--upstream-timeout-ms",
-                "250",
-            ]);
-            args.extend(strings(extra));
-            parse(&args)
-        };
-        assert!(frontend(&["--mysql-url", "postgres://127.0.0.1/test"]).is_err());
-        assert!(frontend(&[
-            "--mysql-url",
-            "mysql://root@127.0.0.1:3306/test",
-            "--postgres-dsn",
-            "host=127.0.0.1 user=postgres dbname=test",
-        ])
-        .is_err());
-        assert!(frontend(&[
-            "--mysql-url",
-            "mysql://root@127.0.0.1:3306/test",
-            "--mysql-url",
-            "mysql://root@127.0.0.1:3306/test",
-        ])
-        .is_err());
-        assert!(frontend(&["--misleading-errors"]).is_err());
-    }
-
-    #[test]
-    fn a_database_needs_both_valid_table_names_and_they_need_a_database() {
-        let frontend = |extra: &[&str]| {
-            let mut args = strings(&[
-                "frontend",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                "http://127.0.0.1:9",
-                "--upstream-timeout-ms",
-                "250",
-            ]);
-            args.extend(strings(extra));
-            parse(&args).map(|_| ()).map_err(|error| error.to_string())
-        };
-        let url = ["--mysql-url", "mysql://root@127.0.0.1:3306/test"];
-        let mail = ["--mail-table", "relapse_demo_1_mail"];
-        let queue = ["--queue-table", "relapse_demo_1_queue"];
-        assert_eq!(frontend(&[&url[..], &mail, &queue].concat()), Ok(()));
-        for missing in [
-            &[&url[..], &mail].concat(),
-            &[&url[..], &queue].concat(),
-            &url[..],
-        ] {
-            let error = frontend(missing).unwrap_err();
-            assert!(
-                error.contains("needs --mail-table and --queue-table"),
-                "{error}"
-            );
-        }
-        let error = frontend(&[&mail[..], &queue].concat()).unwrap_err();
-        assert!(
-            error.contains("need --postgres-dsn or --mysql-url"),
-            "{error}"
-        );
-        for bad in [
-            "users",
-            "relapse_demo_x; DROP TABLE users",
-            "relapse_demo_X_mail",
-            "relapse_demo_",
-        ] {
-            let error = frontend(&[&url[..], &["--mail-table", bad], &queue].concat()).unwrap_err();
-            assert!(error.contains("bad --mail-table"), "{bad:?}: {error}");
-        }
-        let same = ["--queue-table", "relapse_demo_1_mail"];
-        let error = frontend(&[&url[..], &mail, &same].concat()).unwrap_err();
-        assert!(error.contains("must differ"), "{error}");
-    }
-
-    #[test]
-    fn parses_and_checks_the_login_flags() {
-        let frontend = |extra: &[&str]| {
-            let mut args = strings(&[
-                "frontend",
-                "--listen",
-                "127.0.0.1:0",
-                "--backend",
-                "http://127.0.0.1:9",
-                "--upstream-timeout-ms",
-                "250",
-            ]);
-            args.extend(strings(extra));
-            parse(&args).map(|args| match args {
-                ChildArgs::Frontend { auth, .. } => auth,
-                ChildArgs::Backend { .. } => unreachable!("parsed a frontend"),
-            })
-        };
-        let defaults = LimiterConfig {
-            max_failures: 3,
-            window: Duration::from_secs(10),
-            ban: Duration::from_secs(30),
-        };
-        assert_eq!(frontend(&[]).unwrap(), None);
-        assert_eq!(frontend(&["--auth"]).unwrap(), Some(Some(defaults)));
-        assert_eq!(
-            frontend(&["--auth", "--no-mitigation"]).unwrap(),
-            Some(None)
-        );
-        assert_eq!(
-            frontend(&[
-                "--auth-ban-ms",
-                "500",
-                "--auth",
-                "--auth-max-failures",
-                "5",
-                "--auth-window-ms",
-                "2000",
-            ])
-            .unwrap(),
-            Some(Some(LimiterConfig {
-                max_failures: 5,
-                window: Duration::from_secs(2),
-                ban: Duration::from_millis(500),
-            }))
-        );
-        let error = |extra: &[&str]| frontend(extra).unwrap_err().to_string();
-        assert!(error(&["--no-mitigation"]).contains("needs --auth"));
-        assert!(error(&["--auth-ban-ms", "5"]).contains("--auth-ban-ms needs --auth"));
-        assert!(
-            error(&["--auth", "--no-mitigation", "--auth-window-ms", "5"])
-                .contains("--no-mitigation turns off")
-        );
-        for bad in [
-            &["--auth", "--auth-max-failures", "0"][..],
-            &["--auth", "--auth-max-failures", "-1"],
-            &["--auth", "--auth-window-ms", "0"],
-            &["--auth", "--auth-ban-ms", "soon"],
-            &["--auth", "--auth-ban-ms"],
-        ] {
-            assert!(frontend(bad).is_err(), "{bad:?}");
-        }
-        // The backend has no login.
-        assert!(parse(&strings(&["backend", "--listen", "127.0.0.1:0", "--auth"])).is_err());
-    }
-
-    #[test]
-    fn rejects_unknown_and_incomplete_args() {
-        assert!(parse(&[]).is_err());
-        assert!(parse(&strings(&["database"])).is_err());
-        assert!(parse(&strings(&["backend"])).is_err());
-        assert!(parse(&strings(&["backend", "--listen"])).is_err());
-        assert!(parse(&strings(&["backend", "--listen", "127.0.0.1:0", "--x"])).is_err());
-        // Frontend-only flags are not accepted by the backend.
-        assert!(parse(&strings(&[
-            "backend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9"
-        ]))
-        .is_err());
-        assert!(parse(&strings(&["frontend", "--listen", "127.0.0.1:0"])).is_err());
-    }
-
-    #[test]
-    fn parses_ready_line() {
-        assert_eq!(
-            parse_ready_line("relapse-demo listening on 127.0.0.1:4242"),
-            Some("127.0.0.1:4242".parse().unwrap())
-        );
-        assert_eq!(parse_ready_line("hello"), None);
-    }
-}
+mod tests;

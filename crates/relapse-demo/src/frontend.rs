@@ -1,6 +1,10 @@
 //! The frontend: the customer-facing webmail server. It has no state of its
 //! own and asks the backend on every request, which is exactly why a frozen
 //! backend turns into user-visible failures.
+//!
+//! With a standby it health-checks both backends and sends each request to the one that is
+//! active when the request is sent ([`crate::failover`]); with background jobs, every inbox
+//! request also queues work for the backend ([`crate::jobs`]).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -19,15 +23,17 @@ use hyper_util::rt::TokioExecutor;
 use crate::auth::{self, Auth, Verdict};
 use crate::backend::Mailbox;
 use crate::database::{Database, DbFailure};
+use crate::failover::Upstream;
 use crate::http::{self, Body, Peer};
+use crate::jobs::Jobs;
 
 /// Everything a request handler needs; shared by all connections.
 pub(crate) struct Frontend {
     client: Client<HttpConnector, Empty<Bytes>>,
     /// Open a new upstream connection per request and let go of it only `LINGER` later.
     fresh_upstream: bool,
-    /// Backend base URL without a trailing slash, e.g. `http://127.0.0.1:4000`.
-    backend: String,
+    /// The backends, and which one requests go to.
+    upstream: Arc<Upstream>,
     upstream_timeout: Duration,
     /// The PostgreSQL side (`/mail`, `/send`, `/metrics`), if configured.
     database: Option<Arc<Database>>,
@@ -35,6 +41,8 @@ pub(crate) struct Frontend {
     auth: Option<Arc<Auth>>,
     /// Offer `/health/deep`: the backend's deep check (a write to its mail store).
     deep_health: bool,
+    /// The background jobs each inbox request queues, if configured.
+    jobs: Option<Arc<Jobs>>,
 }
 
 /// The largest message `POST /send` accepts.
@@ -72,12 +80,13 @@ impl fmt::Display for UpstreamFailure {
 
 impl Frontend {
     pub(crate) fn new(
-        backend: String,
+        upstream: Arc<Upstream>,
         upstream_timeout: Duration,
         fresh_upstream: bool,
         database: Option<Arc<Database>>,
         auth: Option<Arc<Auth>>,
         deep_health: bool,
+        jobs: Option<Arc<Jobs>>,
     ) -> Arc<Self> {
         // A pooled keep-alive client mirrors a real app server's upstream
         // connections, including requests parked on a frozen peer. With
@@ -88,12 +97,22 @@ impl Frontend {
         Arc::new(Self {
             client,
             fresh_upstream,
-            backend: backend.trim_end_matches('/').to_owned(),
+            upstream,
             upstream_timeout,
             database,
             auth,
             deep_health,
+            jobs,
         })
+    }
+
+    /// Sends the job at the head of the queue to the active backend; its body is of no
+    /// interest, only that it was done in time.
+    pub(crate) async fn run_job(&self, path: &str) -> Result<(), String> {
+        self.call(Method::POST, path)
+            .await
+            .map(drop)
+            .map_err(|failure| failure.to_string())
     }
 
     pub(crate) async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Body> {
@@ -114,7 +133,15 @@ impl Frontend {
         let database = self.database.as_deref();
         let auth = self.auth.as_ref();
         match (request.method(), request.uri().path(), database, auth) {
-            (&Method::GET, "/", _, _) => self.inbox().await,
+            (&Method::GET, "/", _, _) => {
+                // Queued on arrival, whatever the inbox's own outcome: the user's action was
+                // accepted, and its background work waits in the queue even while the backend
+                // cannot serve the page (that is how FLG's workflows backed up).
+                if let Some(jobs) = &self.jobs {
+                    jobs.enqueue();
+                }
+                self.inbox().await
+            }
             (&Method::GET, "/health", _, _) => self.health("/health").await,
             (&Method::GET, "/health/deep", _, _) if self.deep_health => {
                 self.health("/health/deep").await
@@ -135,7 +162,8 @@ impl Frontend {
     }
 
     /// `GET /metrics` in the Prometheus text format: the login counters when there is a login,
-    /// the queue gauges when there is a database.
+    /// the queue gauges when there is a database, the backends' state when there is a standby,
+    /// the background jobs' queue when there are jobs.
     async fn metrics(&self) -> Response<Body> {
         let mut body = String::new();
         if let Some(auth) = &self.auth {
@@ -144,11 +172,15 @@ impl Frontend {
         if let Some(database) = &self.database {
             body.push_str(&queue_metrics(database).await);
         }
+        body.push_str(&self.upstream.metrics());
+        if let Some(jobs) = &self.jobs {
+            body.push_str(&jobs.metrics());
+        }
         http::response(StatusCode::OK, http::PROMETHEUS_TEXT, body)
     }
 
     async fn inbox(&self) -> Response<Body> {
-        let body = match self.fetch("/mailbox").await {
+        let body = match self.call(Method::GET, "/mailbox").await {
             Ok(body) => body,
             Err(failure) => {
                 let status = match failure {
@@ -173,7 +205,7 @@ impl Frontend {
     async fn health(&self, backend_path: &str) -> Response<Body> {
         // The frontend is only as healthy as its backend: this is the check
         // the external monitor relies on to notice the frozen database.
-        if let Err(failure) = self.fetch(backend_path).await {
+        if let Err(failure) = self.call(Method::GET, backend_path).await {
             return http::response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 http::TEXT_PLAIN,
@@ -194,19 +226,24 @@ impl Frontend {
         http::response(StatusCode::OK, http::TEXT_PLAIN, "ok")
     }
 
-    /// GETs `path` from the backend; the timeout covers connecting, the
-    /// response head and the whole body, since a frozen peer can stall any
-    /// of them.
-    async fn fetch(&self, path: &str) -> Result<Bytes, UpstreamFailure> {
-        let uri: Uri = format!("{}{path}", self.backend)
+    /// Sends `method path` (no body) to the backend active now and returns the body of its 200;
+    /// the timeout covers connecting, the response head and the whole body, since a frozen
+    /// peer can stall any of them.
+    async fn call(&self, method: Method, path: &str) -> Result<Bytes, UpstreamFailure> {
+        let uri: Uri = format!("{}{path}", self.upstream.active_url())
             .parse()
             .map_err(|error| UpstreamFailure::Transport(format!("bad backend url: {error}")))?;
         let call = async {
             let response = if self.fresh_upstream {
-                fresh_request(&uri).await?
+                fresh_request(method, &uri).await?
             } else {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(uri)
+                    .body(Empty::<Bytes>::new())
+                    .map_err(|error| UpstreamFailure::Transport(error.to_string()))?;
                 self.client
-                    .get(uri)
+                    .request(request)
                     .await
                     .map_err(|error| UpstreamFailure::Transport(error.to_string()))?
             };
@@ -414,7 +451,7 @@ fn outage(database: &Database, failure: &DbFailure) -> Response<Body> {
 
 /// One request on a connection of its own, kept open (idle) for `LINGER` after the answer and
 /// then reset, so that it holds its ephemeral port that long but leaves no TIME_WAIT behind.
-async fn fresh_request(uri: &Uri) -> Result<Response<Incoming>, UpstreamFailure> {
+async fn fresh_request(method: Method, uri: &Uri) -> Result<Response<Incoming>, UpstreamFailure> {
     let transport = |error: &dyn fmt::Display| UpstreamFailure::Transport(error.to_string());
     let authority = uri
         .authority()
@@ -430,7 +467,10 @@ async fn fresh_request(uri: &Uri) -> Result<Response<Incoming>, UpstreamFailure>
             .await
             .map_err(|e| transport(&e))?;
     let connection = tokio::spawn(connection);
-    let request = Request::get(uri.path())
+    let target = uri.path_and_query().map_or("/", |target| target.as_str());
+    let request = Request::builder()
+        .method(method)
+        .uri(target)
         .header(hyper::header::HOST, authority.as_str())
         .body(Empty::<Bytes>::new())
         .map_err(|e| transport(&e))?;

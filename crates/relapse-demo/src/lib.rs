@@ -33,6 +33,30 @@
 //! green and `/health/deep`, which writes a probe file, answers 503. `POST /deliver` on the
 //! backend delivers a message the maildir way.
 //!
+//! For the FLG incident itself, the frontend can also fail over ([`DemoOptions::failover`]): a
+//! standby backend runs next to the primary, and the frontend health-checks both in rounds every
+//! `inter` (each check a `GET /health` on a new connection, bounded by `timeout`), marks one
+//! DOWN after `fall` failed checks in a row and UP after `rise` passed ones, and sends every
+//! request to the backend that is active when it sends it: the standby once the primary is
+//! DOWN, the primary again only with `failback`, and neither when both are DOWN (FLG's evening:
+//! nothing to fail over to). Its events go to [`DemoOptions::event_log`], one line each, an RFC
+//! 3339 UTC timestamp with milliseconds and then one of
+//!
+//! ```text
+//! backend primary is DOWN after 2 failed checks (backend did not answer within 250ms)
+//! switched from primary to standby (failover)
+//! backend primary is UP after 2 passed checks
+//! switched from standby to primary (failback)
+//! no backend is UP: staying on standby
+//! ```
+//!
+//! (the words `is DOWN`, `is UP` and `switched from` are stable: scenarios match them), and
+//! `GET /metrics` shows `relapse_demo_backend_up{backend="primary"|"standby"}`,
+//! `relapse_demo_active_backend{backend=…}` and `relapse_demo_backend_switches_total`.
+//! Background jobs ([`DemoOptions::jobs`], FLG's workflows) queue up on the frontend while the
+//! backend is frozen and drain one at a time afterwards: `relapse_demo_jobs_queued`,
+//! `relapse_demo_jobs_done_total` and `relapse_demo_jobs_dropped_total` in `/metrics`.
+//!
 //! [`Demo::start`] launches the children through a [`Launcher`], which runs
 //! [`run_child`] in the child (the `relapse` CLI exposes it as a hidden
 //! subcommand; this crate's tests use the `relapse-demo-child` binary).
@@ -43,17 +67,20 @@ mod auth;
 mod backend;
 mod child;
 mod database;
+mod error;
+mod failover;
 mod frontend;
 mod http;
+mod jobs;
 mod maildir;
 mod monitor;
+mod options;
 mod tables;
 
-use std::ffi::OsString;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -61,6 +88,11 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use error::{ChildRole, DemoError};
+pub use options::{
+    DatabaseDsn, DemoAuth, DemoDatabase, DemoHost, DemoOptions, ErrorProfile, FailoverOptions,
+    JobOptions, Launcher, MonitorOptions,
+};
 pub use tables::{
     drop_tables, drop_tables_blocking, validate_table_name, DatabaseServer, DemoTables,
     DemoTablesRecord, DropTablesError, InvalidTableName, DROP_CONNECT_TIMEOUT,
@@ -73,339 +105,15 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Demo::shutdown`] lets a child exit after SIGTERM before SIGKILL.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
-/// Settings of the monitor task (the customer's external monitoring).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MonitorOptions {
-    /// Time between the starts of two health checks; checks never overlap.
-    pub interval: Duration,
-    /// Bound on one health check (and on one alert delivery).
-    pub timeout: Duration,
-    /// Consecutive failed checks that turn UP into DOWN and fire the alert.
-    pub fall: u32,
-    /// Consecutive passed checks that turn DOWN into UP and resolve the alert.
-    pub rise: u32,
-    /// The `alertname` label of the alert.
-    pub alertname: String,
-    /// Where to POST Alertmanager (version 4) webhook payloads, an `http://`
-    /// URL; `None` only tracks state and logs transitions.
-    pub sink_url: Option<String>,
-}
-
-impl Default for MonitorOptions {
-    fn default() -> Self {
-        Self {
-            interval: Duration::from_millis(500),
-            timeout: Duration::from_secs(1),
-            fall: 3,
-            rise: 2,
-            alertname: "FrontendDown".to_owned(),
-            sink_url: None,
-        }
-    }
-}
-
-/// How to start a demo child process: `program` is run with `args` followed
-/// by the role's own arguments (which [`run_child`] parses).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Launcher {
-    /// The executable, e.g. the `relapse` binary itself.
-    pub program: PathBuf,
-    /// Leading arguments, e.g. the hidden subcommand that calls [`run_child`].
-    pub args: Vec<OsString>,
-}
-
-/// Settings of a [`Demo`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoOptions {
-    /// How long the frontend waits for the backend before answering 504
-    /// (`/`) or 503 (`/health`, `/health/deep`), and a login for a hashing slot before 503.
-    /// With a mail store, also how long the backend's deep check waits for its write.
-    pub upstream_timeout: Duration,
-    /// The monitor task to run, if any.
-    pub monitor: Option<MonitorOptions>,
-    /// How to start the child processes.
-    pub launcher: Launcher,
-    /// Run the frontend as its own "host" (e.g. in a network namespace); `None` keeps every
-    /// part on 127.0.0.1.
-    pub host: Option<DemoHost>,
-    /// Back the frontend's `/mail` and `/send` with PostgreSQL or MariaDB / MySQL, and add the
-    /// queue gauges to `/metrics` (the Kolab incident); `None` leaves those routes out.
-    pub database: Option<DemoDatabase>,
-    /// Offer `POST /login` with real password hashing and, unless turned off, the per-source
-    /// limiter (the OpenSRS incident); `None` leaves `/login` out.
-    pub auth: Option<DemoAuth>,
-    /// Keep the backend's mail in a maildir in this directory (created if missing, with `tmp/`,
-    /// `new/` and `cur/`; directories 0755, files 0644), for the OpenSRS Cluster B incident: the
-    /// harness mounts a file system there that it can freeze. The backend then serves
-    /// `/mailbox` from the maildir (and rewrites `seen.index` there on every listing), takes
-    /// `POST /deliver`, and answers `/health/deep` and `/metrics`; the frontend proxies
-    /// `/health/deep`. `/health` stays shallow. `None` keeps the fixed mailbox and leaves those
-    /// routes out. The path must be UTF-8 (it is passed on a command line).
-    pub mailstore: Option<PathBuf>,
-}
-
-/// The frontend's login: `POST /login` with the form `user=demo&password=demo-password`, checked
-/// with argon2id (4 MiB, 2 passes: a few milliseconds of one core each). A login that waits longer
-/// than the upstream timeout for a hashing slot is answered 503 with `Retry-After`.
-///
-/// With `mitigation`, a source address that fails `max_failures` logins within `window` is banned
-/// for `ban`: its requests, on every route, are answered 429 `blocked` at once and without hashing.
-/// Successful logins never count.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoAuth {
-    /// `false` is the `no_mitigation` profile: no limiter, every login is hashed.
-    pub mitigation: bool,
-    /// Failed logins within `window` that ban a source; at least 1.
-    pub max_failures: u32,
-    /// How far back failures count; at least 1 ms.
-    pub window: Duration,
-    /// How long a ban lasts; at least 1 ms.
-    pub ban: Duration,
-}
-
-impl Default for DemoAuth {
-    /// The limiter on: 3 failures within 10 s ban a source for 30 s.
-    fn default() -> Self {
-        Self {
-            mitigation: true,
-            max_failures: 3,
-            window: Duration::from_secs(10),
-            ban: Duration::from_secs(30),
-        }
-    }
-}
-
-impl DemoAuth {
-    /// The `no_mitigation` profile: the login without the limiter.
-    pub fn no_mitigation() -> Self {
-        Self {
-            mitigation: false,
-            ..Self::default()
-        }
-    }
-
-    /// Why these settings cannot run, if they cannot. The limiter's settings are only checked
-    /// when it is on.
-    fn check(&self) -> Result<(), String> {
-        if !self.mitigation {
-            return Ok(());
-        }
-        if self.max_failures == 0 {
-            return Err("max_failures must be at least 1".to_owned());
-        }
-        for (name, value) in [("window", self.window), ("ban", self.ban)] {
-            if value < Duration::from_millis(1) {
-                return Err(format!("{name} must be at least 1 ms"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The frontend's database. The frontend creates `tables` at start and drops them when it gets
-/// SIGTERM ([`Demo::shutdown`] drops them itself if the frontend could not).
-///
-/// The names are known before anything exists, so a harness can journal
-/// [`DemoDatabase::record`] first and have a guardian run [`drop_tables`] on it after a crash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoDatabase {
-    /// Which server, and how to connect to it.
-    pub dsn: DatabaseDsn,
-    /// What the frontend answers while the database does not.
-    pub profile: ErrorProfile,
-    /// The two tables the frontend creates; [`Demo::start`] refuses names that fail
-    /// [`DemoTables::validate`].
-    pub tables: DemoTables,
-}
-
-impl DemoDatabase {
-    /// A database with [`DemoTables::fresh`] tables (`relapse_demo_<pid>_<n>_…`, named after
-    /// the calling process).
-    pub fn new(dsn: DatabaseDsn, profile: ErrorProfile) -> DemoDatabase {
-        DemoDatabase {
-            dsn,
-            profile,
-            tables: DemoTables::fresh(),
-        }
-    }
-
-    /// What to journal before [`Demo::start`]: enough for [`drop_tables`] to drop the tables
-    /// from another process.
-    pub fn record(&self) -> DemoTablesRecord {
-        DemoTablesRecord::new(&self.dsn, &self.tables)
-    }
-}
-
-/// Where the frontend's database is. Either way the frontend connects without TLS and bounds
-/// every statement by the upstream timeout, on the client and on the server.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DatabaseDsn {
-    /// A PostgreSQL connection string, libpq-style (`host=127.0.0.1 user=postgres dbname=test`)
-    /// or a `postgresql://` URL.
-    Postgres(String),
-    /// A MariaDB or MySQL URL, e.g. `mysql://root@127.0.0.1:3306/test`; the tables are InnoDB.
-    Mysql(String),
-}
-
-/// How the frontend reports a database outage (a statement that failed or did not finish within
-/// the upstream timeout).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorProfile {
-    /// 503 Service Unavailable with `Retry-After: 5`, saying the database is unavailable.
-    Honest,
-    /// 401 Unauthorized saying "planned maintenance", as Kolab's users saw.
-    MisleadingErrors,
-}
-
-/// Where the frontend runs when it is its own host: started by its own launcher (e.g. `ip netns
-/// exec NAME relapse …`), listening on `frontend_address`, calling the backend on
-/// `backend_address` with a new connection per request, so that it needs a fresh ephemeral port
-/// for every request it serves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DemoHost {
-    pub frontend_launcher: Launcher,
-    pub frontend_address: std::net::IpAddr,
-    pub backend_address: std::net::IpAddr,
-}
-
-impl DemoOptions {
-    /// Options with the default upstream timeout (250 ms), no monitor, all on loopback.
-    pub fn new(launcher: Launcher) -> Self {
-        Self {
-            upstream_timeout: Duration::from_millis(250),
-            monitor: None,
-            launcher,
-            host: None,
-            database: None,
-            auth: None,
-            mailstore: None,
-        }
-    }
-}
-
-/// Which demo child process an error is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChildRole {
-    /// The backend ("database") server.
-    Backend,
-    /// The frontend (webmail) server.
-    Frontend,
-}
-
-impl fmt::Display for ChildRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Backend => "backend",
-            Self::Frontend => "frontend",
-        })
-    }
-}
-
-/// Why the demo stack could not start, or a demo child could not run.
-#[derive(thiserror::Error, Debug)]
-pub enum DemoError {
-    /// The child process could not be spawned at all.
-    #[error("failed to spawn the {role} child: {source}")]
-    Spawn {
-        /// Which child.
-        role: ChildRole,
-        /// The spawn error.
-        source: std::io::Error,
-    },
-    /// The child exited (or closed its stdout) before printing its readiness line.
-    #[error("the {role} child exited before it was ready ({})", describe_exit(.status))]
-    ExitedEarly {
-        /// Which child.
-        role: ChildRole,
-        /// Its exit status, if it could be collected.
-        status: Option<ExitStatus>,
-    },
-    /// The child printed nothing within the readiness bound; it has been killed.
-    #[error("the {role} child printed no readiness line within {}", humantime::format_duration(*.waited))]
-    NotReady {
-        /// Which child.
-        role: ChildRole,
-        /// How long we waited.
-        waited: Duration,
-    },
-    /// The child printed something other than the readiness line.
-    #[error("the {role} child printed an unexpected readiness line {line:?}")]
-    BadReadyLine {
-        /// Which child.
-        role: ChildRole,
-        /// The line, without its newline.
-        line: String,
-    },
-    /// Reading the child's stdout failed.
-    #[error("failed to read the {role} child's stdout: {source}")]
-    ReadStdout {
-        /// Which child.
-        role: ChildRole,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The monitor's sink URL does not parse.
-    #[error("invalid monitor sink url {url:?}: {reason}")]
-    InvalidSinkUrl {
-        /// The offending URL.
-        url: String,
-        /// Why it was rejected.
-        reason: String,
-    },
-    /// [`run_child`] got arguments it does not understand.
-    #[error("invalid demo child arguments: {0}")]
-    Usage(String),
-    /// The child could not ask to be killed when its parent dies.
-    #[error("failed to set the parent-death signal: {0}")]
-    ParentDeathSignal(nix::Error),
-    /// The child's parent was already gone when it started.
-    #[error("the parent process exited before the demo child started")]
-    Orphaned,
-    /// The child could not install its SIGTERM handler.
-    #[error("failed to install the sigterm handler: {0}")]
-    SignalHandler(std::io::Error),
-    /// The child could not bind its listening socket.
-    #[error("failed to listen on {addr}: {source}")]
-    Bind {
-        /// The requested address.
-        addr: SocketAddr,
-        /// The bind error.
-        source: std::io::Error,
-    },
-    /// The child could not print its readiness line.
-    #[error("failed to print the readiness line: {0}")]
-    Announce(std::io::Error),
-    /// The frontend could not connect to its database or create its tables.
-    #[error("failed to set up the frontend's database: {0}")]
-    Database(String),
-    /// [`DemoDatabase::tables`] are not safe demo table names; nothing was started.
-    #[error("invalid demo database tables: {0}")]
-    InvalidTables(#[source] InvalidTableName),
-    /// The frontend could not drop its tables at shutdown.
-    #[error("failed to drop the frontend's tables: {0}")]
-    DropTables(String),
-    /// [`DemoOptions::auth`] has settings the limiter cannot use.
-    #[error("invalid demo login settings: {0}")]
-    InvalidAuth(String),
-    /// [`DemoOptions::mailstore`] cannot be passed to the backend; nothing was started.
-    #[error("invalid demo mail store: {0}")]
-    InvalidMailstore(String),
-    /// The backend could not set up its mail store.
-    #[error("failed to set up the backend's mail store: {0}")]
-    Mailstore(String),
-}
-
 /// Whole milliseconds for a command line, never rounded down to zero: a zero upstream timeout
 /// would fail every call, and the frontend rejects a zero window or ban.
-fn whole_millis(duration: Duration) -> String {
-    duration.as_millis().max(1).to_string()
+pub(crate) fn command_line_millis(duration: Duration) -> u128 {
+    duration.as_millis().max(1)
 }
 
-fn describe_exit(status: &Option<ExitStatus>) -> String {
-    match status {
-        Some(status) => status.to_string(),
-        None => "exit status unknown".to_owned(),
-    }
+/// [`command_line_millis`] as the argument itself.
+fn whole_millis(duration: Duration) -> String {
+    command_line_millis(duration).to_string()
 }
 
 /// A running demo child process.
@@ -416,12 +124,13 @@ struct DemoChild {
     url: String,
 }
 
-/// A running demo stack: backend and frontend processes plus the optional
-/// monitor task. Dropping it SIGKILLs both children and stops the monitor;
-/// [`Demo::shutdown`] does the same but also waits for the children to be
-/// reaped.
+/// A running demo stack: backend (or primary and standby) and frontend processes plus the
+/// optional monitor task. Dropping it SIGKILLs the children and stops the monitor;
+/// [`Demo::shutdown`] does the same but also waits for the children to be reaped.
 pub struct Demo {
+    /// The primary backend (the only one without a standby).
     backend: DemoChild,
+    standby: Option<DemoChild>,
     frontend: DemoChild,
     cancel: CancellationToken,
     monitor: Option<JoinHandle<()>>,
@@ -429,6 +138,8 @@ pub struct Demo {
     database: Option<DemoTablesRecord>,
     /// The backend's maildir, when it was given one.
     mailstore: Option<PathBuf>,
+    /// The frontend's event log, when it was given one.
+    event_log: Option<PathBuf>,
 }
 
 impl fmt::Debug for Demo {
@@ -436,6 +147,14 @@ impl fmt::Debug for Demo {
         f.debug_struct("Demo")
             .field("backend_url", &self.backend.url)
             .field("backend_pid", &self.backend.pid)
+            .field(
+                "standby_url",
+                &self.standby.as_ref().map(|standby| &standby.url),
+            )
+            .field(
+                "standby_pid",
+                &self.standby.as_ref().map(|standby| standby.pid),
+            )
             .field("frontend_url", &self.frontend.url)
             .field("frontend_pid", &self.frontend.pid)
             .finish_non_exhaustive()
@@ -443,8 +162,9 @@ impl fmt::Debug for Demo {
 }
 
 impl Demo {
-    /// Starts the backend, then the frontend (pointed at the backend), then
-    /// the monitor task, waiting up to 10 s for each child's readiness line.
+    /// Starts the backend (with [`DemoOptions::failover`], the primary and then the standby),
+    /// then the frontend (pointed at them), then the monitor task, waiting up to 10 s for each
+    /// child's readiness line. Every setting is checked before anything is started.
     ///
     /// Children are started with a parent-death signal, which Linux ties to
     /// the *thread* that spawned them: call this from a thread that lives as
@@ -474,20 +194,17 @@ impl Demo {
                 .validate()
                 .map_err(DemoError::InvalidTables)?;
         }
-        let mailstore = match &options.mailstore {
-            Some(dir) => Some(
-                dir.to_str()
-                    .filter(|dir| !dir.is_empty())
-                    .ok_or_else(|| {
-                        DemoError::InvalidMailstore(format!(
-                            "{} is empty or not UTF-8",
-                            dir.display()
-                        ))
-                    })?
-                    .to_owned(),
-            ),
-            None => None,
-        };
+        let mailstore =
+            command_line_path(options.mailstore.as_deref()).map_err(DemoError::InvalidMailstore)?;
+        if let Some(failover) = &options.failover {
+            failover.check().map_err(DemoError::InvalidFailover)?;
+        }
+        if let Some(jobs) = &options.jobs {
+            jobs.check(options.upstream_timeout)
+                .map_err(DemoError::InvalidJobs)?;
+        }
+        let event_log =
+            command_line_path(options.event_log.as_deref()).map_err(DemoError::InvalidEventLog)?;
 
         let loopback = std::net::IpAddr::from([127, 0, 0, 1]);
         let (backend_address, frontend_address, frontend_launcher) = match &options.host {
@@ -513,6 +230,14 @@ impl Demo {
             ]);
         }
         let backend = spawn_child(&options.launcher, ChildRole::Backend, &backend_args).await?;
+        // The same program with the same arguments: a standby is an identical server that
+        // happens not to get the traffic. (Should this fail, `backend` is dropped and killed.)
+        let standby = match &options.failover {
+            Some(_) => {
+                Some(spawn_child(&options.launcher, ChildRole::Standby, &backend_args).await?)
+            }
+            None => None,
+        };
         let mut frontend_args = vec![
             "frontend".to_owned(),
             "--listen".to_owned(),
@@ -522,6 +247,36 @@ impl Demo {
             "--upstream-timeout-ms".to_owned(),
             timeout_ms,
         ];
+        if let (Some(failover), Some(standby)) = (&options.failover, &standby) {
+            frontend_args.extend([
+                "--standby".to_owned(),
+                standby.url.clone(),
+                "--failover-inter-ms".to_owned(),
+                whole_millis(failover.inter),
+                "--failover-timeout-ms".to_owned(),
+                whole_millis(failover.timeout),
+                "--failover-fall".to_owned(),
+                failover.fall.to_string(),
+                "--failover-rise".to_owned(),
+                failover.rise.to_string(),
+            ]);
+            if failover.failback {
+                frontend_args.push("--failback".to_owned());
+            }
+        }
+        if let Some(jobs) = &options.jobs {
+            frontend_args.extend([
+                "--jobs-per-request".to_owned(),
+                jobs.per_request.to_string(),
+                "--job-work-ms".to_owned(),
+                whole_millis(jobs.work),
+                "--job-max-queue".to_owned(),
+                jobs.max_queue.to_string(),
+            ]);
+        }
+        if let Some(path) = event_log {
+            frontend_args.extend(["--event-log".to_owned(), path]);
+        }
         if options.host.is_some() {
             frontend_args.push("--fresh-upstream".to_owned());
         }
@@ -572,11 +327,13 @@ impl Demo {
 
         Ok(Demo {
             backend,
+            standby,
             frontend,
             cancel,
             monitor,
             database: options.database.as_ref().map(DemoDatabase::record),
             mailstore: options.mailstore,
+            event_log: options.event_log,
         })
     }
 
@@ -585,9 +342,21 @@ impl Demo {
         &self.frontend.url
     }
 
-    /// The backend's base URL, `http://127.0.0.1:PORT` (no trailing slash).
+    /// The backend's base URL, `http://127.0.0.1:PORT` (no trailing slash); with a standby,
+    /// the primary's.
     pub fn backend_url(&self) -> &str {
         &self.backend.url
+    }
+
+    /// The primary backend's base URL: [`Demo::backend_url`] under the name that says which
+    /// of two backends it is.
+    pub fn primary_url(&self) -> &str {
+        self.backend_url()
+    }
+
+    /// The standby backend's base URL, with [`DemoOptions::failover`].
+    pub fn standby_url(&self) -> Option<&str> {
+        self.standby.as_ref().map(|standby| standby.url.as_str())
     }
 
     /// The frontend process id.
@@ -595,9 +364,27 @@ impl Demo {
         self.frontend.pid
     }
 
-    /// The backend process id (the one the FLG scenario freezes).
+    /// The backend process id (the one the FLG scenario freezes); with a standby, the
+    /// primary's.
     pub fn backend_pid(&self) -> u32 {
         self.backend.pid
+    }
+
+    /// The primary backend's process id: [`Demo::backend_pid`] under the name that says which
+    /// of two backends it is.
+    pub fn primary_pid(&self) -> u32 {
+        self.backend_pid()
+    }
+
+    /// The standby backend's process id, with [`DemoOptions::failover`].
+    pub fn standby_pid(&self) -> Option<u32> {
+        self.standby.as_ref().map(|standby| standby.pid)
+    }
+
+    /// The frontend's event log, [`DemoOptions::event_log`], if it has one; it exists once
+    /// [`Demo::start`] has returned.
+    pub fn event_log(&self) -> Option<&Path> {
+        self.event_log.as_deref()
     }
 
     /// The tables the frontend owns when it has a database: [`DemoDatabase::tables`], which
@@ -617,11 +404,11 @@ impl Demo {
         self.database.clone()
     }
 
-    /// Stops the monitor, then stops each child (frontend first): SIGTERM, so
-    /// that it can clean up (the frontend drops its database tables), and
-    /// SIGKILL if it has not exited within [`SHUTDOWN_GRACE`] (a SIGSTOPped
-    /// child never does). Waits until both are reaped, so their pids are gone
-    /// when this returns.
+    /// Stops the monitor, then stops each child (the frontend first, then the backend, or the
+    /// primary and the standby at once): SIGTERM, so that it can clean up (the frontend drops
+    /// its database tables), and SIGKILL if it has not exited within [`SHUTDOWN_GRACE`] (a
+    /// SIGSTOPped child never does). Waits until all are reaped, so their pids are gone when
+    /// this returns.
     ///
     /// If the frontend had a database and did not exit successfully by itself
     /// (it was SIGKILLed, or could not drop its tables), drops them from this
@@ -637,35 +424,15 @@ impl Demo {
             }
         }
         // Frontend first, so it does not spend its last moments reporting a
-        // dead backend.
-        let mut frontend_cleaned_up = false;
-        for (role, child) in [
-            (ChildRole::Frontend, &mut self.frontend),
-            (ChildRole::Backend, &mut self.backend),
-        ] {
-            if let Some(pid) = child.process.id() {
-                // Still ours (not reaped), so the pid cannot have been reused.
-                if let Err(error) = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                ) {
-                    tracing::warn!(%error, %role, pid, "failed to send SIGTERM to demo child");
-                }
-                if let Ok(Ok(status)) =
-                    tokio::time::timeout(SHUTDOWN_GRACE, child.process.wait()).await
-                {
-                    if role == ChildRole::Frontend {
-                        frontend_cleaned_up = status.success();
-                    }
-                    continue;
-                }
+        // dead backend; then the backends, both at once, so that two frozen ones cost one
+        // grace period, not two.
+        let frontend_cleaned_up = stop_child(ChildRole::Frontend, &mut self.frontend).await;
+        let standby = async {
+            if let Some(standby) = &mut self.standby {
+                stop_child(ChildRole::Standby, standby).await;
             }
-            // SIGKILL (works on a SIGSTOPped process too) to this child's own
-            // pid, then wait for it.
-            if let Err(error) = child.process.kill().await {
-                tracing::warn!(%error, %role, pid = child.pid, "failed to kill demo child");
-            }
-        }
+        };
+        tokio::join!(stop_child(ChildRole::Backend, &mut self.backend), standby);
         if let (Some(record), false) = (&self.database, frontend_cleaned_up) {
             // The frontend is reaped, so no session of its own holds a lock any more.
             match drop_tables(record).await {
@@ -690,6 +457,40 @@ impl Drop for Demo {
         if let Some(monitor) = self.monitor.take() {
             monitor.abort();
         }
+    }
+}
+
+/// Stops one child: SIGTERM, then SIGKILL if it has not exited within [`SHUTDOWN_GRACE`]; waits
+/// until it is reaped. Whether it exited successfully by itself.
+async fn stop_child(role: ChildRole, child: &mut DemoChild) -> bool {
+    if let Some(pid) = child.process.id() {
+        // Still ours (not reaped), so the pid cannot have been reused.
+        if let Err(error) = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        ) {
+            tracing::warn!(%error, %role, pid, "failed to send SIGTERM to demo child");
+        }
+        if let Ok(Ok(status)) = tokio::time::timeout(SHUTDOWN_GRACE, child.process.wait()).await {
+            return status.success();
+        }
+    }
+    // SIGKILL (works on a SIGSTOPped process too) to this child's own
+    // pid, then wait for it.
+    if let Err(error) = child.process.kill().await {
+        tracing::warn!(%error, %role, pid = child.pid, "failed to kill demo child");
+    }
+    false
+}
+
+/// A path for a child's command line, which must be UTF-8 and not empty.
+fn command_line_path(path: Option<&Path>) -> Result<Option<String>, String> {
+    match path {
+        Some(path) => match path.to_str() {
+            Some(text) if !text.is_empty() => Ok(Some(text.to_owned())),
+            _ => Err(format!("{} is empty or not UTF-8", path.display())),
+        },
+        None => Ok(None),
     }
 }
 
@@ -763,7 +564,16 @@ async fn spawn_child(
 /// * `frontend --listen ADDR --backend URL --upstream-timeout-ms MILLIS
 ///   [--fresh-upstream] [--deep-health] [(--postgres-dsn DSN | --mysql-url URL) [--misleading-errors]]
 ///   [--auth [--no-mitigation | [--auth-max-failures N] [--auth-window-ms MILLIS]
-///   [--auth-ban-ms MILLIS]]]`; the limiter's defaults are those of [`DemoAuth::default`]
+///   [--auth-ban-ms MILLIS]]]
+///   [--standby URL [--failover-inter-ms MILLIS] [--failover-timeout-ms MILLIS]
+///   [--failover-fall N] [--failover-rise N] [--failback]]
+///   [--jobs-per-request N [--job-work-ms MILLIS] [--job-max-queue N]] [--event-log PATH]`;
+///   the limiter's defaults are those of [`DemoAuth::default`], the failover's those of
+///   [`FailoverOptions::default`], the jobs' those of [`JobOptions::default`] (the job's work
+///   must be shorter than the upstream timeout)
+///
+/// The standby is a `backend` like the primary (same arguments); `ChildRole::Standby` only
+/// names it in the parent's errors.
 ///
 /// The child asks to be SIGKILLed when its parent dies, binds `ADDR`, prints
 /// `relapse-demo listening on HOST:PORT` to stdout, and serves until SIGTERM.

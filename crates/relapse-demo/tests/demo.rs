@@ -42,6 +42,9 @@ fn options() -> DemoOptions {
         database: None,
         auth: None,
         mailstore: None,
+        failover: None,
+        jobs: None,
+        event_log: None,
     }
 }
 
