@@ -393,8 +393,10 @@ pub(crate) async fn run<C, F>(
     let mut health = Health::new(upstream.names(), &options);
     // `Demo::start` and the argument parser refuse a zero `inter`, on which tokio panics.
     let mut rounds = tokio::time::interval(options.inter.max(Duration::from_millis(1)));
-    // Delay, not Burst: after a round slower than `inter` (checks that timed out), the next
-    // starts `inter` later, not at once, so no round ever overlaps or crowds the previous one.
+    // Rounds are awaited one after the other, so they never overlap. Delay, not Burst: after a
+    // round slower than `inter` (a check that timed out), the next starts as soon as it ends
+    // and the schedule goes on from there, instead of a volley of back-to-back rounds to catch
+    // up on the ticks it missed, which would shorten the time a backend takes to fall.
     rounds.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let timeout = options.timeout;
     loop {
