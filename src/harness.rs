@@ -458,13 +458,16 @@ impl Harness {
             database,
             mailstore: None,
             event_log: None,
-            failover: target.failover.as_ref().map(|f| relapse_demo::FailoverOptions {
-                inter: f.inter,
-                timeout: f.timeout,
-                fall: f.fall,
-                rise: f.rise,
-                failback: f.failback,
-            }),
+            failover: target
+                .failover
+                .as_ref()
+                .map(|f| relapse_demo::FailoverOptions {
+                    inter: f.inter,
+                    timeout: f.timeout,
+                    fall: f.fall,
+                    rise: f.rise,
+                    failback: f.failback,
+                }),
             jobs: target.jobs.as_ref().map(|j| relapse_demo::JobOptions {
                 per_request: j.per_request,
                 work: j.work,

@@ -45,9 +45,15 @@ struct Settings {
 }
 
 fn settings(scenario: &Scenario) -> Settings {
-    let demo = scenario.demo.as_ref().expect("the FLG scenario runs the demo");
+    let demo = scenario
+        .demo
+        .as_ref()
+        .expect("the FLG scenario runs the demo");
     let failover = demo.failover.as_ref().expect("the FLG scenario fails over");
-    let jobs = demo.jobs.as_ref().expect("the FLG scenario has background jobs");
+    let jobs = demo
+        .jobs
+        .as_ref()
+        .expect("the FLG scenario has background jobs");
     let sli = &scenario.probes[scenario.steady_state.probe];
     let log_every = scenario
         .detectors
@@ -57,7 +63,10 @@ fn settings(scenario: &Scenario) -> Settings {
             _ => None,
         })
         .expect("a log detection on the frontend's event log");
-    let backlog = scenario.backlog.as_ref().expect("a backlog on the job queue");
+    let backlog = scenario
+        .backlog
+        .as_ref()
+        .expect("a backlog on the job queue");
     assert!(matches!(backlog.kind, BacklogKind::Metric { .. }));
     Settings {
         inter: millis(failover.inter),
@@ -88,7 +97,8 @@ fn down_window(s: &Settings) -> (f64, f64) {
 }
 
 fn run(dir: &Path) -> (Value, String) {
-    let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/flg-healthcheck-hang.toml");
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/flg-healthcheck-hang.toml");
     let json = dir.join("report.json");
     let output = Command::new(env!("CARGO_BIN_EXE_relapse"))
         .arg("run")
@@ -177,12 +187,13 @@ fn the_standby_takes_over_then_both_hang_and_recovery_waits_for_the_backlog() {
     assert!(lines[1].contains("is DOWN"), "{lines:?}");
 
     // The pager: three failed /health checks 500 ms apart take longer than the failover, so it
-    // stays quiet in hang 1 (at most fall − 1 checks can fail before the switch); in hang 2 it
-    // pages (fall − 1)·I + U to fall·I + U after the freeze, as with one backend.
+    // stays quiet in hang 1: only checks sent between the freeze and the switch fail, and a span
+    // shorter than (fall − 1)·I holds at most fall − 1 of them. In hang 2 it pages
+    // (fall − 1)·I + U to fall·I + U after the freeze, as with one backend.
     let injected_both = ms(&both["injected_at_ms"]);
     let pages = events(run, "detection", "pager: ");
     assert!(
-        (s.monitor_fall - 1.0) * s.monitor_interval > down_late + s.upstream,
+        (s.monitor_fall - 1.0) * s.monitor_interval > down_late + SCHEDULING,
         "the settings let the pager see the failover: the test's premise is gone"
     );
     assert_eq!(pages.len(), 1, "the pager fired {pages:?}\n{shown}");
@@ -235,7 +246,10 @@ fn the_standby_takes_over_then_both_hang_and_recovery_waits_for_the_backlog() {
     // reading after the revert. Serving never stopped after the failover.
     let drain_one = ms(&one["time_to_drain_ms"]);
     assert!(drain_one <= s.backlog_every + SCHEDULING, "{shown}");
-    assert!(ms(&one["time_to_serve_ms"]) <= s.every + SCHEDULING, "{shown}");
+    assert!(
+        ms(&one["time_to_serve_ms"]) <= s.every + SCHEDULING,
+        "{shown}"
+    );
     // Hang 2: once the backends resume, the worker (after at most its job in flight's timeout
     // and a 50 ms retry pause) runs jobs at up to `service` a second while `arrivals` keep
     // coming. From the peak P (read every backlog_every, so at most arrivals·backlog_every

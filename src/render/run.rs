@@ -428,14 +428,14 @@ mod tests {
               measured — episode 1: freeze (resolution 100ms, the SLI probe interval)
                 time to impact        420ms
                 time to detect       1.270s  by monitor (polled every 500ms)
-                time to mitigate     4.000s
+                time to mitigate     4.000s  by failover
                 time to recover      5.350s
                 errors            37 of 100 SLI samples (37.0%): 503 ×30, timeout ×7
 
               measured — episode 2: lock + stall (resolution 100ms, the SLI probe interval)
                 time to impact        150ms
                 time to detect       2.400s  by alertmanager (pushed)
-                time to mitigate          —
+                time to mitigate          —  no failover
                 time to recover      9.800s  serving again after 3.100s, backlog drained after 9.800s
                 backlog           peak 412, drained means at or under 10
                 errors            37 of 100 SLI samples (37.0%): 503 ×30
@@ -541,22 +541,22 @@ mod tests {
         ];
         expect![[r#"
 
-            spread over repeated runs (first episode of each run)
+            spread over repeated runs
               flg: 3 runs, 2 passed
-                time to impact    min     380ms  median     420ms  max     510ms  (3 of 3 runs)
-                time to detect    min     900ms  median    1.270s  max    1.270s  (2 of 3 runs)
-                time to mitigate  min    3.900s  median    4.000s  max    4.200s  (3 of 3 runs)
-                time to recover   min    5.100s  median    5.350s  max    5.600s  (3 of 3 runs)
+                time to impact               min     380ms  median     420ms  max     510ms  (3 of 3 runs)
+                time to detect               min     900ms  median    1.085s  max    1.270s  (2 of 3 runs)
+                time to mitigate             min    3.900s  median    4.000s  max    4.200s  (3 of 3 runs)
+                time to recover              min    5.100s  median    5.350s  max    5.600s  (3 of 3 runs)
               kolab: 1 run, 0 passed
-                time to impact    —
-                time to detect    —
-                time to mitigate  —
-                time to recover   —
+                time to impact               —
+                time to detect               —
+                time to mitigate             —
+                time to recover              —
               ipaper: 1 run, 1 passed
-                time to impact    min      90ms  median      90ms  max      90ms  (1 of 1 run)
-                time to detect    min     250ms  median     250ms  max     250ms  (1 of 1 run)
-                time to mitigate  min     700ms  median     700ms  max     700ms  (1 of 1 run)
-                time to recover   min    1.000s  median    1.000s  max    1.000s  (1 of 1 run)
+                time to impact               min      90ms  median      90ms  max      90ms  (1 of 1 run)
+                time to detect               min     250ms  median     250ms  max     250ms  (1 of 1 run)
+                time to mitigate             min     700ms  median     700ms  max     700ms  (1 of 1 run)
+                time to recover              min    1.000s  median    1.000s  max    1.000s  (1 of 1 run)
         "#]]
         .assert_eq(&spread(&reports));
     }
@@ -579,7 +579,23 @@ mod tests {
                 }
             })
             .collect();
-        expect![[r#""#]].assert_eq(&spread(&runs));
+        expect![[r#"
+
+            spread over repeated runs
+              flg: 4 runs, 4 passed
+                episode 1: freeze
+                  time to impact               min     100ms  median     100ms  max     100ms  (4 of 4 runs)
+                  time to detect               min     600ms  median     675ms  max     800ms  (4 of 4 runs)
+                  time to mitigate (failover)  min     600ms  median     675ms  max     800ms  (4 of 4 runs)
+                  time to recover              min      50ms  median      50ms  max      50ms  (4 of 4 runs)
+                episode 2: lock + stall
+                  time to impact               min     150ms  median     150ms  max     150ms  (4 of 4 runs)
+                  time to detect               min    2.400s  median    2.400s  max    2.400s  (4 of 4 runs)
+                  time to mitigate (failover)  —
+                  time to serve                min    3.100s  median    3.100s  max    3.100s  (4 of 4 runs)
+                  time to drain                min    2.000s  median    2.250s  max    2.400s  (4 of 4 runs)
+                  time to recover              min    2.000s  median    2.250s  max    2.400s  (4 of 4 runs)
+        "#]].assert_eq(&spread(&runs));
     }
 
     #[test]
@@ -613,17 +629,17 @@ mod tests {
         assert_eq!(text.matches("  flg:").count(), 1, "{text}");
         expect![[r#"
 
-            spread over repeated runs (first episode of each run)
+            spread over repeated runs
               flg: 4 runs, 3 passed
-                time to impact    min     400ms  median     600ms  max     700ms  (4 of 4 runs)
-                time to detect    min    1.000s  median    1.200s  max    1.300s  (4 of 4 runs)
-                time to mitigate  min    4.000s  median    4.200s  max    4.300s  (4 of 4 runs)
-                time to recover   min    5.000s  median    5.200s  max    5.300s  (4 of 4 runs)
+                time to impact               min     400ms  median     550ms  max     700ms  (4 of 4 runs)
+                time to detect               min    1.000s  median    1.150s  max    1.300s  (4 of 4 runs)
+                time to mitigate             min    4.000s  median    4.150s  max    4.300s  (4 of 4 runs)
+                time to recover              min    5.000s  median    5.150s  max    5.300s  (4 of 4 runs)
               kolab: 2 runs, 2 passed
-                time to impact    min     100ms  median     100ms  max     100ms  (2 of 2 runs)
-                time to detect    min     200ms  median     200ms  max     200ms  (2 of 2 runs)
-                time to mitigate  min     300ms  median     300ms  max     300ms  (2 of 2 runs)
-                time to recover   min     400ms  median     400ms  max     400ms  (2 of 2 runs)
+                time to impact               min     100ms  median     100ms  max     100ms  (2 of 2 runs)
+                time to detect               min     200ms  median     200ms  max     200ms  (2 of 2 runs)
+                time to mitigate             min     300ms  median     300ms  max     300ms  (2 of 2 runs)
+                time to recover              min     400ms  median     400ms  max     400ms  (2 of 2 runs)
         "#]]
         .assert_eq(&text);
     }
