@@ -48,19 +48,7 @@ fn parses_and_checks_the_mailstore_flags() {
         );
     }
     // The frontend has no mail store, the backend no deep-health proxy.
-    let frontend = |extra: &[&str]| {
-        let mut args = strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-        ]);
-        args.extend(strings(extra));
-        parse(&args)
-    };
+    let frontend = |extra: &[&str]| frontend_with(extra);
     assert!(frontend(&["--mailstore", "/srv/mail"]).is_err());
     assert!(matches!(
         frontend(&["--deep-health"]).unwrap(),
@@ -177,19 +165,7 @@ fn parses_frontend_args() {
 
 #[test]
 fn rejects_a_bad_or_second_database() {
-    let frontend = |extra: &[&str]| {
-        let mut args = strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-        ]);
-        args.extend(strings(extra));
-        parse(&args)
-    };
+    let frontend = |extra: &[&str]| frontend_with(extra);
     assert!(frontend(&["--mysql-url", "postgres://127.0.0.1/test"]).is_err());
     assert!(frontend(&[
         "--mysql-url",
@@ -211,17 +187,9 @@ fn rejects_a_bad_or_second_database() {
 #[test]
 fn a_database_needs_both_valid_table_names_and_they_need_a_database() {
     let frontend = |extra: &[&str]| {
-        let mut args = strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-        ]);
-        args.extend(strings(extra));
-        parse(&args).map(|_| ()).map_err(|error| error.to_string())
+        frontend_with(extra)
+            .map(|_| ())
+            .map_err(|error| error.to_string())
     };
     let url = ["--mysql-url", "mysql://root@127.0.0.1:3306/test"];
     let mail = ["--mail-table", "relapse_demo_1_mail"];
@@ -260,17 +228,7 @@ fn a_database_needs_both_valid_table_names_and_they_need_a_database() {
 #[test]
 fn parses_and_checks_the_login_flags() {
     let frontend = |extra: &[&str]| {
-        let mut args = strings(&[
-            "frontend",
-            "--listen",
-            "127.0.0.1:0",
-            "--backend",
-            "http://127.0.0.1:9",
-            "--upstream-timeout-ms",
-            "250",
-        ]);
-        args.extend(strings(extra));
-        parse(&args).map(|args| match args {
+        frontend_with(extra).map(|args| match args {
             ChildArgs::Frontend { auth, .. } => auth,
             ChildArgs::Backend { .. } => unreachable!("parsed a frontend"),
         })
