@@ -373,8 +373,15 @@ async fn locked_queue_answers(server: Server, profile: ErrorProfile) -> Reply {
     }
     db.unlock().await;
 
-    let after = post(&format!("{url}/send"), "after").await;
-    assert_eq!(after.status, StatusCode::ACCEPTED, "{}", after.body);
+    // The server first works off the statements that queued behind the lock (each was given up
+    // by the frontend after the upstream timeout, but a lock wait is not cut short on the
+    // server), so on a loaded machine the first send after the unlock may still time out: the
+    // outage must end, not end within one statement.
+    eventually("a send after the unlock is accepted", || async {
+        let after = post(&format!("{url}/send"), "after").await;
+        (after.status == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
     eventually("the message sent after the outage is delivered", || async {
         let reply = get(&format!("{url}/mail")).await;
         reply.body.contains("after").then_some(())
