@@ -440,6 +440,10 @@ impl FsFreeze {
             }
         }
         let took = started.elapsed();
+        // The file system is frozen from here on: new writes block in the kernel. The canary
+        // below confirms that, but starting it (a new process, under load a slow one) must not
+        // move t_inject: a deep check that blocks meanwhile was blocked by this freeze.
+        let frozen_at = Instant::now();
         self.frozen = true;
         self.freeze_took = Some(took);
         self.root = Some(root);
@@ -507,11 +511,11 @@ impl FsFreeze {
             }
             tokio::time::sleep(POLL).await;
         }
-        let at = Instant::now();
+        let confirmed = frozen_at.elapsed();
         Ok(Effective {
-            at,
+            at: frozen_at,
             detail: format!(
-                "froze {where_} (device {}) in {took:.1?}; canary writer pid {pid} blocked in state D{}",
+                "froze {where_} (device {}) in {took:.1?}; canary writer pid {pid} seen blocked in state D{} {confirmed:.1?} later",
                 dev_name(self.st_dev),
                 wchan(pid).map(|w| format!(" ({w})")).unwrap_or_default()
             ),
