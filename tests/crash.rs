@@ -18,6 +18,12 @@ use serde_json::Value;
 
 /// How long after the kill everything must be gone.
 const CLEAN_WITHIN: Duration = Duration::from_secs(1);
+/// The same where the sample makes a scratch file system (`[[scratch_fs]]`): removing it
+/// unmounts (which flushes its dirty data to a loop device on the host's disk, slow when that
+/// disk is), retrying a busy unmount for up to 1 s, and detaches the loop device, waiting up
+/// to 3 s for the kernel to let go of it (relapse-fs's UNMOUNT_BUSY_FOR and DETACH_WITHIN).
+/// The bound is those two on top of the 1 s everything else gets.
+const CLEAN_SCRATCH_FS_WITHIN: Duration = Duration::from_secs(1 + 1 + 3);
 /// How long a run may take to get its fault applied: the demo's start, a 200 ms steady-state
 /// window at 50 ms probes, and the injection, with room for a loaded CI machine.
 const APPLIED_WITHIN: Duration = Duration::from_secs(30);
@@ -334,8 +340,13 @@ fn kill_9_mid_fault_of_every_kind_leaves_nothing_behind() {
                     &record,
                 )
             };
+            let within = if entry.sample.contains("[[scratch_fs]]") {
+                CLEAN_SCRATCH_FS_WITHIN
+            } else {
+                CLEAN_WITHIN
+            };
             let mut left = check();
-            while !left.is_empty() && killed.elapsed() < CLEAN_WITHIN {
+            while !left.is_empty() && killed.elapsed() < within {
                 std::thread::sleep(Duration::from_millis(5));
                 left = check();
             }
