@@ -48,7 +48,7 @@ fn parses_and_checks_the_mailstore_flags() {
         );
     }
     // The frontend has no mail store, the backend no deep-health proxy.
-    let frontend = |extra: &[&str]| frontend_with(extra);
+    let frontend = frontend_with;
     assert!(frontend(&["--mailstore", "/srv/mail"]).is_err());
     assert!(matches!(
         frontend(&["--deep-health"]).unwrap(),
@@ -165,7 +165,7 @@ fn parses_frontend_args() {
 
 #[test]
 fn rejects_a_bad_or_second_database() {
-    let frontend = |extra: &[&str]| frontend_with(extra);
+    let frontend = frontend_with;
     assert!(frontend(&["--mysql-url", "postgres://127.0.0.1/test"]).is_err());
     assert!(frontend(&[
         "--mysql-url",
