@@ -41,13 +41,16 @@ fn a_locked_up_mail_store_hangs_webmail_the_deep_check_notices_and_the_shallow_o
     assert_eq!(episodes.len(), 2, "{shown}");
     for episode in episodes {
         assert_eq!(episode["detected_by"], "deep-health", "{shown}");
-        // The deep check fails once a check that started after the freeze has waited out the
-        // frontend's 250 ms upstream timeout; checks start every 250 ms. So detection comes
-        // between 250 ms and 250 + 250 ms after the freeze, plus 150 ms for scheduling and the
-        // backend's own 250 ms bound running alongside.
+        // The deep check fails once a check whose write came after the freeze began (t_inject,
+        // the instant FIFREEZE was issued) has waited out the frontend's 250 ms upstream
+        // timeout; checks start every 250 ms. So detection comes between 250 ms and 250 + 250
+        // ms after the freeze, plus 150 ms for scheduling and the backend's own 250 ms bound
+        // running alongside; and down to 50 ms earlier for a check sent just before the freeze
+        // whose write came just after it (the hop through the frontend to the backend's write
+        // takes under 2 ms idle, 50 ms is a loaded 2-core machine's allowance).
         let detect = ms(&episode["time_to_detect_ms"]);
         assert!(
-            (250.0..=650.0).contains(&detect),
+            (200.0..=650.0).contains(&detect),
             "time to detect {detect} ms\n{shown}"
         );
         // Webmail answered 504 (the frontend's upstream timeout), never an error of another kind.

@@ -186,9 +186,12 @@ fn metrics(maildir: &Maildir) -> String {
         "# HELP relapse_demo_mail_delivered_total Messages delivered into the mail store.\n\
          # TYPE relapse_demo_mail_delivered_total counter\n\
          relapse_demo_mail_delivered_total {}\n\
-         # HELP relapse_demo_mailbox_listings_total Mailbox listings that completed (seen index written).\n\
+         # HELP relapse_demo_mailbox_listings_total Mailbox listings that completed (seen index up to date).\n\
          # TYPE relapse_demo_mailbox_listings_total counter\n\
          relapse_demo_mailbox_listings_total {}\n\
+         # HELP relapse_demo_mailbox_listings_waiting Mailbox listings waiting for the seen index (behind a stuck one).\n\
+         # TYPE relapse_demo_mailbox_listings_waiting gauge\n\
+         relapse_demo_mailbox_listings_waiting {}\n\
          # HELP relapse_demo_deep_health_checks_total Deep health checks (a write to the mail store) by outcome.\n\
          # TYPE relapse_demo_deep_health_checks_total counter\n\
          relapse_demo_deep_health_checks_total{{result=\"ok\"}} {}\n\
@@ -198,6 +201,7 @@ fn metrics(maildir: &Maildir) -> String {
          relapse_demo_deep_health_check_blocked {}\n",
         load(&counters.delivered),
         load(&counters.listings),
+        load(&counters.listings_waiting),
         load(&counters.deep_ok),
         load(&counters.deep_failed),
         u8::from(maildir.deep_check_blocked()),

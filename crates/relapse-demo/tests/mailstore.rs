@@ -22,6 +22,8 @@ const UPSTREAM_TIMEOUT: Duration = Duration::from_millis(200);
 const HEALTHY_DISK_BOUND: Duration = Duration::from_secs(5);
 /// How late past the upstream timeout an answer may come on a 2-core machine shared with others.
 const TOLERANCE: Duration = Duration::from_millis(500);
+/// Listings the frozen-store test sends while one is stuck.
+const PILED_UP_LISTINGS: usize = 5;
 /// Upper bound on anything a test waits for; only reached when a test fails.
 const BOUND: Duration = Duration::from_secs(10);
 
@@ -523,6 +525,35 @@ async fn a_frozen_mailstore_hangs_mail_but_not_health_or_login() {
     // Reads still work while frozen: the message is there for anyone who looks.
     assert_eq!(names(&fs.mountpoint.join("new")).len(), 1);
 
+    // Listings pile up behind the one stuck in its index write (the hung inbox's)...
+    let index_path = fs.mountpoint.join("seen.index");
+    let index_writes = || {
+        let index = std::fs::read_to_string(&index_path).unwrap();
+        let header = index.lines().next().unwrap().to_owned();
+        let (_, listings) = header.rsplit_once(" L").expect(&header);
+        listings.parse::<u64>().expect(&header)
+    };
+    let writes_before_thaw = index_writes();
+    let piled: Vec<_> = (0..PILED_UP_LISTINGS)
+        .map(|_| {
+            let url = format!("{back}/mailbox");
+            tokio::spawn(async move { request_within(Method::GET, &url, None, "", BOUND).await })
+        })
+        .collect();
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let metrics = get(&format!("{back}/metrics")).await;
+        let waiting = sample(&metrics.body, "relapse_demo_mailbox_listings_waiting");
+        if waiting == Some(PILED_UP_LISTINGS as f64) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the piled-up listings were not seen waiting: {waiting:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
     let frozen_for = frozen_at.elapsed();
     fs.thaw();
     let thawed_at = Instant::now();
@@ -533,6 +564,28 @@ async fn a_frozen_mailstore_hangs_mail_but_not_health_or_login() {
         .unwrap()
         .expect("the delivery did not finish after the thaw");
     assert_eq!(delivered.status, StatusCode::CREATED, "{}", delivered.body);
+    // ...the piled-up listings all answer, and the index was written two or three times more,
+    // not once per listing: the stuck write, then one that stands for every listing waiting
+    // behind it (group commit), and one more if the delivery stuck in the same freeze landed
+    // between two of them (a new message gets a new uid, which must be written)...
+    for listing in piled {
+        let listing = listing
+            .await
+            .unwrap()
+            .expect("a piled-up listing did not finish after the thaw");
+        assert_eq!(listing.status, StatusCode::OK, "{}", listing.body);
+        assert!(
+            listing.body.contains("alice@example.com"),
+            "{}",
+            listing.body
+        );
+    }
+    let written = index_writes() - writes_before_thaw;
+    assert!(
+        (2..=3).contains(&written),
+        "{written} index writes for {} listings",
+        PILED_UP_LISTINGS + 1
+    );
     // ...the deep check's stuck write returns (the gauge is the only cross-process sign of it)...
     let deadline = Instant::now() + BOUND;
     loop {

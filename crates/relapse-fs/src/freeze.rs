@@ -422,6 +422,11 @@ impl FsFreeze {
         let holder = start_holder(&self.launcher, &self.mountpoint, self.st_dev)
             .await
             .map_err(|e| FaultError::Injector(e.to_string()))?;
+        // t_inject is the instant the ioctl is issued, not the instant it returns: the kernel's
+        // freeze blocks new writers first and only then syncs what is dirty (tens of
+        // milliseconds on a busy disk), so a write that comes during that sync already hangs.
+        // The canary below confirms the freeze took hold.
+        let frozen_at = Instant::now();
         let started = std::time::Instant::now();
         match crate::ioctl::freeze(&root) {
             Ok(()) => {}
@@ -440,10 +445,8 @@ impl FsFreeze {
             }
         }
         let took = started.elapsed();
-        // The file system is frozen from here on: new writes block in the kernel. The canary
-        // below confirms that, but starting it (a new process, under load a slow one) must not
-        // move t_inject: a deep check that blocks meanwhile was blocked by this freeze.
-        let frozen_at = Instant::now();
+        // Starting the canary (a new process, under load a slow one) must not move t_inject
+        // either: a deep check that blocks meanwhile was blocked by this freeze.
         self.frozen = true;
         self.freeze_took = Some(took);
         self.root = Some(root);
@@ -515,7 +518,7 @@ impl FsFreeze {
         Ok(Effective {
             at: frozen_at,
             detail: format!(
-                "froze {where_} (device {}) in {took:.1?}; canary writer pid {pid} seen blocked in state D{} {confirmed:.1?} later",
+                "froze {where_} (device {}): writers blocked from the start of FIFREEZE, which synced and returned in {took:.1?}; canary writer pid {pid} seen blocked in state D{} {confirmed:.1?} after the start",
                 dev_name(self.st_dev),
                 wchan(pid).map(|w| format!(" ({w})")).unwrap_or_default()
             ),
