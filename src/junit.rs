@@ -1,5 +1,6 @@
 //! JUnit XML: one test suite per run, one test case per gate, so a CI system shows which gate
-//! failed and by how much.
+//! failed and by how much. In a scenario that expects its gates to fail, a gate that failed as
+//! expected is a passed case, and an expectation not met is a failed case of its own.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use relapse_core::gate::Verdict;
@@ -27,8 +28,20 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
             case.set_time(r.duration);
             suite.add_test_case(case);
         }
+        if let Some(expectation) = r.expectation.as_ref().filter(|e| !e.met) {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status.set_message(expectation.message.clone());
+            status.set_type("expectation");
+            let mut case = TestCase::new("expect", status);
+            case.set_classname(r.scenario.clone());
+            suite.add_test_case(case);
+        }
         for g in &r.gates {
-            let status = if g.passed {
+            let expected = r
+                .expectation
+                .as_ref()
+                .is_some_and(|e| e.failed_as_expected.contains(&g.name));
+            let status = if g.passed || expected {
                 TestCaseStatus::success()
             } else {
                 let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
@@ -38,7 +51,11 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
             };
             let mut case = TestCase::new(g.name.clone(), status);
             case.set_classname(r.scenario.clone());
-            case.set_system_out(g.message.clone());
+            if expected {
+                case.set_system_out(format!("failed as expected: {}", g.message));
+            } else {
+                case.set_system_out(g.message.clone());
+            }
             suite.add_test_case(case);
         }
         junit.add_test_suite(suite);

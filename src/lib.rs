@@ -33,14 +33,16 @@ pub mod exit {
     };
 }
 
-/// The exit code for a set of runs: any failed gate gives 1 (a definite finding outranks an
-/// unknown), else any inconclusive or aborted run gives 3, else 0.
+/// The exit code for a set of runs, by each run's verdict against its scenario's expectation
+/// ([`RunReport::outcome`]): any failed gate, or a run expected to fail that did not fail as
+/// expected, gives 1 (a definite finding outranks an unknown), else any inconclusive or aborted
+/// run gives 3, else 0.
 pub fn exit_code(reports: &[RunReport]) -> u8 {
-    if reports.iter().any(|r| r.verdict == Verdict::Fail) {
+    if reports.iter().any(|r| r.outcome() == Verdict::Fail) {
         exit::FAIL
     } else if reports
         .iter()
-        .any(|r| matches!(r.verdict, Verdict::Inconclusive | Verdict::Aborted))
+        .any(|r| matches!(r.outcome(), Verdict::Inconclusive | Verdict::Aborted))
     {
         exit::INCONCLUSIVE
     } else {

@@ -208,7 +208,7 @@ async fn run(options: &RunArgs) -> u8 {
             let _ = display.await;
             match result {
                 Ok(report) if options.quiet => {
-                    println!("{}: {}", report.scenario, report.verdict.as_str());
+                    println!("{}", render::verdict_line(&report));
                     reports.push(report);
                 }
                 Ok(report) => {

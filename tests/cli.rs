@@ -982,11 +982,29 @@ fn the_kolab_scenario_on_mariadb_passes_with_honest_503s_and_a_drained_queue() {
 }
 
 #[test]
-fn the_misleading_errors_scenario_fails_its_status_gate_by_design() {
+fn the_misleading_errors_scenario_fails_its_status_gate_by_design_and_so_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let text = std::fs::read_to_string(repo("scenarios/kolab-misleading-errors.toml")).unwrap();
     let (output, report, junit) = run_scenario(dir.path(), &text);
-    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    // The gate failed, as the scenario expects: the run succeeds, and says both.
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let run = &report["runs"][0];
+    assert_eq!(run["verdict"], "fail", "{run}");
+    assert_eq!(run["outcome"], "pass", "{run}");
+    assert_eq!(run["expect"]["met"], true, "{run}");
+    assert_eq!(
+        run["expect"]["failed_gates"],
+        serde_json::json!(["allowed_error_statuses"])
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("FAIL (as expected)"), "{stdout}");
+    assert!(
+        stdout.contains("expected: fail (allowed_error_statuses): failed as expected: allowed_error_statuses\noutcome: pass"),
+        "{stdout}"
+    );
+    // In JUnit the expected failure is a passed case that says so.
+    assert!(!junit.contains("<failure"), "{junit}");
+    assert!(junit.contains("failed as expected"), "{junit}");
     let gates = report["runs"][0]["gates"].as_array().unwrap();
     let failed: Vec<&str> = gates
         .iter()
@@ -1003,4 +1021,28 @@ fn the_misleading_errors_scenario_fails_its_status_gate_by_design() {
         junit.contains("statuses outside [503] during impact: 401"),
         "{junit}"
     );
+}
+
+#[test]
+fn a_scenario_that_expects_a_gate_to_fail_which_holds_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(repo("scenarios/kolab-misleading-errors.toml"))
+        .unwrap()
+        .replace(
+            "expect_failed = [\"allowed_error_statuses\"]",
+            "expect_failed = [\"allowed_error_statuses\", \"recover_within\"]",
+        );
+    assert!(
+        text.contains("\"recover_within\"]"),
+        "the replacement did not apply"
+    );
+    let (output, report, junit) = run_scenario(dir.path(), &text);
+    assert_eq!(output.status.code(), Some(1), "{}", show(&output));
+    let run = &report["runs"][0];
+    assert_eq!(run["verdict"], "fail", "{run}");
+    assert_eq!(run["outcome"], "fail", "{run}");
+    assert_eq!(run["expect"]["met"], false, "{run}");
+    let message = run["expect"]["message"].as_str().unwrap();
+    assert!(message.ends_with("but recover_within held"), "{message}");
+    assert!(junit.contains("type=\"expectation\""), "{junit}");
 }

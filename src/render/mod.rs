@@ -10,7 +10,7 @@ mod validate;
 
 pub use cleanup::cleanup_report;
 pub use list::list;
-pub use run::{progress_line, spread, summary};
+pub use run::{progress_line, spread, summary, verdict_line};
 pub use validate::validated;
 
 /// A duration for people: `850ms`, `1.273s`, `2m05s`.

@@ -19,7 +19,7 @@ use crate::fault::{Fault, FaultGuard, RevertLog};
 use crate::gate::{self, Verdict};
 use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
 use crate::report::{BacklogReport, EpisodeReport, ProbeStats, RunReport, TimelineEntry};
-use crate::scenario::{Gates, Limits, StopSpec};
+use crate::scenario::{Expectation, Gates, Limits, StopSpec};
 use crate::sense::{Detector, Gauge, Outcome, Probe, Signal, SignalSender};
 
 /// A probe ready to run.
@@ -72,6 +72,8 @@ pub struct Plan {
     pub gates: Gates,
     /// What mitigates the fault (`"failover"`), named in the report beside the time to mitigate.
     pub mitigation: Option<String>,
+    /// What the gates are expected to do; the report compares the verdict with it.
+    pub expect: Expectation,
     pub limits: Limits,
     /// Conditions that abort the run when the target is hurt beyond a declared bound.
     pub stops: Vec<StopSpec>,
@@ -150,6 +152,7 @@ struct Run {
     /// Each fault's own gates, by name.
     fault_gates: Vec<(String, Gates)>,
     mitigation: Option<String>,
+    expect: Expectation,
     limits: Limits,
     probe_meta: Vec<(String, Duration, Duration)>,
     detector_meta: Vec<(String, Duration)>,
@@ -244,6 +247,7 @@ impl Run {
             gates: plan.gates,
             fault_gates,
             mitigation: plan.mitigation,
+            expect: plan.expect,
             limits: plan.limits,
             probe_meta,
             detector_meta,
@@ -653,19 +657,20 @@ impl Run {
         if let Some((_, _, max)) = &self.backlog_meta {
             measure::apply_backlog(&mut episodes, &self.backlog, *max);
         }
-        let (verdict, reason, gates) = match ending {
+        let (verdict, reason, gates, expectation) = match ending {
             Ending::Completed => {
                 let per_episode: Vec<Gates> = episodes
                     .iter()
                     .map(|e| self.episode_gates(&e.faults))
                     .collect();
                 let gates = gate::judge(&episodes, &per_episode, !self.detector_meta.is_empty());
-                (gate::verdict(&gates), None, gates)
+                let expectation = gate::expectation(&self.expect, &gates);
+                (gate::verdict(&gates), None, gates, expectation)
             }
-            Ending::Inconclusive(reason) => (Verdict::Inconclusive, Some(reason), Vec::new()),
+            Ending::Inconclusive(reason) => (Verdict::Inconclusive, Some(reason), Vec::new(), None),
             Ending::Aborted(reason) => {
                 self.event(end, "aborted", reason.clone());
-                (Verdict::Aborted, Some(reason), Vec::new())
+                (Verdict::Aborted, Some(reason), Vec::new(), None)
             }
         };
 
@@ -732,6 +737,7 @@ impl Run {
             file: None,
             mitigation: self.mitigation.clone(),
             verdict,
+            expectation,
             reason,
             started: self.started_wall,
             duration: end - start,

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::measure::Episode;
-use crate::scenario::Gates;
+use crate::scenario::{Expectation, Gates};
 
 /// The outcome of a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +205,89 @@ pub fn verdict(results: &[GateResult]) -> Verdict {
     }
 }
 
+/// How a judged run compares with a scenario that expects its gates to fail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectationOutcome {
+    /// The gates that must fail, as the scenario names them; empty: any gate.
+    pub expected: Vec<String>,
+    /// Whether exactly the expected gates failed.
+    pub met: bool,
+    /// The failed gates the expectation covers, by their judged names (`recover_within[2]`).
+    pub failed_as_expected: Vec<String>,
+    /// What was expected against what happened, in words.
+    pub message: String,
+}
+
+/// Whether judged gate `name` (`recover_within[2]`, `detect_within`) is what `pattern` names:
+/// the same gate, and the same episode if the pattern gives one.
+pub fn gate_matches(pattern: &str, name: &str) -> bool {
+    if pattern.contains('[') {
+        return pattern == name;
+    }
+    name == pattern
+        || name
+            .strip_prefix(pattern)
+            .is_some_and(|rest| rest.starts_with('['))
+}
+
+/// Compares judged gates with an expectation of failure; `None` when the scenario expects them
+/// to hold (then the verdict stands alone).
+pub fn expectation(expect: &Expectation, results: &[GateResult]) -> Option<ExpectationOutcome> {
+    let Expectation::Fail { gates: expected } = expect else {
+        return None;
+    };
+    let covered =
+        |name: &str| expected.is_empty() || expected.iter().any(|p| gate_matches(p, name));
+    let failed: Vec<&GateResult> = results.iter().filter(|g| !g.passed).collect();
+    let failed_as_expected: Vec<String> = failed
+        .iter()
+        .filter(|g| covered(&g.name))
+        .map(|g| g.name.clone())
+        .collect();
+    let unexpected: Vec<&str> = failed
+        .iter()
+        .filter(|g| !covered(&g.name))
+        .map(|g| g.name.as_str())
+        .collect();
+    let held: Vec<&str> = expected
+        .iter()
+        .filter(|p| !failed.iter().any(|g| gate_matches(p, &g.name)))
+        .map(String::as_str)
+        .collect();
+    let wanted = if expected.is_empty() {
+        "a gate to fail".to_string()
+    } else {
+        format!("{} to fail", expected.join(", "))
+    };
+    let (met, message) = if failed.is_empty() {
+        (false, format!("expected {wanted}, but every gate held"))
+    } else if !unexpected.is_empty() {
+        (
+            false,
+            format!(
+                "expected {wanted}, but {} failed too",
+                unexpected.join(", ")
+            ),
+        )
+    } else if !held.is_empty() {
+        (
+            false,
+            format!("expected {wanted}, but {} held", held.join(", ")),
+        )
+    } else {
+        (
+            true,
+            format!("failed as expected: {}", failed_as_expected.join(", ")),
+        )
+    };
+    Some(ExpectationOutcome {
+        expected: expected.clone(),
+        met,
+        failed_as_expected,
+        message,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -339,5 +422,109 @@ mod tests {
         );
         assert_eq!(results[1].measured, Some(Duration::from_millis(700)));
         assert!(results.iter().all(|g| g.passed), "{results:?}");
+    }
+
+    fn judged(gates: &[(&str, bool)]) -> Vec<GateResult> {
+        gates
+            .iter()
+            .map(|(name, passed)| GateResult {
+                name: name.to_string(),
+                limit: None,
+                measured: None,
+                passed: *passed,
+                message: String::new(),
+            })
+            .collect()
+    }
+
+    fn expect_fail(gates: &[&str]) -> Expectation {
+        Expectation::Fail {
+            gates: gates.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_name_matches_its_gate_in_every_episode_and_a_numbered_name_one_episode() {
+        assert!(gate_matches("recover_within", "recover_within"));
+        assert!(gate_matches("recover_within", "recover_within[2]"));
+        assert!(gate_matches("recover_within[2]", "recover_within[2]"));
+        assert!(!gate_matches("recover_within[2]", "recover_within[1]"));
+        assert!(!gate_matches("recover_within[2]", "recover_within"));
+        // A prefix of another gate's name is not that gate.
+        assert!(!gate_matches("detect", "detect_within"));
+        assert!(!gate_matches("detect_within", "detected"));
+    }
+
+    #[test]
+    fn an_expectation_of_failure_is_met_only_by_exactly_the_expected_gates() {
+        let expected = expect_fail(&["allowed_error_statuses"]);
+        let met = expectation(
+            &expected,
+            &judged(&[
+                ("detect_within[1]", true),
+                ("allowed_error_statuses[1]", false),
+                ("allowed_error_statuses[2]", false),
+            ]),
+        )
+        .unwrap();
+        assert!(met.met, "{met:?}");
+        assert_eq!(
+            met.failed_as_expected,
+            ["allowed_error_statuses[1]", "allowed_error_statuses[2]"]
+        );
+        assert_eq!(
+            met.message,
+            "failed as expected: allowed_error_statuses[1], allowed_error_statuses[2]"
+        );
+
+        let held = expectation(&expected, &judged(&[("allowed_error_statuses", true)])).unwrap();
+        assert!(!held.met);
+        assert_eq!(
+            held.message,
+            "expected allowed_error_statuses to fail, but every gate held"
+        );
+
+        let another = expectation(
+            &expected,
+            &judged(&[("allowed_error_statuses", false), ("recover_within", false)]),
+        )
+        .unwrap();
+        assert!(!another.met);
+        assert_eq!(
+            another.message,
+            "expected allowed_error_statuses to fail, but recover_within failed too"
+        );
+        assert_eq!(another.failed_as_expected, ["allowed_error_statuses"]);
+
+        let partly = expectation(
+            &expect_fail(&["mitigate_within", "recover_within[2]"]),
+            &judged(&[
+                ("mitigate_within[1]", false),
+                ("recover_within[1]", true),
+                ("recover_within[2]", true),
+            ]),
+        )
+        .unwrap();
+        assert!(!partly.met);
+        assert_eq!(
+            partly.message,
+            "expected mitigate_within, recover_within[2] to fail, but recover_within[2] held"
+        );
+    }
+
+    #[test]
+    fn expect_fail_without_gates_is_met_by_any_failure_and_pass_compares_nothing() {
+        let any = expectation(&expect_fail(&[]), &judged(&[("detected", false)])).unwrap();
+        assert!(any.met);
+        let none_failed = expectation(&expect_fail(&[]), &judged(&[("detected", true)])).unwrap();
+        assert!(!none_failed.met);
+        assert_eq!(
+            none_failed.message,
+            "expected a gate to fail, but every gate held"
+        );
+        assert_eq!(
+            expectation(&Expectation::Pass, &judged(&[("detected", false)])),
+            None
+        );
     }
 }

@@ -183,6 +183,7 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
             })
             .collect(),
         mitigation: None,
+        expect: Default::default(),
         gates: Gates {
             detect_within: Some(ms(1000)),
             recover_within: Some(ms(200)),

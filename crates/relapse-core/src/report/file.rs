@@ -24,7 +24,13 @@ pub struct RunFile {
     /// What mitigates the fault, as the scenario names it (`"failover"`); the episodes'
     /// `time_to_mitigate_ms` is the time it took.
     pub mitigation: Option<String>,
+    /// The gates' verdict, whatever the scenario expected of them.
     pub verdict: &'static str,
+    /// The verdict against the scenario's expectation (what the exit code goes by); equal to
+    /// `verdict` unless the scenario expects its gates to fail.
+    pub outcome: &'static str,
+    /// With `expect = "fail"`, the gates that had to fail and whether exactly they did.
+    pub expect: Option<ExpectFile>,
     pub reason: Option<String>,
     pub started: String,
     pub duration_ms: u64,
@@ -33,6 +39,15 @@ pub struct RunFile {
     pub gates: Vec<GateFile>,
     pub timeline: Vec<TimelineFile>,
     pub probes: Vec<ProbeFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ExpectFile {
+    pub verdict: &'static str,
+    /// Empty: any gate.
+    pub failed_gates: Vec<String>,
+    pub met: bool,
+    pub message: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -146,6 +161,13 @@ impl RunFile {
             mitigation: r.mitigation.clone(),
             file: r.file.as_ref().map(|p| p.display().to_string()),
             verdict: r.verdict.as_str(),
+            outcome: r.outcome().as_str(),
+            expect: r.expectation.as_ref().map(|e| ExpectFile {
+                verdict: "fail",
+                failed_gates: e.expected.clone(),
+                met: e.met,
+                message: e.message.clone(),
+            }),
             reason: r.reason.clone(),
             started: humantime::format_rfc3339_millis(r.started).to_string(),
             duration_ms: r.duration.as_millis() as u64,

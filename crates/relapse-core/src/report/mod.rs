@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use crate::gate::{GateResult, Verdict};
+use crate::gate::{ExpectationOutcome, GateResult, Verdict};
 
 /// Everything one run produced.
 #[derive(Debug, Clone)]
@@ -15,7 +15,11 @@ pub struct RunReport {
     pub file: Option<PathBuf>,
     /// What mitigates the fault (`"failover"`), as the scenario names it.
     pub mitigation: Option<String>,
+    /// The gates' verdict, whatever the scenario expected of them.
     pub verdict: Verdict,
+    /// With `[scenario] expect = "fail"`, whether exactly the expected gates failed; `None`
+    /// when the gates were expected to hold or were not judged (inconclusive, aborted).
+    pub expectation: Option<ExpectationOutcome>,
     /// Why the run was inconclusive or aborted.
     pub reason: Option<String>,
     /// Wall-clock start; every `at` below is monotonic time since this instant.
@@ -96,6 +100,22 @@ pub struct ProbeStats {
 }
 
 impl RunReport {
+    /// The verdict against the scenario's expectation: a run expected to fail passes when
+    /// exactly the expected gates failed, and fails otherwise. What exit codes and CI reports
+    /// go by.
+    pub fn outcome(&self) -> Verdict {
+        match (&self.expectation, self.verdict) {
+            (Some(e), Verdict::Pass | Verdict::Fail) => {
+                if e.met {
+                    Verdict::Pass
+                } else {
+                    Verdict::Fail
+                }
+            }
+            (_, verdict) => verdict,
+        }
+    }
+
     /// The first episode: the headline numbers of a run.
     pub fn headline(&self) -> Option<&EpisodeReport> {
         self.episodes.first()

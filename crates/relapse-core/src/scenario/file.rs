@@ -61,6 +61,9 @@ pub struct ScenarioSection {
     pub description: Option<String>,
     pub incident: Option<String>,
     pub mitigation: Option<Spanned<String>>,
+    /// `"pass"` (the default) or `"fail"`.
+    pub expect: Option<Spanned<String>>,
+    pub expect_failed: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub allow_targets: Vec<String>,
 }

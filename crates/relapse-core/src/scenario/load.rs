@@ -140,10 +140,12 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     let backlog = check::backlog::check(f.backlog.as_ref(), &env)?;
 
     let mitigation = check::mitigation(f.scenario.mitigation.as_ref())?;
+    let expect = check::expect::check(&f.scenario, &gates, &faults, !detectors.is_empty())?;
 
     Ok(Scenario {
         name: f.scenario.name,
         mitigation,
+        expect,
         description: f.scenario.description,
         incident: f.scenario.incident,
         demo,

@@ -5,6 +5,7 @@ pub mod backlog;
 pub mod db_proxy;
 pub mod demo;
 pub mod detect;
+pub mod expect;
 pub mod fs_gate;
 pub mod gates;
 pub mod limits;

@@ -24,6 +24,8 @@ pub struct Scenario {
     /// What works around the fault while it lasts (`"failover"`): the report names the time to
     /// mitigate after it.
     pub mitigation: Option<String>,
+    /// What the gates are expected to do: hold (the default), or fail (`[scenario] expect`).
+    pub expect: Expectation,
     pub demo: Option<DemoTarget>,
     pub sink_listen: SocketAddr,
     pub probes: Vec<ProbeSpec>,
@@ -339,6 +341,31 @@ impl Gates {
         names
     }
 }
+
+/// What a scenario expects of its gates. A scenario that shows a failure mode on purpose (a
+/// system that cannot mitigate, misleading errors) expects its gates to fail; the run then
+/// succeeds when exactly the expected gates fail.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Expectation {
+    /// Every gate holds.
+    #[default]
+    Pass,
+    /// At least one gate fails; with `gates`, each failed gate matches one of them and each of
+    /// them matches a failed gate. A name matches that gate in every episode
+    /// (`allowed_error_statuses`), a name with an episode number only there
+    /// (`recover_within[2]`).
+    Fail { gates: Vec<String> },
+}
+
+/// The names of the gates a run can judge, as `expect_failed` may name them.
+pub const GATE_NAMES: &[&str] = &[
+    "detect_within",
+    "detected",
+    "mitigate_within",
+    "recover_within",
+    "max_error_ratio",
+    "allowed_error_statuses",
+];
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
