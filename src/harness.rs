@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::reach::{dsn_host, reachable, render, resolve_upstream};
 use crate::safety::JournalLog;
 
+pub mod processes;
+
 /// The journal kind of the demo's tables (a [`relapse_demo::DemoTablesRecord`]).
 pub const DEMO_TABLES: &str = "demo_tables";
 
@@ -66,10 +68,29 @@ pub async fn run_scenario(
             message,
         }),
     };
-    harness.shutdown().await;
+    let ended = harness.shutdown().await;
     let mut report = result?;
     report.file = Some(file.to_path_buf());
+    report.run_dir = ended.run_dir;
+    report.processes = ended
+        .processes
+        .into_iter()
+        .map(|p| relapse_core::report::ProcessReport {
+            name: p.name,
+            pid: p.pid,
+            log: p.log,
+            ended: p.how,
+        })
+        .collect();
     Ok(report)
+}
+
+/// What a harness leaves behind for the report: the run's directory and how its processes
+/// ended.
+#[derive(Debug, Default)]
+pub struct Ended {
+    pub run_dir: Option<PathBuf>,
+    pub processes: Vec<processes::Ended>,
 }
 
 /// A start-up failure: whose fault it is decides the exit code.
@@ -115,6 +136,10 @@ pub struct Harness {
     /// proxy), and their journal entry.
     tables: Option<(relapse_demo::DemoTablesRecord, Option<u64>)>,
     demo: Option<Demo>,
+    /// `{run.dir}`: made for the run's processes, kept after it.
+    output_dir: Option<PathBuf>,
+    /// The run's `[[target.process]]`, in the order they started.
+    processes: Vec<processes::Started>,
 }
 
 impl Harness {
@@ -136,8 +161,14 @@ impl Harness {
             gates: Vec::new(),
             tables: None,
             demo: None,
+            output_dir: None,
+            processes: Vec::new(),
         };
-        match harness.start_parts(scenario, launcher).await {
+        let started = match harness.start_parts(scenario, launcher).await {
+            Ok(()) => harness.start_processes(scenario).await,
+            Err(failure) => Err(failure),
+        };
+        match started {
             Ok(()) => Ok(harness),
             Err(failure) => {
                 harness.shutdown().await;
@@ -216,6 +247,96 @@ impl Harness {
         set_demo_vars(&mut self.vars, &demo);
         self.demo = Some(demo);
         Ok(())
+    }
+
+    /// The run's `[[target.process]]`, after the demo (a proxy in front of it names its
+    /// address), in order, each journaled before it exists and ready before the next starts.
+    async fn start_processes(&mut self, scenario: &Scenario) -> Result<(), StartFailure> {
+        if scenario.processes.is_empty() {
+            return Ok(());
+        }
+        let harness = StartFailure::Harness;
+        let dir = self.new_output_dir(&scenario.name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| harness(format!("run directory {}: {e}", dir.display())))?;
+        self.vars.set(
+            relapse_core::scenario::RUN_DIR_VARIABLE,
+            dir.display().to_string(),
+        );
+        self.output_dir = Some(dir.clone());
+        let ports = processes::pick_ports(scenario.processes.iter().flat_map(|p| &p.ports))
+            .map_err(|e| harness(format!("picking free loopback ports: {e}")))?;
+        for (name, port) in ports {
+            self.vars.set(&format!("port.{name}"), port.to_string());
+        }
+        let allowed = self.allowed(scenario);
+        for spec in &scenario.processes {
+            let journal = self.journal.clone();
+            let record = |record: &processes::ProcessRecord| match journal {
+                None => Ok(None),
+                Some(mut journal) => journal
+                    .record(
+                        "process",
+                        &format!("process \"{}\" started for the run", record.name),
+                        &RevertInstructions::for_kind(processes::KIND, record),
+                    )
+                    .map(Some)
+                    .map_err(|e| format!("cannot journal the process: {e}")),
+            };
+            match processes::start(spec, &self.vars, &dir, &allowed, record).await {
+                Ok(started) => {
+                    self.vars.set(
+                        &format!("process.{}.pid", spec.name),
+                        started.pid.to_string(),
+                    );
+                    self.vars.set(
+                        &format!("process.{}.log", spec.name),
+                        started.log.display().to_string(),
+                    );
+                    self.processes.push(started);
+                }
+                Err(error) => {
+                    self.forget(error.entry);
+                    if let Some(started) = error.started {
+                        self.processes.push(started);
+                    }
+                    return Err(harness(format!(
+                        "process \"{}\": {}",
+                        spec.name, error.message
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `{run.dir}`: a fresh directory under the state directory's `output/` (beside the
+    /// journal, which goes when the run does), named after the scenario and the time, kept.
+    fn new_output_dir(&self, scenario: &str) -> PathBuf {
+        static RUNS: AtomicU32 = AtomicU32::new(0);
+        let n = RUNS.fetch_add(1, Ordering::SeqCst);
+        let safe: String = scenario
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let stamp = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .replace(':', "");
+        let name = format!("{safe}-{stamp}-{}-{n}", std::process::id());
+        match &self.journal {
+            Some(journal) => {
+                let runs = journal.dir();
+                let state = runs.parent().and_then(Path::parent).unwrap_or(&runs);
+                state.join("output").join(name)
+            }
+            None => std::env::temp_dir().join(format!("relapse-output-{name}")),
+        }
     }
 
     /// A file system for the run: an ext4 image on a loop device, mounted under the run's
@@ -508,8 +629,21 @@ impl Harness {
         }
     }
 
-    /// Tears down what started, in reverse order; each part once.
-    pub async fn shutdown(mut self) {
+    /// Tears down what started, in reverse order; each part once. Returns what the report
+    /// needs of it.
+    pub async fn shutdown(mut self) -> Ended {
+        let mut ended = Ended {
+            run_dir: self.output_dir.clone(),
+            processes: Vec::new(),
+        };
+        for started in std::mem::take(&mut self.processes).into_iter().rev() {
+            let entry = started.entry;
+            let process = started.stop().await;
+            tracing::debug!(process = %process.name, how = %process.how, "target process");
+            self.forget(entry);
+            ended.processes.push(process);
+        }
+        ended.processes.reverse();
         if let Some(demo) = self.demo.take() {
             let event_log = demo.event_log().map(Path::to_path_buf);
             demo.shutdown().await;
@@ -576,6 +710,7 @@ impl Harness {
         if let Some((_, stop)) = self.sink.take() {
             stop.cancel();
         }
+        ended
     }
 
     pub fn vars(&self) -> &Vars {
@@ -644,6 +779,9 @@ impl Drop for Harness {
     /// left running. The demo's children die with it (`kill_on_drop`), the host removes itself
     /// (`Host`'s drop); the tables stay journaled for the guardian.
     fn drop(&mut self) {
+        for started in &self.processes {
+            started.kill_now();
+        }
         if let Some((_, stop)) = &self.sink {
             stop.cancel();
         }

@@ -65,6 +65,11 @@ impl BuildContext<'_> {
                     DemoComponent::Frontend => demo.frontend_pid(),
                 }
             }
+            ProcessTarget::Started(name) => self
+                .vars
+                .get(&format!("process.{name}.pid"))
+                .and_then(|pid| pid.parse().ok())
+                .ok_or_else(|| format!("the process \"{name}\" is not running"))?,
         })
     }
 
@@ -376,6 +381,14 @@ pub static HARNESS_RECORDS: &[HarnessRecord] = &[
     HarnessRecord {
         kind: relapse_fs::SCRATCH_KIND,
         revert: |v| relapse_fs::remove_record(&decode_record(v)?),
+    },
+    HarnessRecord {
+        kind: crate::harness::processes::KIND,
+        revert: |v| {
+            let record: crate::harness::processes::ProcessRecord =
+                decode_as(crate::harness::processes::KIND, v)?;
+            crate::harness::processes::revert_record(&record)
+        },
     },
     HarnessRecord {
         kind: crate::harness::DEMO_TABLES,

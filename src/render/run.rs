@@ -170,6 +170,26 @@ pub fn summary(r: &RunReport) -> String {
             }
         );
     }
+    if !r.processes.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n  processes (output in {})",
+            r.run_dir
+                .as_ref()
+                .map_or(String::from("?"), |d| d.display().to_string())
+        );
+        for p in &r.processes {
+            let log = p
+                .log
+                .file_name()
+                .map_or(String::new(), |f| f.to_string_lossy().into_owned());
+            let _ = writeln!(
+                out,
+                "    {} (pid {}): {}; output {log}",
+                p.name, p.pid, p.ended
+            );
+        }
+    }
     let _ = writeln!(out, "\nverdict: {}", r.verdict.as_str());
     if let Some(expectation) = &r.expectation {
         let gates = if expectation.expected.is_empty() {

@@ -754,6 +754,8 @@ impl Run {
                 })
                 .collect(),
             probes,
+            run_dir: None,
+            processes: Vec::new(),
         }
     }
 

@@ -65,6 +65,8 @@ fn report(scenario: &str, verdict: Verdict, episodes: Vec<EpisodeReport>) -> Run
         gates: Vec::new(),
         timeline: Vec::new(),
         probes: Vec::new(),
+        run_dir: None,
+        processes: Vec::new(),
     }
 }
 
@@ -142,6 +144,13 @@ fn failed_run() -> RunReport {
                 latency_max: ms(1),
             },
         ],
+        run_dir: Some(PathBuf::from("/state/output/flg-2026-12-02T031604Z-4200-0")),
+        processes: vec![relapse_core::report::ProcessReport {
+            name: "haproxy".into(),
+            pid: 4300,
+            log: PathBuf::from("/state/output/flg-2026-12-02T031604Z-4200-0/haproxy.log"),
+            ended: "stopped by SIGTERM in 3.1ms (exit status: 0)".into(),
+        }],
         ..report(
             "flg",
             Verdict::Fail,
@@ -184,6 +193,9 @@ fn the_summary_of_a_failed_run_with_two_episodes() {
           probes
             webmail (SLI): 200 samples, 67 errors, latency p50 2.5ms p90 48ms p99 1.273s max 2.001s, statuses 200×133 503×60
             port: 20 samples, 0 errors, latency p50 0.3ms p90 0.5ms p99 0.9ms max 1.0ms
+
+          processes (output in /state/output/flg-2026-12-02T031604Z-4200-0)
+            haproxy (pid 4300): stopped by SIGTERM in 3.1ms (exit status: 0); output haproxy.log
 
         verdict: fail
     "#]].assert_eq(&summary(&failed_run()));

@@ -39,6 +39,18 @@ pub struct RunFile {
     pub gates: Vec<GateFile>,
     pub timeline: Vec<TimelineFile>,
     pub probes: Vec<ProbeFile>,
+    /// Where the run's `[[target.process]]` kept their files and output (kept after the run).
+    pub run_dir: Option<String>,
+    pub processes: Vec<ProcessFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessFile {
+    pub name: String,
+    pub pid: u32,
+    /// Its stdout and stderr.
+    pub log: String,
+    pub ended: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -219,6 +231,17 @@ impl RunFile {
                         p99: ms(p.latency_p99),
                         max: ms(p.latency_max),
                     },
+                })
+                .collect(),
+            run_dir: r.run_dir.as_ref().map(|d| d.display().to_string()),
+            processes: r
+                .processes
+                .iter()
+                .map(|p| ProcessFile {
+                    name: p.name.clone(),
+                    pid: p.pid,
+                    log: p.log.display().to_string(),
+                    ended: p.ended.clone(),
                 })
                 .collect(),
         }

@@ -31,6 +31,22 @@ pub struct RunReport {
     pub gates: Vec<GateResult>,
     pub timeline: Vec<TimelineEntry>,
     pub probes: Vec<ProbeStats>,
+    /// `{run.dir}`, where the run's processes kept their files and output; `None` without
+    /// `[[target.process]]`.
+    pub run_dir: Option<PathBuf>,
+    /// The run's `[[target.process]]` and how each ended.
+    pub processes: Vec<ProcessReport>,
+}
+
+/// A process relapse started for the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessReport {
+    pub name: String,
+    pub pid: u32,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+    /// How it ended: "stopped by SIGTERM in 3.1ms (exit status: 0)", "had exited on its own …".
+    pub ended: String,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -72,6 +72,47 @@ pub struct ScenarioSection {
 #[serde(deny_unknown_fields)]
 pub struct TargetSection {
     pub demo: Option<DemoSection>,
+    #[serde(default)]
+    pub process: Vec<ProcessSection>,
+}
+
+/// `[[target.process]]`: a process relapse starts for the run and stops after it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSection {
+    pub name: Spanned<String>,
+    /// The program and its arguments, each a template.
+    pub run: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    pub env: BTreeMap<String, Spanned<String>>,
+    pub cwd: Option<Spanned<String>>,
+    /// Names of free loopback ports to pick for the run: `{port.NAME}`.
+    #[serde(default)]
+    pub ports: Vec<Spanned<String>>,
+    /// Files written into `{run.dir}` before the process starts: relative path → content.
+    #[serde(default)]
+    pub files: BTreeMap<String, Spanned<String>>,
+    pub ready: Option<Spanned<ReadySection>>,
+    pub stop: Option<StopProcessSection>,
+}
+
+/// `ready = { tcp = "…" | http = "…" | log = "…", status, timeout }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadySection {
+    pub tcp: Option<Spanned<String>>,
+    pub http: Option<Spanned<String>>,
+    pub log: Option<Spanned<String>>,
+    pub status: Option<Vec<u16>>,
+    pub timeout: Option<Spanned<Dur>>,
+}
+
+/// `stop = { signal = "TERM", grace = "5s" }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopProcessSection {
+    pub signal: Option<Spanned<String>>,
+    pub grace: Option<Spanned<Dur>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -117,10 +117,29 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             db_proxies: &db_proxies,
             scratch_fs: &scratch_fs,
             fs_gates: &[],
+            processes: &[],
         },
     )?;
     let mut vars = vars;
     check::fs_gate::variables(&fs_gates, &mut vars);
+    // Processes start after the demo (a proxy in front of it names its address); what comes
+    // after them may name their pids, ports and output.
+    let processes = check::process::check(
+        &f.target.process,
+        &Env {
+            allowed: &allowed,
+            vars: &vars,
+            demo: demo.as_ref(),
+            db_proxies: &db_proxies,
+            scratch_fs: &scratch_fs,
+            fs_gates: &fs_gates,
+            processes: &[],
+        },
+    )?;
+    check::process::run_variables(&f.target.process, &mut vars);
+    for process in &processes {
+        check::process::variables(&process.name, &mut vars);
+    }
     let env = Env {
         allowed: &allowed,
         vars: &vars,
@@ -128,6 +147,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         db_proxies: &db_proxies,
         scratch_fs: &scratch_fs,
         fs_gates: &fs_gates,
+        processes: &processes,
     };
     let sink_listen = check::sink::check(&f.sink)?;
     let probes = check::probe::check(&f.probe, &env)?;
@@ -149,6 +169,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         description: f.scenario.description,
         incident: f.scenario.incident,
         demo,
+        processes,
         sink_listen,
         probes,
         steady_state,

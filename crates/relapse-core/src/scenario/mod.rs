@@ -13,7 +13,7 @@ mod template;
 pub use fault::exports::*;
 pub use load::{load, load_allowing, parse, parse_allowing, ScenarioError};
 pub use model::*;
-pub use template::{Template, TemplateError, Vars};
+pub use template::{Template, TemplateError, Vars, RUN_DIR_VARIABLE};
 
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,9 @@ pub const STANDBY_VARIABLES: [&str; 3] = [
 /// The variables that every run provides.
 pub const RUN_VARIABLES: [&str; 1] = ["sink.url"];
 
+/// The directory relapse makes for a run's `[[target.process]]` (their files and output).
+pub const RUN_DIR_VARIABLE: &str = "run.dir";
+
 impl Vars {
     /// Placeholder values for every variable a scenario may use; `with_demo` adds the demo's.
     pub fn known(with_demo: bool) -> Vars {
@@ -141,6 +144,57 @@ impl Template {
     }
 }
 
+impl Template {
+    /// Checks a config template (see [`Template::render_config`]) without rendering.
+    pub fn check_config(&self, vars: &Vars) -> Result<(), TemplateError> {
+        self.render_config(vars).map(|_| ())
+    }
+
+    /// Renders a config file's text, where braces mostly belong to the config: only `{name}`
+    /// with a variable's shape (lower-case words joined by `.`, no spaces, not after `$`) is a
+    /// variable, and every other brace is kept as written — nginx's `server {`, PromQL's
+    /// `up{job="x"}`, Go templates' `{{ $labels.instance }}`, a shell's `${HOME}`. A name of
+    /// that shape that is not a variable is an error, so a misspelt one is caught.
+    pub fn render_config(&self, vars: &Vars) -> Result<String, TemplateError> {
+        let text = self.0.as_str();
+        let mut out = String::with_capacity(text.len());
+        let mut copied = 0;
+        let mut search = 0;
+        while let Some(offset) = text[search..].find('{') {
+            let open = search + offset;
+            search = open + 1;
+            if text[..open].ends_with('$') {
+                continue;
+            }
+            let Some(len) = text[open + 1..].find('}') else {
+                break;
+            };
+            let name = &text[open + 1..open + 1 + len];
+            if !is_variable_shaped(name) {
+                continue;
+            }
+            out.push_str(&text[copied..open]);
+            out.push_str(&Template::new(&format!("{{{name}}}")).render(vars)?);
+            copied = open + 1 + len + 1;
+            search = copied;
+        }
+        out.push_str(&text[copied..]);
+        Ok(out)
+    }
+}
+
+/// `demo.url`, `port.web`, `process.nginx-1.pid`: lower-case words of a-z, 0-9, `_`, `-`,
+/// joined by `.`, the first starting with a letter.
+fn is_variable_shaped(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name.split('.').all(|word| {
+            !word.is_empty()
+                && word
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+        })
+}
+
 /// The names to suggest for an unknown variable: those defined (which include any
 /// `db_proxy.NAME.*`), and the demo's even where the scenario has no demo.
 fn self_or_defaults(vars: &Vars) -> Vec<String> {
@@ -168,6 +222,29 @@ mod tests {
         let t = Template::new("{demo.url}/health?x=1");
         assert_eq!(t.render(&vars).unwrap(), "http://127.0.0.1:4000/health?x=1");
         assert_eq!(Template::new("plain").render(&vars).unwrap(), "plain");
+    }
+
+    #[test]
+    fn a_config_keeps_its_own_braces_and_renders_only_variables() {
+        let mut vars = Vars::default();
+        vars.set("port.web", "4100");
+        vars.set("demo.url", "http://127.0.0.1:4000");
+        let config = Template::new(
+            "server {\n  listen 127.0.0.1:{port.web};\n  location / { proxy_pass {demo.url}; }\n}\n\
+             expr: up{job=\"x\"} == 0\nsummary: \"{{ $labels.instance }} is down\"\n\
+             path: ${HOME}/{port.web}{}\n{ port.web } {Port.web} {",
+        );
+        assert_eq!(
+            config.render_config(&vars).unwrap(),
+            "server {\n  listen 127.0.0.1:4100;\n  location / { proxy_pass http://127.0.0.1:4000; }\n}\n\
+             expr: up{job=\"x\"} == 0\nsummary: \"{{ $labels.instance }} is down\"\n\
+             path: ${HOME}/4100{}\n{ port.web } {Port.web} {"
+        );
+        // A name of a variable's shape that is no variable is a mistake, not config text.
+        assert!(matches!(
+            Template::new("listen {port.wbe};").check_config(&vars),
+            Err(TemplateError::Unknown { name, .. }) if name == "port.wbe"
+        ));
     }
 
     #[test]

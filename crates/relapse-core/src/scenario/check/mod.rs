@@ -10,6 +10,7 @@ pub mod fs_gate;
 pub mod gates;
 pub mod limits;
 pub mod probe;
+pub mod process;
 pub mod scratch_fs;
 pub mod sink;
 pub mod steady;
@@ -20,7 +21,10 @@ use std::ops::Range;
 use toml::Spanned;
 
 use super::load::{problem, Problem};
-use super::{target, template, DbProxySpec, DemoTarget, FsGateSpec, ScratchFsSpec, Template, Vars};
+use super::{
+    target, template, DbProxySpec, DemoTarget, FsGateSpec, ProcessSpec, ScratchFsSpec, Template,
+    Vars,
+};
 
 /// What the checks after the demo and the proxies may ask: which hosts are reachable, which
 /// template variables exist, whether there is a demo, which proxies the run has.
@@ -31,6 +35,8 @@ pub struct Env<'a> {
     pub db_proxies: &'a [DbProxySpec],
     pub scratch_fs: &'a [ScratchFsSpec],
     pub fs_gates: &'a [FsGateSpec],
+    /// The run's `[[target.process]]`, which faults may name.
+    pub processes: &'a [ProcessSpec],
 }
 
 impl Env<'_> {

@@ -21,21 +21,21 @@ pub struct FdExhaustionSection {
     pub pid: Option<u32>,
     pub pidfile: Option<String>,
     pub demo: Option<Spanned<String>>,
+    /// A `[[target.process]]` of the run, by name.
+    pub process: Option<Spanned<String>>,
     #[serde(default)]
     pub headroom: u32,
 }
 
 pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FdExhaustionSpec, Problem> {
     let fe = section.get_ref();
-    let target = process::target(
-        section.span(),
-        fe.pid,
-        &fe.pidfile,
-        &fe.demo,
-        env.demo,
-        "fd_exhaustion",
-        "starve",
-    )?;
+    let keys = process::TargetKeys {
+        pid: fe.pid,
+        pidfile: &fe.pidfile,
+        demo: &fe.demo,
+        process: &fe.process,
+    };
+    let target = process::target(section.span(), keys, env, "fd_exhaustion", "starve")?;
     Ok(FdExhaustionSpec {
         target,
         headroom: fe.headroom,

@@ -5,21 +5,53 @@ use std::path::PathBuf;
 
 use toml::Spanned;
 
+use crate::scenario::check::{quoted_list, Env};
 use crate::scenario::load::{problem, Problem};
-use crate::scenario::{DemoComponent, DemoTarget, ProcessTarget};
+use crate::scenario::{DemoComponent, ProcessTarget};
 
-/// Exactly one of `pid`, `pidfile`, `demo`. `kind` names the fault in messages, `verb` says what
-/// it does to the process ("freeze"). `demo = "standby"` needs the demo's failover.
+/// The keys of a fault's table that name its process; exactly one is set.
+pub struct TargetKeys<'a> {
+    pub pid: Option<u32>,
+    pub pidfile: &'a Option<String>,
+    pub demo: &'a Option<Spanned<String>>,
+    pub process: &'a Option<Spanned<String>>,
+}
+
+/// Exactly one of `pid`, `pidfile`, `demo`, `process`. `kind` names the fault in messages,
+/// `verb` says what it does to the process ("freeze"). `demo = "standby"` needs the demo's
+/// failover; `process` names a `[[target.process]]`.
 pub fn target(
     span: Range<usize>,
-    pid: Option<u32>,
-    pidfile: &Option<String>,
-    demo_component: &Option<Spanned<String>>,
-    demo: Option<&DemoTarget>,
+    keys: TargetKeys,
+    env: &Env,
     kind: &str,
     verb: &str,
 ) -> Result<ProcessTarget, Problem> {
-    match (pid, pidfile, demo_component) {
+    let demo = env.demo;
+    if let (Some(name), None, None, None) = (keys.process, keys.pid, keys.pidfile, keys.demo) {
+        if env.processes.iter().any(|p| &p.name == name.get_ref()) {
+            return Ok(ProcessTarget::Started(name.get_ref().clone()));
+        }
+        let known = if env.processes.is_empty() {
+            "the scenario has no [[target.process]]".to_string()
+        } else {
+            format!(
+                "expected one of {}",
+                quoted_list(env.processes.iter().map(|p| p.name.as_str()))
+            )
+        };
+        return problem(
+            name.span(),
+            format!("unknown process \"{}\": {known}", name.get_ref()),
+        );
+    }
+    if keys.process.is_some() {
+        return problem(
+            span,
+            format!("{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`, `process`"),
+        );
+    }
+    match (keys.pid, keys.pidfile, keys.demo) {
         (Some(pid), None, None) => {
             if pid <= 1 {
                 return problem(span, format!("refusing to {verb} pid 0 or 1"));
@@ -54,7 +86,7 @@ pub fn target(
         }
         _ => problem(
             span,
-            format!("{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`"),
+            format!("{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`, `process`"),
         ),
     }
 }

@@ -21,21 +21,21 @@ pub struct ProcessFreezeSection {
     pub pid: Option<u32>,
     pub pidfile: Option<String>,
     pub demo: Option<Spanned<String>>,
+    /// A `[[target.process]]` of the run, by name.
+    pub process: Option<Spanned<String>>,
     #[serde(default)]
     pub process_group: bool,
 }
 
 pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<ProcessFreezeSpec, Problem> {
     let pf = section.get_ref();
-    let target = process::target(
-        section.span(),
-        pf.pid,
-        &pf.pidfile,
-        &pf.demo,
-        env.demo,
-        "process_freeze",
-        "freeze",
-    )?;
+    let keys = process::TargetKeys {
+        pid: pf.pid,
+        pidfile: &pf.pidfile,
+        demo: &pf.demo,
+        process: &pf.process,
+    };
+    let target = process::target(section.span(), keys, env, "process_freeze", "freeze")?;
     Ok(ProcessFreezeSpec {
         target,
         process_group: pf.process_group,

@@ -103,6 +103,8 @@ pub enum ProcessTarget {
     Pid(u32),
     Pidfile(PathBuf),
     Demo(DemoComponent),
+    /// A `[[target.process]]` of the run, by name.
+    Started(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

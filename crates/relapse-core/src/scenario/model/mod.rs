@@ -27,6 +27,8 @@ pub struct Scenario {
     /// What the gates are expected to do: hold (the default), or fail (`[scenario] expect`).
     pub expect: Expectation,
     pub demo: Option<DemoTarget>,
+    /// Processes relapse starts for the run (`[[target.process]]`), in the order they start.
+    pub processes: Vec<ProcessSpec>,
     pub sink_listen: SocketAddr,
     pub probes: Vec<ProbeSpec>,
     pub steady_state: SteadyStateSpec,
@@ -46,6 +48,54 @@ pub struct Scenario {
     pub backlog: Option<BacklogSpec>,
     /// Hosts besides loopback that probes and detection sources may reach.
     pub allow_targets: Vec<String>,
+}
+
+/// A process relapse starts for the run, after the demo, in declaration order, and stops after
+/// the run in reverse order (`stop`: a signal to its process group, a grace period, then
+/// SIGKILL). Its pid is `{process.NAME.pid}`, its output (stdout and stderr, in one file) is
+/// `{process.NAME.log}` in `{run.dir}`.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub name: String,
+    /// The program and its arguments.
+    pub run: Vec<Template>,
+    pub env: Vec<(String, Template)>,
+    /// Where it starts; `{run.dir}` by default.
+    pub cwd: Option<Template>,
+    /// Free loopback ports picked for the run, `{port.NAME}`.
+    pub ports: Vec<String>,
+    /// Written into `{run.dir}` before it starts: a relative path and a config template (see
+    /// [`Template::render_config`]).
+    pub files: Vec<(String, Template)>,
+    pub ready: Option<ReadySpec>,
+    pub stop: ProcessStop,
+}
+
+/// When a started process counts as ready; not ready within `timeout` (or exited before) and
+/// the run is inconclusive, with nothing injected.
+#[derive(Debug, Clone)]
+pub struct ReadySpec {
+    pub check: ReadyCheck,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub enum ReadyCheck {
+    /// A TCP connect to `host:port` succeeds.
+    Tcp(Template),
+    /// A GET answers one of `status`.
+    Http { url: Template, status: Vec<u16> },
+    /// A line of the process's output matches a regular expression.
+    Log(String),
+}
+
+/// How a started process is stopped: `signal` to its process group, then SIGKILL after
+/// `grace`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcessStop {
+    /// A signal number (`SIGTERM` is 15).
+    pub signal: i32,
+    pub grace: Duration,
 }
 
 /// Abort the run when a probe's success ratio over `window` falls under `min_success` after the
