@@ -1,43 +1,12 @@
-//! `[[target.process]]` end to end: relapse starts the service under test for the run (a real
-//! nginx here), points faults and detection at it, and stops it on every exit path — a normal
-//! end, a process that never gets ready, one that dies at start, and `kill -9` of relapse itself.
+//! `[[target.process]]` end to end: relapse starts a process for the run and stops it on every
+//! exit path — a process that never gets ready, one that dies at start, and `kill -9` of relapse
+//! itself. (`tests/examples.rs` runs real software this way.)
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-fn relapse() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_relapse"));
-    command.stdin(Stdio::null());
-    command
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
-
-fn show(output: &Output) -> String {
-    format!(
-        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
-        output.status.code(),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
-}
-
-fn alive(pid: u32) -> bool {
-    // A zombie has ended; only its parent's wait is missing.
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
-        stat.rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
-    })
-}
-
-fn journal_is_empty(state: &Path) -> bool {
-    std::fs::read_dir(state.join("runs")).map_or(true, |mut d| d.next().is_none())
-}
+mod support;
+use support::*;
 
 /// Pids whose command line has `arg` as one of its arguments.
 fn processes_with_arg(arg: &str) -> Vec<u32> {
@@ -50,15 +19,6 @@ fn processes_with_arg(arg: &str) -> Vec<u32> {
         })
         .filter(|pid| alive(*pid))
         .collect()
-}
-
-/// Polls until `done`, at most `within`: for what another process does on its own time.
-fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < within, "waited {within:?} for {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// A `sleep` argument no other process has: this test process's pid in the fraction.
@@ -100,61 +60,6 @@ max_run = "1m"
 observe_after = "1s"
 "#
     )
-}
-
-#[test]
-fn the_nginx_example_runs_through_a_real_nginx_that_relapse_starts_and_stops() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("state");
-    let json = dir.path().join("report.json");
-    let output = relapse()
-        .arg("run")
-        .arg(repo("scenarios/examples/nginx-upstream-hang.toml"))
-        .arg("--json")
-        .arg(&json)
-        .env("RELAPSE_STATE_DIR", &state)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    let run = &report["runs"][0];
-    let episode = &run["episodes"][0];
-    assert_eq!(episode["detected_by"], "nginx-error-log", "{run}");
-    // nginx logs the timeout `proxy_read_timeout` (500 ms) after it sent the first request the
-    // frozen frontend leaves unanswered. That request went out at most one SLI interval (50 ms)
-    // after the freeze, or up to one interval before it if it was still in flight (a request
-    // takes ~3 ms; the interval is a generous bound); the log is read every 20 ms. So 450 ms to
-    // 500 + 50 + 20 ms, plus 150 ms for scheduling on a loaded 2-core machine.
-    let detect = episode["time_to_detect_ms"].as_f64().unwrap();
-    assert!(
-        (450.0..=720.0).contains(&detect),
-        "time to detect {detect} ms\n{run}"
-    );
-    // What users saw was nginx's own answer to a hung upstream.
-    let statuses = episode["failure_statuses"].as_object().unwrap();
-    assert_eq!(statuses.keys().collect::<Vec<_>>(), ["504"], "{run}");
-
-    // The process: named in the report, stopped by its signal, its output kept.
-    let process = &run["processes"][0];
-    assert_eq!(process["name"], "nginx");
-    let pid = process["pid"].as_u64().unwrap() as u32;
-    assert!(!alive(pid), "nginx (pid {pid}) outlived the run");
-    let ended = process["ended"].as_str().unwrap();
-    assert!(ended.starts_with("stopped by SIGQUIT"), "{ended}");
-    let run_dir = PathBuf::from(run["run_dir"].as_str().unwrap());
-    assert!(run_dir.starts_with(&state), "{}", run_dir.display());
-    let log = PathBuf::from(process["log"].as_str().unwrap());
-    assert_eq!(log.parent(), Some(run_dir.as_path()));
-    let output_text = std::fs::read_to_string(&log).unwrap();
-    assert!(output_text.contains("upstream timed out"), "{output_text}");
-    // The config was rendered: its port is the one the probe used, nothing left unfilled.
-    let config = std::fs::read_to_string(run_dir.join("nginx.conf")).unwrap();
-    assert!(
-        !config.contains("{port.web}") && !config.contains("{run.dir}"),
-        "{config}"
-    );
-    assert!(config.contains("server {"), "{config}");
-    assert!(journal_is_empty(&state));
 }
 
 #[test]

@@ -1,0 +1,78 @@
+//! What the end-to-end tests of `[[target.process]]` and of the examples share: running the
+//! `relapse` binary and looking at processes and the journal afterwards.
+
+#![allow(dead_code)] // each test file uses its own part
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub fn relapse() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_relapse"));
+    command.stdin(Stdio::null());
+    command
+}
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+pub fn show(output: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs a shipped scenario with a JSON report and a state directory of its own; returns the
+/// output, the first run's report and the state directory (kept until the guard drops).
+pub fn run_shipped(scenario: &str) -> (Output, Value, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let output = relapse()
+        .arg("run")
+        .arg(repo(scenario))
+        .arg("--json")
+        .arg(&json)
+        .env("RELAPSE_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&json)
+        .unwrap_or_else(|_| panic!("no JSON report\n{}", show(&output)));
+    let report: Value = serde_json::from_str(&text).unwrap();
+    (output, report["runs"][0].clone(), dir)
+}
+
+/// Whether `pid` runs (a zombie has ended; only its parent's wait is missing).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z'))
+    })
+}
+
+pub fn journal_is_empty(state: &Path) -> bool {
+    std::fs::read_dir(state.join("runs")).map_or(true, |mut d| d.next().is_none())
+}
+
+/// Polls until `done`, at most `within`: for what another process does on its own time.
+pub fn wait_until(within: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < within, "waited {within:?} for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Every process the run started has ended, and the journal is empty.
+pub fn assert_processes_gone(run: &Value, state: &Path) {
+    for process in run["processes"].as_array().unwrap() {
+        let pid = process["pid"].as_u64().unwrap() as u32;
+        assert!(!alive(pid), "{process} outlived the run");
+    }
+    assert!(journal_is_empty(state), "the journal is not empty");
+}
