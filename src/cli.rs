@@ -41,6 +41,10 @@ pub enum Command {
     Flood(relapse_flood::cli::FloodArgs),
     /// List the fault kinds, probe kinds and detection sources, with one line of help each.
     List,
+    /// Print the JSON Schema (draft 2020-12) of the scenario format, for editors: put
+    /// `#:schema ./relapse-scenario.schema.json` at the top of a scenario (taplo, Even Better
+    /// TOML) after `relapse schema > relapse-scenario.schema.json`.
+    Schema,
     /// Run the embedded demo target (hosted-mail stack) until Ctrl-C.
     Demo {
         /// Where the demo's monitor POSTs its Alertmanager (v4) webhooks.

@@ -52,10 +52,8 @@ fn main() -> ExitCode {
             }
             outcome.exit_code()
         }
-        Command::List => {
-            print!("{}", render::list());
-            exit::PASS
-        }
+        Command::List => print_out(&render::list()),
+        Command::Schema => print_out(&(relapse_core::scenario::json_schema_text() + "\n")),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()
@@ -293,4 +291,16 @@ async fn demo(sink: Option<String>, monitor_interval_ms: u64) -> u8 {
     let _ = tokio::signal::ctrl_c().await;
     demo.shutdown().await;
     exit::PASS
+}
+
+/// Writes `text` to stdout; a reader that went away (`relapse schema | head`) is not an error.
+fn print_out(text: &str) -> u8 {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("error: writing to stdout: {e}");
+            exit::INCONCLUSIVE
+        }
+        _ => exit::PASS,
+    }
 }

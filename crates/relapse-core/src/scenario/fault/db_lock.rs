@@ -1,5 +1,6 @@
 //! `db_lock`: one session on a real database takes a lock and holds it.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -17,11 +18,14 @@ pub struct DbLockSpec {
     pub lock: DbLockTarget,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbLockSection {
+    #[schemars(with = "Option<String>")]
     pub postgres: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub mysql: Option<Spanned<String>>,
+    #[schemars(with = "Option<String>")]
     pub table: Option<Spanned<String>>,
     pub mode: Option<String>,
     pub rows: Option<String>,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -20,18 +21,21 @@ pub struct DbProxyFaultSpec {
     pub mode: DbProxyMode,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbProxyFaultSection {
+    #[schemars(with = "String")]
     pub proxy: Spanned<String>,
+    #[schemars(with = "String")]
     pub mode: Spanned<String>,
     pub latency: Option<Dur>,
     pub jitter: Option<Dur>,
+    #[schemars(with = "Option<ErrorCodeValue>")]
     pub error: Option<Spanned<ErrorCodeValue>>,
 }
 
 /// A database error: a PostgreSQL SQLSTATE (`"55P03"`) or a MySQL error number (`1205`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum ErrorCodeValue {
     Number(i64),

@@ -1,5 +1,6 @@
 //! `fd_exhaustion`: lower a process's soft RLIMIT_NOFILE to what it uses, plus a headroom.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -15,13 +16,15 @@ pub struct FdExhaustionSpec {
     pub headroom: u32,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FdExhaustionSection {
     pub pid: Option<u32>,
     pub pidfile: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub demo: Option<Spanned<String>>,
     /// A `[[target.process]]` of the run, by name.
+    #[schemars(with = "Option<String>")]
     pub process: Option<Spanned<String>>,
     #[serde(default)]
     pub headroom: u32,

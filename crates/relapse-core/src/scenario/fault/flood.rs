@@ -98,12 +98,16 @@ pub fn held_connections(
 /// The table of `slowloris` and `connection_flood`: connections held open against a server. One
 /// type for both, named as it always was: serde puts the name in its messages ("invalid type:
 /// …, expected struct ConnectionsSection").
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionsSection {
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
+    #[schemars(with = "u64")]
     pub connections: Spanned<u64>,
+    #[schemars(with = "Option<Vec<String>>")]
     pub sources: Option<Spanned<Vec<String>>>,
+    #[schemars(with = "Option<String>")]
     pub source_cidr: Option<Spanned<String>>,
     /// slowloris only: how often each connection sends one more header line (connection_flood
     /// reads it only to say it does not apply, rather than calling it an unknown key).

@@ -1,5 +1,6 @@
 //! `fs_freeze`: FIFREEZE a file system until the revert; writers block, reads go on.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -16,9 +17,10 @@ pub struct FsFreezeSpec {
     pub allow_foreign_mount: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsFreezeSection {
+    #[schemars(with = "String")]
     pub mount: Spanned<String>,
     #[serde(default)]
     pub allow_foreign_mount: bool,

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -52,14 +53,18 @@ pub enum FsErrno {
     Erofs,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsGateFaultSection {
+    #[schemars(with = "String")]
     pub gate: Spanned<String>,
+    #[schemars(with = "String")]
     pub mode: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     pub scope: Option<Spanned<String>>,
     pub latency: Option<Dur>,
     pub jitter: Option<Dur>,
+    #[schemars(with = "Option<String>")]
     pub error: Option<Spanned<String>>,
 }
 

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -32,20 +33,27 @@ pub struct HttpFloodSpec {
     pub timeout: Duration,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFloodSection {
+    #[schemars(with = "String")]
     pub url: Spanned<String>,
+    #[schemars(with = "Option<String>")]
     pub method: Option<Spanned<String>>,
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
     pub body: Option<String>,
+    #[schemars(with = "Option<f64>")]
     pub rate: Option<Spanned<f64>>,
+    #[schemars(with = "Option<u64>")]
     pub connections: Option<Spanned<u64>>,
     pub keep_alive: Option<bool>,
+    #[schemars(with = "Option<Vec<String>>")]
     pub sources: Option<Spanned<Vec<String>>>,
+    #[schemars(with = "Option<String>")]
     pub source_cidr: Option<Spanned<String>>,
     pub ramp_up: Option<Dur>,
+    #[schemars(with = "Option<u64>")]
     pub max_requests: Option<Spanned<u64>>,
     pub timeout: Option<Dur>,
 }

@@ -73,6 +73,54 @@ macro_rules! fault_kinds {
         #[cfg(test)]
         pub(crate) const EXAMPLES: &[(&str, &str)] = &[$((stringify!($module), $module::EXAMPLE)),+];
 
+        /// By hand, since the kinds' tables are `Spanned` (which has no schema): `name`, `start`
+        /// and `duration` required, `gates` and one table per kind optional, nothing else. That
+        /// exactly one kind is given is the loader's check, which the schema leaves out: an
+        /// editor then offers every kind's keys.
+        impl schemars::JsonSchema for FaultSection {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                "Fault".into()
+            }
+
+            fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                let mut properties = serde_json::Map::new();
+                properties.insert(
+                    "name".into(),
+                    schemars::json_schema!({
+                        "type": "string",
+                        "description": "Names the fault in the report and the journal; unique in the scenario."
+                    }).into(),
+                );
+                let duration = generator.subschema_for::<Dur>();
+                properties.insert("start".into(), schemars::json_schema!({
+                    "allOf": [duration.clone()],
+                    "description": "When the fault is injected, after steady state was confirmed."
+                }).into());
+                properties.insert("duration".into(), schemars::json_schema!({
+                    "allOf": [duration],
+                    "description": "How long it stays applied before it is reverted; more than 0."
+                }).into());
+                let gates = generator.subschema_for::<GatesSection>();
+                properties.insert("gates".into(), schemars::json_schema!({
+                    "allOf": [gates],
+                    "description": "Gates for this fault's episode, over [gates]."
+                }).into());
+                $(
+                    properties.insert(
+                        stringify!($module).into(),
+                        generator.subschema_for::<$module::$section>().into(),
+                    );
+                )+
+                schemars::json_schema!({
+                    "type": "object",
+                    "description": "A fault: its name, its schedule and exactly one kind.",
+                    "properties": properties,
+                    "required": ["name", "start", "duration"],
+                    "additionalProperties": false
+                })
+            }
+        }
+
         impl FaultSection {
             /// How many kinds this table gives; exactly one is valid.
             fn kinds_given(&self) -> usize {

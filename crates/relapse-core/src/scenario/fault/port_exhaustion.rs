@@ -1,5 +1,6 @@
 //! `port_exhaustion`: take a network namespace's ephemeral ports away from `connect()`.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -15,17 +16,21 @@ pub struct PortExhaustionSpec {
     pub allow_own_namespace: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortExhaustionSection {
     pub netns: Option<String>,
     pub pid: Option<u32>,
+    #[schemars(with = "Option<String>")]
     pub demo: Option<Spanned<String>>,
     #[serde(default)]
     pub allow_own_namespace: bool,
+    #[schemars(with = "Option<String>")]
     pub mode: Option<Spanned<String>>,
+    #[schemars(with = "Option<f64>")]
     pub fraction: Option<Spanned<f64>>,
     pub leave_free: Option<u32>,
+    #[schemars(with = "Option<String>")]
     pub destination: Option<Spanned<String>>,
     pub rate: Option<u32>,
     pub count: Option<u32>,

@@ -1,5 +1,6 @@
 //! `process_freeze`: SIGSTOP a process (or its process group), SIGCONT on revert.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -15,13 +16,15 @@ pub struct ProcessFreezeSpec {
     pub process_group: bool,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFreezeSection {
     pub pid: Option<u32>,
     pub pidfile: Option<String>,
+    #[schemars(with = "Option<String>")]
     pub demo: Option<Spanned<String>>,
     /// A `[[target.process]]` of the run, by name.
+    #[schemars(with = "Option<String>")]
     pub process: Option<Spanned<String>>,
     #[serde(default)]
     pub process_group: bool,
