@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cli;
+pub mod export;
 pub mod harness;
 pub mod junit;
 pub mod kinds;
