@@ -4,6 +4,7 @@
 
 pub mod markdown;
 pub mod prometheus;
+pub mod pushgateway;
 
 use relapse_core::report::RunReport;
 
