@@ -85,6 +85,18 @@ pub struct RunArgs {
     /// Write a JUnit XML report here (one test suite per run, one test case per gate).
     #[arg(long, value_name = "PATH")]
     pub junit: Option<PathBuf>,
+    /// Append a Markdown summary table to this file (one row per run and episode: outcome, time
+    /// to impact, detect, mitigate and recover, failed gates), e.g. "$GITHUB_STEP_SUMMARY". An
+    /// existing file is appended to, never replaced, as a CI job summary collects every step's.
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
+    /// After the runs, push their metrics to the Prometheus Pushgateway at URL (http:// only):
+    /// one group per scenario, PUT to URL/metrics/job/relapse/scenario/NAME, replacing what the
+    /// last push left there. Loopback only unless --allow-target names the host. A push that
+    /// fails (refused, an error status, no answer within 5 s) is reported and turns exit 0 into 3,
+    /// so a CI gate cannot lose its metrics unnoticed; exit 1 (a failed gate) stays 1.
+    #[arg(long, value_name = "URL")]
+    pub pushgateway: Option<String>,
     /// Run each scenario this many times and summarise the spread of the measured times.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,

@@ -5,6 +5,7 @@
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod cli;
+pub mod export;
 pub mod harness;
 pub mod junit;
 pub mod kinds;
@@ -47,5 +48,43 @@ pub fn exit_code(reports: &[RunReport]) -> u8 {
         exit::INCONCLUSIVE
     } else {
         exit::PASS
+    }
+}
+
+/// The exit code once the metrics push is known: a push that failed turns a passing exit into 3,
+/// since a CI gate must not lose its metrics without failing; it never hides a failed gate (1) or
+/// an invalid input (2), nor changes a 3.
+pub fn exit_code_after_push(code: u8, pushed: bool) -> u8 {
+    if !pushed && code == exit::PASS {
+        exit::INCONCLUSIVE
+    } else {
+        code
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_push_turns_only_a_pass_into_3() {
+        assert_eq!(exit_code_after_push(exit::PASS, false), exit::INCONCLUSIVE);
+        assert_eq!(exit_code_after_push(exit::FAIL, false), exit::FAIL);
+        assert_eq!(
+            exit_code_after_push(exit::INVALID_INPUT, false),
+            exit::INVALID_INPUT
+        );
+        assert_eq!(
+            exit_code_after_push(exit::INCONCLUSIVE, false),
+            exit::INCONCLUSIVE
+        );
+        for code in [
+            exit::PASS,
+            exit::FAIL,
+            exit::INVALID_INPUT,
+            exit::INCONCLUSIVE,
+        ] {
+            assert_eq!(exit_code_after_push(code, true), code);
+        }
     }
 }

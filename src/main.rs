@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use relapse::cli::{Cli, Command, RunArgs};
+use relapse::export::pushgateway::Pushgateway;
 use relapse::harness::{run_scenario, StartError};
 use relapse::{exit, render, setup};
 use relapse_core::report::RunReport;
@@ -165,7 +166,19 @@ fn cancel_on_signals() -> CancellationToken {
 async fn run(options: &RunArgs) -> u8 {
     let files = &options.files;
     let state_dir = (options.state_dir.clone()).unwrap_or_else(relapse_journal::default_state_dir);
-    let Some(scenarios) = load_all(files, &options.allow_targets) else {
+    // Checked with the scenarios, before anything runs: a refused URL is invalid input.
+    let pushgateway = (options.pushgateway.as_deref())
+        .map(|url| Pushgateway::new(url, &options.allow_targets))
+        .transpose();
+    let scenarios = load_all(files, &options.allow_targets);
+    let pushgateway = match pushgateway {
+        Ok(pushgateway) => pushgateway,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let Some(scenarios) = scenarios else {
         return exit::INVALID_INPUT;
     };
     let launcher = match setup::launcher() {
@@ -229,12 +242,27 @@ async fn run(options: &RunArgs) -> u8 {
     if options.repeat > 1 {
         print!("{}", render::spread(&reports));
     }
-    let (json, junit) = (options.json.as_deref(), options.junit.as_deref());
-    if let Err(e) = setup::write_reports(&reports, json, junit) {
+    let paths = setup::ReportPaths {
+        json: options.json.as_deref(),
+        junit: options.junit.as_deref(),
+        markdown: options.markdown.as_deref(),
+    };
+    // The files first: they are local and quick, and a Pushgateway that does not answer must
+    // not keep them from being written.
+    let written = setup::write_reports(&reports, paths);
+    let mut pushed = true;
+    if let Some(pushgateway) = pushgateway.filter(|_| !reports.is_empty()) {
+        for failure in pushgateway.push(&reports).await {
+            eprintln!("error: {failure}");
+            pushed = false;
+        }
+    }
+    if let Err(e) = written {
         eprintln!("error: {e:#}");
         return exit::INCONCLUSIVE;
     }
-    start_error.unwrap_or_else(|| relapse::exit_code(&reports))
+    let code = start_error.unwrap_or_else(|| relapse::exit_code(&reports));
+    relapse::exit_code_after_push(code, pushed)
 }
 
 /// The live one-line display; drawn only on a terminal (indicatif hides itself otherwise).

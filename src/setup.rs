@@ -1,7 +1,9 @@
 //! What `relapse run` sets up around its runs and leaves after them: the scenarios loaded, the
-//! demo launcher, the revert journal and its guardian, the report files. Nothing here prints:
+//! demo launcher, the revert journal and its guardian, the report files (JSON, JUnit, the
+//! Markdown summary). Nothing here prints:
 //! errors come back to `main.rs`, which prints them.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -59,12 +61,22 @@ pub fn start_safety(state_dir: &Path) -> anyhow::Result<(JournalLog, Guardian)> 
     Ok((JournalLog::new(journal), guardian))
 }
 
-/// Writes the JSON and JUnit reports that were asked for.
-pub fn write_reports(
-    reports: &[RunReport],
-    json: Option<&Path>,
-    junit: Option<&Path>,
-) -> anyhow::Result<()> {
+/// Where the report files go; `None`: not asked for.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReportPaths<'a> {
+    pub json: Option<&'a Path>,
+    pub junit: Option<&'a Path>,
+    /// Appended to, not replaced (see [`crate::export::markdown`]).
+    pub markdown: Option<&'a Path>,
+}
+
+/// Writes the report files that were asked for.
+pub fn write_reports(reports: &[RunReport], paths: ReportPaths<'_>) -> anyhow::Result<()> {
+    let ReportPaths {
+        json,
+        junit,
+        markdown,
+    } = paths;
     if let Some(path) = json {
         let text = serde_json::to_string_pretty(&ReportFile::new(reports))
             .context("serialising the JSON report")?;
@@ -75,6 +87,16 @@ pub fn write_reports(
         let text = crate::junit::to_junit(reports).context("serialising the JUnit report")?;
         std::fs::write(path, text)
             .with_context(|| format!("writing the JUnit report to {}", path.display()))?;
+    }
+    if let Some(path) = markdown {
+        let context = || format!("appending the Markdown summary to {}", path.display());
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(context)?;
+        file.write_all(crate::export::markdown::summary(reports).as_bytes())
+            .with_context(context)?;
     }
     Ok(())
 }
