@@ -63,6 +63,8 @@ pub fn run(scenario: &str) -> RunReport {
         )],
         timeline: Vec::new(),
         probes: Vec::new(),
+        run_dir: None,
+        processes: Vec::new(),
     }
 }
 
