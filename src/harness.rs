@@ -27,6 +27,15 @@ pub mod processes;
 /// The journal kind of the demo's tables (a [`relapse_demo::DemoTablesRecord`]).
 pub const DEMO_TABLES: &str = "demo_tables";
 
+/// Where scratch file systems keep their images: in memory (a tmpfs), when the machine has it.
+const IMAGES_IN_MEMORY: &str = "/dev/shm";
+
+/// A number for each scratch image this process makes, for unique names in a shared directory.
+fn images() -> u32 {
+    static IMAGES: AtomicU32 = AtomicU32::new(0);
+    IMAGES.fetch_add(1, Ordering::SeqCst)
+}
+
 /// How long a db_proxy's connections may take to close when the run ends.
 const PROXY_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
@@ -377,7 +386,20 @@ impl Harness {
                 tracing::debug!(step = step.name(), "scratch_fs");
                 Ok(())
             };
-            let made = relapse_fs::ScratchFs::create(&dir, &name, size, &mut on_step);
+            // The image in memory where the machine has a tmpfs for it: a write on the scratch
+            // file system then waits for a freeze, never for the host disk's fsync (hundreds of
+            // milliseconds on a busy CI machine, which a deep health check would take for a
+            // lockup).
+            let prefix = format!("relapse-{}-{}", std::process::id(), images());
+            let memory = Path::new(IMAGES_IN_MEMORY);
+            let image_dir = memory.is_dir().then_some((memory, prefix.as_str()));
+            let made = relapse_fs::ScratchFs::create_with_image(
+                &dir,
+                image_dir,
+                &name,
+                size,
+                &mut on_step,
+            );
             (made, entry)
         })
         .await

@@ -206,8 +206,10 @@ fn leftovers(
     if !namespaces.is_empty() {
         left.push(format!("namespaces {namespaces:?}"));
     }
-    // Scratch file systems live under the run's journal directory, inside `state`.
+    // Scratch file systems are mounted under the run's journal directory, inside `state`; their
+    // images are in memory, named after the harness's pid.
     let state_path = state.display().to_string();
+    let images = format!("/dev/shm/relapse-{harness}-");
     let mounts: Vec<String> = std::fs::read_to_string("/proc/mounts")
         .unwrap()
         .lines()
@@ -220,11 +222,22 @@ fn leftovers(
     let loops = Command::new("losetup").arg("-a").output().unwrap();
     let loops: Vec<String> = String::from_utf8_lossy(&loops.stdout)
         .lines()
-        .filter(|l| l.contains(&state_path))
+        .filter(|l| l.contains(&state_path) || l.contains(&images))
         .map(str::to_string)
         .collect();
     if !loops.is_empty() {
         left.push(format!("loop devices {loops:?}"));
+    }
+    let image_files: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.path().display().to_string())
+                .filter(|p| p.starts_with(&images))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !image_files.is_empty() {
+        left.push(format!("scratch images {image_files:?}"));
     }
     let helpers = helpers();
     if !helpers.is_empty() {

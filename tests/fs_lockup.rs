@@ -3,7 +3,7 @@
 //! and nothing of the file system is left afterwards.
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -19,14 +19,19 @@ fn a_locked_up_mail_store_hangs_webmail_the_deep_check_notices_and_the_shallow_o
     let state = dir.path().join("state");
     let json = dir.path().join("report.json");
     let scenario = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/opensrs-fs-lockup.toml");
-    let output = Command::new(env!("CARGO_BIN_EXE_relapse"))
+    let child = Command::new(env!("CARGO_BIN_EXE_relapse"))
         .arg("run")
         .arg(&scenario)
         .arg("--json")
         .arg(&json)
         .env("RELAPSE_STATE_DIR", &state)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // The scratch file system's image is in memory, named after relapse's pid.
+    let images = format!("/dev/shm/relapse-{}-", child.id());
+    let output = child.wait_with_output().unwrap();
     let shown = format!(
         "{}\n{}",
         String::from_utf8_lossy(&output.stdout),
@@ -90,11 +95,18 @@ fn a_locked_up_mail_store_hangs_webmail_the_deep_check_notices_and_the_shallow_o
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     assert!(!mounts.contains(&state_path), "{mounts}");
     let loops = Command::new("losetup").arg("-a").output().unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout);
     assert!(
-        !String::from_utf8_lossy(&loops.stdout).contains(&state_path),
-        "{}",
-        String::from_utf8_lossy(&loops.stdout)
+        !loops.contains(&state_path) && !loops.contains(&images),
+        "{loops}"
     );
+    let left: Vec<_> = std::fs::read_dir("/dev/shm")
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().display().to_string())
+        .filter(|p| p.starts_with(&images))
+        .collect();
+    assert!(left.is_empty(), "scratch images left: {left:?}");
     let runs = std::fs::read_dir(state.join("runs"))
         .map(|d| d.count())
         .unwrap_or(0);

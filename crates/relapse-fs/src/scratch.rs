@@ -90,12 +90,31 @@ impl ScratchFs {
         size: u64,
         on_step: &mut dyn FnMut(ScratchStep, &ScratchFsRecord) -> Result<(), BoxError>,
     ) -> Result<ScratchFs, FsError> {
+        ScratchFs::create_with_image(dir, None, name, size, on_step)
+    }
+
+    /// [`ScratchFs::create`], with the image in `image_dir` (as `IMAGE_PREFIX-NAME.img`) rather
+    /// than beside the mount point: in memory (`/dev/shm`), a freeze's effect is all that a
+    /// write on the file system waits for, not also the latency of the disk under the image.
+    pub fn create_with_image(
+        dir: &Path,
+        image_dir: Option<(&Path, &str)>,
+        name: &str,
+        size: u64,
+        on_step: &mut dyn FnMut(ScratchStep, &ScratchFsRecord) -> Result<(), BoxError>,
+    ) -> Result<ScratchFs, FsError> {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(FsError::Name(name.to_string()));
         }
         let dir = std::fs::canonicalize(dir).map_err(FsError::io(dir.display().to_string()))?;
+        let image = match image_dir {
+            None => dir.join(format!("{name}.img")),
+            Some((image_dir, prefix)) => std::fs::canonicalize(image_dir)
+                .map_err(FsError::io(image_dir.display().to_string()))?
+                .join(format!("{prefix}-{name}.img")),
+        };
         let mut record = ScratchFsRecord {
-            image: dir.join(format!("{name}.img")),
+            image,
             loop_device: None,
             mountpoint: dir.join(format!("{name}.mnt")),
             st_dev: None,
