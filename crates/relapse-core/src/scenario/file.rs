@@ -226,6 +226,8 @@ pub struct DetectSection {
     pub http: Option<HttpDetectSection>,
     pub command: Option<CommandDetectSection>,
     pub log: Option<LogDetectSection>,
+    pub prometheus: Option<PrometheusDetectSection>,
+    pub alertmanager: Option<Spanned<AlertmanagerDetectSection>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -258,6 +260,29 @@ pub struct LogDetectSection {
     pub path: Spanned<String>,
     pub pattern: Spanned<String>,
     pub every: Option<Dur>,
+}
+
+/// `prometheus = { url, query, every, timeout, above }`: an instant query polled on a Prometheus
+/// server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusDetectSection {
+    pub url: Spanned<String>,
+    pub query: Spanned<String>,
+    pub every: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub above: Option<Spanned<f64>>,
+}
+
+/// `alertmanager = { url, match, every, timeout }`: the active alerts polled on an Alertmanager.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerDetectSection {
+    pub url: Spanned<String>,
+    #[serde(rename = "match")]
+    pub matchers: Option<Spanned<BTreeMap<String, String>>>,
+    pub every: Option<Spanned<Dur>>,
+    pub timeout: Option<Spanned<Dur>>,
 }
 
 /// `slowloris` and `connection_flood`: connections held open against a server.
