@@ -33,9 +33,8 @@ pub(crate) enum Poll {
 /// Polls every `every` (never overlapping, no bursts after a slow poll) until `cancel`, and
 /// signals changes of the answer's state like the other polled sources ([`crate::HealthEdge`]).
 ///
-/// A failed poll changes nothing: it is logged when its error differs from the previous poll's
-/// (so a server that stays down is reported once, not on every poll), and the next signal's
-/// detail says how many polls failed since the last signal and the last error. A source whose
+/// A failed poll changes nothing: the first of a run of failed polls is logged as a warning, and
+/// the next signal's detail says how many polls failed since the last signal and the last error. A source whose
 /// every poll failed sends no signal at all, so the run shows nothing detected, with the
 /// warnings in the log, as for a log file that cannot be read.
 pub(crate) async fn watch_polls<F, Fut>(
@@ -80,28 +79,37 @@ where
     }
 }
 
-/// The polls that failed since the last signal.
+/// The polls that failed since the last signal, and the current run of failed polls.
 #[derive(Debug, Default)]
 struct Failures {
     since_signal: u32,
     last: Option<String>,
-    /// The previous poll's error, if it failed: a change of error is logged, a repeat is not.
-    current: Option<String>,
+    /// Failed polls in a row, up to the latest: only the first of a run is a warning, so a
+    /// server that stays down, or whose error flips between "reset" and "refused", is reported
+    /// once, not on every poll.
+    in_a_row: u32,
 }
 
 impl Failures {
     fn failed(&mut self, source: &str, error: String) {
-        if self.current.as_ref() != Some(&error) {
-            tracing::warn!(source, %error, "poll failed; it counts neither as firing nor as clear");
+        if self.in_a_row == 0 {
+            tracing::warn!(
+                source,
+                %error,
+                "poll failed; it counts neither as firing nor as clear (more failures in a row are logged at debug level)"
+            );
+        } else {
+            tracing::debug!(source, %error, "poll failed again");
         }
+        self.in_a_row += 1;
         self.since_signal += 1;
-        self.last = Some(error.clone());
-        self.current = Some(error);
+        self.last = Some(error);
     }
 
     fn answered(&mut self, source: &str) {
-        if self.current.take().is_some() {
-            tracing::info!(source, "polls are answered again");
+        if self.in_a_row > 0 {
+            tracing::info!(source, failed = self.in_a_row, "polls are answered again");
+            self.in_a_row = 0;
         }
     }
 
