@@ -71,7 +71,10 @@ struct Window {
 }
 
 impl Window {
-    fn check(&self, what: &str, measured: Duration) {
+    /// Checks that `at` came after the switch at `from`, within the window.
+    fn check(&self, what: &str, from: Instant, at: Instant) {
+        assert!(at > from, "{what} before the switch that caused it");
+        let measured = at - from;
         println!(
             "{what}: {} ms, window {}–{} ms",
             measured.as_millis(),
@@ -367,12 +370,13 @@ async fn a_failing_target_fires_the_query_and_the_alert_within_their_windows_and
     let failing = watching.until("failing", true, WAIT).await;
     let inverted = watching.until("inverted", true, WAIT).await;
     let paged = watching.until("paged", true, WAIT).await;
-    query_window().check("prometheus `probe_success == 0` fired", failing.at - t0);
+    query_window().check("prometheus `probe_success == 0` fired", t0, failing.at);
     query_window().check(
         "prometheus `1 - probe_success` above 0.5 fired",
-        inverted.at - t0,
+        t0,
+        inverted.at,
     );
-    alert_fires_window().check("alertmanager TargetDown fired", paged.at - t0);
+    alert_fires_window().check("alertmanager TargetDown fired", t0, paged.at);
     assert!(
         failing
             .detail
@@ -404,13 +408,15 @@ async fn a_failing_target_fires_the_query_and_the_alert_within_their_windows_and
     let paged_clear = watching.until("paged", false, WAIT).await;
     query_window().check(
         "prometheus `probe_success == 0` cleared",
-        failing_clear.at - t1,
+        t1,
+        failing_clear.at,
     );
     query_window().check(
         "prometheus `1 - probe_success` above 0.5 cleared",
-        inverted_clear.at - t1,
+        t1,
+        inverted_clear.at,
     );
-    alert_clears_window().check("alertmanager TargetDown cleared", paged_clear.at - t1);
+    alert_clears_window().check("alertmanager TargetDown cleared", t1, paged_clear.at);
     assert_eq!(failing_clear.detail, "query returned no series");
     assert_eq!(
         inverted_clear.detail,

@@ -39,26 +39,26 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How much of a server's output a failed test shows.
 const LOG_TAIL_LINES: usize = 40;
 
-/// Where Debian installs the three servers.
-pub(crate) const PROMETHEUS: (&str, &str) = ("/usr/bin/prometheus", "prometheus");
-pub(crate) const ALERTMANAGER: (&str, &str) = (
-    "/usr/bin/prometheus-alertmanager",
-    "prometheus-alertmanager",
-);
+/// The three servers' programs, as Debian's packages name them, and the packages.
+pub(crate) const PROMETHEUS: (&str, &str) = ("prometheus", "prometheus");
+pub(crate) const ALERTMANAGER: (&str, &str) =
+    ("prometheus-alertmanager", "prometheus-alertmanager");
 pub(crate) const BLACKBOX: (&str, &str) = (
-    "/usr/bin/prometheus-blackbox-exporter",
+    "prometheus-blackbox-exporter",
     "prometheus-blackbox-exporter",
 );
 
-/// The program's path; missing is a failure, not a skip: CI installs it.
-fn program((path, package): (&str, &str)) -> PathBuf {
-    let path = PathBuf::from(path);
-    assert!(
-        path.is_file(),
-        "{} is not installed: .ci/run installs it (apt-get install -y {package})",
-        path.display()
-    );
-    path
+/// The program from PATH, or from `/usr/bin` where Debian puts it. Missing is a failure, not a
+/// skip: CI installs it.
+fn program((name, package): (&str, &str)) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin")])
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| {
+            panic!("{name} is not installed: .ci/run installs it (apt-get install -y {package})")
+        })
 }
 
 /// A loopback port that was free a moment ago: bound, read, released.
