@@ -174,7 +174,10 @@ impl Stack {
         args: impl Fn(u16) -> Vec<String>,
         ready_path: &str,
     ) -> u16 {
-        let log = self.dir.path().join(format!("{name}.log"));
+        let log = self
+            .dir
+            .path()
+            .join(format!("{}.log", name.replace(' ', "-")));
         let mut failures = String::new();
         let attempts = if port.is_some() { 1 } else { 3 };
         for _ in 0..attempts {
