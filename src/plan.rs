@@ -9,7 +9,8 @@ use relapse_core::measure::SteadyRule;
 use relapse_core::scenario::{BacklogKind, DetectorKind, ProbeKind, Scenario};
 use relapse_core::sense::{Detector, Gauge, Probe};
 use relapse_probe::{
-    CommandDetector, HttpHealthDetector, HttpProbe, ImapProbe, LogDetector, TcpProbe,
+    AlertmanagerDetector, CommandDetector, HttpHealthDetector, HttpProbe, ImapProbe, LogDetector,
+    PrometheusDetector, TcpProbe,
 };
 
 use crate::harness::Harness;
@@ -121,6 +122,33 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
                     regex,
                     *every,
                 ))
+            }
+            DetectorKind::Prometheus {
+                url,
+                query,
+                every,
+                timeout,
+                above,
+            } => {
+                let url = render(url, vars).map_err(context)?;
+                reachable_url(&url, allowed).map_err(context)?;
+                Box::new(
+                    PrometheusDetector::new(&url, query, *every, *timeout, *above)
+                        .map_err(|e| context(e.to_string()))?,
+                )
+            }
+            DetectorKind::Alertmanager {
+                url,
+                matchers,
+                every,
+                timeout,
+            } => {
+                let url = render(url, vars).map_err(context)?;
+                reachable_url(&url, allowed).map_err(context)?;
+                Box::new(
+                    AlertmanagerDetector::new(&url, matchers.clone(), *every, *timeout)
+                        .map_err(|e| context(e.to_string()))?,
+                )
             }
         };
         detectors.push(PlannedDetector {

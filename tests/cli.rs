@@ -398,6 +398,8 @@ fn list_names_every_kind() {
         "webhook",
         "command",
         "log",
+        "prometheus",
+        "alertmanager",
     ] {
         assert!(listing.contains(kind), "{kind} missing from\n{listing}");
     }

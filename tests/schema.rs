@@ -17,6 +17,7 @@ const REFUSED_BY_THE_SCHEMA: &[&str] = &[
     "failover-unknown-name",
     "missing-scenario-section",
     "negative-duration",
+    "prometheus-above-not-finite",
     "unknown-fault-kind",
     "unknown-key",
     "unknown-section",

@@ -31,6 +31,9 @@ detection sources (how relapse learns that the system noticed)
   http              a health endpoint answering a status outside `healthy`, or not answering
   command           a command exiting non-zero (a Nagios-style check)
   log               a line appended to a file matching a regular expression
+  prometheus        a PromQL query on a Prometheus server returning a sample (with `above`, one
+                    greater than it); a query that fails counts neither way
+  alertmanager      an active alert on an Alertmanager whose labels include every `match` pair
 
 backlog gauges ([backlog]: recovery also waits for it to drain)
   metric            a metric in Prometheus text format (summed over its label sets)
@@ -76,6 +79,9 @@ mod tests {
               http              a health endpoint answering a status outside `healthy`, or not answering
               command           a command exiting non-zero (a Nagios-style check)
               log               a line appended to a file matching a regular expression
+              prometheus        a PromQL query on a Prometheus server returning a sample (with `above`, one
+                                greater than it); a query that fails counts neither way
+              alertmanager      an active alert on an Alertmanager whose labels include every `match` pair
 
             backlog gauges ([backlog]: recovery also waits for it to drain)
               metric            a metric in Prometheus text format (summed over its label sets)

@@ -30,6 +30,12 @@ pub enum ProbeError {
     /// reason never repeats a password.
     #[error("invalid imap {field}: {reason}")]
     InvalidImap { field: &'static str, reason: String },
+    /// A Prometheus query that is empty or only whitespace.
+    #[error("empty query: expected PromQL such as \"probe_success == 0\"")]
+    EmptyQuery,
+    /// An `above` threshold that is not a finite number, which no sample could be compared with.
+    #[error("invalid threshold {above}: expected a finite number")]
+    InvalidThreshold { above: f64 },
     /// The webhook sink could not listen on the requested address.
     #[error("cannot listen on {addr} for the webhook sink: {reason}")]
     Bind {

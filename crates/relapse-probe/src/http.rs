@@ -1,4 +1,5 @@
-//! The HTTP SLI probe, and the HTTP exchange it shares with the health-endpoint detector.
+//! The HTTP SLI probe, and the HTTP exchange it shares with the health-endpoint detector, the
+//! metric gauge and the pulled detection sources.
 
 use std::error::Error as StdError;
 use std::io;
@@ -120,8 +121,18 @@ impl HttpTarget {
 
 impl HttpTarget {
     /// Fetches a body of at most `limit` bytes, under the timeout; a status other than 2xx is an
-    /// error, as is a larger body.
+    /// error (the body is not read then), as is a larger body.
     pub(crate) async fn fetch(&self, limit: usize) -> Result<Vec<u8>, String> {
+        self.read_answer(limit, false).await.map(|(_, body)| body)
+    }
+
+    /// Fetches the status and a body of at most `limit` bytes whatever the status, under the
+    /// timeout: an API's error answer (a Prometheus 400) says in its body what went wrong.
+    pub(crate) async fn fetch_answer(&self, limit: usize) -> Result<(u16, Vec<u8>), String> {
+        self.read_answer(limit, true).await
+    }
+
+    async fn read_answer(&self, limit: usize, any_status: bool) -> Result<(u16, Vec<u8>), String> {
         let request = self.request();
         let call = async {
             let response = self
@@ -129,8 +140,9 @@ impl HttpTarget {
                 .request(request)
                 .await
                 .map_err(|error| classify_client_error(&error))?;
-            if !response.status().is_success() {
-                return Err(format!("status {}", response.status().as_u16()));
+            let status = response.status().as_u16();
+            if !any_status && !response.status().is_success() {
+                return Err(format!("status {status}"));
             }
             let mut body = response.into_body();
             let mut data = Vec::new();
@@ -143,7 +155,7 @@ impl HttpTarget {
                     data.extend_from_slice(chunk);
                 }
             }
-            Ok(data)
+            Ok((status, data))
         };
         tokio::time::timeout(self.timeout, call)
             .await

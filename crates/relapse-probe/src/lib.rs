@@ -16,13 +16,16 @@
 //!   plain JSON); each [`WebhookDetector`] picks the alerts whose labels match it.
 //!   [`HttpHealthDetector`] polls a health endpoint and [`CommandDetector`] runs a check command;
 //!   both report changes of state only. [`LogDetector`] tails a log file and fires on every new
-//!   line matching a pattern.
+//!   line matching a pattern. [`PrometheusDetector`] polls a PromQL query on a Prometheus server
+//!   and [`AlertmanagerDetector`] an Alertmanager's active alerts; both report changes of state
+//!   only, and a poll that got no answer counts neither way.
 //! - **Backlog gauges** ([`Gauge`](relapse_core::sense::Gauge)): [`MetricGauge`] reads a metric
 //!   such as a queue depth from a Prometheus text exposition.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+mod alertmanager;
 mod command;
 mod error;
 mod health;
@@ -30,9 +33,12 @@ mod http;
 mod imap;
 mod log;
 mod metric;
+mod prometheus;
+mod pull;
 mod tcp;
 mod webhook;
 
+pub use alertmanager::AlertmanagerDetector;
 pub use command::CommandDetector;
 pub use error::ProbeError;
 pub use health::HttpHealthDetector;
@@ -40,6 +46,7 @@ pub use http::HttpProbe;
 pub use imap::{ImapProbe, ImapSession};
 pub use log::LogDetector;
 pub use metric::{metric_sum, MetricGauge};
+pub use prometheus::PrometheusDetector;
 pub use tcp::TcpProbe;
 pub use webhook::{WebhookDetector, WebhookSink};
 
@@ -72,6 +79,11 @@ pub(crate) struct HealthEdge {
 impl HealthEdge {
     pub(crate) fn new() -> HealthEdge {
         HealthEdge { healthy: true }
+    }
+
+    /// The state the last signal (or the start) left.
+    pub(crate) fn is_healthy(&self) -> bool {
+        self.healthy
     }
 
     /// Records one observation; fires on healthy → unhealthy, clears on the way back.

@@ -345,6 +345,9 @@ pub struct DetectSection {
     pub http: Option<HttpDetectSection>,
     pub command: Option<CommandDetectSection>,
     pub log: Option<LogDetectSection>,
+    pub prometheus: Option<PrometheusDetectSection>,
+    #[schemars(with = "Option<AlertmanagerDetectSection>")]
+    pub alertmanager: Option<Spanned<AlertmanagerDetectSection>>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -381,6 +384,38 @@ pub struct LogDetectSection {
     #[schemars(with = "String")]
     pub pattern: Spanned<String>,
     pub every: Option<Dur>,
+}
+
+/// `prometheus = { url, query, every, timeout, above }`: an instant query polled on a Prometheus
+/// server.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PrometheusDetectSection {
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    #[schemars(with = "String")]
+    pub query: Spanned<String>,
+    #[schemars(with = "Option<Dur>")]
+    pub every: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub timeout: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<f64>")]
+    pub above: Option<Spanned<f64>>,
+}
+
+/// `alertmanager = { url, match, every, timeout }`: the active alerts polled on an Alertmanager.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertmanagerDetectSection {
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    #[serde(rename = "match")]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
+    pub matchers: Option<Spanned<BTreeMap<String, String>>>,
+    #[schemars(with = "Option<Dur>")]
+    pub every: Option<Spanned<Dur>>,
+    #[schemars(with = "Option<Dur>")]
+    pub timeout: Option<Spanned<Dur>>,
 }
 
 /// `slowloris` and `connection_flood`: connections held open against a server.

@@ -325,6 +325,24 @@ pub enum DetectorKind {
         pattern: String,
         every: Duration,
     },
+    /// An instant PromQL `query` on the Prometheus server at `url` returning a sample (with
+    /// `above`, a sample greater than it); a failed query counts neither way. The query is not a
+    /// template: PromQL's label matchers are written in braces.
+    Prometheus {
+        url: Template,
+        query: String,
+        every: Duration,
+        timeout: Duration,
+        above: Option<f64>,
+    },
+    /// An active (neither silenced nor inhibited) alert on the Alertmanager at `url` whose labels
+    /// include all of `matchers`; a failed poll counts neither way.
+    Alertmanager {
+        url: Template,
+        matchers: BTreeMap<String, String>,
+        every: Duration,
+        timeout: Duration,
+    },
 }
 
 impl DetectorKind {
@@ -334,7 +352,9 @@ impl DetectorKind {
             DetectorKind::Webhook { .. } => Duration::ZERO,
             DetectorKind::Http { every, .. }
             | DetectorKind::Command { every, .. }
-            | DetectorKind::Log { every, .. } => *every,
+            | DetectorKind::Log { every, .. }
+            | DetectorKind::Prometheus { every, .. }
+            | DetectorKind::Alertmanager { every, .. } => *every,
         }
     }
 }
