@@ -92,3 +92,63 @@ fn haproxy_fails_over_from_a_frozen_primary_within_the_window_its_checks_imply()
     assert_eq!(names, ["primary", "standby", "haproxy"]);
     assert_processes_gone(&run, &dir.path().join("state"));
 }
+
+/// When each detection source first fired, after the fault took effect: from the timeline.
+fn first_detections(run: &Value) -> Vec<(String, f64)> {
+    let injected = ms(&run["episodes"][0]["injected_at_ms"]);
+    let mut seen: Vec<(String, f64)> = Vec::new();
+    for entry in run["timeline"].as_array().unwrap() {
+        if entry["event"] != "detection" {
+            continue;
+        }
+        let detail = entry["detail"].as_str().unwrap();
+        let source = detail.split(':').next().unwrap().to_string();
+        if !seen.iter().any(|(s, _)| *s == source) {
+            seen.push((source, ms(&entry["at_ms"]) - injected));
+        }
+    }
+    seen
+}
+
+#[test]
+fn a_real_monitoring_pipeline_pages_and_the_pull_sources_see_it_beside_the_push() {
+    let (output, run, dir) = run_shipped("scenarios/examples/prometheus-paging.toml");
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let detections = first_detections(&run);
+    let at = |source: &str| {
+        detections
+            .iter()
+            .find(|(s, _)| s == source)
+            .unwrap_or_else(|| panic!("{source} never fired: {detections:?}\n{run}"))
+            .1
+    };
+    // From the example's settings (scrape and evaluation 200 ms, probe timeout 150 ms, `for:
+    // 1s`, group_wait 100 ms, pulls every 100 ms), with 100 ms early and 500 ms late slack:
+    // the query once a scrape's probe timed out, 0 to 200 + 150 + 100 ms;
+    let (promql, api, pager) = (at("promql"), at("alertmanager-api"), at("pager"));
+    assert!(
+        (0.0..=450.0 + 500.0).contains(&promql),
+        "promql {promql} ms"
+    );
+    // the alert in Alertmanager, `for` after the evaluation that saw the failure: 1 s to
+    // 200 + 150 + 200 + 1000 + 100 ms;
+    assert!(
+        (900.0..=1650.0 + 500.0).contains(&api),
+        "alertmanager {api} ms"
+    );
+    // the webhook, `group_wait` after Alertmanager had the alert: 1.1 s to 1.65 s, pushed.
+    assert!(
+        (1000.0..=1650.0 + 500.0).contains(&pager),
+        "pager {pager} ms"
+    );
+    // The pull and the push saw the same alert: the push `group_wait` (100 ms) after it
+    // reached Alertmanager, the pull within one poll (100 ms) of that.
+    assert!(
+        (pager - api).abs() <= 100.0 + 100.0 + 50.0,
+        "pager {pager} vs api {api}"
+    );
+    // The run's time to detect is the first of them: the query.
+    assert_eq!(run["episodes"][0]["detected_by"], "promql", "{run}");
+    eprintln!("time to detect: promql {promql:.1} ms, alertmanager-api {api:.1} ms, pager (push) {pager:.1} ms");
+    assert_processes_gone(&run, &dir.path().join("state"));
+}
