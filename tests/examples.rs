@@ -17,6 +17,7 @@ fn ms(value: &Value) -> f64 {
 
 #[test]
 fn nginx_in_front_of_the_demo_answers_504_for_a_hung_upstream_and_logs_it() {
+    let _serial = one_at_a_time();
     let (output, run, dir) = run_shipped("scenarios/examples/nginx-upstream-hang.toml");
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let episode = &run["episodes"][0];
@@ -59,6 +60,7 @@ fn nginx_in_front_of_the_demo_answers_504_for_a_hung_upstream_and_logs_it() {
 
 #[test]
 fn haproxy_fails_over_from_a_frozen_primary_within_the_window_its_checks_imply() {
+    let _serial = one_at_a_time();
     let (output, run, dir) = run_shipped("scenarios/examples/haproxy-failover.toml");
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let episode = &run["episodes"][0];
@@ -112,6 +114,7 @@ fn first_detections(run: &Value) -> Vec<(String, f64)> {
 
 #[test]
 fn a_real_monitoring_pipeline_pages_and_the_pull_sources_see_it_beside_the_push() {
+    let _serial = one_at_a_time();
     let (output, run, dir) = run_shipped("scenarios/examples/prometheus-paging.toml");
     assert_eq!(output.status.code(), Some(0), "{}", show(&output));
     let detections = first_detections(&run);

@@ -9,6 +9,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Serialises the tests of one file that measure timing windows: on a 2-core machine, two runs
+/// at once would each stretch the other's windows.
+pub fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static ONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    ONE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn relapse() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relapse"));
     command.stdin(Stdio::null());
