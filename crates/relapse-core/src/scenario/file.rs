@@ -25,7 +25,7 @@ impl JsonSchema for Dur {
         schemars::json_schema!({
             "type": "string",
             "description": "A duration: a number and a unit (us, ms, s, m, h), e.g. \"250ms\", \"1.5s\", \"2m\".",
-            "pattern": "^\\s*[0-9]+(\\.[0-9]*)?\\s*(us|µs|ms|s|m|h)\\s*$"
+            "pattern": "^\\s*([0-9]+(\\.[0-9]*)?|\\.[0-9]+)\\s*(us|µs|ms|s|m|h)\\s*$"
         })
     }
 }
