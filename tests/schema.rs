@@ -54,6 +54,31 @@ fn scenarios(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 #[test]
+fn the_schema_is_draft_2020_12_and_documents_every_key() {
+    let schema = schema();
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    let mut undocumented = Vec::new();
+    let mut tables = vec![("scenario file".to_string(), &schema)];
+    for (name, definition) in schema["$defs"].as_object().unwrap() {
+        tables.push((name.clone(), definition));
+    }
+    for (name, table) in tables {
+        for (key, property) in table["properties"].as_object().into_iter().flatten() {
+            if property.get("description").is_none() {
+                undocumented.push(format!("{name}.{key}"));
+            }
+        }
+    }
+    assert!(
+        undocumented.is_empty(),
+        "keys without a description: {undocumented:?}"
+    );
+}
+
+#[test]
 fn every_shipped_scenario_is_valid_and_each_malformed_case_the_schema_can_express_is_refused() {
     let schema = schema();
     let validator = jsonschema::draft202012::new(&schema).unwrap();

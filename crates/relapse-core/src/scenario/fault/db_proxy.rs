@@ -21,15 +21,23 @@ pub struct DbProxyFaultSpec {
     pub mode: DbProxyMode,
 }
 
+/// `db_proxy = { proxy, mode, … }`: the proxy and a mode, with the settings of that mode only.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbProxyFaultSection {
+    /// The `[[db_proxy]]` to switch, by name; required.
     #[schemars(with = "String")]
     pub proxy: Spanned<String>,
+    /// `"stall"`, `"stall_writes"`, `"latency"`, `"error"`, `"reset"` or `"refuse_new"`;
+    /// required.
     #[schemars(with = "String")]
     pub mode: Spanned<String>,
+    /// With mode `"latency"`, required there: how much later each client message is forwarded.
     pub latency: Option<Dur>,
+    /// With mode `"latency"`: a uniform jitter, at most `latency`; default 0.
     pub jitter: Option<Dur>,
+    /// With mode `"error"`, required there: the error each statement is answered with, for the
+    /// proxy's server.
     #[schemars(with = "Option<ErrorCodeValue>")]
     pub error: Option<Spanned<ErrorCodeValue>>,
 }

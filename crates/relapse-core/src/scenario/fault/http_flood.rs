@@ -33,28 +33,48 @@ pub struct HttpFloodSpec {
     pub timeout: Duration,
 }
 
+/// `http_flood = { url, … }`: what each request is, how they arrive (`rate`, `connections`),
+/// from where, and its bounds.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFloodSection {
+    /// The requests' URL: a template, `http://`, loopback or allowed; required. It may hold the
+    /// flood's own placeholders, `{seq}`, `{source}`, `{rand.u32}`, `{rand.alnum:N}`.
     #[schemars(with = "String")]
     pub url: Spanned<String>,
+    /// GET (the default), HEAD, POST, PUT, DELETE, OPTIONS or PATCH, in any case.
     #[schemars(with = "Option<String>")]
     pub method: Option<Spanned<String>>,
+    /// Header fields sent with every request, name → value (the flood's placeholders too).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The requests' body (the flood's placeholders too); default empty.
     pub body: Option<String>,
+    /// An open model: requests due per second whatever the target does; more than 0, at most
+    /// 1000000.
     #[schemars(with = "Option<f64>")]
     pub rate: Option<Spanned<f64>>,
+    /// With `rate`, the most connections (default 256); without, required: a closed model, each
+    /// connection sending as fast as it is answered. 1 to 10000.
     #[schemars(with = "Option<u64>")]
     pub connections: Option<Spanned<u64>>,
+    /// Reuse each connection; with false, one connection per request (`Connection: close`).
+    /// Default true.
     pub keep_alive: Option<bool>,
+    /// Source addresses, loopback only, used in turn, one per connection. Or `source_cidr`.
     #[schemars(with = "Option<Vec<String>>")]
     pub sources: Option<Spanned<Vec<String>>>,
+    /// Source addresses as a loopback CIDR of at most 65536 addresses (`"127.20.0.0/23"`). Or
+    /// `sources`.
     #[schemars(with = "Option<String>")]
     pub source_cidr: Option<Spanned<String>>,
+    /// With `rate`: ramp the rate up from 0 over this long; default 0.
     pub ramp_up: Option<Dur>,
+    /// The most requests sent (the fault's `duration` bounds the flood too); default 1000000,
+    /// 1 to 100000000.
     #[schemars(with = "Option<u64>")]
     pub max_requests: Option<Spanned<u64>>,
+    /// The bound of each request; default `"5s"`.
     pub timeout: Option<Dur>,
 }
 
