@@ -39,10 +39,74 @@ impl<'de> Deserialize<'de> for Dur {
     }
 }
 
+/// What the schema says of strings the loader checks by their shape, each with the check it
+/// follows: a pattern matches everything that check accepts, never less (some match more, and
+/// the rest is the loader's). JSON Schema's regular expressions (ECMA-262) have no flag for
+/// case, so a word the loader takes in any case is spelled out as `[Gg][Ee][Tt]`.
+pub(crate) mod patterns {
+    use crate::scenario::{GATE_NAMES, HTTP_METHODS};
+
+    /// `check::made_name`: `[[target.process]]`, `[[scratch_fs]]` and `[[fs_gate]]` names, and
+    /// `ports`.
+    pub const MADE_NAME: &str = "^[a-z0-9_-]{1,32}$";
+    /// `check::db_proxy`: a `[[db_proxy]]` name.
+    pub const PROXY_NAME: &str = "^[A-Za-z0-9_-]+$";
+    /// `check::is_http_url`: `http://`, or a template that starts with a variable.
+    pub const HTTP_URL: &str = "^(http://|\\{)";
+    /// `check::demo` (`mailstore`), `check::fs_gate` (`source`): an absolute directory, or a
+    /// template that starts with a variable.
+    pub const DIRECTORY: &str = "^[/{]";
+    /// `check::scratch_fs`: a size in MiB or GiB (its range is the loader's).
+    pub const SIZE: &str = "^[0-9]+(MiB|GiB)$";
+    /// `check::backlog`: a Prometheus metric name.
+    pub const METRIC_NAME: &str = "^[A-Za-z0-9_:]+$";
+    /// `check::http_method`: an HTTP method, in any case.
+    pub fn http_method() -> String {
+        format!("^{}$", any_case(HTTP_METHODS))
+    }
+
+    /// `check::process`: a stop signal, in any case, with or without `SIG`.
+    pub fn signal() -> String {
+        let names: Vec<&str> = crate::scenario::check::process::SIGNALS
+            .iter()
+            .map(|(name, _)| *name)
+            .collect();
+        format!("^{}?{}$", any_case(&["SIG"]), any_case(&names))
+    }
+
+    /// `check::expect`: a gate name, optionally with an episode number (`recover_within[2]`);
+    /// the loader trims the entry and reads the number as a `usize`, which may carry a `+`.
+    pub fn expected_gate() -> String {
+        format!(
+            "^\\s*(?:{})(?:\\[\\+?[0-9]+\\])?\\s*$",
+            GATE_NAMES.join("|")
+        )
+    }
+
+    /// One of `words` (letters and digits) in any case, as a group.
+    fn any_case(words: &[&str]) -> String {
+        let spelled: Vec<String> = words
+            .iter()
+            .map(|word| {
+                word.chars()
+                    .map(|c| match c {
+                        c if c.is_ascii_alphabetic() => {
+                            format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                        }
+                        c => c.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        format!("(?:{})", spelled.join("|"))
+    }
+}
+
 /// A relapse scenario: what to start, how to watch the target, which faults to inject, and the
 /// gates a run must pass.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(transform = require_probe_and_fault)]
 pub struct ScenarioFile {
     /// `[scenario]` (required): names the run, says what it reproduces and what is expected of
     /// it, and which hosts besides loopback it may reach.
@@ -56,6 +120,7 @@ pub struct ScenarioFile {
     pub sink: SinkSection,
     /// `[[probe]]` (at least one): the SLI, what users feel, each probe checking every `every`.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub probe: Vec<ProbeSection>,
     /// `[steady_state]` (required): what the SLI probe must show before any fault is injected,
     /// and again for the run to count as recovered.
@@ -68,7 +133,7 @@ pub struct ScenarioFile {
     /// `[[fault]]` (at least one): what to inject, when and for how long; faults whose active
     /// periods overlap form one episode.
     #[serde(default)]
-    #[schemars(with = "Vec<FaultSection>")]
+    #[schemars(with = "Vec<FaultSection>", length(min = 1))]
     pub fault: Vec<Spanned<FaultSection>>,
     /// `[[stop]]` (any number): stop conditions, which abort the run when the target is hurt
     /// beyond what the experiment may cost.
@@ -98,6 +163,17 @@ pub struct ScenarioFile {
     pub limits: LimitsSection,
 }
 
+/// `[[probe]]` and `[[fault]]` default to none for serde, so that the loader can say what is
+/// missing; a scenario needs at least one of each, so the schema requires them.
+fn require_probe_and_fault(schema: &mut schemars::Schema) {
+    if let Some(required) = schema
+        .get_mut("required")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        required.extend(["probe".into(), "fault".into()]);
+    }
+}
+
 /// `[scenario]`: the run's name, what it reproduces, and what is expected of it.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -114,11 +190,15 @@ pub struct ScenarioSection {
     pub mitigation: Option<Spanned<String>>,
     /// `"pass"` (the default) or `"fail"`: with `"fail"`, the run succeeds when its gates fail
     /// as expected and fails when they hold.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("enum" = ["pass", "fail"]))]
     pub expect: Option<Spanned<String>>,
     /// With `expect = "fail"`: exactly which gates must fail, each a gate the scenario sets, by
     /// name (`allowed_error_statuses`) or for one episode (`recover_within[2]`).
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(
+        with = "Option<Vec<String>>",
+        length(min = 1),
+        inner(pattern(patterns::expected_gate()))
+    )]
     pub expect_failed: Option<Spanned<Vec<Spanned<String>>>>,
     /// Hosts besides loopback that probes and detection sources may reach, compared as
     /// written, never resolved.
@@ -145,10 +225,10 @@ pub struct TargetSection {
 pub struct ProcessSection {
     /// Required, unique; 1 to 32 of a-z, 0-9, `_`, `-`: faults name the process by it
     /// (`process = "NAME"`), as do `{process.NAME.pid}` and `{process.NAME.log}`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::MADE_NAME))]
     pub name: Spanned<String>,
     /// The program and its arguments, each a template; required.
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", length(min = 1))]
     pub run: Spanned<Vec<Spanned<String>>>,
     /// Environment variables added to relapse's environment for the process; values are
     /// templates.
@@ -161,7 +241,7 @@ pub struct ProcessSection {
     /// Names of free loopback ports to pick for the run, `{port.NAME}`: 1 to 32 of a-z, 0-9,
     /// `_`, `-`.
     #[serde(default)]
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", inner(pattern(patterns::MADE_NAME)))]
     pub ports: Vec<Spanned<String>>,
     /// Files written into `{run.dir}` before the process starts: relative path (no `..`) →
     /// content, in which only a `{name}` shaped like a variable is a variable.
@@ -185,12 +265,13 @@ pub struct ReadySection {
     #[schemars(with = "Option<String>")]
     pub tcp: Option<Spanned<String>>,
     /// Ready once a GET of this URL (a template, `http://`) answers one of `status`.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", pattern(patterns::HTTP_URL))]
     pub http: Option<Spanned<String>>,
     /// Ready once a line of the process's output matches this regular expression.
     #[schemars(with = "Option<String>")]
     pub log: Option<Spanned<String>>,
     /// With `http`: the statuses that count as ready, 100 to 599; default `[200]`.
+    #[schemars(length(min = 1), inner(range(min = 100, max = 599)))]
     pub status: Option<Vec<u16>>,
     /// How long to wait, polling every 50 ms, before the run is inconclusive; default `"10s"`,
     /// at most `"5m"`.
@@ -204,7 +285,7 @@ pub struct ReadySection {
 pub struct StopProcessSection {
     /// Sent to the process's group: TERM (the default), INT, QUIT, HUP, KILL, USR1 or USR2, in
     /// any case, with or without `SIG`.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", pattern(patterns::signal()))]
     pub signal: Option<Spanned<String>>,
     /// How long after `signal` the group gets SIGKILL; default `"5s"`, at most `"1m"`.
     #[schemars(with = "Option<Dur>")]
@@ -224,7 +305,7 @@ pub struct DemoSection {
     pub monitor: Option<MonitorSection>,
     /// `"loopback"` (the default) or `"netns"`: the frontend runs as its own host, in a network
     /// namespace relapse creates (needs root and iproute2).
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("enum" = ["loopback", "netns"]))]
     pub host: Option<Spanned<String>>,
     /// The frontend keeps its mail on PostgreSQL or MariaDB/MySQL, in tables of its own:
     /// exactly one of `postgres`, `mysql`.
@@ -236,7 +317,7 @@ pub struct DemoSection {
     pub auth: Option<Spanned<DemoAuthSection>>,
     /// A directory (absolute, or a template such as `"{scratch_fs.mail.path}"`) where the
     /// backend keeps mail as a maildir.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", pattern(patterns::DIRECTORY))]
     pub mailstore: Option<Spanned<String>>,
     /// `"none"` (the default: one backend, no checks) or a standby backend, with the frontend's
     /// health checks of both: `{ inter, timeout, fall, rise, failback }`.
@@ -307,10 +388,10 @@ pub struct FailoverSection {
     #[schemars(with = "Option<Dur>")]
     pub timeout: Option<Spanned<Dur>>,
     /// Failed checks in a row that make a backend DOWN; default 2, at least 1.
-    #[schemars(with = "Option<u32>")]
+    #[schemars(with = "Option<u32>", range(min = 1))]
     pub fall: Option<Spanned<u32>>,
     /// Passed checks in a row that make it UP again; default 2, at least 1.
-    #[schemars(with = "Option<u32>")]
+    #[schemars(with = "Option<u32>", range(min = 1))]
     pub rise: Option<Spanned<u32>>,
     /// Whether traffic returns to the primary once it is UP again; default false (a promoted
     /// standby stays active).
@@ -322,7 +403,7 @@ pub struct FailoverSection {
 #[serde(deny_unknown_fields)]
 pub struct JobsSection {
     /// Jobs each `GET /` queues when it arrives, whatever its answer; default 1, 1 to 1000.
-    #[schemars(with = "Option<u32>")]
+    #[schemars(with = "Option<u32>", range(min = 1, max = 1000))]
     pub per_request: Option<Spanned<u32>>,
     /// How long each job takes the backend; default `"20ms"`, more than 0 and less than
     /// `upstream_timeout`.
@@ -330,7 +411,7 @@ pub struct JobsSection {
     pub work: Option<Spanned<Dur>>,
     /// Past this many queued jobs, new ones are dropped and counted; default 100000, 1 to
     /// 10000000.
-    #[schemars(with = "Option<u64>")]
+    #[schemars(with = "Option<u64>", range(min = 1, max = 10_000_000))]
     pub max_queue: Option<Spanned<u64>>,
 }
 
@@ -339,11 +420,14 @@ pub struct JobsSection {
 #[serde(deny_unknown_fields)]
 pub struct DemoAuthSection {
     /// `"mitigation"` (the default: the limiter is on) or `"no_mitigation"` (it is off).
-    #[schemars(with = "Option<String>")]
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["mitigation", "no_mitigation"])
+    )]
     pub profile: Option<Spanned<String>>,
     /// Failed logins from one source address within `window` that block it; default 3, at
     /// least 1.
-    #[schemars(with = "Option<u32>")]
+    #[schemars(with = "Option<u32>", range(min = 1))]
     pub max_failures: Option<Spanned<u32>>,
     /// How far back failed logins count; default `"10s"`, more than 0.
     pub window: Option<Dur>,
@@ -365,7 +449,10 @@ pub struct DemoDatabaseSection {
     pub mysql: Option<Spanned<String>>,
     /// What the frontend answers during a database outage: `"honest"` (the default: 503 with
     /// Retry-After) or `"misleading_errors"` (401 with a "planned maintenance" page).
-    #[schemars(with = "Option<String>")]
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["honest", "misleading_errors"])
+    )]
     pub profile: Option<Spanned<String>>,
 }
 
@@ -423,7 +510,7 @@ pub struct ImapProbeSection {
     #[schemars(with = "String")]
     pub address: Spanned<String>,
     /// The user to log in as; required, not empty.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", length(min = 1))]
     pub user: Spanned<String>,
     /// The user's password; required.
     pub password: String,
@@ -440,14 +527,15 @@ pub struct ImapProbeSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpProbeSection {
     /// The URL to check: a template, `http://` only; required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::HTTP_URL))]
     pub url: Spanned<String>,
     /// GET (the default), HEAD, POST, PUT, DELETE, OPTIONS or PATCH, in any case.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", pattern(patterns::http_method()))]
     pub method: Option<Spanned<String>>,
     /// The bound of each check; default `"1s"`.
     pub timeout: Option<Dur>,
     /// The statuses that count as success, 100 to 599; default `[200]`.
+    #[schemars(length(min = 1), inner(range(min = 100, max = 599)))]
     pub expect: Option<Vec<u16>>,
     /// Header fields sent with every check, name → value.
     #[serde(default)]
@@ -479,7 +567,7 @@ pub struct SteadyStateSection {
     /// The sliding window W; required, at least one probe interval.
     pub window: Dur,
     /// The success ratio over the window, 0 to 1; required.
-    #[schemars(with = "f64")]
+    #[schemars(with = "f64", range(min = 0, max = 1))]
     pub min_success: Spanned<f64>,
     /// The p99 latency over the window (nearest rank), at most this; optional.
     pub max_p99: Option<Dur>,
@@ -524,13 +612,14 @@ pub struct WebhookDetectSection {
 #[serde(deny_unknown_fields)]
 pub struct HttpDetectSection {
     /// The URL to poll: a template, `http://`; required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::HTTP_URL))]
     pub url: Spanned<String>,
     /// How often it polls; default `"250ms"`.
     pub every: Option<Dur>,
     /// The bound of each poll; default `"1s"`.
     pub timeout: Option<Dur>,
     /// The statuses that count as healthy, 100 to 599; default `[200]`.
+    #[schemars(length(min = 1), inner(range(min = 100, max = 599)))]
     pub healthy: Option<Vec<u16>>,
 }
 
@@ -539,7 +628,7 @@ pub struct HttpDetectSection {
 #[serde(deny_unknown_fields)]
 pub struct CommandDetectSection {
     /// The program and its arguments, each a template; required.
-    #[schemars(with = "Vec<String>")]
+    #[schemars(with = "Vec<String>", length(min = 1))]
     pub run: Spanned<Vec<Spanned<String>>>,
     /// How often it runs; default `"1s"`.
     pub every: Option<Dur>,
@@ -568,7 +657,7 @@ pub struct LogDetectSection {
 pub struct DbProxySection {
     /// Required, unique; letters, digits, `_`, `-`: `{db_proxy.NAME.address}`, `.host` and
     /// `.port` say where it listens.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::PROXY_NAME))]
     pub name: Spanned<String>,
     /// A PostgreSQL server to proxy, `HOST:PORT`; loopback or allowed. Or `mysql`.
     #[schemars(with = "Option<String>")]
@@ -590,7 +679,7 @@ pub struct BacklogSection {
     #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Drained means at or under this; required, at least 0.
-    #[schemars(with = "f64")]
+    #[schemars(with = "f64", range(min = 0))]
     pub max: Spanned<f64>,
     /// How often it is read; default `"100ms"`, more than 0.
     pub every: Option<Dur>,
@@ -607,10 +696,10 @@ pub struct BacklogSection {
 #[serde(deny_unknown_fields)]
 pub struct MetricBacklogSection {
     /// The exposition's URL: a template, `http://`; required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::HTTP_URL))]
     pub url: Spanned<String>,
     /// The metric name, e.g. `"relapse_demo_queue_depth"`; required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::METRIC_NAME))]
     pub name: Spanned<String>,
 }
 
@@ -642,7 +731,7 @@ pub struct StopSection {
     #[schemars(with = "Option<String>")]
     pub probe: Option<Spanned<String>>,
     /// Abort when the success ratio falls under this, 0 to 1; required.
-    #[schemars(with = "f64")]
+    #[schemars(with = "f64", range(min = 0, max = 1))]
     pub min_success: Spanned<f64>,
     /// The trailing window the ratio is judged over; required, at least one probe interval.
     #[serde(rename = "for")]
@@ -662,7 +751,7 @@ pub struct GatesSection {
     /// was never impacted.
     pub mitigate_within: Option<Dur>,
     /// The most failed SLI samples from injection until recovery, as a ratio, 0 to 1.
-    #[schemars(with = "Option<f64>")]
+    #[schemars(with = "Option<f64>", range(min = 0, max = 1))]
     pub max_error_ratio: Option<Spanned<f64>>,
     /// The statuses failed SLI samples may carry during impact; timeouts and refused
     /// connections have none to judge.
@@ -689,11 +778,11 @@ pub struct LimitsSection {
 #[serde(deny_unknown_fields)]
 pub struct ScratchFsSection {
     /// Required, unique; 1 to 32 of a-z, 0-9, `_`, `-`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::MADE_NAME))]
     pub name: Spanned<String>,
     /// The image's size, `"64MiB"`, `"1GiB"`: default 64MiB, 16MiB to 4GiB (the image is
     /// sparse).
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", pattern(patterns::SIZE))]
     pub size: Option<Spanned<String>>,
 }
 
@@ -703,10 +792,10 @@ pub struct ScratchFsSection {
 #[serde(deny_unknown_fields)]
 pub struct FsGateSection {
     /// Required, unique; 1 to 32 of a-z, 0-9, `_`, `-`.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::MADE_NAME))]
     pub name: Spanned<String>,
     /// The directory passed through: absolute, or a template (`"{scratch_fs.mail.path}"`);
     /// required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::DIRECTORY))]
     pub source: Spanned<String>,
 }

@@ -20,7 +20,8 @@ mod tests;
 
 /// The JSON Schema (draft 2020-12) of the scenario file, derived from its serde types: every
 /// table and key with its documentation. What it cannot say (references between sections,
-/// exactly one kind per table, template variables, ranges) the loader checks.
+/// exactly one kind per table, template variables, bounds that depend on other keys) the
+/// loader checks.
 pub fn json_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let mut schema = serde_json::to_value(generator.into_root_schema_for::<file::ScenarioFile>())

@@ -30,7 +30,10 @@ pub struct DbProxyFaultSection {
     pub proxy: Spanned<String>,
     /// `"stall"`, `"stall_writes"`, `"latency"`, `"error"`, `"reset"` or `"refuse_new"`;
     /// required.
-    #[schemars(with = "String")]
+    #[schemars(
+        with = "String",
+        extend("enum" = ["stall", "stall_writes", "latency", "error", "reset", "refuse_new"])
+    )]
     pub mode: Spanned<String>,
     /// With mode `"latency"`, required there: how much later each client message is forwarded.
     pub latency: Option<Dur>,
@@ -43,11 +46,47 @@ pub struct DbProxyFaultSection {
 }
 
 /// A database error: a PostgreSQL SQLSTATE (`"55P03"`) or a MySQL error number (`1205`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ErrorCodeValue {
     Number(i64),
     Text(String),
+}
+
+/// By hand, to list the codes: a number or a string (a SQLSTATE in any case) of either server;
+/// which server's codes apply is the loader's check, by the proxy's server.
+impl JsonSchema for ErrorCodeValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DbErrorCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let numbers: Vec<i64> = MYSQL_PROXY_ERRORS
+            .iter()
+            .map(|code| code.parse().expect("MySQL error codes are numbers"))
+            .collect();
+        let texts: Vec<String> = POSTGRES_PROXY_ERRORS
+            .iter()
+            .chain(&MYSQL_PROXY_ERRORS)
+            .map(|code| {
+                code.chars()
+                    .map(|c| match c {
+                        c if c.is_ascii_alphabetic() => {
+                            format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                        }
+                        c => c.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": "PostgreSQL: \"55P03\" (lock_not_available), \"40P01\" (deadlock_detected), \"57014\" (query_canceled); MySQL: 1205 (lock wait timeout), 1213 (deadlock), 1317 (query interrupted).",
+            "anyOf": [
+                { "type": "integer", "enum": numbers },
+                { "type": "string", "pattern": format!("^(?:{})$", texts.join("|")) }
+            ]
+        })
+    }
 }
 
 /// Which proxy, and a mode whose settings fit it.

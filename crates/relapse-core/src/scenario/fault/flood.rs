@@ -5,6 +5,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use crate::scenario::check::{is_http_url, Env};
+use crate::scenario::file::patterns;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{target, FloodSources, MAX_FLOOD_CONNECTIONS, MAX_FLOOD_SOURCES};
 
@@ -105,13 +106,13 @@ pub fn held_connections(
 )]
 pub struct ConnectionsSection {
     /// The server's URL: a template, `http://`, loopback or allowed; required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", pattern(patterns::HTTP_URL))]
     pub url: Spanned<String>,
     /// How many connections to hold open; required, 1 to 10000.
-    #[schemars(with = "u64")]
+    #[schemars(with = "u64", range(min = 1, max = MAX_FLOOD_CONNECTIONS))]
     pub connections: Spanned<u64>,
     /// Source addresses, loopback only, used in turn, one per connection. Or `source_cidr`.
-    #[schemars(with = "Option<Vec<String>>")]
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
     pub sources: Option<Spanned<Vec<String>>>,
     /// Source addresses as a loopback CIDR of at most 65536 addresses (`"127.20.0.0/23"`). Or
     /// `sources`.

@@ -63,18 +63,18 @@ pub struct FsGateFaultSection {
     pub gate: Spanned<String>,
     /// `"stall"` (operations are parked, unanswered, until the revert), `"latency"` or
     /// `"error"`; required.
-    #[schemars(with = "String")]
+    #[schemars(with = "String", extend("enum" = ["stall", "latency", "error"]))]
     pub mode: Spanned<String>,
     /// The operations it acts on: `"all"` (the default), `"writes"` (writes, creates, renames,
     /// removals, attribute changes, fsync) or `"fsync"`.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("enum" = ["all", "writes", "fsync"]))]
     pub scope: Option<Spanned<String>>,
     /// With mode `"latency"`, required there: how long each operation is delayed; more than 0.
     pub latency: Option<Dur>,
     /// With mode `"latency"`: a uniform jitter, at most `latency`; default 0.
     pub jitter: Option<Dur>,
     /// With mode `"error"`, required there: `"EIO"`, `"ENOSPC"` or `"EROFS"`.
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("enum" = ["EIO", "ENOSPC", "EROFS"]))]
     pub error: Option<Spanned<String>>,
 }
 

@@ -26,14 +26,17 @@ pub struct PortExhaustionSection {
     /// A process id: that process's network namespace.
     pub pid: Option<u32>,
     /// `"host"`: the demo's own namespace (needs `[target.demo] host = "netns"`).
-    #[schemars(with = "Option<String>")]
+    #[schemars(with = "Option<String>", extend("enum" = ["host"]))]
     pub demo: Option<Spanned<String>>,
     /// Allow relapse's own namespace as the target; default false.
     #[serde(default)]
     pub allow_own_namespace: bool,
     /// `"reserve"` (the default: bind ports without listening), `"leak"` (open and hold
     /// connections to `destination`) or `"time_wait"` (open and close them).
-    #[schemars(with = "Option<String>")]
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["reserve", "leak", "time_wait"])
+    )]
     pub mode: Option<Spanned<String>>,
     /// With `reserve`: the part of the range to take, more than 0 and at most 1; default the
     /// whole range. Or `leave_free`.
