@@ -20,12 +20,14 @@ mod tests;
 
 /// The JSON Schema (draft 2020-12) of the scenario file, derived from its serde types: every
 /// table and key with its documentation. What it cannot say (references between sections,
-/// exactly one kind per table, template variables, ranges) the loader checks.
+/// exactly one kind per table, template variables, bounds that depend on other keys) the
+/// loader checks.
 pub fn json_schema() -> serde_json::Value {
     let generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     let mut schema = serde_json::to_value(generator.into_root_schema_for::<file::ScenarioFile>())
         .expect("a schema is JSON");
     without_null(&mut schema);
+    unwrapped_descriptions(&mut schema);
     if let Some(object) = schema.as_object_mut() {
         object.insert(
             "$id".into(),
@@ -42,6 +44,24 @@ pub fn json_schema() -> serde_json::Value {
 /// [`json_schema`], pretty-printed.
 pub fn json_schema_text() -> String {
     serde_json::to_string_pretty(&json_schema()).expect("a schema serialises")
+}
+
+/// Doc comments are wrapped, and schemars keeps their line breaks: a description reads as one
+/// paragraph per blank line, so each single line break becomes a space.
+fn unwrapped_descriptions(node: &mut serde_json::Value) {
+    use serde_json::Value;
+    match node {
+        Value::Object(object) => {
+            if let Some(Value::String(text)) = object.get_mut("description") {
+                let paragraphs: Vec<String> =
+                    text.split("\n\n").map(|p| p.replace('\n', " ")).collect();
+                *text = paragraphs.join("\n\n");
+            }
+            object.values_mut().for_each(unwrapped_descriptions);
+        }
+        Value::Array(items) => items.iter_mut().for_each(unwrapped_descriptions),
+        _ => {}
+    }
 }
 
 /// TOML has no null: an optional key is one that may be left out, never one set to null. So

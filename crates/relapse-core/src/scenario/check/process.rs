@@ -21,7 +21,7 @@ const MAX_GRACE: Duration = Duration::from_secs(60);
 const MAX_PROCESSES: usize = 16;
 
 /// The signals `stop.signal` may name, with and without the `SIG` prefix.
-const SIGNALS: &[(&str, i32)] = &[
+pub(crate) const SIGNALS: &[(&str, i32)] = &[
     ("TERM", 15),
     ("INT", 2),
     ("QUIT", 3),

@@ -18,17 +18,27 @@ pub struct DbLockSpec {
     pub lock: DbLockTarget,
 }
 
+/// `db_lock = { … }`: exactly one server of `postgres`, `mysql`, and the lock: `table` (with a
+/// `mode`), `table` and `rows`, or `global_read`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbLockSection {
+    /// A PostgreSQL server: a DSN or URL (a template).
     #[schemars(with = "Option<String>")]
     pub postgres: Option<Spanned<String>>,
+    /// A MariaDB/MySQL server: a `mysql://` URL (a template).
     #[schemars(with = "Option<String>")]
     pub mysql: Option<Spanned<String>>,
+    /// The table to lock (a template).
     #[schemars(with = "Option<String>")]
     pub table: Option<Spanned<String>>,
+    /// With `table` alone: PostgreSQL's `LOCK TABLE … IN <mode> MODE` (default
+    /// `"ACCESS EXCLUSIVE"`) or MySQL's `LOCK TABLES … READ|WRITE` (default `"WRITE"`).
     pub mode: Option<String>,
+    /// With `table`: a WHERE clause (trusted SQL) whose rows are locked `FOR UPDATE` in an open
+    /// transaction.
     pub rows: Option<String>,
+    /// MySQL's `FLUSH TABLES WITH READ LOCK`, instead of a table; default false.
     #[serde(default)]
     pub global_read: bool,
 }

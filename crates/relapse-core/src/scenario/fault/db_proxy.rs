@@ -21,25 +21,72 @@ pub struct DbProxyFaultSpec {
     pub mode: DbProxyMode,
 }
 
+/// `db_proxy = { proxy, mode, … }`: the proxy and a mode, with the settings of that mode only.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DbProxyFaultSection {
+    /// The `[[db_proxy]]` to switch, by name; required.
     #[schemars(with = "String")]
     pub proxy: Spanned<String>,
-    #[schemars(with = "String")]
+    /// `"stall"`, `"stall_writes"`, `"latency"`, `"error"`, `"reset"` or `"refuse_new"`;
+    /// required.
+    #[schemars(
+        with = "String",
+        extend("enum" = ["stall", "stall_writes", "latency", "error", "reset", "refuse_new"])
+    )]
     pub mode: Spanned<String>,
+    /// With mode `"latency"`, required there: how much later each client message is forwarded.
     pub latency: Option<Dur>,
+    /// With mode `"latency"`: a uniform jitter, at most `latency`; default 0.
     pub jitter: Option<Dur>,
+    /// With mode `"error"`, required there: the error each statement is answered with, for the
+    /// proxy's server.
     #[schemars(with = "Option<ErrorCodeValue>")]
     pub error: Option<Spanned<ErrorCodeValue>>,
 }
 
 /// A database error: a PostgreSQL SQLSTATE (`"55P03"`) or a MySQL error number (`1205`).
-#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum ErrorCodeValue {
     Number(i64),
     Text(String),
+}
+
+/// By hand, to list the codes: a number or a string (a SQLSTATE in any case) of either server;
+/// which server's codes apply is the loader's check, by the proxy's server.
+impl JsonSchema for ErrorCodeValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DbErrorCode".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let numbers: Vec<i64> = MYSQL_PROXY_ERRORS
+            .iter()
+            .map(|code| code.parse().expect("MySQL error codes are numbers"))
+            .collect();
+        let texts: Vec<String> = POSTGRES_PROXY_ERRORS
+            .iter()
+            .chain(&MYSQL_PROXY_ERRORS)
+            .map(|code| {
+                code.chars()
+                    .map(|c| match c {
+                        c if c.is_ascii_alphabetic() => {
+                            format!("[{}{}]", c.to_ascii_uppercase(), c.to_ascii_lowercase())
+                        }
+                        c => c.to_string(),
+                    })
+                    .collect()
+            })
+            .collect();
+        schemars::json_schema!({
+            "description": "PostgreSQL: \"55P03\" (lock_not_available), \"40P01\" (deadlock_detected), \"57014\" (query_canceled); MySQL: 1205 (lock wait timeout), 1213 (deadlock), 1317 (query interrupted).",
+            "anyOf": [
+                { "type": "integer", "enum": numbers },
+                { "type": "string", "pattern": format!("^(?:{})$", texts.join("|")) }
+            ]
+        })
+    }
 }
 
 /// Which proxy, and a mode whose settings fit it.

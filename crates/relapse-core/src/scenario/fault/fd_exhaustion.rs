@@ -16,16 +16,27 @@ pub struct FdExhaustionSpec {
     pub headroom: u32,
 }
 
+/// `fd_exhaustion = { … }`: exactly one target of `pid`, `pidfile`, `demo`, `process`, and a
+/// `headroom`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FdExhaustionSection {
+    /// A process id; not 0 or 1.
+    #[schemars(range(min = 2))]
     pub pid: Option<u32>,
+    /// A file holding the process id, read when the fault is injected.
     pub pidfile: Option<String>,
-    #[schemars(with = "Option<String>")]
+    /// A process of `[target.demo]`: `"backend"` (or `"primary"`), `"standby"` (with
+    /// `failover`) or `"frontend"`.
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["backend", "primary", "standby", "frontend"])
+    )]
     pub demo: Option<Spanned<String>>,
     /// A `[[target.process]]` of the run, by name.
     #[schemars(with = "Option<String>")]
     pub process: Option<Spanned<String>>,
+    /// Descriptors left to open under the lowered limit; default 0.
     #[serde(default)]
     pub headroom: u32,
 }

@@ -5,6 +5,7 @@ use std::ops::Range;
 use toml::Spanned;
 
 use crate::scenario::check::{is_http_url, Env};
+use crate::scenario::file::patterns;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{target, FloodSources, MAX_FLOOD_CONNECTIONS, MAX_FLOOD_SOURCES};
 
@@ -100,16 +101,25 @@ pub fn held_connections(
 /// …, expected struct ConnectionsSection").
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(
+    description = "`slowloris = { … }` or `connection_flood = { … }`: connections held open against a server."
+)]
 pub struct ConnectionsSection {
-    #[schemars(with = "String")]
+    /// The server's URL: a template, `http://`, loopback or allowed; required.
+    #[schemars(with = "String", pattern(patterns::HTTP_URL))]
     pub url: Spanned<String>,
-    #[schemars(with = "u64")]
+    /// How many connections to hold open; required, 1 to 10000.
+    #[schemars(with = "u64", range(min = 1, max = MAX_FLOOD_CONNECTIONS))]
     pub connections: Spanned<u64>,
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Source addresses, loopback only, used in turn, one per connection. Or `source_cidr`.
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
     pub sources: Option<Spanned<Vec<String>>>,
+    /// Source addresses as a loopback CIDR of at most 65536 addresses (`"127.20.0.0/23"`). Or
+    /// `sources`.
     #[schemars(with = "Option<String>")]
     pub source_cidr: Option<Spanned<String>>,
-    /// slowloris only: how often each connection sends one more header line (connection_flood
-    /// reads it only to say it does not apply, rather than calling it an unknown key).
+    /// slowloris only: how often each connection sends one more header line; default `"1s"`,
+    /// more than 0 (connection_flood reads it only to say it does not apply, rather than
+    /// calling it an unknown key).
     pub header_interval: Option<crate::scenario::file::Dur>,
 }

@@ -17,11 +17,17 @@ pub struct FsFreezeSpec {
     pub allow_foreign_mount: bool,
 }
 
+/// `fs_freeze = { mount, allow_foreign_mount }`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsFreezeSection {
+    /// The root of the file system to freeze: a `[[scratch_fs]]` of the run
+    /// (`"{scratch_fs.NAME.path}"`), or with `allow_foreign_mount`, of a mount of your own
+    /// (never `/`); required.
     #[schemars(with = "String")]
     pub mount: Spanned<String>,
+    /// Allow a mount relapse did not make (never `/`, nor the file system of relapse's
+    /// journal, executable or working directory); default false.
     #[serde(default)]
     pub allow_foreign_mount: bool,
 }

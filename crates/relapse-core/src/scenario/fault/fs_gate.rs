@@ -53,18 +53,28 @@ pub enum FsErrno {
     Erofs,
 }
 
+/// `fs_gate = { gate, mode, scope, … }`: the gate and a mode, with the settings of that mode
+/// only.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FsGateFaultSection {
+    /// The `[[fs_gate]]` to switch, by name; required.
     #[schemars(with = "String")]
     pub gate: Spanned<String>,
-    #[schemars(with = "String")]
+    /// `"stall"` (operations are parked, unanswered, until the revert), `"latency"` or
+    /// `"error"`; required.
+    #[schemars(with = "String", extend("enum" = ["stall", "latency", "error"]))]
     pub mode: Spanned<String>,
-    #[schemars(with = "Option<String>")]
+    /// The operations it acts on: `"all"` (the default), `"writes"` (writes, creates, renames,
+    /// removals, attribute changes, fsync) or `"fsync"`.
+    #[schemars(with = "Option<String>", extend("enum" = ["all", "writes", "fsync"]))]
     pub scope: Option<Spanned<String>>,
+    /// With mode `"latency"`, required there: how long each operation is delayed; more than 0.
     pub latency: Option<Dur>,
+    /// With mode `"latency"`: a uniform jitter, at most `latency`; default 0.
     pub jitter: Option<Dur>,
-    #[schemars(with = "Option<String>")]
+    /// With mode `"error"`, required there: `"EIO"`, `"ENOSPC"` or `"EROFS"`.
+    #[schemars(with = "Option<String>", extend("enum" = ["EIO", "ENOSPC", "EROFS"]))]
     pub error: Option<Spanned<String>>,
 }
 

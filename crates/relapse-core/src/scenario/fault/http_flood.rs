@@ -9,10 +9,11 @@ use toml::Spanned;
 
 use super::flood;
 use crate::scenario::check::{http_method, Env};
-use crate::scenario::file::Dur;
+use crate::scenario::file::{patterns, Dur};
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{
-    is_flood_placeholder, FloodLoad, FloodSources, Template, MAX_FLOOD_REQUESTS,
+    is_flood_placeholder, FloodLoad, FloodSources, Template, MAX_FLOOD_CONNECTIONS,
+    MAX_FLOOD_REQUESTS,
 };
 
 /// A request flood: what each request is, how they arrive, from where, and its bounds.
@@ -33,28 +34,52 @@ pub struct HttpFloodSpec {
     pub timeout: Duration,
 }
 
+/// `http_flood = { url, … }`: what each request is, how they arrive (`rate`, `connections`),
+/// from where, and its bounds.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HttpFloodSection {
-    #[schemars(with = "String")]
+    /// The requests' URL: a template, `http://`, loopback or allowed; required. It may hold the
+    /// flood's own placeholders, `{seq}`, `{source}`, `{rand.u32}`, `{rand.alnum:N}`.
+    #[schemars(with = "String", pattern(patterns::HTTP_URL))]
     pub url: Spanned<String>,
-    #[schemars(with = "Option<String>")]
+    /// GET (the default), HEAD, POST, PUT, DELETE, OPTIONS or PATCH, in any case.
+    #[schemars(with = "Option<String>", pattern(patterns::http_method()))]
     pub method: Option<Spanned<String>>,
+    /// Header fields sent with every request, name → value (the flood's placeholders too).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
+    /// The requests' body (the flood's placeholders too); default empty.
     pub body: Option<String>,
-    #[schemars(with = "Option<f64>")]
+    /// An open model: requests due per second whatever the target does; more than 0, at most
+    /// 1000000.
+    #[schemars(
+        with = "Option<f64>",
+        range(max = 1_000_000),
+        extend("exclusiveMinimum" = 0)
+    )]
     pub rate: Option<Spanned<f64>>,
-    #[schemars(with = "Option<u64>")]
+    /// With `rate`, the most connections (default 256); without, required: a closed model, each
+    /// connection sending as fast as it is answered. 1 to 10000.
+    #[schemars(with = "Option<u64>", range(min = 1, max = MAX_FLOOD_CONNECTIONS))]
     pub connections: Option<Spanned<u64>>,
+    /// Reuse each connection; with false, one connection per request (`Connection: close`).
+    /// Default true.
     pub keep_alive: Option<bool>,
-    #[schemars(with = "Option<Vec<String>>")]
+    /// Source addresses, loopback only, used in turn, one per connection. Or `source_cidr`.
+    #[schemars(with = "Option<Vec<String>>", length(min = 1))]
     pub sources: Option<Spanned<Vec<String>>>,
+    /// Source addresses as a loopback CIDR of at most 65536 addresses (`"127.20.0.0/23"`). Or
+    /// `sources`.
     #[schemars(with = "Option<String>")]
     pub source_cidr: Option<Spanned<String>>,
+    /// With `rate`: ramp the rate up from 0 over this long; default 0.
     pub ramp_up: Option<Dur>,
-    #[schemars(with = "Option<u64>")]
+    /// The most requests sent (the fault's `duration` bounds the flood too); default 1000000,
+    /// 1 to 100000000.
+    #[schemars(with = "Option<u64>", range(min = 1, max = MAX_FLOOD_REQUESTS))]
     pub max_requests: Option<Spanned<u64>>,
+    /// The bound of each request; default `"5s"`.
     pub timeout: Option<Dur>,
 }
 

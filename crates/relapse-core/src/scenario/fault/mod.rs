@@ -19,16 +19,17 @@ use super::file::{Dur, GatesSection};
 use super::load::{problem, Problem};
 use super::{DetectorSpec, FaultSpec};
 
-/// Generates, from `module: SectionType => Variant(SpecType)` per kind (and `+ [Type, …]` for
-/// more model types of the module to re-export), in the file format's
+/// Generates, from `/// doc` and `module: SectionType => Variant(SpecType)` per kind (and
+/// `+ [Type, …]` for more model types of the module to re-export), in the file format's
 /// order: the module declarations (each module holds its file-section type, its model type, its
 /// `check(&Spanned<SectionType>, &Env) -> Result<SpecType, Problem>` and an `EXAMPLE` table);
 /// `FaultSection` (one `Option<Spanned<SectionType>>` field per kind, after `name`, `start`,
-/// `duration`, read by serde in the one pass over the file), its `kinds_given` and
+/// `duration`, read by serde in the one pass over the file; each kind's doc is its field's, and
+/// its key's description in the schema), its `kinds_given` and
 /// `check_kind`; the model's `FaultKind` enum (one `Variant(SpecType)` per kind) and its
 /// `name()`; `FAULT_KINDS`; and `EXAMPLES`.
 macro_rules! fault_kinds {
-    ($($module:ident: $section:ident => $variant:ident($spec:ident) $(+ [$($extra:ident),+])?,)+) => {
+    ($($(#[doc = $doc:literal])+ $module:ident: $section:ident => $variant:ident($spec:ident) $(+ [$($extra:ident),+])?,)+) => {
         $(mod $module;)+
 
         /// What the scenario module re-exports of the kinds: their models and the list.
@@ -42,12 +43,16 @@ macro_rules! fault_kinds {
         #[derive(Debug, Deserialize)]
         #[serde(deny_unknown_fields)]
         pub struct FaultSection {
+            /// Names the fault in the report and the journal; unique in the scenario.
             pub name: Spanned<String>,
+            /// When the fault is injected, after steady state was confirmed.
             pub start: Dur,
+            /// How long it stays applied, from the instant it was effective; more than 0.
             pub duration: Dur,
-            /// Gates for this fault's episode, over `[gates]`.
+            /// Gates for the episode this fault belongs to, with the keys of `[gates]`, over them
+            /// key by key.
             pub gates: Option<Spanned<GatesSection>>,
-            $(pub $module: Option<Spanned<$module::$section>>,)+
+            $($(#[doc = $doc])+ pub $module: Option<Spanned<$module::$section>>,)+
         }
 
         /// What a fault injects, and into what: one variant per kind, each with its own model.
@@ -98,18 +103,22 @@ macro_rules! fault_kinds {
                 }).into());
                 properties.insert("duration".into(), schemars::json_schema!({
                     "allOf": [duration],
-                    "description": "How long it stays applied before it is reverted; more than 0."
+                    "description": "How long it stays applied, from the instant it was effective; more than 0."
                 }).into());
                 let gates = generator.subschema_for::<GatesSection>();
                 properties.insert("gates".into(), schemars::json_schema!({
                     "allOf": [gates],
-                    "description": "Gates for this fault's episode, over [gates]."
+                    "description": "Gates for the episode this fault belongs to, with the keys of [gates], over them key by key."
                 }).into());
+                // Each kind's table by reference, with the kind's own description beside it (two
+                // kinds may share a table).
                 $(
-                    properties.insert(
-                        stringify!($module).into(),
-                        generator.subschema_for::<$module::$section>().into(),
+                    let mut kind = generator.subschema_for::<$module::$section>();
+                    kind.insert(
+                        "description".into(),
+                        concat!($($doc),+).trim().into(),
                     );
+                    properties.insert(stringify!($module).into(), kind.into());
                 )+
                 schemars::json_schema!({
                     "type": "object",
@@ -141,15 +150,33 @@ macro_rules! fault_kinds {
 }
 
 fault_kinds! {
+    /// Stops a process with SIGSTOP and resumes it with SIGCONT: exactly one target of `pid`,
+    /// `pidfile`, `demo`, `process`.
     process_freeze: ProcessFreezeSection => ProcessFreeze(ProcessFreezeSpec),
+    /// Takes a network namespace's ephemeral ports away from `connect()`: exactly one target of
+    /// `netns`, `pid`, `demo`, and a `mode`, reserve, leak or time_wait.
     port_exhaustion: PortExhaustionSection => PortExhaustion(PortExhaustionSpec),
+    /// Lowers a process's soft RLIMIT_NOFILE to about what it uses now, so it can open no new
+    /// socket or file: exactly one target of `pid`, `pidfile`, `demo`, `process`.
     fd_exhaustion: FdExhaustionSection => FdExhaustion(FdExhaustionSpec),
+    /// One session on a real database takes a lock and holds it: exactly one server of
+    /// `postgres`, `mysql`; a table, rows or MySQL's global read lock.
     db_lock: DbLockSection => DbLock(DbLockSpec),
+    /// Switches a `[[db_proxy]]` of the run out of pass-through: stall, stall_writes, latency,
+    /// error, reset or refuse_new.
     db_proxy: DbProxyFaultSection => DbProxy(DbProxyFaultSpec),
+    /// A request flood, HTTP/1.1: an open model (`rate`) or a closed one (`connections`), from
+    /// loopback source addresses.
     http_flood: HttpFloodSection => HttpFlood(HttpFloodSpec),
+    /// Holds connections that send a request line and then one header line every
+    /// `header_interval`, never finishing; connections the server closes are reopened.
     slowloris: ConnectionsSection => Slowloris(SlowlorisSpec),
+    /// Opens connections and holds them idle.
     connection_flood: ConnectionsSection => ConnectionFlood(ConnectionFloodSpec),
+    /// Freezes a file system with FIFREEZE: writes and metadata changes block, reads go on.
     fs_freeze: FsFreezeSection => FsFreeze(FsFreezeSpec),
+    /// Switches an `[[fs_gate]]` of the run out of pass-through: stall, latency or error, for
+    /// all operations, writes or fsync.
     fs_gate: FsGateFaultSection => FsGate(FsGateFaultSpec) + [FsGateMode, FsScope, FsErrno],
 }
 

@@ -16,23 +16,41 @@ pub struct PortExhaustionSpec {
     pub allow_own_namespace: bool,
 }
 
+/// `port_exhaustion = { … }`: exactly one target of `netns`, `pid`, `demo`, and a `mode` with
+/// its settings.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PortExhaustionSection {
+    /// A network namespace `ip netns` knows, by name.
     pub netns: Option<String>,
+    /// A process id: that process's network namespace.
     pub pid: Option<u32>,
-    #[schemars(with = "Option<String>")]
+    /// `"host"`: the demo's own namespace (needs `[target.demo] host = "netns"`).
+    #[schemars(with = "Option<String>", extend("enum" = ["host"]))]
     pub demo: Option<Spanned<String>>,
+    /// Allow relapse's own namespace as the target; default false.
     #[serde(default)]
     pub allow_own_namespace: bool,
-    #[schemars(with = "Option<String>")]
+    /// `"reserve"` (the default: bind ports without listening), `"leak"` (open and hold
+    /// connections to `destination`) or `"time_wait"` (open and close them).
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["reserve", "leak", "time_wait"])
+    )]
     pub mode: Option<Spanned<String>>,
+    /// With `reserve`: the part of the range to take, more than 0 and at most 1; default the
+    /// whole range. Or `leave_free`.
     #[schemars(with = "Option<f64>")]
     pub fraction: Option<Spanned<f64>>,
+    /// With `reserve`: take all but this many ports. Or `fraction`.
     pub leave_free: Option<u32>,
+    /// With `leak` and `time_wait`, required there: where connections go, `IP:PORT` (a
+    /// template).
     #[schemars(with = "Option<String>")]
     pub destination: Option<Spanned<String>>,
+    /// With `leak` and `time_wait`: connections opened per second; default 1000.
     pub rate: Option<u32>,
+    /// With `leak` and `time_wait`: connections opened in all; default 10000.
     pub count: Option<u32>,
 }
 

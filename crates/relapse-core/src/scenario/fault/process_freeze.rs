@@ -16,16 +16,27 @@ pub struct ProcessFreezeSpec {
     pub process_group: bool,
 }
 
+/// `process_freeze = { … }`: exactly one target of `pid`, `pidfile`, `demo`, `process`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFreezeSection {
+    /// A process id; not 0 or 1.
+    #[schemars(range(min = 2))]
     pub pid: Option<u32>,
+    /// A file holding the process id, read when the fault is injected.
     pub pidfile: Option<String>,
-    #[schemars(with = "Option<String>")]
+    /// A process of `[target.demo]`: `"backend"` (or `"primary"`), `"standby"` (with
+    /// `failover`) or `"frontend"`.
+    #[schemars(
+        with = "Option<String>",
+        extend("enum" = ["backend", "primary", "standby", "frontend"])
+    )]
     pub demo: Option<Spanned<String>>,
     /// A `[[target.process]]` of the run, by name.
     #[schemars(with = "Option<String>")]
     pub process: Option<Spanned<String>>,
+    /// Freeze the target's whole process group (refused when it is relapse's own); default
+    /// false.
     #[serde(default)]
     pub process_group: bool,
 }
