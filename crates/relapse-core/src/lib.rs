@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod compare;
 pub mod duration;
 pub mod engine;
 pub mod fault;
