@@ -100,6 +100,26 @@ pub struct RunArgs {
     /// Run each scenario this many times and summarise the spread of the measured times.
     #[arg(long, default_value_t = 1, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: u32,
+    /// Store every episode's raw samples of each measured time as baseline NAME, one file per
+    /// scenario under the state directory (<state>/baselines/NAME/<scenario>.json), with what
+    /// makes runs comparable (relapse version, scenario name and file hash, probe and detection
+    /// intervals) and the machine. A NAME with a `/` in it or ending in `.json` is the file
+    /// itself (one scenario only). See docs/baselines.md.
+    #[arg(long, value_name = "NAME")]
+    pub save_baseline: Option<String>,
+    /// Compare these runs with baseline NAME (as for --save-baseline), per scenario, episode and
+    /// time: a bootstrap interval of the difference of medians against a noise threshold. A
+    /// regressed time is a failed gate `regression:time_to_detect[1]` (exit 1); too few samples
+    /// (under 5 on a side) or a key that differs is inconclusive (exit 3).
+    #[arg(long, value_name = "NAME")]
+    pub baseline: Option<String>,
+    /// With --baseline: a change smaller than this percentage of the baseline median (or than
+    /// the time's resolution, if larger) is noise.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT", value_parser = percent)]
+    pub noise: f64,
+    /// With --baseline: the significance level; the interval is a (1 − LEVEL) one.
+    #[arg(long, default_value_t = 0.05, value_name = "LEVEL", value_parser = level)]
+    pub significance: f64,
     /// Print only the verdict lines, not the full summaries.
     #[arg(long, short)]
     pub quiet: bool,
@@ -110,6 +130,22 @@ pub struct RunArgs {
     /// $XDG_STATE_HOME/relapse, else ~/.local/state/relapse].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+fn percent(text: &str) -> Result<f64, String> {
+    match text.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage from 0 to 100")),
+    }
+}
+
+fn level(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(l) if l > 0.0 && l < 1.0 => Ok(l),
+        _ => Err(format!(
+            "{text:?} is not a level between 0 and 1 (e.g. 0.05)"
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,19 @@
 //! JUnit XML: one test suite per run, one test case per gate, so a CI system shows which gate
 //! failed and by how much. In a scenario that expects its gates to fail, a gate that failed as
-//! expected is a passed case, and an expectation not met is a failed case of its own.
+//! expected is a passed case, and an expectation not met is a failed case of its own. A
+//! comparison with a baseline adds one suite per scenario, `baseline NAME: SCENARIO`, with one
+//! case per judged time (`regression:time_to_detect[1]`) and, if it could not decide, an error
+//! case `comparison` giving why.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use relapse_core::compare::Comparison;
 use relapse_core::gate::Verdict;
 use relapse_core::report::RunReport;
 
-pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeError> {
+pub fn to_junit(
+    reports: &[RunReport],
+    comparison: Option<&Comparison>,
+) -> Result<String, quick_junit::SerializeError> {
     let mut junit = Report::new("relapse");
     for (i, r) in reports.iter().enumerate() {
         let name = if reports.iter().filter(|o| o.scenario == r.scenario).count() > 1 {
@@ -56,6 +63,40 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
             } else {
                 case.set_system_out(g.message.clone());
             }
+            suite.add_test_case(case);
+        }
+        junit.add_test_suite(suite);
+    }
+    for c in comparison
+        .iter()
+        .flat_map(|c| c.scenarios.iter().map(move |s| (c, s)))
+    {
+        let (comparison, scenario) = c;
+        let mut suite = TestSuite::new(format!(
+            "baseline {}: {}",
+            comparison.baseline, scenario.scenario
+        ));
+        let reasons = scenario.inconclusive_reasons();
+        if !reasons.is_empty() {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status.set_message(format!("inconclusive: {}", reasons.join("; ")));
+            status.set_type("inconclusive");
+            let mut case = TestCase::new("comparison", status);
+            case.set_classname(scenario.scenario.clone());
+            suite.add_test_case(case);
+        }
+        for g in scenario.gates() {
+            let status = if g.passed {
+                TestCaseStatus::success()
+            } else {
+                let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                status.set_message(g.message.clone());
+                status.set_type("regression");
+                status
+            };
+            let mut case = TestCase::new(g.name.clone(), status);
+            case.set_classname(scenario.scenario.clone());
+            case.set_system_out(g.message.clone());
             suite.add_test_case(case);
         }
         junit.add_test_suite(suite);

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
+pub mod baseline;
 pub mod cli;
 pub mod export;
 pub mod harness;
@@ -15,6 +16,7 @@ pub mod render;
 pub mod safety;
 pub mod setup;
 
+use relapse_core::compare::Comparison;
 use relapse_core::gate::Verdict;
 use relapse_core::report::RunReport;
 
@@ -37,14 +39,16 @@ pub mod exit {
 /// The exit code for a set of runs, by each run's verdict against its scenario's expectation
 /// ([`RunReport::outcome`]): any failed gate, or a run expected to fail that did not fail as
 /// expected, gives 1 (a definite finding outranks an unknown), else any inconclusive or aborted
-/// run gives 3, else 0.
-pub fn exit_code(reports: &[RunReport]) -> u8 {
-    if reports.iter().any(|r| r.outcome() == Verdict::Fail) {
+/// run gives 3, else 0. A comparison with a baseline (`--baseline`) counts as one more verdict:
+/// a regressed time is a failed gate (1), a comparison that could not decide (too few samples,
+/// a key that differs) is inconclusive (3).
+pub fn exit_code(reports: &[RunReport], comparison: Option<&Comparison>) -> u8 {
+    let verdicts: Vec<Verdict> = (reports.iter().map(RunReport::outcome))
+        .chain(comparison.map(Comparison::verdict))
+        .collect();
+    if verdicts.contains(&Verdict::Fail) {
         exit::FAIL
-    } else if reports
-        .iter()
-        .any(|r| matches!(r.outcome(), Verdict::Inconclusive | Verdict::Aborted))
-    {
+    } else if (verdicts.iter()).any(|v| matches!(v, Verdict::Inconclusive | Verdict::Aborted)) {
         exit::INCONCLUSIVE
     } else {
         exit::PASS

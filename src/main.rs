@@ -9,7 +9,7 @@ use clap::Parser;
 use relapse::cli::{Cli, Command, RunArgs};
 use relapse::export::pushgateway::Pushgateway;
 use relapse::harness::{run_scenario, StartError};
-use relapse::{exit, render, setup};
+use relapse::{baseline, exit, render, setup};
 use relapse_core::report::RunReport;
 use tokio_util::sync::CancellationToken;
 
@@ -181,6 +181,23 @@ async fn run(options: &RunArgs) -> u8 {
     let Some(scenarios) = scenarios else {
         return exit::INVALID_INPUT;
     };
+    let location = |arg: &String| baseline::Location::parse(arg, &state_dir);
+    let save_to = options.save_baseline.as_ref().map(location);
+    let compare_with = options.baseline.as_ref().map(location);
+    // Checked and read before anything runs: a missing baseline must not cost the runs.
+    let baselines = match (save_to.iter().chain(&compare_with))
+        .try_for_each(|l| setup::check_baseline_location(l, &scenarios))
+        .and_then(|()| {
+            (compare_with.as_ref())
+                .map(|l| setup::load_baselines(l, &scenarios))
+                .transpose()
+        }) {
+        Ok(baselines) => baselines,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return exit::INVALID_INPUT;
+        }
+    };
     let launcher = match setup::launcher() {
         Ok(l) => l,
         Err(e) => {
@@ -197,8 +214,10 @@ async fn run(options: &RunArgs) -> u8 {
     };
     let cancel = cancel_on_signals();
     let mut reports: Vec<RunReport> = Vec::new();
+    // The index of each report's scenario, to group the runs into series.
+    let mut file_of: Vec<usize> = Vec::new();
     let mut start_error = None;
-    'runs: for (file, scenario) in files.iter().zip(&scenarios) {
+    'runs: for (index, (file, scenario)) in files.iter().zip(&scenarios).enumerate() {
         for _ in 0..options.repeat {
             if cancel.is_cancelled() {
                 break 'runs;
@@ -218,13 +237,14 @@ async fn run(options: &RunArgs) -> u8 {
                 run_scenario(scenario, file, &launcher, journal, cancel.clone(), Some(tx)).await;
             let _ = display.await;
             match result {
-                Ok(report) if options.quiet => {
-                    println!("{}", render::verdict_line(&report));
-                    reports.push(report);
-                }
                 Ok(report) => {
-                    println!("{}", render::summary(&report));
+                    if options.quiet {
+                        println!("{}", render::verdict_line(&report));
+                    } else {
+                        println!("{}", render::summary(&report));
+                    }
                     reports.push(report);
+                    file_of.push(index);
                 }
                 Err(e) => {
                     eprintln!("error: {e}; nothing was injected");
@@ -242,6 +262,50 @@ async fn run(options: &RunArgs) -> u8 {
     if options.repeat > 1 {
         print!("{}", render::spread(&reports));
     }
+    let series = if save_to.is_some() || baselines.is_some() {
+        match setup::series_of_runs(&scenarios, files, &reports, &file_of) {
+            Ok(series) => series,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return exit::INCONCLUSIVE;
+            }
+        }
+    } else {
+        Vec::new()
+    };
+    let comparison = baselines.map(|baselines| {
+        let settings = relapse_core::compare::Settings {
+            noise: options.noise / 100.0,
+            significance: options.significance,
+        };
+        relapse_core::compare::Comparison {
+            baseline: options.baseline.clone().unwrap_or_default(),
+            settings,
+            scenarios: (baselines.iter().zip(&series))
+                .map(|(b, n)| relapse_core::compare::compare_series(b, n, settings))
+                .collect(),
+        }
+    });
+    if let Some(comparison) = &comparison {
+        print!("{}", render::comparison(comparison));
+    }
+    let mut saved = Ok(());
+    if let Some(location) = &save_to {
+        for s in series.iter().filter(|s| s.runs > 0) {
+            let path = location.path_for(&s.key.scenario);
+            saved = saved.and(baseline::save(&path, &location.name(), s));
+            if saved.is_ok() {
+                println!(
+                    "baseline {:?} of {}: {} run{} saved to {}",
+                    location.name(),
+                    s.key.scenario,
+                    s.runs,
+                    if s.runs == 1 { "" } else { "s" },
+                    path.display()
+                );
+            }
+        }
+    }
     let paths = setup::ReportPaths {
         json: options.json.as_deref(),
         junit: options.junit.as_deref(),
@@ -249,7 +313,7 @@ async fn run(options: &RunArgs) -> u8 {
     };
     // The files first: they are local and quick, and a Pushgateway that does not answer must
     // not keep them from being written.
-    let written = setup::write_reports(&reports, paths);
+    let written = setup::write_reports(&reports, comparison.as_ref(), paths);
     let mut pushed = true;
     if let Some(pushgateway) = pushgateway.filter(|_| !reports.is_empty()) {
         for failure in pushgateway.push(&reports).await {
@@ -257,11 +321,11 @@ async fn run(options: &RunArgs) -> u8 {
             pushed = false;
         }
     }
-    if let Err(e) = written {
+    if let Err(e) = written.and(saved) {
         eprintln!("error: {e:#}");
         return exit::INCONCLUSIVE;
     }
-    let code = start_error.unwrap_or_else(|| relapse::exit_code(&reports));
+    let code = start_error.unwrap_or_else(|| relapse::exit_code(&reports, comparison.as_ref()));
     relapse::exit_code_after_push(code, pushed)
 }
 

@@ -7,12 +7,16 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use relapse_core::compare::Comparison;
 use relapse_core::report::file::ReportFile;
 use relapse_core::report::RunReport;
 use relapse_core::scenario::{self, Scenario};
 use relapse_demo::Launcher;
 use relapse_journal::Journal;
 
+use relapse_core::compare::Series;
+
+use crate::baseline;
 use crate::safety::{Guardian, JournalLog};
 
 /// The demo's children are this executable again, as `relapse __demo-child`.
@@ -70,21 +74,27 @@ pub struct ReportPaths<'a> {
     pub markdown: Option<&'a Path>,
 }
 
-/// Writes the report files that were asked for.
-pub fn write_reports(reports: &[RunReport], paths: ReportPaths<'_>) -> anyhow::Result<()> {
+/// Writes the report files that were asked for; with a comparison, its section of the JSON
+/// report and its suites of the JUnit one.
+pub fn write_reports(
+    reports: &[RunReport],
+    comparison: Option<&Comparison>,
+    paths: ReportPaths<'_>,
+) -> anyhow::Result<()> {
     let ReportPaths {
         json,
         junit,
         markdown,
     } = paths;
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&ReportFile::new(reports))
+        let text = serde_json::to_string_pretty(&ReportFile::with_comparison(reports, comparison))
             .context("serialising the JSON report")?;
         std::fs::write(path, text + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }
     if let Some(path) = junit {
-        let text = crate::junit::to_junit(reports).context("serialising the JUnit report")?;
+        let text =
+            crate::junit::to_junit(reports, comparison).context("serialising the JUnit report")?;
         std::fs::write(path, text)
             .with_context(|| format!("writing the JUnit report to {}", path.display()))?;
     }
@@ -99,4 +109,57 @@ pub fn write_reports(reports: &[RunReport], paths: ReportPaths<'_>) -> anyhow::R
             .with_context(context)?;
     }
     Ok(())
+}
+
+/// The baselines to compare with, one per scenario, read before anything runs: a missing or
+/// unreadable one is invalid input.
+pub fn load_baselines(
+    location: &baseline::Location,
+    scenarios: &[Scenario],
+) -> anyhow::Result<Vec<Series>> {
+    scenarios
+        .iter()
+        .map(|s| {
+            let path = location.path_for(&s.name);
+            baseline::load(&path).with_context(|| {
+                format!(
+                    "no usable baseline {:?} for scenario {}",
+                    location.name(),
+                    s.name
+                )
+            })
+        })
+        .collect()
+}
+
+/// A baseline given as one file holds one scenario only.
+pub fn check_baseline_location(
+    location: &baseline::Location,
+    scenarios: &[Scenario],
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !location.is_file() || scenarios.len() <= 1,
+        "the baseline {} is one file, for one scenario; give a NAME (no `/`, no .json) for {} scenarios",
+        location.name(),
+        scenarios.len()
+    );
+    Ok(())
+}
+
+/// Each scenario's series among the runs (`file_of[i]`: the index of `reports[i]`'s scenario).
+pub fn series_of_runs(
+    scenarios: &[Scenario],
+    files: &[PathBuf],
+    reports: &[RunReport],
+    file_of: &[usize],
+) -> anyhow::Result<Vec<Series>> {
+    (scenarios.iter().zip(files).enumerate())
+        .map(|(i, (scenario, file))| {
+            let runs: Vec<&RunReport> = (reports.iter().zip(file_of))
+                .filter(|(_, &f)| f == i)
+                .map(|(r, _)| r)
+                .collect();
+            baseline::series_of(scenario, file, &runs)
+        })
+        .collect()
 }

@@ -4,11 +4,13 @@
 use std::time::Duration;
 
 mod cleanup;
+mod compare;
 mod list;
 mod run;
 mod validate;
 
 pub use cleanup::cleanup_report;
+pub use compare::comparison;
 pub use list::list;
 pub use run::{progress_line, spread, summary, verdict_line};
 pub use validate::validated;

@@ -50,7 +50,7 @@ pub fn median_difference_interval(
         return None;
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut resample = |from: &[f64], buffer: &mut Vec<f64>, rng: &mut StdRng| {
+    let resample = |from: &[f64], buffer: &mut Vec<f64>, rng: &mut StdRng| {
         buffer.clear();
         buffer.extend((0..from.len()).map(|_| from[rng.random_range(0..from.len())]));
         buffer.sort_by(f64::total_cmp);

@@ -1,5 +1,6 @@
-//! The JSON report format: `{"relapse_report": 1, "runs": [...]}`. Its own types, so the model
-//! can change without changing what CI jobs parse.
+//! The JSON report format: `{"relapse_report": 1, "runs": [...]}`, and with `--baseline` a
+//! `"comparison": {...}`. Its own types, so the model can change without changing what CI jobs
+//! parse.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -7,6 +8,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{EpisodeReport, RunReport};
+use crate::compare::{stats, Comparison, ScenarioComparison, TimeComparison};
+use crate::gate::GateResult;
 
 /// The version of the JSON report format.
 pub const REPORT_VERSION: u32 = 1;
@@ -15,6 +18,77 @@ pub const REPORT_VERSION: u32 = 1;
 pub struct ReportFile {
     pub relapse_report: u32,
     pub runs: Vec<RunFile>,
+    /// With `relapse run --baseline`: the runs against the stored baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub comparison: Option<ComparisonFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ComparisonFile {
+    pub baseline: String,
+    /// `fail` (a time regressed), `inconclusive` (something could not be decided) or `pass`.
+    pub verdict: &'static str,
+    pub noise: f64,
+    pub significance: f64,
+    pub resamples: usize,
+    pub seed: u64,
+    pub scenarios: Vec<ScenarioComparisonFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ScenarioComparisonFile {
+    pub scenario: String,
+    pub verdict: &'static str,
+    pub baseline_machine: MachineFile,
+    pub baseline_saved: String,
+    pub baseline_runs: usize,
+    pub new_runs: usize,
+    /// The parts of the comparability key that differ: then nothing was compared.
+    pub refusals: Vec<String>,
+    pub notes: Vec<String>,
+    /// Every reason the comparison could not decide (refusals included).
+    pub inconclusive: Vec<String>,
+    pub episodes: Vec<EpisodeComparisonFile>,
+    /// `regression:time_to_detect[1]`, one per judged time.
+    pub gates: Vec<GateFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct MachineFile {
+    pub host: String,
+    pub cpus: usize,
+    pub kernel: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EpisodeComparisonFile {
+    pub episode: usize,
+    pub faults: Vec<String>,
+    pub reason: Option<String>,
+    pub times: Vec<TimeComparisonFile>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TimeComparisonFile {
+    pub time: &'static str,
+    /// `improved`, `no change`, `regressed`, `inconclusive` or `not measured`.
+    pub verdict: &'static str,
+    pub baseline_median_ms: Option<f64>,
+    pub new_median_ms: Option<f64>,
+    /// The interval of median(new) − median(baseline), in signed milliseconds.
+    pub difference_ms: Option<IntervalFile>,
+    pub threshold_ms: f64,
+    pub baseline_reached: usize,
+    pub baseline_runs: usize,
+    pub new_reached: usize,
+    pub new_runs: usize,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct IntervalFile {
+    pub lower: f64,
+    pub upper: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -189,17 +263,7 @@ impl RunFile {
                 .iter()
                 .map(|e| metrics(Some(e), r.resolution))
                 .collect(),
-            gates: r
-                .gates
-                .iter()
-                .map(|g| GateFile {
-                    name: g.name.clone(),
-                    limit_ms: g.limit.map(ms),
-                    measured_ms: g.measured.map(ms),
-                    passed: g.passed,
-                    message: g.message.clone(),
-                })
-                .collect(),
+            gates: r.gates.iter().map(gate_file).collect(),
             timeline: r
                 .timeline
                 .iter()
@@ -248,11 +312,91 @@ impl RunFile {
     }
 }
 
+fn gate_file(g: &GateResult) -> GateFile {
+    GateFile {
+        name: g.name.clone(),
+        limit_ms: g.limit.map(ms),
+        measured_ms: g.measured.map(ms),
+        passed: g.passed,
+        message: g.message.clone(),
+    }
+}
+
+/// Signed seconds as milliseconds to the microsecond.
+fn signed_ms(seconds: f64) -> f64 {
+    (seconds * 1_000_000.0).round() / 1000.0
+}
+
+fn time_file(t: &TimeComparison) -> TimeComparisonFile {
+    TimeComparisonFile {
+        time: t.measure.key(),
+        verdict: t.change.as_str(),
+        baseline_median_ms: t.baseline_median.map(ms),
+        new_median_ms: t.new_median.map(ms),
+        difference_ms: t.interval.map(|i| IntervalFile {
+            lower: signed_ms(i.lower),
+            upper: signed_ms(i.upper),
+        }),
+        threshold_ms: ms(t.threshold),
+        baseline_reached: t.baseline_reached,
+        baseline_runs: t.baseline_runs,
+        new_reached: t.new_reached,
+        new_runs: t.new_runs,
+        reason: t.reason.clone(),
+    }
+}
+
+fn scenario_file(c: &ScenarioComparison) -> ScenarioComparisonFile {
+    ScenarioComparisonFile {
+        scenario: c.scenario.clone(),
+        verdict: c.verdict().as_str(),
+        baseline_machine: MachineFile {
+            host: c.baseline_machine.host.clone(),
+            cpus: c.baseline_machine.cpus,
+            kernel: c.baseline_machine.kernel.clone(),
+        },
+        baseline_saved: humantime::format_rfc3339_millis(c.baseline_saved).to_string(),
+        baseline_runs: c.baseline_runs,
+        new_runs: c.new_runs,
+        refusals: c.refusals.clone(),
+        notes: c.notes.clone(),
+        inconclusive: c.inconclusive_reasons(),
+        episodes: (c.episodes.iter())
+            .map(|e| EpisodeComparisonFile {
+                episode: e.number,
+                faults: e.faults.clone(),
+                reason: e.reason.clone(),
+                times: e.times.iter().map(time_file).collect(),
+            })
+            .collect(),
+        gates: c.gates().iter().map(gate_file).collect(),
+    }
+}
+
+impl ComparisonFile {
+    pub fn new(c: &Comparison) -> ComparisonFile {
+        ComparisonFile {
+            baseline: c.baseline.clone(),
+            verdict: c.verdict().as_str(),
+            noise: c.settings.noise,
+            significance: c.settings.significance,
+            resamples: stats::RESAMPLES,
+            seed: stats::SEED,
+            scenarios: c.scenarios.iter().map(scenario_file).collect(),
+        }
+    }
+}
+
 impl ReportFile {
     pub fn new(runs: &[RunReport]) -> ReportFile {
+        ReportFile::with_comparison(runs, None)
+    }
+
+    pub fn with_comparison(runs: &[RunReport], comparison: Option<&Comparison>) -> ReportFile {
         ReportFile {
             relapse_report: REPORT_VERSION,
             runs: runs.iter().map(RunFile::from_report).collect(),
+            comparison: comparison.map(ComparisonFile::new),
         }
     }
 }
