@@ -103,3 +103,77 @@ pub fn to_junit(
     }
     junit.to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime};
+
+    use relapse_core::compare::*;
+
+    fn series(recover_ms: u64, runs: usize) -> Series {
+        let mut times = BTreeMap::new();
+        times.insert(
+            Measure::Recover,
+            TimeSamples {
+                resolution: Duration::from_millis(50),
+                samples: (0..runs as u64)
+                    .map(|i| Some(Duration::from_millis(recover_ms + i * 10)))
+                    .collect(),
+            },
+        );
+        Series {
+            key: ComparabilityKey {
+                relapse_version: "0.1.0".into(),
+                scenario: "freeze".into(),
+                sli_interval: Duration::from_millis(50),
+                detectors: Vec::new(),
+                backlog_interval: None,
+                scenario_sha256: String::new(),
+            },
+            machine: Machine {
+                host: "ci".into(),
+                cpus: 2,
+                kernel: "6.1".into(),
+            },
+            saved: SystemTime::UNIX_EPOCH,
+            runs,
+            episodes: vec![EpisodeSeries {
+                faults: vec!["freeze".into()],
+                times,
+            }],
+        }
+    }
+
+    fn junit(baseline: &Series, new: &Series) -> String {
+        let comparison = Comparison {
+            baseline: "release-1".into(),
+            settings: Settings::default(),
+            scenarios: vec![compare_series(baseline, new, Settings::default())],
+        };
+        super::to_junit(&[], Some(&comparison)).unwrap()
+    }
+
+    #[test]
+    fn a_regression_is_a_failed_case_of_the_baseline_suite() {
+        let xml = junit(&series(1000, 5), &series(1500, 5));
+        assert!(
+            xml.contains(r#"<testsuite name="baseline release-1: freeze""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"name="regression:time_to_recover[1]""#),
+            "{xml}"
+        );
+        assert!(xml.contains(r#"type="regression""#), "{xml}");
+        let same = junit(&series(1000, 5), &series(1000, 5));
+        assert!(!same.contains("<failure"), "{same}");
+    }
+
+    #[test]
+    fn a_comparison_that_cannot_decide_is_an_error_case() {
+        let xml = junit(&series(1000, 5), &series(1000, 3));
+        assert!(xml.contains(r#"name="comparison""#), "{xml}");
+        assert!(xml.contains("at least 5 on each side are needed"), "{xml}");
+    }
+}

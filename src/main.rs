@@ -291,8 +291,18 @@ async fn run(options: &RunArgs) -> u8 {
     }
     let mut saved = Ok(());
     if let Some(location) = &save_to {
-        for s in series.iter().filter(|s| s.runs > 0) {
+        for s in &series {
             let path = location.path_for(&s.key.scenario);
+            if s.runs == 0 {
+                // An inconclusive or aborted run measured nothing comparable; an older
+                // baseline is better kept than replaced by an empty one.
+                eprintln!(
+                    "relapse: baseline {:?} of {} not saved: no run completed",
+                    location.name(),
+                    s.key.scenario
+                );
+                continue;
+            }
             saved = saved.and(baseline::save(&path, &location.name(), s));
             if saved.is_ok() {
                 println!(

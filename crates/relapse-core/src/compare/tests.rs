@@ -247,3 +247,42 @@ fn an_episode_in_one_series_only_is_inconclusive() {
     );
     assert_eq!(c.verdict(), Verdict::Inconclusive);
 }
+
+#[test]
+fn the_json_report_has_the_comparison_beside_the_runs() {
+    use crate::report::file::ReportFile;
+    let b = one_episode(series(5, 1000.0, 40.0));
+    let n = one_episode(shifted(&series(5, 1000.0, 40.0), 300.0));
+    let comparison = Comparison {
+        baseline: "release-1".into(),
+        settings: Settings::default(),
+        scenarios: vec![compare_series(&b, &n, Settings::default())],
+    };
+    let json = serde_json::to_value(ReportFile::with_comparison(&[], Some(&comparison))).unwrap();
+    let c = &json["comparison"];
+    assert_eq!(c["verdict"], "fail");
+    assert_eq!(c["resamples"], RESAMPLES_IN_DOCS);
+    assert_eq!(c["seed"], stats::SEED);
+    let time = &c["scenarios"][0]["episodes"][0]["times"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["time"] == "time_to_recover")
+        .unwrap()
+        .clone();
+    assert_eq!(time["verdict"], "regressed");
+    assert_eq!(time["baseline_median_ms"], 1000.0);
+    assert_eq!(time["new_median_ms"], 1300.0);
+    assert_eq!(time["threshold_ms"], 50.0);
+    assert!(time["difference_ms"]["lower"].as_f64().unwrap() > 50.0);
+    assert_eq!(
+        c["scenarios"][0]["gates"][0]["name"],
+        "regression:time_to_recover[1]"
+    );
+    // Without a comparison the section is absent, not null.
+    let plain = serde_json::to_value(ReportFile::new(&[])).unwrap();
+    assert!(plain.get("comparison").is_none(), "{plain}");
+}
+
+/// docs/baselines.md gives this number.
+const RESAMPLES_IN_DOCS: usize = 10_000;
