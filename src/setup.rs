@@ -75,7 +75,7 @@ pub struct ReportPaths<'a> {
 }
 
 /// Writes the report files that were asked for; with a comparison, its section of the JSON
-/// report and its suites of the JUnit one.
+/// report, its suites of the JUnit one and its table after the Markdown summary.
 pub fn write_reports(
     reports: &[RunReport],
     comparison: Option<&Comparison>,
@@ -105,8 +105,11 @@ pub fn write_reports(
             .append(true)
             .open(path)
             .with_context(context)?;
-        file.write_all(crate::export::markdown::summary(reports).as_bytes())
-            .with_context(context)?;
+        let mut text = crate::export::markdown::summary(reports);
+        if let Some(comparison) = comparison {
+            text += &crate::export::markdown::comparison(comparison);
+        }
+        file.write_all(text.as_bytes()).with_context(context)?;
     }
     Ok(())
 }

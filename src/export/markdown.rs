@@ -8,6 +8,7 @@
 
 use std::fmt::Write;
 
+use relapse_core::compare::{Change, Comparison};
 use relapse_core::gate::Verdict;
 use relapse_core::report::{EpisodeReport, RunReport};
 
@@ -131,6 +132,59 @@ fn cell(text: &str) -> String {
             c => out.push(c),
         }
     }
+    out
+}
+
+/// With `--baseline`: a table of the comparison, one row per scenario, episode and judged or
+/// undecided time, and a row per reason a scenario was not compared.
+pub fn comparison(c: &Comparison) -> String {
+    let mut out = format!("### relapse against baseline {}\n\n", cell(&c.baseline));
+    out.push_str(
+        "| Scenario | Episode | Time | Baseline | New | Difference (interval) | Verdict |\n",
+    );
+    out.push_str("|---|---|---|---:|---:|---|---|\n");
+    for s in &c.scenarios {
+        let scenario = cell(&s.scenario);
+        for reason in &s.refusals {
+            let _ = writeln!(
+                out,
+                "| {scenario} | — | — | — | — | — | ⚠️ {} |",
+                cell(reason)
+            );
+        }
+        for e in &s.episodes {
+            if let Some(reason) = &e.reason {
+                let _ = writeln!(
+                    out,
+                    "| {scenario} | {} | — | — | — | — | ⚠️ {} |",
+                    e.number,
+                    cell(reason)
+                );
+            }
+            for t in e.times.iter().filter(|t| t.change != Change::NotMeasured) {
+                let mark = match t.change {
+                    Change::Regressed => "❌",
+                    Change::Improved => "🚀",
+                    Change::Inconclusive => "⚠️",
+                    Change::NoChange | Change::NotMeasured => "✅",
+                };
+                let interval = t.interval.map_or_else(
+                    || "—".to_string(),
+                    |i| format!("{:+.1}ms … {:+.1}ms", i.lower * 1000.0, i.upper * 1000.0),
+                );
+                let _ = writeln!(
+                    out,
+                    "| {scenario} | {} | {} | {} | {} | {interval} | {mark} {} |",
+                    e.number,
+                    t.measure.label(),
+                    optional(t.baseline_median),
+                    optional(t.new_median),
+                    t.change.as_str(),
+                );
+            }
+        }
+    }
+    out.push('\n');
     out
 }
 

@@ -72,3 +72,65 @@ fn gates_belong_to_the_episode_their_name_numbers() {
     // With one episode names carry no number, and every gate is the first episode's.
     assert_eq!(episode_of("recover_within[1]", 1), None);
 }
+
+#[test]
+fn the_comparison_is_a_table_of_its_own() {
+    use std::collections::BTreeMap;
+    use std::time::{Duration, SystemTime};
+
+    use relapse_core::compare::*;
+
+    let series = |detect_ms: u64, runs: usize| {
+        let mut times = BTreeMap::new();
+        let samples = |base: u64| TimeSamples {
+            resolution: Duration::from_millis(50),
+            samples: (0..runs as u64)
+                .map(|i| Some(Duration::from_millis(base + i * 10)))
+                .collect(),
+        };
+        times.insert(Measure::Detect, samples(detect_ms));
+        times.insert(Measure::Recover, samples(40));
+        Series {
+            key: ComparabilityKey {
+                relapse_version: "0.1.0".into(),
+                scenario: "freeze".into(),
+                sli_interval: Duration::from_millis(50),
+                detectors: Vec::new(),
+                backlog_interval: None,
+                scenario_sha256: String::new(),
+            },
+            machine: Machine {
+                host: "ci".into(),
+                cpus: 2,
+                kernel: "6.1".into(),
+            },
+            saved: SystemTime::UNIX_EPOCH,
+            runs,
+            episodes: vec![EpisodeSeries {
+                faults: vec!["freeze".into()],
+                times,
+            }],
+        }
+    };
+    let mut other = series(300, 5);
+    other.key.relapse_version = "0.2.0".into();
+    let c = Comparison {
+        baseline: "release-1".into(),
+        settings: Settings::default(),
+        scenarios: vec![
+            compare_series(&series(300, 5), &series(600, 5), Settings::default()),
+            compare_series(&series(300, 5), &other, Settings::default()),
+        ],
+    };
+    expect![[r#"
+        ### relapse against baseline release-1
+
+        | Scenario | Episode | Time | Baseline | New | Difference (interval) | Verdict |
+        |---|---|---|---:|---:|---|---|
+        | freeze | 1 | time to detect | 320ms | 620ms | +270.0ms … +330.0ms | ❌ regressed |
+        | freeze | 1 | time to recover | 60ms | 60ms | -30.0ms … +30.0ms | ✅ no change |
+        | freeze | — | — | — | — | — | ⚠️ relapse version differs: baseline 0.1.0, now 0.2.0 |
+
+    "#]]
+    .assert_eq(&comparison(&c));
+}
