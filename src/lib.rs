@@ -70,6 +70,63 @@ pub fn exit_code_after_push(code: u8, pushed: bool) -> u8 {
 mod tests {
     use super::*;
 
+    fn comparison(refusals: &[&str], change: relapse_core::compare::Change) -> Comparison {
+        use relapse_core::compare::*;
+        use std::time::{Duration, SystemTime};
+        let time = TimeComparison {
+            measure: Measure::Detect,
+            baseline_runs: 5,
+            baseline_reached: 5,
+            new_runs: 5,
+            new_reached: 5,
+            baseline_median: Some(Duration::from_millis(300)),
+            new_median: Some(Duration::from_millis(600)),
+            interval: None,
+            threshold: Duration::from_millis(50),
+            change,
+            reason: None,
+        };
+        Comparison {
+            baseline: "b".into(),
+            settings: Settings::default(),
+            scenarios: vec![ScenarioComparison {
+                scenario: "s".into(),
+                baseline_machine: Machine {
+                    host: "h".into(),
+                    cpus: 1,
+                    kernel: "k".into(),
+                },
+                baseline_saved: SystemTime::UNIX_EPOCH,
+                baseline_runs: 5,
+                new_runs: 5,
+                refusals: refusals.iter().map(|r| r.to_string()).collect(),
+                notes: Vec::new(),
+                episodes: vec![EpisodeComparison {
+                    number: 1,
+                    faults: Vec::new(),
+                    times: vec![time],
+                    reason: None,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn a_comparison_is_one_more_verdict() {
+        use relapse_core::compare::Change;
+        // No runs: only the comparison decides.
+        assert_eq!(exit_code(&[], None), exit::PASS);
+        let same = comparison(&[], Change::NoChange);
+        assert_eq!(exit_code(&[], Some(&same)), exit::PASS);
+        let regressed = comparison(&[], Change::Regressed);
+        assert_eq!(exit_code(&[], Some(&regressed)), exit::FAIL);
+        let undecided = comparison(&[], Change::Inconclusive);
+        assert_eq!(exit_code(&[], Some(&undecided)), exit::INCONCLUSIVE);
+        // A regression outranks an undecided part, as a failed gate outranks an inconclusive run.
+        let both = comparison(&["relapse version differs"], Change::Regressed);
+        assert_eq!(exit_code(&[], Some(&both)), exit::FAIL);
+    }
+
     #[test]
     fn a_failed_push_turns_only_a_pass_into_3() {
         assert_eq!(exit_code_after_push(exit::PASS, false), exit::INCONCLUSIVE);
