@@ -731,6 +731,12 @@ impl Run {
             .collect();
 
         let probes = self.probe_stats();
+        // A time measured from the SLI's checks is off by up to its interval, and by how late
+        // the harness itself sent the checks: the 99th percentile of that lateness.
+        let resolution = self.steady.probe_every
+            + probes
+                .get(self.sli)
+                .map_or(Duration::ZERO, |p| p.lateness.p99);
         self.set_phase(Phase::Done);
         RunReport {
             scenario: self.scenario.clone(),
@@ -741,7 +747,7 @@ impl Run {
             reason,
             started: self.started_wall,
             duration: end - start,
-            resolution: self.steady.probe_every,
+            resolution,
             episodes: episode_reports,
             gates,
             timeline: self
@@ -792,6 +798,7 @@ impl Run {
                 }
                 let at = |q: f64| Duration::from_micros(histogram.value_at_quantile(q));
                 ProbeStats {
+                    lateness: measure::lateness(samples.iter().copied()),
                     name: name.clone(),
                     sli: index == self.sli,
                     every: *every,
@@ -824,14 +831,16 @@ async fn probe_loop(
         tokio::select! {
             biased;
             _ = stop.cancelled() => break,
-            _ = ticks.tick() => {
+            // The tick is the instant the check was meant to go out; how much later the spawned
+            // task sends it is the harness's own lateness, reported beside the resolution.
+            scheduled = ticks.tick() => {
                 let probe = planned.probe.clone();
                 let samples = samples.clone();
                 in_flight.spawn(async move {
                     let at = Instant::now();
                     let outcome = probe.check().await;
                     let latency = Instant::now() - at;
-                    let _ = samples.send((index, Sample { at, latency, outcome }));
+                    let _ = samples.send((index, Sample { scheduled, at, latency, outcome }));
                 });
             }
             // Reap finished checks so the set does not grow over a long run.
