@@ -1,6 +1,12 @@
 //! JUnit XML: one test suite per run, one test case per gate, so a CI system shows which gate
 //! failed and by how much. In a scenario that expects its gates to fail, a gate that failed as
 //! expected is a passed case, and an expectation not met is a failed case of its own.
+//!
+//! Every case's name is unique in the file: CI readers key cases by name (some by class name
+//! and name) and keep only the first of duplicates, so with `--repeat` the second run's
+//! `recover_within` would vanish. A case is named by its suite — the scenario, and with more
+//! than one run of it the run's number among them — and its gate, whose name carries the
+//! episode when a run has several: `flg-healthcheck-hang #2 · recover_within[1]`.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use relapse_core::gate::Verdict;
@@ -9,12 +15,9 @@ use relapse_core::report::RunReport;
 pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeError> {
     let mut junit = Report::new("relapse");
     for (i, r) in reports.iter().enumerate() {
-        let name = if reports.iter().filter(|o| o.scenario == r.scenario).count() > 1 {
-            format!("{} #{}", r.scenario, i + 1)
-        } else {
-            r.scenario.clone()
-        };
-        let mut suite = TestSuite::new(name);
+        let name = suite_name(reports, i);
+        let case_name = |case: &str| format!("{name} · {case}");
+        let mut suite = TestSuite::new(name.clone());
         if matches!(r.verdict, Verdict::Inconclusive | Verdict::Aborted) {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
             status.set_message(format!(
@@ -23,7 +26,7 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
                 r.reason.as_deref().unwrap_or("no reason recorded")
             ));
             status.set_type(r.verdict.as_str());
-            let mut case = TestCase::new("run", status);
+            let mut case = TestCase::new(case_name("run"), status);
             case.set_classname(r.scenario.clone());
             case.set_time(r.duration);
             suite.add_test_case(case);
@@ -32,7 +35,7 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(expectation.message.clone());
             status.set_type("expectation");
-            let mut case = TestCase::new("expect", status);
+            let mut case = TestCase::new(case_name("expect"), status);
             case.set_classname(r.scenario.clone());
             suite.add_test_case(case);
         }
@@ -49,7 +52,7 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
                 status.set_type("gate");
                 status
             };
-            let mut case = TestCase::new(g.name.clone(), status);
+            let mut case = TestCase::new(case_name(&g.name), status);
             case.set_classname(r.scenario.clone());
             if expected {
                 case.set_system_out(format!("failed as expected: {}", g.message));
@@ -62,3 +65,23 @@ pub fn to_junit(reports: &[RunReport]) -> Result<String, quick_junit::SerializeE
     }
     junit.to_string()
 }
+
+/// The scenario's name, and with more than one run of it in `reports` the number of run
+/// `index` among them (from 1, as the Pushgateway's `run` label counts).
+fn suite_name(reports: &[RunReport], index: usize) -> String {
+    let scenario = &reports[index].scenario;
+    let runs = reports.iter().filter(|r| &r.scenario == scenario).count();
+    if runs > 1 {
+        let number = reports[..index]
+            .iter()
+            .filter(|r| &r.scenario == scenario)
+            .count()
+            + 1;
+        format!("{scenario} #{number}")
+    } else {
+        scenario.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests;

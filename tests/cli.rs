@@ -219,7 +219,7 @@ fn an_impossible_gate_fails_with_exit_1_and_junit_names_it() {
     assert_eq!(failed[0]["name"], "detect_within[1]");
     assert_eq!(ms(&failed[0]["limit_ms"]), 1.0);
     assert!(
-        junit.contains("<testcase name=\"detect_within[1]\""),
+        junit.contains("<testcase name=\"flg-healthcheck-hang · detect_within[1]\""),
         "{junit}"
     );
     assert!(
