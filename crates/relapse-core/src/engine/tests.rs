@@ -8,7 +8,7 @@ use crate::fault::{
     BoxFuture, Effective, FaultError, LogError, RevertInstructions, RevertLog, RevertRecord,
     Reverted,
 };
-use crate::sense::{DetectorError, GaugeError};
+use crate::sense::{DetectorError, GaugeError, Outcome};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
