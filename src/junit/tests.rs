@@ -47,7 +47,6 @@ fn gates(detect_within: bool) -> Gates {
         recover_within: Some(ms(2_000)),
         max_error_ratio: Some(0.1),
         allowed_error_statuses: Some(vec![503]),
-        ..Gates::default()
     }
 }
 
