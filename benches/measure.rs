@@ -26,6 +26,7 @@ fn one_hour() -> (Vec<Sample>, Vec<FaultActivity>, Vec<Signal>, Instant) {
                 .iter()
                 .any(|f| at >= f.injected && Some(at) < f.reverted);
             Sample {
+                scheduled: at,
                 at,
                 latency: Duration::from_millis(if broken { 250 } else { 2 }),
                 outcome: if broken {

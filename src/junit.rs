@@ -4,6 +4,12 @@
 //! comparison with a baseline adds one suite per scenario, `baseline NAME: SCENARIO`, with one
 //! case per judged time (`regression:time_to_detect[1]`) and, if it could not decide, an error
 //! case `comparison` giving why.
+//!
+//! Every case's name is unique in the file: CI readers key cases by name (some by class name
+//! and name) and keep only the first of duplicates, so with `--repeat` the second run's
+//! `recover_within` would vanish. A case is named by its suite — the scenario, and with more
+//! than one run of it the run's number among them — and its gate, whose name carries the
+//! episode when a run has several: `flg-healthcheck-hang #2 · recover_within[1]`.
 
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use relapse_core::compare::Comparison;
@@ -16,12 +22,9 @@ pub fn to_junit(
 ) -> Result<String, quick_junit::SerializeError> {
     let mut junit = Report::new("relapse");
     for (i, r) in reports.iter().enumerate() {
-        let name = if reports.iter().filter(|o| o.scenario == r.scenario).count() > 1 {
-            format!("{} #{}", r.scenario, i + 1)
-        } else {
-            r.scenario.clone()
-        };
-        let mut suite = TestSuite::new(name);
+        let name = suite_name(reports, i);
+        let case_name = |case: &str| format!("{name} · {case}");
+        let mut suite = TestSuite::new(name.clone());
         if matches!(r.verdict, Verdict::Inconclusive | Verdict::Aborted) {
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
             status.set_message(format!(
@@ -30,7 +33,7 @@ pub fn to_junit(
                 r.reason.as_deref().unwrap_or("no reason recorded")
             ));
             status.set_type(r.verdict.as_str());
-            let mut case = TestCase::new("run", status);
+            let mut case = TestCase::new(case_name("run"), status);
             case.set_classname(r.scenario.clone());
             case.set_time(r.duration);
             suite.add_test_case(case);
@@ -39,7 +42,7 @@ pub fn to_junit(
             let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
             status.set_message(expectation.message.clone());
             status.set_type("expectation");
-            let mut case = TestCase::new("expect", status);
+            let mut case = TestCase::new(case_name("expect"), status);
             case.set_classname(r.scenario.clone());
             suite.add_test_case(case);
         }
@@ -56,7 +59,7 @@ pub fn to_junit(
                 status.set_type("gate");
                 status
             };
-            let mut case = TestCase::new(g.name.clone(), status);
+            let mut case = TestCase::new(case_name(&g.name), status);
             case.set_classname(r.scenario.clone());
             if expected {
                 case.set_system_out(format!("failed as expected: {}", g.message));
@@ -104,76 +107,22 @@ pub fn to_junit(
     junit.to_string()
 }
 
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-    use std::time::{Duration, SystemTime};
-
-    use relapse_core::compare::*;
-
-    fn series(recover_ms: u64, runs: usize) -> Series {
-        let mut times = BTreeMap::new();
-        times.insert(
-            Measure::Recover,
-            TimeSamples {
-                resolution: Duration::from_millis(50),
-                samples: (0..runs as u64)
-                    .map(|i| Some(Duration::from_millis(recover_ms + i * 10)))
-                    .collect(),
-            },
-        );
-        Series {
-            key: ComparabilityKey {
-                relapse_version: "0.1.0".into(),
-                scenario: "freeze".into(),
-                sli_interval: Duration::from_millis(50),
-                detectors: Vec::new(),
-                backlog_interval: None,
-                scenario_sha256: String::new(),
-            },
-            machine: Machine {
-                host: "ci".into(),
-                cpus: 2,
-                kernel: "6.1".into(),
-            },
-            saved: SystemTime::UNIX_EPOCH,
-            runs,
-            episodes: vec![EpisodeSeries {
-                faults: vec!["freeze".into()],
-                times,
-            }],
-        }
-    }
-
-    fn junit(baseline: &Series, new: &Series) -> String {
-        let comparison = Comparison {
-            baseline: "release-1".into(),
-            settings: Settings::default(),
-            scenarios: vec![compare_series(baseline, new, Settings::default())],
-        };
-        super::to_junit(&[], Some(&comparison)).unwrap()
-    }
-
-    #[test]
-    fn a_regression_is_a_failed_case_of_the_baseline_suite() {
-        let xml = junit(&series(1000, 5), &series(1500, 5));
-        assert!(
-            xml.contains(r#"<testsuite name="baseline release-1: freeze""#),
-            "{xml}"
-        );
-        assert!(
-            xml.contains(r#"name="regression:time_to_recover[1]""#),
-            "{xml}"
-        );
-        assert!(xml.contains(r#"type="regression""#), "{xml}");
-        let same = junit(&series(1000, 5), &series(1000, 5));
-        assert!(!same.contains("<failure"), "{same}");
-    }
-
-    #[test]
-    fn a_comparison_that_cannot_decide_is_an_error_case() {
-        let xml = junit(&series(1000, 5), &series(1000, 3));
-        assert!(xml.contains(r#"name="comparison""#), "{xml}");
-        assert!(xml.contains("at least 5 on each side are needed"), "{xml}");
+/// The scenario's name, and with more than one run of it in `reports` the number of run
+/// `index` among them (from 1, as the Pushgateway's `run` label counts).
+fn suite_name(reports: &[RunReport], index: usize) -> String {
+    let scenario = &reports[index].scenario;
+    let runs = reports.iter().filter(|r| &r.scenario == scenario).count();
+    if runs > 1 {
+        let number = reports[..index]
+            .iter()
+            .filter(|r| &r.scenario == scenario)
+            .count()
+            + 1;
+        format!("{scenario} #{number}")
+    } else {
+        scenario.clone()
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -219,7 +219,7 @@ fn an_impossible_gate_fails_with_exit_1_and_junit_names_it() {
     assert_eq!(failed[0]["name"], "detect_within[1]");
     assert_eq!(ms(&failed[0]["limit_ms"]), 1.0);
     assert!(
-        junit.contains("<testcase name=\"detect_within[1]\""),
+        junit.contains("<testcase name=\"flg-healthcheck-hang · detect_within[1]\""),
         "{junit}"
     );
     assert!(
@@ -282,6 +282,40 @@ fn a_frozen_process_runs_again_after_the_run() {
         "{events:?}"
     );
     assert_ne!(sleeper.state(), 'T');
+}
+
+#[test]
+fn the_json_gives_each_probes_lateness_and_the_resolution_includes_the_slis() {
+    let dir = tempfile::tempdir().unwrap();
+    let sleeper = Sleeper::start();
+    let (_listener, port) = listening_port();
+    let (output, report, _) = run_scenario(
+        dir.path(),
+        &freeze_scenario(sleeper.pid(), port, "10s", "300ms"),
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", show(&output));
+    let run = &report["runs"][0];
+    let probe = &run["probes"][0];
+    assert_eq!(probe["sli"], true);
+    let late = &probe["lateness_ms"];
+    let (p50, p99, max) = (ms(&late["p50"]), ms(&late["p99"]), ms(&late["max"]));
+    // How late is the machine's business; that the figures are a distribution of real delays is
+    // ours: never negative, ordered, and within the run.
+    assert!(0.0 <= p50 && p50 <= p99 && p99 <= max, "{late}");
+    assert!(max < ms(&run["duration_ms"]), "{late}");
+    // The stated resolution is the interval plus the p99 lateness, to the microsecond.
+    let every = ms(&probe["every_ms"]);
+    assert_eq!(every, 50.0);
+    for metrics in std::iter::once(&run["metrics"]).chain(run["episodes"].as_array().unwrap()) {
+        let resolution = ms(&metrics["resolution_ms"]);
+        assert!((resolution - (every + p99)).abs() < 0.0015, "{metrics}");
+    }
+    let terminal = text(&output.stdout);
+    assert!(
+        terminal.contains("the SLI probe interval 50ms + its p99 lateness")
+            && terminal.contains("sent late by p50"),
+        "{terminal}"
+    );
 }
 
 #[test]

@@ -151,7 +151,7 @@ pub fn exposition(runs: &[(u32, &RunReport)]) -> String {
     );
     let mut resolution = Family::new(
         "relapse_sli_resolution_seconds",
-        "The SLI probe interval: the precision of the times to impact, mitigate, serve and recover.",
+        "The precision of the times to impact, mitigate, serve and recover: the SLI probe interval plus the SLI probe's p99 lateness.",
     );
     let mut episodes: Vec<Family> = EPISODE_METRICS
         .iter()

@@ -55,6 +55,7 @@ pub fn summary(r: &RunReport) -> String {
         let _ = writeln!(out, "  {:>9}  {:<18} {}", human(t.at), t.event, t.detail);
     }
 
+    let resolution = resolution_words(r);
     for (i, e) in r.episodes.iter().enumerate() {
         let title = if r.episodes.len() > 1 {
             format!(" — episode {}", i + 1)
@@ -63,9 +64,8 @@ pub fn summary(r: &RunReport) -> String {
         };
         let _ = writeln!(
             out,
-            "\n  measured{title}: {} (resolution {}, the SLI probe interval)",
+            "\n  measured{title}: {} ({resolution})",
             e.faults.join(" + "),
-            human(r.resolution)
         );
         let _ = writeln!(
             out,
@@ -169,6 +169,18 @@ pub fn summary(r: &RunReport) -> String {
                 format!(", statuses {}", statuses.join(" "))
             }
         );
+        let _ = writeln!(
+            out,
+            "      sent late by p50 {} p99 {} max {}{}",
+            human(p.lateness.p50),
+            human(p.lateness.p99),
+            human(p.lateness.max),
+            if p.sli {
+                " (the harness's own delay; p99 is in the resolution)"
+            } else {
+                " (the harness's own delay)"
+            }
+        );
     }
     if !r.processes.is_empty() {
         let _ = writeln!(
@@ -201,6 +213,20 @@ pub fn summary(r: &RunReport) -> String {
         let _ = writeln!(out, "outcome: {}", r.outcome().as_str());
     }
     out
+}
+
+/// "resolution 104ms: the SLI probe interval 100ms + its p99 lateness 4.3ms": what the stated
+/// resolution is made of, so that a harness slowed by its own load shows in it.
+fn resolution_words(r: &RunReport) -> String {
+    match r.probes.iter().find(|p| p.sli) {
+        Some(sli) => format!(
+            "resolution {}: the SLI probe interval {} + its p99 lateness {}",
+            human(r.resolution),
+            human(sli.every),
+            human(sli.lateness.p99)
+        ),
+        None => format!("resolution {}", human(r.resolution)),
+    }
 }
 
 /// The one line `--quiet` prints per run: the outcome, and with an expectation the verdict

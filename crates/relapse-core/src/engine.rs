@@ -4,23 +4,20 @@
 //! The engine owns the schedule. Faults never sleep on its behalf, and every applied fault sits in
 //! a [`FaultGuard`], so every exit path (end, error, cancellation, a dropped future) reverts it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hdrhistogram::Histogram;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinSet;
-use tokio::time::{sleep_until, Instant, MissedTickBehavior};
+use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::fault::{Fault, FaultGuard, RevertLog};
 use crate::gate::{self, Verdict};
 use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
-use crate::report::{BacklogReport, EpisodeReport, ProbeStats, RunReport, TimelineEntry};
+use crate::report::{BacklogReport, EpisodeReport, RunReport, TimelineEntry};
 use crate::scenario::{Expectation, Gates, Limits, StopSpec};
-use crate::sense::{Detector, Gauge, Outcome, Probe, Signal, SignalSender};
+use crate::sense::{Detector, Gauge, Probe, Signal, SignalSender};
 
 /// A probe ready to run.
 pub struct PlannedProbe {
@@ -731,6 +728,12 @@ impl Run {
             .collect();
 
         let probes = self.probe_stats();
+        // A time measured from the SLI's checks is off by up to its interval, and by how late
+        // the harness itself sent the checks: the 99th percentile of that lateness.
+        let resolution = self.steady.probe_every
+            + probes
+                .get(self.sli)
+                .map_or(Duration::ZERO, |p| p.lateness.p99);
         self.set_phase(Phase::Done);
         RunReport {
             scenario: self.scenario.clone(),
@@ -741,7 +744,7 @@ impl Run {
             reason,
             started: self.started_wall,
             duration: end - start,
-            resolution: self.steady.probe_every,
+            resolution,
             episodes: episode_reports,
             gates,
             timeline: self
@@ -758,119 +761,10 @@ impl Run {
             processes: Vec::new(),
         }
     }
-
-    fn probe_stats(&self) -> Vec<ProbeStats> {
-        self.probe_meta
-            .iter()
-            .enumerate()
-            .map(|(index, (name, every, _))| {
-                let samples: Vec<&Sample> = if index == self.sli {
-                    self.sli_samples.iter().collect()
-                } else {
-                    self.other_samples
-                        .iter()
-                        .filter(|(i, _)| *i == index)
-                        .map(|(_, s)| s)
-                        .collect()
-                };
-                // Fixed bounds (1 µs to 1 h): `saturating_record` on an auto-resizing histogram
-                // clamps to its initial range instead of growing it.
-                let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)
-                    .expect("1 µs to 1 h at 3 significant figures are valid bounds");
-                let mut statuses = BTreeMap::new();
-                let mut error_kinds = BTreeMap::new();
-                let mut errors = 0;
-                for s in &samples {
-                    histogram.saturating_record(s.latency.as_micros() as u64);
-                    if let Some(status) = s.outcome.status() {
-                        *statuses.entry(status).or_default() += 1;
-                    }
-                    if let Outcome::Failure { error, .. } = &s.outcome {
-                        errors += 1;
-                        *error_kinds.entry(error.clone()).or_default() += 1;
-                    }
-                }
-                let at = |q: f64| Duration::from_micros(histogram.value_at_quantile(q));
-                ProbeStats {
-                    name: name.clone(),
-                    sli: index == self.sli,
-                    every: *every,
-                    samples: samples.len() as u64,
-                    errors,
-                    statuses,
-                    error_kinds,
-                    latency_p50: at(0.5),
-                    latency_p90: at(0.9),
-                    latency_p99: at(0.99),
-                    latency_max: Duration::from_micros(histogram.max()),
-                }
-            })
-            .collect()
-    }
 }
 
-/// Sends one check every `every`, without waiting for the previous one: a hung target must not
-/// slow the probe down, or the SLI would stop seeing what users see.
-async fn probe_loop(
-    index: usize,
-    planned: PlannedProbe,
-    samples: mpsc::UnboundedSender<(usize, Sample)>,
-    stop: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(planned.every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut in_flight = JoinSet::new();
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = ticks.tick() => {
-                let probe = planned.probe.clone();
-                let samples = samples.clone();
-                in_flight.spawn(async move {
-                    let at = Instant::now();
-                    let outcome = probe.check().await;
-                    let latency = Instant::now() - at;
-                    let _ = samples.send((index, Sample { at, latency, outcome }));
-                });
-            }
-            // Reap finished checks so the set does not grow over a long run.
-            Some(_) = in_flight.join_next(), if !in_flight.is_empty() => {}
-        }
-    }
-    // Checks sent before the stop complete (each probe enforces its timeout), so every sample
-    // sent before the end of the run is measured.
-    while in_flight.join_next().await.is_some() {}
-}
-
-/// Reads the backlog gauge every `every`, one reading at a time: a queue-depth query is cheap,
-/// and a slow one is bounded by the timeout and recorded as unreadable.
-async fn backlog_loop(
-    planned: PlannedBacklog,
-    readings: mpsc::UnboundedSender<BacklogReading>,
-    stop: CancellationToken,
-) {
-    let mut ticks = tokio::time::interval(planned.every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    loop {
-        tokio::select! {
-            biased;
-            _ = stop.cancelled() => break,
-            _ = ticks.tick() => {
-                let at = Instant::now();
-                let value = match tokio::time::timeout(planned.timeout, planned.gauge.read()).await {
-                    Ok(Ok(value)) => Some(value),
-                    Ok(Err(error)) => {
-                        tracing::debug!(backlog = %planned.name, %error, "backlog unreadable");
-                        None
-                    }
-                    Err(_) => None,
-                };
-                let _ = readings.send(BacklogReading { at, value });
-            }
-        }
-    }
-}
+mod probes;
+use probes::{backlog_loop, probe_loop};
 
 #[cfg(test)]
 mod tests;

@@ -60,13 +60,19 @@ pub fn judge(episodes: &[Episode], gates: &[Gates], has_detectors: bool) -> Vec<
                 gate.to_string()
             }
         };
+        // What "never" measured: how long the episode was watched for it.
+        let observed = episode.horizon.saturating_duration_since(episode.injected);
+        let not_detected = format!(
+            "not detected in the {} observed after t_inject",
+            fmt(observed)
+        );
         if let Some(limit) = gates.detect_within {
             results.push(duration_gate(
                 name("detect_within"),
                 "time to detect",
                 episode.time_to_detect(),
                 limit,
-                "not detected before the observation ended",
+                &not_detected,
             ));
         } else if has_detectors {
             let detected = episode.time_to_detect();
@@ -76,8 +82,13 @@ pub fn judge(episodes: &[Episode], gates: &[Gates], has_detectors: bool) -> Vec<
                 measured: detected,
                 passed: detected.is_some(),
                 message: match detected {
-                    Some(t) => format!("detected after {}", fmt(t)),
-                    None => "not detected before the observation ended".to_string(),
+                    Some(t) => format!(
+                        "detected after {}; required: a detection, as detection sources are declared",
+                        fmt(t)
+                    ),
+                    None => format!(
+                        "{not_detected}; required: a detection, as detection sources are declared"
+                    ),
                 },
             });
         }
@@ -91,27 +102,36 @@ pub fn judge(episodes: &[Episode], gates: &[Gates], has_detectors: bool) -> Vec<
                     message: "no impact on the SLI, nothing to mitigate".to_string(),
                 });
             } else {
+                let active = episode
+                    .reverted
+                    .unwrap_or(episode.horizon)
+                    .saturating_duration_since(episode.injected);
                 results.push(duration_gate(
                     name("mitigate_within"),
                     "time to mitigate",
                     episode.time_to_mitigate(),
                     limit,
-                    "steady state did not return while the fault was active",
+                    &format!(
+                        "steady state did not return in the {} the fault was active",
+                        fmt(active)
+                    ),
                 ));
             }
         }
         if let Some(limit) = gates.recover_within {
-            let never = if episode.reverted.is_none() {
-                "the fault was still applied when the run ended"
-            } else {
-                "steady state did not return before the observation ended"
+            let never = match episode.reverted {
+                None => "the fault was still applied when the run ended".to_string(),
+                Some(reverted) => format!(
+                    "steady state did not return in the {} observed after the revert",
+                    fmt(episode.horizon.saturating_duration_since(reverted))
+                ),
             };
             results.push(duration_gate(
                 name("recover_within"),
                 "time to recover",
                 episode.time_to_recover(),
                 limit,
-                never,
+                &never,
             ));
         }
         if let Some(limit) = gates.max_error_ratio {
@@ -342,6 +362,37 @@ mod tests {
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].name, "detected");
         assert!(!results[0].passed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_time_never_reached_says_how_long_it_was_watched_for_and_the_limit() {
+        let mut e = episode(Instant::now());
+        e.detected = None;
+        e.recovered = None;
+        let gates = Gates {
+            detect_within: Some(Duration::from_secs(1)),
+            mitigate_within: Some(Duration::from_millis(500)),
+            recover_within: Some(Duration::from_secs(2)),
+            ..Gates::default()
+        };
+        let messages: Vec<String> = judge(&[e.clone()], &[gates], true)
+            .into_iter()
+            .map(|g| g.message)
+            .collect();
+        // Injected at 1 s, reverted at 4 s, observed until 9 s.
+        assert_eq!(
+            messages,
+            [
+                "not detected in the 8s observed after t_inject (limit 1s)",
+                "steady state did not return in the 3s the fault was active (limit 500ms)",
+                "steady state did not return in the 5s observed after the revert (limit 2s)",
+            ]
+        );
+        let detected = judge(&[e], &[Gates::default()], true);
+        assert_eq!(
+            detected[0].message,
+            "not detected in the 8s observed after t_inject; required: a detection, as detection sources are declared"
+        );
     }
 
     #[tokio::test(start_paused = true)]

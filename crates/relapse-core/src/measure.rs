@@ -22,10 +22,45 @@ use crate::sense::{Outcome, Signal};
 /// One SLI check.
 #[derive(Debug, Clone)]
 pub struct Sample {
-    /// The instant the check was sent.
+    /// The instant the probe's schedule meant the check to be sent.
+    pub scheduled: Instant,
+    /// The instant the check was sent: `scheduled` plus however long the harness itself took
+    /// to get to it (a busy runtime, a busy core).
     pub at: Instant,
     pub latency: Duration,
     pub outcome: Outcome,
+}
+
+impl Sample {
+    /// How much later than scheduled the check was sent.
+    pub fn lateness(&self) -> Duration {
+        self.at.saturating_duration_since(self.scheduled)
+    }
+}
+
+/// How late a probe's checks were sent, over a run: the harness's own distortion of its
+/// samples. Quantiles are nearest-rank over the exact values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Lateness {
+    pub p50: Duration,
+    pub p99: Duration,
+    pub max: Duration,
+}
+
+/// The lateness of `samples` (zero for none).
+pub fn lateness<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Lateness {
+    let mut late: Vec<Duration> = samples.into_iter().map(Sample::lateness).collect();
+    if late.is_empty() {
+        return Lateness::default();
+    }
+    late.sort_unstable();
+    // Nearest rank: the smallest value with at least q of the values at or under it.
+    let rank = |q: f64| late[((q * late.len() as f64).ceil() as usize).clamp(1, late.len()) - 1];
+    Lateness {
+        p50: rank(0.5),
+        p99: rank(0.99),
+        max: late[late.len() - 1],
+    }
 }
 
 /// The steady-state rule, with the probe interval that sets its resolution.

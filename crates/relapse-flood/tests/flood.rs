@@ -379,6 +379,29 @@ async fn cancel_stops_a_run_early() {
     assert!(report.completed >= 20);
 }
 
+/// The nice value of each of this process's threads named `relapse-flood` (field 19 of
+/// `/proc/self/task/TID/stat`, counted after the parenthesised name).
+fn flood_thread_niceness() -> Vec<i32> {
+    let mut niceness = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
+            continue; // the thread ended meanwhile
+        };
+        if comm.trim() != "relapse-flood" {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
+            continue;
+        };
+        let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+        // After the name: state (3) ... nice (19), so index 19 - 3 = 16.
+        let nice = after_name.split(' ').nth(16).unwrap().parse().unwrap();
+        niceness.push(nice);
+    }
+    niceness
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_flood_fault_starts_and_stops() {
     let server = Server::http(Server::fixed(Duration::from_millis(2))).await;
@@ -399,6 +422,15 @@ async fn http_flood_fault_starts_and_stops() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(server.requests() >= 30);
+    // The load runs on threads of its own at the lowest priority, not on this runtime's.
+    let niceness = flood_thread_niceness();
+    assert!(!niceness.is_empty(), "no relapse-flood threads");
+    assert!(
+        niceness
+            .iter()
+            .all(|&n| n == relapse_flood::faults::FLOOD_NICE),
+        "{niceness:?}"
+    );
     flood.revert().await.unwrap();
     let after_revert = server.requests();
     assert_eq!(flood.open_connections(), 0);

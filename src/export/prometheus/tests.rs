@@ -42,7 +42,7 @@ fn a_failover_run_and_an_inconclusive_one_of_the_same_scenario() {
         # TYPE relapse_run_timestamp_seconds gauge
         relapse_run_timestamp_seconds{scenario="flg-healthcheck-hang",run="1"} 1764633600.25
         relapse_run_timestamp_seconds{scenario="flg-healthcheck-hang",run="2"} 1764633600.25
-        # HELP relapse_sli_resolution_seconds The SLI probe interval: the precision of the times to impact, mitigate, serve and recover.
+        # HELP relapse_sli_resolution_seconds The precision of the times to impact, mitigate, serve and recover: the SLI probe interval plus the SLI probe's p99 lateness.
         # TYPE relapse_sli_resolution_seconds gauge
         relapse_sli_resolution_seconds{scenario="flg-healthcheck-hang",run="1"} 0.05
         relapse_sli_resolution_seconds{scenario="flg-healthcheck-hang",run="2"} 0.05
@@ -105,7 +105,7 @@ fn label_values_are_escaped_backslash_quote_and_newline() {
         # HELP relapse_run_timestamp_seconds When the run started (wall clock), in seconds since the Unix epoch.
         # TYPE relapse_run_timestamp_seconds gauge
         relapse_run_timestamp_seconds{scenario="say \"hi\" \\ then\nmore",run="1"} 1764633600.25
-        # HELP relapse_sli_resolution_seconds The SLI probe interval: the precision of the times to impact, mitigate, serve and recover.
+        # HELP relapse_sli_resolution_seconds The precision of the times to impact, mitigate, serve and recover: the SLI probe interval plus the SLI probe's p99 lateness.
         # TYPE relapse_sli_resolution_seconds gauge
         relapse_sli_resolution_seconds{scenario="say \"hi\" \\ then\nmore",run="1"} 0.05
     "##]].assert_eq(&exposition(&[(1, &run)]));

@@ -5,7 +5,7 @@ use std::time::SystemTime;
 use expect_test::expect;
 use relapse_core::engine::Phase;
 use relapse_core::gate::GateResult;
-use relapse_core::report::{BacklogReport, ProbeStats, TimelineEntry};
+use relapse_core::report::{BacklogReport, Lateness, ProbeStats, TimelineEntry};
 
 use super::*;
 
@@ -89,6 +89,8 @@ fn failed_run() -> RunReport {
     second.failure_errors.clear();
     RunReport {
         mitigation: Some("failover".into()),
+        // The SLI probe's interval plus its p99 lateness.
+        resolution: Duration::from_micros(104_300),
         timeline: vec![
             TimelineEntry {
                 at: ms(0),
@@ -129,6 +131,11 @@ fn failed_run() -> RunReport {
                 latency_p90: ms(48),
                 latency_p99: ms(1_273),
                 latency_max: ms(2_001),
+                lateness: Lateness {
+                    p50: Duration::from_micros(150),
+                    p99: Duration::from_micros(4_300),
+                    max: Duration::from_micros(4_400),
+                },
             },
             ProbeStats {
                 name: "port".into(),
@@ -142,6 +149,11 @@ fn failed_run() -> RunReport {
                 latency_p90: Duration::from_micros(450),
                 latency_p99: Duration::from_micros(900),
                 latency_max: ms(1),
+                lateness: Lateness {
+                    p50: Duration::from_micros(100),
+                    p99: Duration::from_micros(800),
+                    max: ms(2),
+                },
             },
         ],
         run_dir: Some(PathBuf::from("/state/output/flg-2026-12-02T031604Z-4200-0")),
@@ -170,14 +182,14 @@ fn the_summary_of_a_failed_run_with_two_episodes() {
              3.270s  detected           monitor answered 503
               2m15s  reverted           freeze: SIGCONT pid 4242
 
-          measured — episode 1: freeze (resolution 100ms, the SLI probe interval)
+          measured — episode 1: freeze (resolution 104ms: the SLI probe interval 100ms + its p99 lateness 4.3ms)
             time to impact        420ms
             time to detect       1.270s  by monitor (polled every 500ms)
             time to mitigate     4.000s  by failover
             time to recover      5.350s
             errors            37 of 100 SLI samples (37.0%): 503 ×30, timeout ×7
 
-          measured — episode 2: lock + stall (resolution 100ms, the SLI probe interval)
+          measured — episode 2: lock + stall (resolution 104ms: the SLI probe interval 100ms + its p99 lateness 4.3ms)
             time to impact        150ms
             time to detect       2.400s  by alertmanager (pushed)
             time to mitigate          —  no failover
@@ -192,7 +204,9 @@ fn the_summary_of_a_failed_run_with_two_episodes() {
 
           probes
             webmail (SLI): 200 samples, 67 errors, latency p50 2.5ms p90 48ms p99 1.273s max 2.001s, statuses 200×133 503×60
+              sent late by p50 0.1ms p99 4.3ms max 4.4ms (the harness's own delay; p99 is in the resolution)
             port: 20 samples, 0 errors, latency p50 0.3ms p90 0.5ms p99 0.9ms max 1.0ms
+              sent late by p50 0.1ms p99 0.8ms max 2.0ms (the harness's own delay)
 
           processes (output in /state/output/flg-2026-12-02T031604Z-4200-0)
             haproxy (pid 4300): stopped by SIGTERM in 3.1ms (exit status: 0); output haproxy.log
@@ -215,6 +229,7 @@ fn the_summary_of_an_inconclusive_run_has_its_reason_and_nothing_measured() {
 
           probes
             port: 20 samples, 0 errors, latency p50 0.3ms p90 0.5ms p99 0.9ms max 1.0ms
+              sent late by p50 0.1ms p99 0.8ms max 2.0ms (the harness's own delay)
 
         verdict: inconclusive
     "#]]
@@ -244,7 +259,7 @@ fn the_summary_of_an_episode_nothing_noticed() {
 
           timeline (since the run started)
 
-          measured: freeze (resolution 100ms, the SLI probe interval)
+          measured: freeze (resolution 100ms)
             time to impact        420ms
             time to detect            —  not detected
             time to mitigate          —

@@ -8,7 +8,7 @@ use crate::fault::{
     BoxFuture, Effective, FaultError, LogError, RevertInstructions, RevertLog, RevertRecord,
     Reverted,
 };
-use crate::sense::{DetectorError, GaugeError};
+use crate::sense::{DetectorError, GaugeError, Outcome};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -290,6 +290,10 @@ async fn measures_exact_times_for_one_fault() {
     for latency in [probe.latency_p90, probe.latency_p99, probe.latency_max] {
         assert!(latency.abs_diff(FAILING_CHECK_TAKES) < ms(1), "{latency:?}");
     }
+    // Under paused time every check goes out at the instant its tick was scheduled for: no
+    // lateness, so the stated resolution is the probe interval alone.
+    assert_eq!(probe.lateness, crate::measure::Lateness::default());
+    assert_eq!(report.resolution, probe.every);
     // The run ends once recovery is established: the window [5100, 6100) complete plus the probe
     // timeout (500 ms) for checks in flight is 6600 ms, seen on the engine's check tick at 6600
     // (every 100 ms from t0 = 1000 ms), before the probe's own tick at that instant.

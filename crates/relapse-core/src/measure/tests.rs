@@ -23,6 +23,7 @@ fn samples(base: Instant, from: u64, to: u64, fails: impl Fn(u64) -> bool) -> Ve
     (from..=to)
         .step_by(100)
         .map(|t| Sample {
+            scheduled: base + ms(t),
             at: base + ms(t),
             latency: ms(5),
             outcome: if fails(t) {
@@ -383,4 +384,63 @@ async fn a_backlog_that_never_drains_means_no_recovery_and_unreadable_gauges_pro
     assert_eq!(e.time_to_drain(), None);
     assert_eq!(e.time_to_recover(), None);
     assert_eq!(e.backlog.as_ref().unwrap().peak, Some(300.0));
+}
+
+/// A check sent `late_us` after its scheduled instant `t` (ms after `base`).
+fn sent_late(base: Instant, t: u64, late_us: u64) -> Sample {
+    Sample {
+        scheduled: base + ms(t),
+        at: base + ms(t) + Duration::from_micros(late_us),
+        latency: ms(5),
+        outcome: Outcome::Success { status: Some(200) },
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lateness_is_the_send_instant_less_the_scheduled_one_in_nearest_rank_quantiles() {
+    let base = Instant::now();
+    // 200 checks every 50 ms, every fourth one a millisecond late.
+    let mut sli: Vec<Sample> = (0..200u64)
+        .map(|k| sent_late(base, k * 50, if k % 4 == 1 { 1_000 } else { 0 }))
+        .collect();
+    assert_eq!(sli.iter().filter(|s| !s.lateness().is_zero()).count(), 50);
+    sli[7] = sent_late(base, 350, 4_300);
+    sli[9] = sent_late(base, 450, 9_000);
+    let late = lateness(&sli);
+    // Now 149 on time, 49 a millisecond late, one 4.3 ms and one 9 ms late: rank 100 of 200
+    // (p50) is on time, rank 198 (p99) one of the millisecond-late ones.
+    assert_eq!(
+        late,
+        Lateness {
+            p50: Duration::ZERO,
+            p99: Duration::from_micros(1_000),
+            max: Duration::from_micros(9_000),
+        }
+    );
+    // One more check 5 ms late (instead of on time) makes rank 198 the 4.3 ms one.
+    sli[11] = sent_late(base, 550, 5_000);
+    assert_eq!(lateness(&sli).p99, Duration::from_micros(4_300));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lateness_of_no_samples_is_zero_and_a_check_sent_early_is_not_late() {
+    let base = Instant::now();
+    assert_eq!(lateness(&[]), Lateness::default());
+    let early = Sample {
+        scheduled: base + ms(10),
+        at: base,
+        latency: ms(5),
+        outcome: Outcome::Success { status: Some(200) },
+    };
+    assert_eq!(early.lateness(), Duration::ZERO);
+    let one = [sent_late(base, 0, 250)];
+    let quarter = Duration::from_micros(250);
+    assert_eq!(
+        lateness(&one),
+        Lateness {
+            p50: quarter,
+            p99: quarter,
+            max: quarter
+        }
+    );
 }

@@ -149,6 +149,8 @@ pub struct MetricsFile {
     pub time_to_serve_ms: Option<f64>,
     pub time_to_drain_ms: Option<f64>,
     pub backlog: Option<BacklogFile>,
+    /// The precision of impact, mitigation, serve and recovery times: the SLI probe interval
+    /// plus the SLI probe's p99 lateness (its `lateness_ms.p99`).
     pub resolution_ms: f64,
     pub detected_by: Option<String>,
     pub detect_resolution_ms: Option<f64>,
@@ -192,6 +194,16 @@ pub struct ProbeFile {
     pub status_codes: BTreeMap<String, u64>,
     pub error_kinds: BTreeMap<String, u64>,
     pub latency_ms: LatencyFile,
+    /// How much later than scheduled the checks were sent: the harness's own distortion. The
+    /// SLI probe's p99 is part of the runs' `resolution_ms`.
+    pub lateness_ms: LatenessFile,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LatenessFile {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -294,6 +306,11 @@ impl RunFile {
                         p90: ms(p.latency_p90),
                         p99: ms(p.latency_p99),
                         max: ms(p.latency_max),
+                    },
+                    lateness_ms: LatenessFile {
+                        p50: ms(p.lateness.p50),
+                        p99: ms(p.lateness.p99),
+                        max: ms(p.lateness.max),
                     },
                 })
                 .collect(),

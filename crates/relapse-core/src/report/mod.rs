@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use crate::gate::{ExpectationOutcome, GateResult, Verdict};
+pub use crate::measure::Lateness;
 
 /// Everything one run produced.
 #[derive(Debug, Clone)]
@@ -25,7 +26,9 @@ pub struct RunReport {
     /// Wall-clock start; every `at` below is monotonic time since this instant.
     pub started: SystemTime,
     pub duration: Duration,
-    /// The SLI probe interval: it bounds the precision of impact, mitigation and recovery times.
+    /// The precision of the times to impact, mitigate, serve and recover: the SLI probe interval
+    /// plus the 99th percentile of the SLI probe's lateness (how much later than scheduled the
+    /// harness sent its checks).
     pub resolution: Duration,
     pub episodes: Vec<EpisodeReport>,
     pub gates: Vec<GateResult>,
@@ -113,6 +116,8 @@ pub struct ProbeStats {
     pub latency_p90: Duration,
     pub latency_p99: Duration,
     pub latency_max: Duration,
+    /// How much later than scheduled the checks were sent.
+    pub lateness: Lateness,
 }
 
 impl RunReport {
