@@ -78,8 +78,7 @@ pub fn write_reports(reports: &[RunReport], paths: ReportPaths<'_>) -> anyhow::R
         markdown,
     } = paths;
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&ReportFile::new(reports))
-            .context("serialising the JSON report")?;
+        let text = ReportFile::new(reports).to_json();
         std::fs::write(path, text + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }

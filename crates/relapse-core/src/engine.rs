@@ -18,7 +18,9 @@ use tokio_util::task::TaskTracker;
 use crate::fault::{Fault, FaultGuard, RevertLog};
 use crate::gate::{self, Verdict};
 use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
-use crate::report::{BacklogReport, EpisodeReport, ProbeStats, RunReport, TimelineEntry};
+use crate::report::{
+    BacklogReport, EpisodeReport, ProbeStats, RunReport, SeriesSample, SliSeries, TimelineEntry,
+};
 use crate::scenario::{Expectation, Gates, Limits, StopSpec};
 use crate::sense::{Detector, Gauge, Outcome, Probe, Signal, SignalSender};
 
@@ -175,6 +177,8 @@ struct Run {
 
     backlog: Vec<BacklogReading>,
     sli_samples: Vec<Sample>,
+    /// When steady state was confirmed before injection.
+    steady_confirmed: Option<Instant>,
     other_samples: Vec<(usize, Sample)>,
     signals: Vec<Signal>,
     timeline: Vec<(Instant, String, String)>,
@@ -267,6 +271,7 @@ impl Run {
             backlog_rx,
             backlog: Vec::new(),
             sli_samples: Vec::new(),
+            steady_confirmed: None,
             other_samples: Vec::new(),
             signals: Vec::new(),
             timeline: Vec::new(),
@@ -351,6 +356,7 @@ impl Run {
             }
         }
         let t0 = Instant::now();
+        self.steady_confirmed = Some(t0);
         self.event(
             t0,
             "steady state",
@@ -721,6 +727,8 @@ impl Run {
                     max: b.max,
                     peak: b.peak,
                 }),
+                mitigated_at: e.mitigated.map(|t| t - start),
+                recovered_at: e.recovered.map(|t| t - start),
                 detected_by: e.detected.map(|(_, s)| self.detector_meta[s].0.clone()),
                 detect_resolution: e.detected.map(|(_, s)| self.detector_meta[s].1),
                 samples: e.samples,
@@ -732,7 +740,31 @@ impl Run {
 
         let probes = self.probe_stats();
         self.set_phase(Phase::Done);
+        let sli = self
+            .probe_meta
+            .get(self.sli)
+            .map(|(probe, every, _)| SliSeries {
+                probe: probe.clone(),
+                every: *every,
+                samples: self
+                    .sli_samples
+                    .iter()
+                    .map(|s| SeriesSample {
+                        at: s.at.saturating_duration_since(start),
+                        latency: s.latency,
+                        status: s.outcome.status(),
+                        error: match &s.outcome {
+                            Outcome::Success { .. } => None,
+                            Outcome::Failure { error, .. } => Some(error.clone()),
+                        },
+                    })
+                    .collect(),
+            });
         RunReport {
+            run_id: crate::report::new_run_id(),
+            steady_window: self.steady.window,
+            steady_confirmed_at: self.steady_confirmed.map(|t| t - start),
+            sli,
             scenario: self.scenario.clone(),
             file: None,
             mitigation: self.mitigation.clone(),

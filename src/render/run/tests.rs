@@ -41,6 +41,8 @@ fn episode(impact: u64, detect: u64, mitigate: u64, recover: u64) -> EpisodeRepo
         time_to_serve: Some(ms(recover)),
         time_to_drain: None,
         backlog: None,
+        mitigated_at: Some(ms(2_000 + mitigate)),
+        recovered_at: Some(ms(12_000 + recover)),
         detected_by: Some("monitor".into()),
         detect_resolution: Some(ms(500)),
         samples: 100,
@@ -52,6 +54,10 @@ fn episode(impact: u64, detect: u64, mitigate: u64, recover: u64) -> EpisodeRepo
 
 fn report(scenario: &str, verdict: Verdict, episodes: Vec<EpisodeReport>) -> RunReport {
     RunReport {
+        run_id: "5eed000000000001".into(),
+        steady_window: ms(1_000),
+        steady_confirmed_at: Some(ms(1_000)),
+        sli: None,
         scenario: scenario.into(),
         file: Some(PathBuf::from(format!("scenarios/{scenario}.toml"))),
         mitigation: None,
