@@ -68,6 +68,8 @@ pub struct ReportPaths<'a> {
     pub junit: Option<&'a Path>,
     /// Appended to, not replaced (see [`crate::export::markdown`]).
     pub markdown: Option<&'a Path>,
+    /// Replaced if it exists.
+    pub html: Option<&'a Path>,
 }
 
 /// Writes the report files that were asked for.
@@ -76,6 +78,7 @@ pub fn write_reports(reports: &[RunReport], paths: ReportPaths<'_>) -> anyhow::R
         json,
         junit,
         markdown,
+        html,
     } = paths;
     if let Some(path) = json {
         let text = ReportFile::new(reports).to_json();
@@ -97,5 +100,25 @@ pub fn write_reports(reports: &[RunReport], paths: ReportPaths<'_>) -> anyhow::R
         file.write_all(crate::export::markdown::summary(reports).as_bytes())
             .with_context(context)?;
     }
+    if let Some(path) = html {
+        std::fs::write(path, crate::render::html::page(reports))
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
+    }
     Ok(())
+}
+
+/// Reads JSON reports, in order, into one list of runs. A file that cannot be read or is not a
+/// relapse report is an error that names it.
+pub fn read_reports(files: &[PathBuf]) -> Result<Vec<RunReport>, String> {
+    let mut runs = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let file = ReportFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        runs.extend(
+            file.to_reports()
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
+    Ok(runs)
 }

@@ -79,6 +79,7 @@ pub fn run(scenario: &str) -> RunReport {
 pub fn failover_run() -> RunReport {
     let mut second = episode(&["new-primary-hangs", "old-primary-hangs"]);
     second.time_to_mitigate = None;
+    second.mitigated_at = None;
     second.time_to_detect = Some(ms(1_500));
     second.detected_by = Some("pager".into());
     second.detect_resolution = Some(Duration::ZERO);
@@ -126,6 +127,7 @@ pub fn expected_failure_run() -> RunReport {
     e.detected_by = None;
     e.detect_resolution = None;
     e.time_to_mitigate = None;
+    e.mitigated_at = None;
     RunReport {
         verdict: Verdict::Fail,
         expectation: Some(ExpectationOutcome {

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 mod cleanup;
+pub mod html;
 mod list;
 mod run;
 mod validate;

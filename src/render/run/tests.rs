@@ -85,6 +85,7 @@ fn failed_run() -> RunReport {
     second.detect_resolution = Some(Duration::ZERO);
     second.detected_by = Some("alertmanager".into());
     second.time_to_mitigate = None;
+    second.mitigated_at = None;
     second.time_to_serve = Some(ms(3_100));
     second.time_to_drain = Some(ms(9_800));
     second.time_to_recover = Some(ms(9_800));
@@ -234,6 +235,7 @@ fn the_summary_of_an_episode_nothing_noticed() {
     quiet.detected_by = None;
     quiet.detect_resolution = None;
     quiet.time_to_mitigate = None;
+    quiet.mitigated_at = None;
     quiet.time_to_recover = None;
     quiet.backlog = Some(BacklogReport {
         max: 0.0,
