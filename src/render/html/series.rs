@@ -91,12 +91,12 @@ fn strip_plot(rows: &[(&str, Vec<(u32, Duration)>)], runs: usize) -> String {
     let end = (longest / step).ceil() * step;
     let plot_w = WIDTH - LEFT - RIGHT;
     let x = |secs: f64| LEFT + plot_w * secs / end;
-    let height = ROW * rows.len() as f64 + 40.0;
+    let height = ROW * rows.len() as f64 + 50.0;
     let mut svg = format!(
         r#"<svg class="distribution" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="distribution of the measured times">"#
     );
     for (index, (name, values)) in rows.iter().enumerate() {
-        let y = 14.0 + ROW * index as f64;
+        let y = 24.0 + ROW * index as f64;
         let _ = write!(
             svg,
             r##"<g class="strip" data-metric="{name}"><text class="tick" x="4" y="{ty:.1}">{name} ({n}/{runs})</text><line x1="{LEFT}" x2="{x2}" y1="{y:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
@@ -125,7 +125,7 @@ fn strip_plot(rows: &[(&str, Vec<(u32, Duration)>)], runs: usize) -> String {
             h = human(median),
         );
     }
-    let axis_y = 14.0 + ROW * rows.len() as f64;
+    let axis_y = 24.0 + ROW * rows.len() as f64;
     let _ = write!(
         svg,
         r##"<line x1="{LEFT}" x2="{x2}" y1="{axis_y:.1}" y2="{axis_y:.1}" stroke="#000"/>"##,
