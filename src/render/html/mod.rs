@@ -199,7 +199,6 @@ fn errors(out: &mut String, r: &RunReport) {
             .iter()
             .map(|(s, n)| format!("{s} ×{n}"))
             .collect();
-        let _ = p;
         if !statuses.is_empty() {
             seen.push(format!(
                 "probe {} (whole run): statuses {}",
