@@ -17,6 +17,10 @@ pub struct Cli {
 pub enum Command {
     /// Run scenarios end to end: steady state, faults, observation, verdict.
     Run(RunArgs),
+    /// Turn JSON reports (`relapse run --json`) into a page to look at (--html) and a summary
+    /// table (--markdown). Several files, or a file of several runs, make a series: the runs of
+    /// one scenario are compared side by side.
+    Report(ReportArgs),
     /// Check scenario files without running anything.
     Validate {
         #[arg(required = true)]
@@ -90,6 +94,10 @@ pub struct RunArgs {
     /// existing file is appended to, never replaced, as a CI job summary collects every step's.
     #[arg(long, value_name = "PATH")]
     pub markdown: Option<PathBuf>,
+    /// Write a self-contained HTML page of the runs (timelines, gates, the spread of a series;
+    /// no script, nothing fetched), as `relapse report --html` does.
+    #[arg(long, value_name = "PATH")]
+    pub html: Option<PathBuf>,
     /// After the runs, push their metrics to the Prometheus Pushgateway at URL (http:// only):
     /// one group per scenario, PUT to URL/metrics/job/relapse/scenario/NAME, replacing what the
     /// last push left there. Loopback only unless --allow-target names the host. A push that
@@ -146,6 +154,20 @@ fn level(text: &str) -> Result<f64, String> {
             "{text:?} is not a level between 0 and 1 (e.g. 0.05)"
         )),
     }
+}
+
+/// The flags of `relapse report`.
+#[derive(Args)]
+pub struct ReportArgs {
+    /// JSON reports written by `relapse run --json`; their runs are read in order.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the self-contained HTML page here (replaced if it exists).
+    #[arg(long, value_name = "PATH", required_unless_present = "markdown")]
+    pub html: Option<PathBuf>,
+    /// Append the Markdown summary table to this file, as `relapse run --markdown` does.
+    #[arg(long, value_name = "PATH")]
+    pub markdown: Option<PathBuf>,
 }
 
 #[cfg(test)]

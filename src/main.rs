@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use relapse::cli::{Cli, Command, RunArgs};
+use relapse::cli::{Cli, Command, ReportArgs, RunArgs};
 use relapse::export::pushgateway::Pushgateway;
 use relapse::harness::{run_scenario, StartError};
 use relapse::{baseline, exit, render, setup};
@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             outcome.exit_code()
         }
         Command::List => print_out(&render::list()),
+        Command::Report(args) => report(&args),
         Command::Schema => print_out(&(relapse_core::scenario::json_schema_text() + "\n")),
         command => match tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -320,6 +321,7 @@ async fn run(options: &RunArgs) -> u8 {
         json: options.json.as_deref(),
         junit: options.junit.as_deref(),
         markdown: options.markdown.as_deref(),
+        html: options.html.as_deref(),
     };
     // The files first: they are local and quick, and a Pushgateway that does not answer must
     // not keep them from being written.
@@ -337,6 +339,30 @@ async fn run(options: &RunArgs) -> u8 {
     }
     let code = start_error.unwrap_or_else(|| relapse::exit_code(&reports, comparison.as_ref()));
     relapse::exit_code_after_push(code, pushed)
+}
+
+/// `relapse report`: JSON reports in, the page and the table out. Exit 2 for a file that is not
+/// a relapse report, 3 when an output cannot be written.
+fn report(args: &ReportArgs) -> u8 {
+    let reports = match setup::read_reports(&args.files) {
+        Ok(reports) => reports,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let paths = setup::ReportPaths {
+        html: args.html.as_deref(),
+        markdown: args.markdown.as_deref(),
+        ..setup::ReportPaths::default()
+    };
+    match setup::write_reports(&reports, None, paths) {
+        Ok(()) => exit::PASS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            exit::INCONCLUSIVE
+        }
+    }
 }
 
 /// The live one-line display; drawn only on a terminal (indicatif hides itself otherwise).

@@ -72,6 +72,8 @@ pub struct ReportPaths<'a> {
     pub junit: Option<&'a Path>,
     /// Appended to, not replaced (see [`crate::export::markdown`]).
     pub markdown: Option<&'a Path>,
+    /// Replaced if it exists.
+    pub html: Option<&'a Path>,
 }
 
 /// Writes the report files that were asked for; with a comparison, its section of the JSON
@@ -85,10 +87,10 @@ pub fn write_reports(
         json,
         junit,
         markdown,
+        html,
     } = paths;
     if let Some(path) = json {
-        let text = serde_json::to_string_pretty(&ReportFile::with_comparison(reports, comparison))
-            .context("serialising the JSON report")?;
+        let text = ReportFile::with_comparison(reports, comparison).to_json();
         std::fs::write(path, text + "\n")
             .with_context(|| format!("writing the JSON report to {}", path.display()))?;
     }
@@ -110,6 +112,10 @@ pub fn write_reports(
             text += &crate::export::markdown::comparison(comparison);
         }
         file.write_all(text.as_bytes()).with_context(context)?;
+    }
+    if let Some(path) = html {
+        std::fs::write(path, crate::render::html::page(reports))
+            .with_context(|| format!("writing the HTML report to {}", path.display()))?;
     }
     Ok(())
 }
@@ -165,4 +171,20 @@ pub fn series_of_runs(
             baseline::series_of(scenario, file, &runs)
         })
         .collect()
+}
+
+/// Reads JSON reports, in order, into one list of runs. A file that cannot be read or is not a
+/// relapse report is an error that names it.
+pub fn read_reports(files: &[PathBuf]) -> Result<Vec<RunReport>, String> {
+    let mut runs = Vec::new();
+    for path in files {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
+        let file = ReportFile::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        runs.extend(
+            file.to_reports()
+                .map_err(|e| format!("{}: {e}", path.display()))?,
+        );
+    }
+    Ok(runs)
 }

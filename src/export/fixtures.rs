@@ -34,6 +34,8 @@ pub fn episode(faults: &[&str]) -> EpisodeReport {
         time_to_serve: Some(ms(89)),
         time_to_drain: None,
         backlog: None,
+        mitigated_at: Some(Duration::from_micros(2_790_001)),
+        recovered_at: Some(ms(6_089)),
         detected_by: Some("failover-log".into()),
         detect_resolution: Some(ms(50)),
         samples: 80,
@@ -46,6 +48,10 @@ pub fn episode(faults: &[&str]) -> EpisodeReport {
 /// A run of `scenario` that passed, one episode, started at a fixed wall-clock instant.
 pub fn run(scenario: &str) -> RunReport {
     RunReport {
+        run_id: "5eed000000000001".into(),
+        steady_window: ms(1_000),
+        steady_confirmed_at: Some(ms(1_500)),
+        sli: None,
         scenario: scenario.into(),
         file: Some(PathBuf::from(format!("scenarios/{scenario}.toml"))),
         mitigation: None,
@@ -73,6 +79,7 @@ pub fn run(scenario: &str) -> RunReport {
 pub fn failover_run() -> RunReport {
     let mut second = episode(&["new-primary-hangs", "old-primary-hangs"]);
     second.time_to_mitigate = None;
+    second.mitigated_at = None;
     second.time_to_detect = Some(ms(1_500));
     second.detected_by = Some("pager".into());
     second.detect_resolution = Some(Duration::ZERO);
@@ -120,6 +127,7 @@ pub fn expected_failure_run() -> RunReport {
     e.detected_by = None;
     e.detect_resolution = None;
     e.time_to_mitigate = None;
+    e.mitigated_at = None;
     RunReport {
         verdict: Verdict::Fail,
         expectation: Some(ExpectationOutcome {

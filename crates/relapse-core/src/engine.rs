@@ -15,8 +15,11 @@ use tokio_util::task::TaskTracker;
 use crate::fault::{Fault, FaultGuard, RevertLog};
 use crate::gate::{self, Verdict};
 use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
-use crate::report::{BacklogReport, EpisodeReport, RunReport, TimelineEntry};
+use crate::report::{
+    BacklogReport, EpisodeReport, RunReport, SeriesSample, SliSeries, TimelineEntry,
+};
 use crate::scenario::{Expectation, Gates, Limits, StopSpec};
+use crate::sense::Outcome;
 use crate::sense::{Detector, Gauge, Probe, Signal, SignalSender};
 
 /// A probe ready to run.
@@ -172,6 +175,8 @@ struct Run {
 
     backlog: Vec<BacklogReading>,
     sli_samples: Vec<Sample>,
+    /// When steady state was confirmed before injection.
+    steady_confirmed: Option<Instant>,
     other_samples: Vec<(usize, Sample)>,
     signals: Vec<Signal>,
     timeline: Vec<(Instant, String, String)>,
@@ -264,6 +269,7 @@ impl Run {
             backlog_rx,
             backlog: Vec::new(),
             sli_samples: Vec::new(),
+            steady_confirmed: None,
             other_samples: Vec::new(),
             signals: Vec::new(),
             timeline: Vec::new(),
@@ -348,6 +354,7 @@ impl Run {
             }
         }
         let t0 = Instant::now();
+        self.steady_confirmed = Some(t0);
         self.event(
             t0,
             "steady state",
@@ -718,6 +725,8 @@ impl Run {
                     max: b.max,
                     peak: b.peak,
                 }),
+                mitigated_at: e.mitigated.map(|t| t - start),
+                recovered_at: e.recovered.map(|t| t - start),
                 detected_by: e.detected.map(|(_, s)| self.detector_meta[s].0.clone()),
                 detect_resolution: e.detected.map(|(_, s)| self.detector_meta[s].1),
                 samples: e.samples,
@@ -735,7 +744,31 @@ impl Run {
                 .get(self.sli)
                 .map_or(Duration::ZERO, |p| p.lateness.p99);
         self.set_phase(Phase::Done);
+        let sli = self
+            .probe_meta
+            .get(self.sli)
+            .map(|(probe, every, _)| SliSeries {
+                probe: probe.clone(),
+                every: *every,
+                samples: self
+                    .sli_samples
+                    .iter()
+                    .map(|s| SeriesSample {
+                        at: s.at.saturating_duration_since(start),
+                        latency: s.latency,
+                        status: s.outcome.status(),
+                        error: match &s.outcome {
+                            Outcome::Success { .. } => None,
+                            Outcome::Failure { error, .. } => Some(error.clone()),
+                        },
+                    })
+                    .collect(),
+            });
         RunReport {
+            run_id: crate::report::new_run_id(),
+            steady_window: self.steady.window,
+            steady_confirmed_at: self.steady_confirmed.map(|t| t - start),
+            sli,
             scenario: self.scenario.clone(),
             file: None,
             mitigation: self.mitigation.clone(),

@@ -41,6 +41,8 @@ fn episode(impact: u64, detect: u64, mitigate: u64, recover: u64) -> EpisodeRepo
         time_to_serve: Some(ms(recover)),
         time_to_drain: None,
         backlog: None,
+        mitigated_at: Some(ms(2_000 + mitigate)),
+        recovered_at: Some(ms(12_000 + recover)),
         detected_by: Some("monitor".into()),
         detect_resolution: Some(ms(500)),
         samples: 100,
@@ -52,6 +54,10 @@ fn episode(impact: u64, detect: u64, mitigate: u64, recover: u64) -> EpisodeRepo
 
 fn report(scenario: &str, verdict: Verdict, episodes: Vec<EpisodeReport>) -> RunReport {
     RunReport {
+        run_id: "5eed000000000001".into(),
+        steady_window: ms(1_000),
+        steady_confirmed_at: Some(ms(1_000)),
+        sli: None,
         scenario: scenario.into(),
         file: Some(PathBuf::from(format!("scenarios/{scenario}.toml"))),
         mitigation: None,
@@ -79,6 +85,7 @@ fn failed_run() -> RunReport {
     second.detect_resolution = Some(Duration::ZERO);
     second.detected_by = Some("alertmanager".into());
     second.time_to_mitigate = None;
+    second.mitigated_at = None;
     second.time_to_serve = Some(ms(3_100));
     second.time_to_drain = Some(ms(9_800));
     second.time_to_recover = Some(ms(9_800));
@@ -243,6 +250,7 @@ fn the_summary_of_an_episode_nothing_noticed() {
     quiet.detected_by = None;
     quiet.detect_resolution = None;
     quiet.time_to_mitigate = None;
+    quiet.mitigated_at = None;
     quiet.time_to_recover = None;
     quiet.backlog = Some(BacklogReport {
         max: 0.0,

@@ -298,6 +298,27 @@ async fn measures_exact_times_for_one_fault() {
     // timeout (500 ms) for checks in flight is 6600 ms, seen on the engine's check tick at 6600
     // (every 100 ms from t0 = 1000 ms), before the probe's own tick at that instant.
     assert_eq!(report.duration, ms(6600));
+    // What the pictures need: the windows and every SLI sample.
+    assert_eq!(report.steady_window, ms(1000));
+    assert_eq!(report.steady_confirmed_at, Some(ms(1000)));
+    assert_eq!(e.recovered_at, Some(ms(5100)));
+    assert_eq!(e.mitigated_at, None);
+    assert_eq!(report.run_id.len(), 16);
+    let series = report.sli.as_ref().unwrap();
+    assert_eq!((series.probe.as_str(), series.every), ("sli", ms(100)));
+    assert_eq!(series.samples.len(), 66);
+    let failed: Vec<Duration> = series
+        .samples
+        .iter()
+        .filter(|s| s.error.is_some())
+        .map(|s| s.at)
+        .collect();
+    assert_eq!(failed.len(), 30);
+    assert_eq!((failed[0], failed[29]), (ms(2100), ms(5000)));
+    for s in &series.samples {
+        let expected = if s.error.is_some() { 503 } else { 200 };
+        assert_eq!(s.status, Some(expected), "{s:?}");
+    }
     let events: Vec<&str> = report.timeline.iter().map(|t| t.event.as_str()).collect();
     assert_eq!(
         events,

@@ -1,25 +1,31 @@
 //! The JSON report format: `{"relapse_report": 1, "runs": [...]}`, and with `--baseline` a
 //! `"comparison": {...}`. Its own types, so the model can change without changing what CI jobs
-//! parse.
+//! parse. `relapse report` reads the runs back (the comparison is not read)
+//! ([`ReportFile::parse`], [`RunFile::to_report`]); fields added since version 1 began default
+//! when absent, so older files still read.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use super::{EpisodeReport, RunReport};
+use super::{
+    BacklogReport, EpisodeReport, ProbeStats, ProcessReport, RunReport, SeriesSample, SliSeries,
+    TimelineEntry,
+};
 use crate::compare::{stats, Comparison, ScenarioComparison, TimeComparison};
-use crate::gate::GateResult;
+use crate::gate::{ExpectationOutcome, GateResult, Verdict};
 
 /// The version of the JSON report format.
 pub const REPORT_VERSION: u32 = 1;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ReportFile {
     pub relapse_report: u32,
     pub runs: Vec<RunFile>,
     /// With `relapse run --baseline`: the runs against the stored baseline.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_deserializing)]
     pub comparison: Option<ComparisonFile>,
 }
 
@@ -91,23 +97,35 @@ pub struct IntervalFile {
     pub upper: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RunFile {
+    /// Random, 16 hex digits.
+    #[serde(default)]
+    pub run_id: String,
     pub scenario: String,
     pub file: Option<String>,
     /// What mitigates the fault, as the scenario names it (`"failover"`); the episodes'
     /// `time_to_mitigate_ms` is the time it took.
     pub mitigation: Option<String>,
     /// The gates' verdict, whatever the scenario expected of them.
-    pub verdict: &'static str,
+    pub verdict: String,
     /// The verdict against the scenario's expectation (what the exit code goes by); equal to
     /// `verdict` unless the scenario expects its gates to fail.
-    pub outcome: &'static str,
+    pub outcome: String,
     /// With `expect = "fail"`, the gates that had to fail and whether exactly they did.
     pub expect: Option<ExpectFile>,
     pub reason: Option<String>,
     pub started: String,
     pub duration_ms: u64,
+    /// The steady-state window W, which every steady window below is long.
+    #[serde(default)]
+    pub steady_window_ms: f64,
+    /// The steady window confirmed before injection (it ends where the fault schedule starts).
+    #[serde(default)]
+    pub steady_state: Option<WindowFile>,
+    /// Every SLI sample, as parallel arrays.
+    #[serde(default)]
+    pub sli_series: Option<SeriesFile>,
     pub metrics: MetricsFile,
     pub episodes: Vec<MetricsFile>,
     pub gates: Vec<GateFile>,
@@ -118,7 +136,7 @@ pub struct RunFile {
     pub processes: Vec<ProcessFile>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ProcessFile {
     pub name: String,
     pub pid: u32,
@@ -127,16 +145,16 @@ pub struct ProcessFile {
     pub ended: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ExpectFile {
-    pub verdict: &'static str,
+    pub verdict: String,
     /// Empty: any gate.
     pub failed_gates: Vec<String>,
     pub met: bool,
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct MetricsFile {
     pub faults: Vec<String>,
     pub injected_at_ms: Option<f64>,
@@ -151,6 +169,12 @@ pub struct MetricsFile {
     pub backlog: Option<BacklogFile>,
     /// The precision of impact, mitigation, serve and recovery times: the SLI probe interval
     /// plus the SLI probe's p99 lateness (its `lateness_ms.p99`).
+    /// The steady window that marked mitigation (it starts at injection + time to mitigate).
+    #[serde(default)]
+    pub mitigation_window: Option<WindowFile>,
+    /// The first steady window after the revert (it starts at the revert + time to serve).
+    #[serde(default)]
+    pub recovery_window: Option<WindowFile>,
     pub resolution_ms: f64,
     pub detected_by: Option<String>,
     pub detect_resolution_ms: Option<f64>,
@@ -161,13 +185,35 @@ pub struct MetricsFile {
     pub failure_errors: BTreeMap<String, u64>,
 }
 
-#[derive(Debug, Serialize)]
+/// A steady window: from `start_ms` (since the run's start) for `length_ms`.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct WindowFile {
+    pub start_ms: f64,
+    pub length_ms: f64,
+}
+
+/// The SLI's samples as parallel arrays, one entry per sample in the order sent (10 µs
+/// precision): compact enough for an hour at 50 ms (72,000 samples, ~2 MB).
+#[derive(Debug, Serialize, Deserialize, Default)]
+pub struct SeriesFile {
+    pub probe: String,
+    pub every_ms: f64,
+    /// When each check was sent, since the run's start.
+    pub at_ms: Vec<f64>,
+    pub latency_ms: Vec<f64>,
+    /// Its HTTP status, where there is one.
+    pub status: Vec<Option<u16>>,
+    /// Why it failed (`timeout`, `status 503`, …); `null` for a success.
+    pub error: Vec<Option<String>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BacklogFile {
     pub max: f64,
     pub peak: Option<f64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct GateFile {
     pub name: String,
     pub limit_ms: Option<f64>,
@@ -176,7 +222,7 @@ pub struct GateFile {
     pub message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TimelineFile {
     pub at_ms: f64,
     pub wall: String,
@@ -184,7 +230,7 @@ pub struct TimelineFile {
     pub detail: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ProbeFile {
     pub name: String,
     pub sli: bool,
@@ -196,17 +242,19 @@ pub struct ProbeFile {
     pub latency_ms: LatencyFile,
     /// How much later than scheduled the checks were sent: the harness's own distortion. The
     /// SLI probe's p99 is part of the runs' `resolution_ms`.
+    /// Absent in reports written before it was measured: read back as zero.
+    #[serde(default)]
     pub lateness_ms: LatenessFile,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct LatenessFile {
     pub p50: f64,
     pub p99: f64,
     pub max: f64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct LatencyFile {
     pub p50: f64,
     pub p90: f64,
@@ -219,7 +267,24 @@ fn ms(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
-fn metrics(e: Option<&EpisodeReport>, resolution: Duration) -> MetricsFile {
+/// Milliseconds with 10 µs precision: the series' arrays stay short.
+fn ms_series(d: Duration) -> f64 {
+    ((d.as_micros() / 10) as f64) / 100.0
+}
+
+/// Back from milliseconds, to the microsecond.
+fn from_ms(ms: f64) -> Duration {
+    Duration::from_micros((ms * 1000.0).round().max(0.0) as u64)
+}
+
+fn window(start: Option<Duration>, length: Duration) -> Option<WindowFile> {
+    start.map(|start| WindowFile {
+        start_ms: ms(start),
+        length_ms: ms(length),
+    })
+}
+
+fn metrics(e: Option<&EpisodeReport>, resolution: Duration, steady: Duration) -> MetricsFile {
     MetricsFile {
         faults: e.map(|e| e.faults.clone()).unwrap_or_default(),
         injected_at_ms: e.map(|e| ms(e.injected_at)),
@@ -234,6 +299,8 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration) -> MetricsFile {
             max: b.max,
             peak: b.peak,
         }),
+        mitigation_window: window(e.and_then(|e| e.mitigated_at), steady),
+        recovery_window: window(e.and_then(|e| e.recovered_at), steady),
         resolution_ms: ms(resolution),
         detected_by: e.and_then(|e| e.detected_by.clone()),
         detect_resolution_ms: e.and_then(|e| e.detect_resolution).map(ms),
@@ -255,13 +322,31 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration) -> MetricsFile {
 impl RunFile {
     pub fn from_report(r: &RunReport) -> RunFile {
         RunFile {
+            run_id: r.run_id.clone(),
+            steady_window_ms: ms(r.steady_window),
+            steady_state: r.steady_confirmed_at.map(|end| WindowFile {
+                start_ms: ms(end.saturating_sub(r.steady_window)),
+                length_ms: ms(r.steady_window),
+            }),
+            sli_series: r.sli.as_ref().map(|series| SeriesFile {
+                probe: series.probe.clone(),
+                every_ms: ms(series.every),
+                at_ms: series.samples.iter().map(|s| ms_series(s.at)).collect(),
+                latency_ms: series
+                    .samples
+                    .iter()
+                    .map(|s| ms_series(s.latency))
+                    .collect(),
+                status: series.samples.iter().map(|s| s.status).collect(),
+                error: series.samples.iter().map(|s| s.error.clone()).collect(),
+            }),
             scenario: r.scenario.clone(),
             mitigation: r.mitigation.clone(),
             file: r.file.as_ref().map(|p| p.display().to_string()),
-            verdict: r.verdict.as_str(),
-            outcome: r.outcome().as_str(),
+            verdict: r.verdict.as_str().to_string(),
+            outcome: r.outcome().as_str().to_string(),
             expect: r.expectation.as_ref().map(|e| ExpectFile {
-                verdict: "fail",
+                verdict: "fail".to_string(),
                 failed_gates: e.expected.clone(),
                 met: e.met,
                 message: e.message.clone(),
@@ -269,11 +354,11 @@ impl RunFile {
             reason: r.reason.clone(),
             started: humantime::format_rfc3339_millis(r.started).to_string(),
             duration_ms: r.duration.as_millis() as u64,
-            metrics: metrics(r.headline(), r.resolution),
+            metrics: metrics(r.headline(), r.resolution, r.steady_window),
             episodes: r
                 .episodes
                 .iter()
-                .map(|e| metrics(Some(e), r.resolution))
+                .map(|e| metrics(Some(e), r.resolution, r.steady_window))
                 .collect(),
             gates: r.gates.iter().map(gate_file).collect(),
             timeline: r
@@ -417,3 +502,244 @@ impl ReportFile {
         }
     }
 }
+
+/// Why a file could not be read as a JSON report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("not a relapse JSON report (no \"relapse_report\" version)")]
+    NotAReport,
+    #[error(
+        "relapse_report version {0} is not one this relapse reads (it reads {REPORT_VERSION})"
+    )]
+    Version(u64),
+    #[error("a relapse report, but malformed: {0}")]
+    Malformed(serde_json::Error),
+    #[error("run {run}: {message}")]
+    Run { run: usize, message: String },
+}
+
+impl ReportFile {
+    /// Reads a JSON report, refusing anything that does not say it is one.
+    pub fn parse(text: &str) -> Result<ReportFile, ReadError> {
+        let value: serde_json::Value = serde_json::from_str(text).map_err(ReadError::NotJson)?;
+        match value
+            .get("relapse_report")
+            .and_then(serde_json::Value::as_u64)
+        {
+            None => return Err(ReadError::NotAReport),
+            Some(v) if v != u64::from(REPORT_VERSION) => return Err(ReadError::Version(v)),
+            Some(_) => {}
+        }
+        serde_json::from_value(value).map_err(ReadError::Malformed)
+    }
+
+    /// The runs as the report model, for the same writers `relapse run` uses.
+    pub fn to_reports(&self) -> Result<Vec<RunReport>, ReadError> {
+        self.runs
+            .iter()
+            .enumerate()
+            .map(|(index, run)| {
+                run.to_report().map_err(|message| ReadError::Run {
+                    run: index + 1,
+                    message,
+                })
+            })
+            .collect()
+    }
+}
+
+fn verdict(text: &str) -> Result<Verdict, String> {
+    [
+        Verdict::Pass,
+        Verdict::Fail,
+        Verdict::Inconclusive,
+        Verdict::Aborted,
+    ]
+    .into_iter()
+    .find(|v| v.as_str() == text)
+    .ok_or_else(|| format!("unknown verdict {text:?}"))
+}
+
+fn statuses(map: &BTreeMap<String, u64>) -> Result<BTreeMap<u16, u64>, String> {
+    map.iter()
+        .map(|(k, v)| {
+            k.parse()
+                .map(|k| (k, *v))
+                .map_err(|_| format!("status {k:?} is not a number"))
+        })
+        .collect()
+}
+
+fn episode(m: &MetricsFile) -> Result<EpisodeReport, String> {
+    Ok(EpisodeReport {
+        faults: m.faults.clone(),
+        injected_at: from_ms(
+            m.injected_at_ms
+                .ok_or("an episode without injected_at_ms")?,
+        ),
+        reverted_at: m.reverted_at_ms.map(from_ms),
+        time_to_impact: m.time_to_impact_ms.map(from_ms),
+        time_to_detect: m.time_to_detect_ms.map(from_ms),
+        time_to_mitigate: m.time_to_mitigate_ms.map(from_ms),
+        time_to_recover: m.time_to_recover_ms.map(from_ms),
+        time_to_serve: m.time_to_serve_ms.map(from_ms),
+        time_to_drain: m.time_to_drain_ms.map(from_ms),
+        backlog: m.backlog.as_ref().map(|b| BacklogReport {
+            max: b.max,
+            peak: b.peak,
+        }),
+        mitigated_at: m.mitigation_window.as_ref().map(|w| from_ms(w.start_ms)),
+        recovered_at: m.recovery_window.as_ref().map(|w| from_ms(w.start_ms)),
+        detected_by: m.detected_by.clone(),
+        detect_resolution: m.detect_resolution_ms.map(from_ms),
+        samples: m.samples,
+        failures: m.failures,
+        failure_statuses: statuses(&m.failure_statuses)?,
+        failure_errors: m.failure_errors.clone(),
+    })
+}
+
+impl RunFile {
+    /// The run as the report model. What the file does not keep comes back empty: the gates
+    /// an expectation covered are found again by their names.
+    pub fn to_report(&self) -> Result<RunReport, String> {
+        let gates: Vec<GateResult> = self
+            .gates
+            .iter()
+            .map(|g| GateResult {
+                name: g.name.clone(),
+                limit: g.limit_ms.map(from_ms),
+                measured: g.measured_ms.map(from_ms),
+                passed: g.passed,
+                message: g.message.clone(),
+            })
+            .collect();
+        let expectation = self.expect.as_ref().map(|e| ExpectationOutcome {
+            expected: e.failed_gates.clone(),
+            met: e.met,
+            failed_as_expected: gates
+                .iter()
+                .filter(|g| !g.passed)
+                .filter(|g| {
+                    e.failed_gates.is_empty()
+                        || e.failed_gates
+                            .iter()
+                            .any(|p| crate::gate::gate_matches(p, &g.name))
+                })
+                .map(|g| g.name.clone())
+                .collect(),
+            message: e.message.clone(),
+        });
+        let started = humantime::parse_rfc3339(&self.started)
+            .map_err(|e| format!("started {:?}: {e}", self.started))?;
+        let sli = match &self.sli_series {
+            None => None,
+            Some(s) => {
+                let n = s.at_ms.len();
+                if s.latency_ms.len() != n || s.status.len() != n || s.error.len() != n {
+                    return Err("sli_series: its arrays differ in length".into());
+                }
+                Some(SliSeries {
+                    probe: s.probe.clone(),
+                    every: from_ms(s.every_ms),
+                    samples: (0..n)
+                        .map(|i| SeriesSample {
+                            at: from_ms(s.at_ms[i]),
+                            latency: from_ms(s.latency_ms[i]),
+                            status: s.status[i],
+                            error: s.error[i].clone(),
+                        })
+                        .collect(),
+                })
+            }
+        };
+        Ok(RunReport {
+            run_id: self.run_id.clone(),
+            scenario: self.scenario.clone(),
+            file: self.file.as_ref().map(Into::into),
+            mitigation: self.mitigation.clone(),
+            verdict: verdict(&self.verdict)?,
+            expectation,
+            reason: self.reason.clone(),
+            started,
+            duration: Duration::from_millis(self.duration_ms),
+            resolution: from_ms(self.metrics.resolution_ms),
+            steady_window: from_ms(self.steady_window_ms),
+            steady_confirmed_at: self
+                .steady_state
+                .as_ref()
+                .map(|w| from_ms(w.start_ms + w.length_ms)),
+            sli,
+            episodes: self
+                .episodes
+                .iter()
+                .map(episode)
+                .collect::<Result<_, _>>()?,
+            gates,
+            timeline: self
+                .timeline
+                .iter()
+                .map(|t| TimelineEntry {
+                    at: from_ms(t.at_ms),
+                    event: t.event.clone(),
+                    detail: t.detail.clone(),
+                })
+                .collect(),
+            probes: self
+                .probes
+                .iter()
+                .map(|p| {
+                    Ok(ProbeStats {
+                        name: p.name.clone(),
+                        sli: p.sli,
+                        every: from_ms(p.every_ms),
+                        samples: p.samples,
+                        errors: p.errors,
+                        statuses: statuses(&p.status_codes)?,
+                        error_kinds: p.error_kinds.clone(),
+                        latency_p50: from_ms(p.latency_ms.p50),
+                        latency_p90: from_ms(p.latency_ms.p90),
+                        latency_p99: from_ms(p.latency_ms.p99),
+                        latency_max: from_ms(p.latency_ms.max),
+                        lateness: crate::measure::Lateness {
+                            p50: from_ms(p.lateness_ms.p50),
+                            p99: from_ms(p.lateness_ms.p99),
+                            max: from_ms(p.lateness_ms.max),
+                        },
+                    })
+                })
+                .collect::<Result<_, String>>()?,
+            run_dir: self.run_dir.as_ref().map(Into::into),
+            processes: self
+                .processes
+                .iter()
+                .map(|p| ProcessReport {
+                    name: p.name.clone(),
+                    pid: p.pid,
+                    log: p.log.clone().into(),
+                    ended: p.ended.clone(),
+                })
+                .collect(),
+        })
+    }
+}
+
+impl ReportFile {
+    /// The report as JSON text: indented, but each array of numbers or strings on one line, so
+    /// an hour of samples stays a few lines rather than hundreds of thousands.
+    pub fn to_json(&self) -> String {
+        let mut out = Vec::new();
+        let mut serializer = serde_json::Serializer::with_formatter(
+            &mut out,
+            super::json::ScalarArraysInline::new(),
+        );
+        self.serialize(&mut serializer)
+            .expect("a report serializes: its maps have string keys");
+        String::from_utf8(out).expect("serde_json writes UTF-8")
+    }
+}
+
+#[cfg(test)]
+mod tests;

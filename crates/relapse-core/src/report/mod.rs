@@ -1,6 +1,7 @@
 //! The report model: what a run measured, in a form the CLI renders (terminal, JSON, JUnit).
 
 pub mod file;
+mod json;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,6 +13,8 @@ pub use crate::measure::Lateness;
 /// Everything one run produced.
 #[derive(Debug, Clone)]
 pub struct RunReport {
+    /// Random, 16 hex digits: tells apart runs of one scenario across files and series.
+    pub run_id: String,
     pub scenario: String,
     pub file: Option<PathBuf>,
     /// What mitigates the fault (`"failover"`), as the scenario names it.
@@ -30,6 +33,14 @@ pub struct RunReport {
     /// plus the 99th percentile of the SLI probe's lateness (how much later than scheduled the
     /// harness sent its checks).
     pub resolution: Duration,
+    /// The steady-state window W: every steady window (before injection, mitigation,
+    /// recovery) is this long.
+    pub steady_window: Duration,
+    /// When steady state was confirmed before injection: the window `[at - W, at)` held.
+    /// `None` when it never was (an inconclusive run).
+    pub steady_confirmed_at: Option<Duration>,
+    /// Every SLI sample, in the order sent.
+    pub sli: Option<SliSeries>,
     pub episodes: Vec<EpisodeReport>,
     pub gates: Vec<GateResult>,
     pub timeline: Vec<TimelineEntry>,
@@ -67,6 +78,11 @@ pub struct EpisodeReport {
     /// Until the backlog was at or under its bound.
     pub time_to_drain: Option<Duration>,
     pub backlog: Option<BacklogReport>,
+    /// Start of the mitigation window (steady state with the fault still active), since the
+    /// run's start; the window is the run's `steady_window` long.
+    pub mitigated_at: Option<Duration>,
+    /// Start of the recovery window (the first steady window after the revert).
+    pub recovered_at: Option<Duration>,
     pub detected_by: Option<String>,
     /// How late the detecting source could have noticed (its polling interval; zero if pushed).
     pub detect_resolution: Option<Duration>,
@@ -93,6 +109,38 @@ pub struct BacklogReport {
     pub max: f64,
     /// The highest reading during the episode, if any could be read.
     pub peak: Option<f64>,
+}
+
+/// The SLI probe's samples over the whole run.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct SliSeries {
+    pub probe: String,
+    pub every: Duration,
+    pub samples: Vec<SeriesSample>,
+}
+
+/// One SLI check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SeriesSample {
+    /// When it was sent, since the run's start.
+    pub at: Duration,
+    pub latency: Duration,
+    pub status: Option<u16>,
+    /// Why it failed; `None` for a success.
+    pub error: Option<String>,
+}
+
+/// A fresh run id: 16 hex digits from the standard library's per-process random hash keys,
+/// mixed with the clock so two runs of one process differ.
+pub fn new_run_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}", hasher.finish())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
