@@ -184,7 +184,13 @@ fn a_monitor_that_pages_later_is_a_regression_of_time_to_detect_only() {
     );
     let recover = time(s, "time_to_recover");
     assert_eq!(recover["verdict"], "no change", "{recover}\n{stdout}");
-    assert_eq!(ms(&recover["threshold_ms"]), 50.0, "one probe interval");
+    // The time's resolution: one probe interval (50 ms) plus the SLI probe's p99 lateness (a
+    // few milliseconds; 25 ms is a loaded 2-core machine's allowance), above 5 % of ~40 ms.
+    let threshold = ms(&recover["threshold_ms"]);
+    assert!(
+        (50.0..=75.0).contains(&threshold),
+        "threshold {threshold} ms: one probe interval and its lateness"
+    );
     assert_eq!(time(s, "time_to_mitigate")["verdict"], "not measured");
     let junit = std::fs::read_to_string(&junit).unwrap();
     assert!(
