@@ -156,3 +156,33 @@ pub fn inconclusive_run(scenario: &str) -> RunReport {
         ..run(scenario)
     }
 }
+
+/// A baseline series of `runs` runs of a one-fault scenario "freeze" with these times, probed
+/// every 50 ms on a 2-core "ci" machine: what the comparison's renderers are tested on.
+pub fn freeze_series(
+    times: BTreeMap<relapse_core::compare::Measure, relapse_core::compare::TimeSamples>,
+    runs: usize,
+) -> relapse_core::compare::Series {
+    use relapse_core::compare::{ComparabilityKey, EpisodeSeries, Machine, Series};
+    Series {
+        key: ComparabilityKey {
+            relapse_version: "0.1.0".into(),
+            scenario: "freeze".into(),
+            sli_interval: Duration::from_millis(50),
+            detectors: Vec::new(),
+            backlog_interval: None,
+            scenario_sha256: String::new(),
+        },
+        machine: Machine {
+            host: "ci".into(),
+            cpus: 2,
+            kernel: "6.1".into(),
+        },
+        saved: SystemTime::UNIX_EPOCH,
+        runs,
+        episodes: vec![EpisodeSeries {
+            faults: vec!["freeze".into()],
+            times,
+        }],
+    }
+}

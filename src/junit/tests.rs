@@ -169,7 +169,7 @@ fn a_single_run_is_named_by_its_scenario_alone_and_other_scenarios_count_apart()
 /// The baseline comparison's suites.
 mod comparison {
     use std::collections::BTreeMap;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use relapse_core::compare::*;
 
@@ -184,27 +184,7 @@ mod comparison {
                     .collect(),
             },
         );
-        Series {
-            key: ComparabilityKey {
-                relapse_version: "0.1.0".into(),
-                scenario: "freeze".into(),
-                sli_interval: Duration::from_millis(50),
-                detectors: Vec::new(),
-                backlog_interval: None,
-                scenario_sha256: String::new(),
-            },
-            machine: Machine {
-                host: "ci".into(),
-                cpus: 2,
-                kernel: "6.1".into(),
-            },
-            saved: SystemTime::UNIX_EPOCH,
-            runs,
-            episodes: vec![EpisodeSeries {
-                faults: vec!["freeze".into()],
-                times,
-            }],
-        }
+        crate::export::fixtures::freeze_series(times, runs)
     }
 
     fn junit(baseline: &Series, new: &Series) -> String {

@@ -76,7 +76,7 @@ fn gates_belong_to_the_episode_their_name_numbers() {
 #[test]
 fn the_comparison_is_a_table_of_its_own() {
     use std::collections::BTreeMap;
-    use std::time::{Duration, SystemTime};
+    use std::time::Duration;
 
     use relapse_core::compare::*;
 
@@ -90,27 +90,7 @@ fn the_comparison_is_a_table_of_its_own() {
         };
         times.insert(Measure::Detect, samples(detect_ms));
         times.insert(Measure::Recover, samples(40));
-        Series {
-            key: ComparabilityKey {
-                relapse_version: "0.1.0".into(),
-                scenario: "freeze".into(),
-                sli_interval: Duration::from_millis(50),
-                detectors: Vec::new(),
-                backlog_interval: None,
-                scenario_sha256: String::new(),
-            },
-            machine: Machine {
-                host: "ci".into(),
-                cpus: 2,
-                kernel: "6.1".into(),
-            },
-            saved: SystemTime::UNIX_EPOCH,
-            runs,
-            episodes: vec![EpisodeSeries {
-                faults: vec!["freeze".into()],
-                times,
-            }],
-        }
+        crate::export::fixtures::freeze_series(times, runs)
     };
     let mut other = series(300, 5);
     other.key.relapse_version = "0.2.0".into();
