@@ -3,11 +3,14 @@
 //!
 //! Each round runs the real engine (an HTTP SLI probe every 50 ms against
 //! `relapse-bench-server`, started here as a process of its own) through one fault of
-//! `DURATION_S` seconds, in three modes, alternating:
-//! - `idle`: a fault that does nothing;
+//! `DURATION_S` seconds, in five modes, alternating:
+//! - `idle·ms`: a fault that does nothing, checks paced on the runtime's millisecond timer
+//!   (`RuntimePacer`, as the engine paced them before it had a kernel timer);
+//! - `idle`: the same, paced on a kernel timer (`relapse_probe::KernelPacer`, as a run is);
 //! - `shared`: the flood's load spawned on the engine's own runtime, as `http_flood` did before
 //!   it got threads of its own;
-//! - `flood`: `http_flood` as it is (`relapse_flood::HttpFlood`).
+//! - `flood·ms`: `http_flood` as it is (`relapse_flood::HttpFlood`), on the millisecond timer;
+//! - `flood`: `http_flood` as it is, on the kernel timer: what a run does.
 //!
 //! Prints each round's lateness (p50 / p99 / max of the run's SLI checks) and the flood's rate.
 //! Run: `cargo build --release -p relapse-flood --bin relapse-bench-server && cargo bench
@@ -28,8 +31,9 @@ use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstruc
 use relapse_core::measure::SteadyRule;
 use relapse_core::report::RunReport;
 use relapse_core::scenario::{Gates, Limits};
+use relapse_core::sense::{Pacer, RuntimePacer};
 use relapse_flood::{run_load_with_probe, HttpFlood, LoadProbe, LoadReport, LoadSpec};
-use relapse_probe::HttpProbe;
+use relapse_probe::{HttpProbe, KernelPacer};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -170,7 +174,12 @@ impl Fault for SharedRuntimeFlood {
     }
 }
 
-fn plan(server: SocketAddr, fault: Box<dyn Fault>, duration: Duration) -> Plan {
+fn plan(
+    server: SocketAddr,
+    fault: Box<dyn Fault>,
+    duration: Duration,
+    pacer: Arc<dyn Pacer>,
+) -> Plan {
     let url = format!("http://{server}/");
     let probe = HttpProbe::new(&url, "GET", Duration::from_millis(500), vec![200]).expect("probe");
     Plan {
@@ -208,6 +217,7 @@ fn plan(server: SocketAddr, fault: Box<dyn Fault>, duration: Duration) -> Plan {
         stops: Vec::new(),
         backlog: None,
         journal: None,
+        pacer,
     }
 }
 
@@ -229,7 +239,7 @@ fn line(mode: &str, round: u64, report: &RunReport, rate: Option<f64>) {
     let sli = report.probes.iter().find(|p| p.sli).expect("an SLI probe");
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     println!(
-        "{mode:<7} round {round}: {:>4} checks, lateness p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; resolution {:.3} ms{}",
+        "{mode:<8} round {round}: {:>4} checks, lateness p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms; resolution {:.3} ms{}",
         sli.samples,
         ms(sli.lateness.p50),
         ms(sli.lateness.p99),
@@ -251,15 +261,19 @@ fn main() {
         "SLI every {EVERY:?}, {CONNECTIONS}-connection closed-model flood, {}s per run, {rounds} rounds",
         duration.as_secs()
     );
+    let kernel: Arc<dyn Pacer> = Arc::new(KernelPacer);
+    let runtime_timer: Arc<dyn Pacer> = Arc::new(RuntimePacer);
     for round in 1..=rounds {
         runtime.block_on(async {
-            let idle = engine::run(
-                plan(server.addr, Box::new(Nothing), duration),
-                CancellationToken::new(),
-                None,
-            )
-            .await;
-            line("idle", round, &idle, None);
+            for (mode, pacer) in [("idle·ms", &runtime_timer), ("idle", &kernel)] {
+                let idle = engine::run(
+                    plan(server.addr, Box::new(Nothing), duration, pacer.clone()),
+                    CancellationToken::new(),
+                    None,
+                )
+                .await;
+                line(mode, round, &idle, None);
+            }
 
             let last = Arc::new(Mutex::new(None));
             let shared = SharedRuntimeFlood {
@@ -268,7 +282,7 @@ fn main() {
                 last: last.clone(),
             };
             let report = engine::run(
-                plan(server.addr, Box::new(shared), duration),
+                plan(server.addr, Box::new(shared), duration, kernel.clone()),
                 CancellationToken::new(),
                 None,
             )
@@ -276,16 +290,23 @@ fn main() {
             let rate = last.lock().unwrap().as_ref().map(|r| r.achieved_rps);
             line("shared", round, &report, rate);
 
-            let flood = HttpFlood::new(flood_spec(server.addr, duration)).expect("flood");
-            let handle = FloodHandle::new(flood);
-            let report = engine::run(
-                plan(server.addr, Box::new(handle.clone()), duration),
-                CancellationToken::new(),
-                None,
-            )
-            .await;
-            let rate = handle.last_rate();
-            line("flood", round, &report, rate);
+            for (mode, pacer) in [("flood·ms", &runtime_timer), ("flood", &kernel)] {
+                let flood = HttpFlood::new(flood_spec(server.addr, duration)).expect("flood");
+                let handle = FloodHandle::new(flood);
+                let report = engine::run(
+                    plan(
+                        server.addr,
+                        Box::new(handle.clone()),
+                        duration,
+                        pacer.clone(),
+                    ),
+                    CancellationToken::new(),
+                    None,
+                )
+                .await;
+                let rate = handle.last_rate();
+                line(mode, round, &report, rate);
+            }
         });
     }
 }

@@ -241,5 +241,6 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
         stops: scenario.stops.clone(),
         backlog,
         journal: None,
+        pacer: Arc::new(relapse_probe::KernelPacer),
     })
 }

@@ -20,7 +20,7 @@ use crate::report::{
 };
 use crate::scenario::{Expectation, Gates, Limits, StopSpec};
 use crate::sense::Outcome;
-use crate::sense::{Detector, Gauge, Probe, Signal, SignalSender};
+use crate::sense::{Detector, Gauge, Pacer, Probe, Signal, SignalSender};
 
 /// A probe ready to run.
 pub struct PlannedProbe {
@@ -81,6 +81,9 @@ pub struct Plan {
     pub backlog: Option<PlannedBacklog>,
     /// Where reverts are written down before each injection; `None` runs without a journal.
     pub journal: Option<Box<dyn RevertLog>>,
+    /// What paces the probes' checks: a kernel timer in a real run, the runtime's timer in
+    /// tests on a paused clock.
+    pub pacer: Arc<dyn Pacer>,
 }
 
 /// Where a run is, for a live display.
@@ -198,7 +201,14 @@ impl Run {
             .map(|p| (p.name.clone(), p.every, p.timeout))
             .collect();
         for (index, probe) in plan.probes.into_iter().enumerate() {
-            tasks.spawn(probe_loop(index, probe, samples_tx.clone(), stop.clone()));
+            let ticks = plan.pacer.start(probe.every);
+            tasks.spawn(probe_loop(
+                index,
+                probe,
+                ticks,
+                samples_tx.clone(),
+                stop.clone(),
+            ));
         }
         let detector_meta = plan
             .detectors

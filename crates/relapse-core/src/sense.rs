@@ -146,3 +146,43 @@ pub trait Detector: Send {
         cancel: CancellationToken,
     ) -> BoxFuture<'static, Result<(), DetectorError>>;
 }
+
+/// What paces a probe's checks: each tick is the instant a check is meant to go out.
+///
+/// The pacing is a trait because a precise clock is a syscall (a kernel timer, in
+/// `relapse_probe::KernelPacer`), and because the engine's tests pace on the runtime's clock,
+/// which `tokio::time::pause()` controls.
+pub trait Pacer: Send + Sync {
+    /// Starts a schedule of one tick every `every`. The first tick is due at once.
+    fn start(&self, every: std::time::Duration) -> Box<dyn Ticks>;
+}
+
+/// A running schedule of ticks.
+pub trait Ticks: Send {
+    /// Waits for the next tick and returns the instant it was due. Ticks that were missed (the
+    /// caller came back late) are skipped, not delivered in a burst.
+    ///
+    /// Cancel safety: cancel safe; a dropped wait loses no tick.
+    fn tick(&mut self) -> BoxFuture<'_, Instant>;
+}
+
+/// Paces on the runtime's timer (`tokio::time::interval`): whole milliseconds, so a check goes
+/// out up to about a millisecond and a half late on an idle machine; it follows a paused clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RuntimePacer;
+
+impl Pacer for RuntimePacer {
+    fn start(&self, every: std::time::Duration) -> Box<dyn Ticks> {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        Box::new(RuntimeTicks(interval))
+    }
+}
+
+struct RuntimeTicks(tokio::time::Interval);
+
+impl Ticks for RuntimeTicks {
+    fn tick(&mut self) -> BoxFuture<'_, Instant> {
+        Box::pin(self.0.tick())
+    }
+}

@@ -5,8 +5,9 @@
 //! An HTTP flood saturates the cores by design, and it runs beside the engine that measures
 //! its effect: on the engine's runtime its 64 busy connections delayed the SLI probe's checks
 //! by a p99 of 4.3 ms (benches/RESULTS.md). So its load runs on a runtime of its own, whose
-//! threads run at the lowest scheduling priority (nice 19): whenever the probe or the engine
-//! has work, the kernel runs them first, and the flood gets every cycle left over.
+//! threads run under `SCHED_IDLE`: whenever the probe or the engine has work, the kernel runs
+//! them at once, preempting the flood, and the flood gets every cycle left over. (At nice 19 a
+//! flood thread still kept its core for up to a time slice after the probe woke: a p99 of 3 ms.)
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
@@ -82,11 +83,10 @@ struct RunningFlood {
     runtime: FloodRuntime,
 }
 
-/// The nice value of a flood's threads: the lowest priority, so that the harness's own threads
-/// (the probes, the engine) run first whenever both want a core.
+/// The nice value of a flood's threads where `SCHED_IDLE` cannot be had.
 pub const FLOOD_NICE: i32 = 19;
 
-/// The runtime an HTTP flood's load runs on, its threads at [`FLOOD_NICE`]. Shut down without
+/// The runtime an HTTP flood's load runs on, its threads under `SCHED_IDLE`. Shut down without
 /// blocking when dropped, since it is dropped inside the engine's runtime, where blocking on
 /// another runtime's shutdown is not allowed.
 struct FloodRuntime(Option<tokio::runtime::Runtime>);
@@ -117,13 +117,27 @@ impl Drop for FloodRuntime {
     }
 }
 
-/// On Linux a thread id names one thread to `setpriority(PRIO_PROCESS, …)`, so this lowers
-/// the calling thread only, not the process.
+/// Puts the calling thread (not the process) under `SCHED_IDLE`: it runs only when no normal
+/// thread wants its core, and a waking normal thread preempts it at once. Any thread may lower
+/// itself to it without privilege; should that fail all the same, it falls back to nice 19.
 fn lower_this_threads_priority() {
+    use thread_priority::{
+        set_thread_priority_and_policy, thread_native_id, NormalThreadSchedulePolicy,
+        ThreadPriority, ThreadSchedulePolicy,
+    };
+    let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+    let Err(error) = set_thread_priority_and_policy(thread_native_id(), ThreadPriority::Min, idle)
+    else {
+        return;
+    };
+    tracing::warn!(
+        ?error,
+        "flood thread: no SCHED_IDLE; lowering it to nice {FLOOD_NICE}"
+    );
+    // On Linux a thread id names one thread to `setpriority(PRIO_PROCESS, …)`.
     let tid = rustix::thread::gettid();
     if let Err(error) = rustix::process::setpriority_process(Some(tid), FLOOD_NICE) {
-        // Raising one's own nice value needs no privilege; should it fail all the same, the
-        // flood still runs, only at the engine's priority.
+        // The flood still runs, only at the engine's priority.
         tracing::warn!(%error, "flood thread: cannot lower its priority");
     }
 }

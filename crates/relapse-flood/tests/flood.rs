@@ -381,8 +381,9 @@ async fn cancel_stops_a_run_early() {
 
 /// The nice value of each of this process's threads named `relapse-flood` (field 19 of
 /// `/proc/self/task/TID/stat`, counted after the parenthesised name).
-fn flood_thread_niceness() -> Vec<i32> {
-    let mut niceness = Vec::new();
+/// The scheduling policy of each of this process's `relapse-flood` threads.
+fn flood_thread_policies() -> Vec<u32> {
+    let mut policies = Vec::new();
     for task in std::fs::read_dir("/proc/self/task").unwrap() {
         let dir = task.unwrap().path();
         let Ok(comm) = std::fs::read_to_string(dir.join("comm")) else {
@@ -395,12 +396,15 @@ fn flood_thread_niceness() -> Vec<i32> {
             continue;
         };
         let after_name = &stat[stat.rfind(')').unwrap() + 2..];
-        // After the name: state (3) ... nice (19), so index 19 - 3 = 16.
-        let nice = after_name.split(' ').nth(16).unwrap().parse().unwrap();
-        niceness.push(nice);
+        // After the name: state (field 3) ... policy (field 41), so index 41 - 3 = 38.
+        let policy = after_name.split(' ').nth(38).unwrap().parse().unwrap();
+        policies.push(policy);
     }
-    niceness
+    policies
 }
+
+/// `SCHED_IDLE` in linux/sched.h.
+const SCHED_IDLE: u32 = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http_flood_fault_starts_and_stops() {
@@ -422,15 +426,10 @@ async fn http_flood_fault_starts_and_stops() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(server.requests() >= 30);
-    // The load runs on threads of its own at the lowest priority, not on this runtime's.
-    let niceness = flood_thread_niceness();
-    assert!(!niceness.is_empty(), "no relapse-flood threads");
-    assert!(
-        niceness
-            .iter()
-            .all(|&n| n == relapse_flood::faults::FLOOD_NICE),
-        "{niceness:?}"
-    );
+    // The load runs on threads of its own under SCHED_IDLE, not on this runtime's.
+    let policies = flood_thread_policies();
+    assert!(!policies.is_empty(), "no relapse-flood threads");
+    assert!(policies.iter().all(|&p| p == SCHED_IDLE), "{policies:?}");
     flood.revert().await.unwrap();
     let after_revert = server.requests();
     assert_eq!(flood.open_connections(), 0);

@@ -1,7 +1,7 @@
 //! relapse-probe: how the harness feels the system under test, and how it hears the system's
 //! own monitoring.
 //!
-//! Two sides, matching the two traits in [`relapse_core::sense`]:
+//! Two sides, matching the traits in [`relapse_core::sense`]:
 //!
 //! - **SLI probes** ([`Probe`](relapse_core::sense::Probe)) measure what users feel.
 //!   [`HttpProbe`] sends one HTTP/1.1 request through a keep-alive pool, as a browser would, and
@@ -21,8 +21,12 @@
 //!   only, and a poll that got no answer counts neither way.
 //! - **Backlog gauges** ([`Gauge`](relapse_core::sense::Gauge)): [`MetricGauge`] reads a metric
 //!   such as a queue depth from a Prometheus text exposition.
+//! - **Pacing** ([`Pacer`](relapse_core::sense::Pacer)): [`KernelPacer`] schedules the probes'
+//!   checks on a kernel timer, to the microsecond rather than the runtime's millisecond.
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: handing the probes' kernel timer to the runtime (`pace::register`) is
+// the crate's one `unsafe` call, with its safety argument beside it.
+#![deny(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod alertmanager;
@@ -33,6 +37,7 @@ mod http;
 mod imap;
 mod log;
 mod metric;
+mod pace;
 mod prometheus;
 mod pull;
 mod tcp;
@@ -46,6 +51,7 @@ pub use http::HttpProbe;
 pub use imap::{ImapProbe, ImapSession};
 pub use log::LogDetector;
 pub use metric::{metric_sum, MetricGauge};
+pub use pace::KernelPacer;
 pub use prometheus::PrometheusDetector;
 pub use tcp::TcpProbe;
 pub use webhook::{WebhookDetector, WebhookSink};

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{PlannedBacklog, PlannedProbe, Run};
 use crate::measure::{self, BacklogReading, Sample};
 use crate::report::ProbeStats;
-use crate::sense::Outcome;
+use crate::sense::{Outcome, Ticks};
 
 impl Run {
     pub(super) fn probe_stats(&self) -> Vec<ProbeStats> {
@@ -71,11 +71,10 @@ impl Run {
 pub(super) async fn probe_loop(
     index: usize,
     planned: PlannedProbe,
+    mut ticks: Box<dyn Ticks>,
     samples: mpsc::UnboundedSender<(usize, Sample)>,
     stop: CancellationToken,
 ) {
-    let mut ticks = tokio::time::interval(planned.every);
-    ticks.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let mut in_flight = JoinSet::new();
     loop {
         tokio::select! {

@@ -197,6 +197,7 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
         stops: Vec::new(),
         backlog: None,
         journal: None,
+        pacer: Arc::new(crate::sense::RuntimePacer),
     }
 }
 
