@@ -4,7 +4,6 @@
 //! The engine owns the schedule. Faults never sleep on its behalf, and every applied fault sits in
 //! a [`FaultGuard`], so every exit path (end, error, cancellation, a dropped future) reverts it.
 
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::sync::{mpsc, watch};
@@ -12,114 +11,11 @@ use tokio::time::{sleep_until, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::fault::{Fault, FaultGuard, RevertLog};
-use crate::gate::{self, Verdict};
+use crate::fault::{FaultGuard, RevertLog};
 use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
-use crate::report::{
-    BacklogReport, EpisodeReport, RunReport, SeriesSample, SliSeries, TimelineEntry,
-};
+use crate::report::RunReport;
 use crate::scenario::{Expectation, Gates, Limits, StopSpec};
-use crate::sense::Outcome;
-use crate::sense::{Detector, Gauge, Pacer, Probe, Signal, SignalSender};
-
-/// A probe ready to run.
-pub struct PlannedProbe {
-    pub name: String,
-    pub every: Duration,
-    /// The probe's own timeout: the longest a check can be in flight.
-    pub timeout: Duration,
-    pub probe: Arc<dyn Probe>,
-}
-
-/// A backlog gauge ready to read: recovery also waits for it to be at or under `max`.
-pub struct PlannedBacklog {
-    pub name: String,
-    pub every: Duration,
-    /// The longest a reading may take; a slower one counts as unreadable.
-    pub timeout: Duration,
-    pub max: f64,
-    pub gauge: Arc<dyn Gauge>,
-}
-
-/// A detection source ready to run.
-pub struct PlannedDetector {
-    pub name: String,
-    pub resolution: Duration,
-    pub detector: Box<dyn Detector>,
-}
-
-/// A fault ready to inject.
-pub struct PlannedFault {
-    pub name: String,
-    pub start: Duration,
-    pub duration: Duration,
-    pub fault: Box<dyn Fault>,
-    /// Gates for this fault's episode, over the plan's; `Gates::default()` adds none.
-    pub gates: Gates,
-}
-
-/// Everything a run needs, built by the caller from a scenario.
-pub struct Plan {
-    pub scenario: String,
-    pub probes: Vec<PlannedProbe>,
-    /// Index of the SLI probe in `probes`.
-    pub sli: usize,
-    pub steady: SteadyRule,
-    /// How long to wait for steady state before declaring the run inconclusive.
-    pub steady_timeout: Duration,
-    pub detectors: Vec<PlannedDetector>,
-    pub faults: Vec<PlannedFault>,
-    pub gates: Gates,
-    /// What mitigates the fault (`"failover"`), named in the report beside the time to mitigate.
-    pub mitigation: Option<String>,
-    /// What the gates are expected to do; the report compares the verdict with it.
-    pub expect: Expectation,
-    pub limits: Limits,
-    /// Conditions that abort the run when the target is hurt beyond a declared bound.
-    pub stops: Vec<StopSpec>,
-    /// A backlog that recovery must also wait out, if the scenario declares one.
-    pub backlog: Option<PlannedBacklog>,
-    /// Where reverts are written down before each injection; `None` runs without a journal.
-    pub journal: Option<Box<dyn RevertLog>>,
-    /// What paces the probes' checks: a kernel timer in a real run, the runtime's timer in
-    /// tests on a paused clock.
-    pub pacer: Arc<dyn Pacer>,
-}
-
-/// Where a run is, for a live display.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Progress {
-    pub phase: Phase,
-    pub elapsed: Duration,
-    pub sli_samples: u64,
-    pub sli_failures: u64,
-    pub faults_applied: usize,
-    pub detected: bool,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Phase {
-    #[default]
-    Starting,
-    WaitingForSteadyState,
-    Faulting,
-    Observing,
-    Reverting,
-    Done,
-}
-
-impl Phase {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Starting => "starting",
-            Phase::WaitingForSteadyState => "waiting for steady state",
-            Phase::Faulting => "fault schedule running",
-            Phase::Observing => "observing recovery",
-            Phase::Reverting => "reverting",
-            Phase::Done => "done",
-        }
-    }
-}
+use crate::sense::{Signal, SignalSender};
 
 /// How often the observation phase checks whether it may end early.
 const OBSERVE_CHECK: Duration = Duration::from_millis(100);
@@ -612,7 +508,6 @@ impl Run {
         }
     }
 
-    /// Reverts whatever is still applied, stops probes and detection, measures and judges.
     /// The gates of an episode: the plan's, with its faults' own over them (the loader made
     /// sure that overlapping faults do not set one gate differently).
     fn episode_gates(&self, faults: &[String]) -> Gates {
@@ -621,192 +516,14 @@ impl Run {
             .filter(|(name, _)| faults.contains(name))
             .fold(self.gates.clone(), |gates, (_, own)| gates.overlay(own))
     }
-
-    async fn finish(mut self, ending: Ending) -> RunReport {
-        if self.guards.iter().any(FaultGuard::is_applied) {
-            self.set_phase(Phase::Reverting);
-            for index in 0..self.guards.len() {
-                if let Err(reason) = self.revert(index).await {
-                    // The guard stays applied and reverts again, without confirmation, on drop.
-                    self.event(Instant::now(), "revert failed", reason);
-                }
-            }
-        }
-
-        let end = Instant::now();
-        self.stop.cancel();
-        self.tasks.close();
-        // In-flight checks end by their own timeouts; the bound only guards against a probe that
-        // ignores its own.
-        let longest = self
-            .probe_meta
-            .iter()
-            .map(|m| m.2)
-            .max()
-            .unwrap_or_default();
-        if tokio::time::timeout(longest + Duration::from_secs(2), self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!("probes or detection sources did not stop in time");
-        }
-        while let Ok((index, sample)) = self.samples_rx.try_recv() {
-            self.record_sample(index, sample);
-        }
-        while let Ok(signal) = self.signals_rx.try_recv() {
-            self.record_signal(signal);
-        }
-        while let Ok(reading) = self.backlog_rx.try_recv() {
-            self.backlog.push(reading);
-        }
-
-        let activity = self.fault_activity();
-        let mut episodes = measure::measure(
-            &self.sli_samples,
-            &activity,
-            &self.signals,
-            &self.steady,
-            end,
-        );
-        if let Some((_, _, max)) = &self.backlog_meta {
-            measure::apply_backlog(&mut episodes, &self.backlog, *max);
-        }
-        let (verdict, reason, gates, expectation) = match ending {
-            Ending::Completed => {
-                let per_episode: Vec<Gates> = episodes
-                    .iter()
-                    .map(|e| self.episode_gates(&e.faults))
-                    .collect();
-                let gates = gate::judge(&episodes, &per_episode, !self.detector_meta.is_empty());
-                let expectation = gate::expectation(&self.expect, &gates);
-                (gate::verdict(&gates), None, gates, expectation)
-            }
-            Ending::Inconclusive(reason) => (Verdict::Inconclusive, Some(reason), Vec::new(), None),
-            Ending::Aborted(reason) => {
-                self.event(end, "aborted", reason.clone());
-                (Verdict::Aborted, Some(reason), Vec::new(), None)
-            }
-        };
-
-        for e in &episodes {
-            if let Some(t) = e.first_failure {
-                self.event(t, "impact", "first failing SLI sample");
-            }
-            if let Some(t) = e.mitigated {
-                self.event(
-                    t,
-                    "mitigated",
-                    "steady state returned while the fault was active",
-                );
-            }
-            if let Some(t) = e.recovered {
-                self.event(
-                    t,
-                    "recovered",
-                    "start of the first steady window after the revert",
-                );
-            }
-            if let (Some(backlog), Some((name, _, _))) = (&e.backlog, &self.backlog_meta) {
-                if let Some(t) = backlog.drained {
-                    self.event(
-                        t,
-                        "drained",
-                        format!("backlog \"{name}\" at or under {}", backlog.max),
-                    );
-                }
-            }
-        }
-        self.timeline.sort_by_key(|t| t.0);
-
-        let start = self.start;
-        let episode_reports = episodes
-            .iter()
-            .map(|e| EpisodeReport {
-                faults: e.faults.clone(),
-                injected_at: e.injected - start,
-                reverted_at: e.reverted.map(|r| r - start),
-                time_to_impact: e.time_to_impact(),
-                time_to_detect: e.time_to_detect(),
-                time_to_mitigate: e.time_to_mitigate(),
-                time_to_recover: e.time_to_recover(),
-                time_to_serve: e.time_to_serve(),
-                time_to_drain: e.time_to_drain(),
-                backlog: e.backlog.as_ref().map(|b| BacklogReport {
-                    max: b.max,
-                    peak: b.peak,
-                }),
-                mitigated_at: e.mitigated.map(|t| t - start),
-                recovered_at: e.recovered.map(|t| t - start),
-                detected_by: e.detected.map(|(_, s)| self.detector_meta[s].0.clone()),
-                detect_resolution: e.detected.map(|(_, s)| self.detector_meta[s].1),
-                samples: e.samples,
-                failures: e.failures,
-                failure_statuses: e.failure_statuses.clone(),
-                failure_errors: e.failure_errors.clone(),
-            })
-            .collect();
-
-        let probes = self.probe_stats();
-        // A time measured from the SLI's checks is off by up to its interval, and by how late
-        // the harness itself sent the checks: the 99th percentile of that lateness.
-        let resolution = self.steady.probe_every
-            + probes
-                .get(self.sli)
-                .map_or(Duration::ZERO, |p| p.lateness.p99);
-        self.set_phase(Phase::Done);
-        let sli = self
-            .probe_meta
-            .get(self.sli)
-            .map(|(probe, every, _)| SliSeries {
-                probe: probe.clone(),
-                every: *every,
-                samples: self
-                    .sli_samples
-                    .iter()
-                    .map(|s| SeriesSample {
-                        at: s.at.saturating_duration_since(start),
-                        latency: s.latency,
-                        status: s.outcome.status(),
-                        error: match &s.outcome {
-                            Outcome::Success { .. } => None,
-                            Outcome::Failure { error, .. } => Some(error.clone()),
-                        },
-                    })
-                    .collect(),
-            });
-        RunReport {
-            run_id: crate::report::new_run_id(),
-            steady_window: self.steady.window,
-            steady_confirmed_at: self.steady_confirmed.map(|t| t - start),
-            sli,
-            scenario: self.scenario.clone(),
-            file: None,
-            mitigation: self.mitigation.clone(),
-            verdict,
-            expectation,
-            reason,
-            started: self.started_wall,
-            duration: end - start,
-            resolution,
-            episodes: episode_reports,
-            gates,
-            timeline: self
-                .timeline
-                .iter()
-                .map(|(at, event, detail)| TimelineEntry {
-                    at: at.saturating_duration_since(start),
-                    event: event.clone(),
-                    detail: detail.clone(),
-                })
-                .collect(),
-            probes,
-            run_dir: None,
-            processes: Vec::new(),
-        }
-    }
 }
 
+mod finish;
+mod plan;
 mod probes;
+pub use plan::{
+    Phase, Plan, PlannedBacklog, PlannedDetector, PlannedFault, PlannedProbe, Progress,
+};
 use probes::{backlog_loop, probe_loop};
 
 #[cfg(test)]

@@ -2,13 +2,15 @@
 //! exact, so the measured numbers are exact too.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 
 use super::*;
 use crate::fault::{
-    BoxFuture, Effective, FaultError, LogError, RevertInstructions, RevertLog, RevertRecord,
+    BoxFuture, Effective, Fault, FaultError, LogError, RevertInstructions, RevertLog, RevertRecord,
     Reverted,
 };
-use crate::sense::{DetectorError, GaugeError, Outcome};
+use crate::gate::Verdict;
+use crate::sense::{Detector, DetectorError, Gauge, GaugeError, Outcome, Probe};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
