@@ -13,6 +13,10 @@ use serde_json::Value;
 /// fall = 6. Raising fall from 3 to 6 moves time to detect by (6 − 3)·I = 300 ms and nothing
 /// else: recovery is the SLI's, within one probe interval (50 ms) of the revert either way.
 /// The freeze lasts 1.2 s, so even fall = 6 pages well before the revert.
+///
+/// The monitor's checks are paced by its own timer, which on a busy machine sends one a few
+/// milliseconds late. If the first failing check is the late one and the later ones are on time,
+/// the page comes that much sooner: the lower bound allows M = 20 ms of it (seen: 7 ms in CI).
 fn scenario(fall: u32, every: &str) -> String {
     format!(
         r#"
@@ -113,10 +117,11 @@ fn a_monitor_that_pages_later_is_a_regression_of_time_to_detect_only() {
         .unwrap();
     assert_eq!(detect.len(), 5);
     for sample in detect {
-        // 250–350 ms as derived above, and 100 ms for the alert's delivery and scheduling.
+        // 250–350 ms as derived above, less M below, and 100 ms above for the alert's
+        // delivery and scheduling.
         let sample = ms(sample);
         assert!(
-            (250.0..450.0).contains(&sample),
+            (230.0..450.0).contains(&sample),
             "time to detect {sample} ms"
         );
     }
