@@ -70,6 +70,9 @@ impl BuildContext<'_> {
                 .get(&format!("process.{name}.pid"))
                 .and_then(|pid| pid.parse().ok())
                 .ok_or_else(|| format!("the process \"{name}\" is not running"))?,
+            ProcessTarget::Command(text) => {
+                relapse_hang::find_by_command(text).map_err(|e| e.to_string())?
+            }
         })
     }
 

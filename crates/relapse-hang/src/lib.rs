@@ -42,7 +42,14 @@ pub enum TargetError {
     NoSuchProcess(i32),
     #[error("cannot read pidfile {path}: {reason}")]
     Pidfile { path: String, reason: String },
+    #[error("no process's command line contains \"{0}\"")]
+    NoCommandMatch(String),
+    #[error("more than one process's command line contains \"{text}\": {matches}; expected exactly one (make `command` longer)")]
+    AmbiguousCommand { text: String, matches: String },
 }
+
+mod find;
+pub use find::find_by_command;
 
 /// Reads a pidfile: one decimal pid, surrounding white space allowed.
 pub fn read_pidfile(path: &Path) -> Result<u32, TargetError> {

@@ -189,6 +189,34 @@ fn a_fault_needs_exactly_one_target() {
 }
 
 #[test]
+fn a_process_is_found_by_its_command_line_at_injection() {
+    let text = GOOD.replace(
+        "process_freeze = { demo = \"backend\" }",
+        "process_freeze = { command = \"postgres: checkpointer\" }",
+    );
+    let s = parse_str(&text).unwrap();
+    assert_eq!(
+        s.faults[0].kind,
+        FaultKind::ProcessFreeze(ProcessFreezeSpec {
+            target: ProcessTarget::Command("postgres: checkpointer".into()),
+            process_group: false,
+        })
+    );
+    let text = GOOD.replace(
+        "process_freeze = { demo = \"backend\" }",
+        "process_freeze = { command = \"postgres\", pid = 4242 }",
+    );
+    assert!(error(&text).contains("process_freeze needs exactly one target"));
+    let text = GOOD.replace(
+        "process_freeze = { demo = \"backend\" }",
+        "process_freeze = { command = \"  \" }",
+    );
+    let err = error(&text);
+    assert!(err.contains("`command` is empty"), "{err}");
+    assert!(err.starts_with("s.toml:"), "the place is given: {err}");
+}
+
+#[test]
 fn an_invalid_regex_is_caught_at_load_time() {
     let text = GOOD.replace("ERROR .* timeout", "ERROR (unclosed");
     assert!(error(&text).contains("invalid regular expression"));

@@ -16,7 +16,8 @@ pub struct FdExhaustionSpec {
     pub headroom: u32,
 }
 
-/// `fd_exhaustion = { … }`: exactly one target of `pid`, `pidfile`, `demo`, `process`, and a
+/// `fd_exhaustion = { … }`: exactly one target of `pid`, `pidfile`, `demo`, `process`,
+/// `command`, and a
 /// `headroom`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +37,11 @@ pub struct FdExhaustionSection {
     /// A `[[target.process]]` of the run, by name.
     #[schemars(with = "Option<String>")]
     pub process: Option<Spanned<String>>,
+    /// The one process whose command line (its arguments joined by spaces, as `ps` shows them)
+    /// contains this text, found when the fault is injected; none or more than one is an error
+    /// that names the matches.
+    #[schemars(with = "Option<String>", length(min = 1))]
+    pub command: Option<Spanned<String>>,
     /// Descriptors left to open under the lowered limit; default 0.
     #[serde(default)]
     pub headroom: u32,
@@ -48,6 +54,7 @@ pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FdExha
         pidfile: &fe.pidfile,
         demo: &fe.demo,
         process: &fe.process,
+        command: &fe.command,
     };
     let target = process::target(section.span(), keys, env, "fd_exhaustion", "starve")?;
     Ok(FdExhaustionSpec {

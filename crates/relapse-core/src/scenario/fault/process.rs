@@ -15,11 +15,13 @@ pub struct TargetKeys<'a> {
     pub pidfile: &'a Option<String>,
     pub demo: &'a Option<Spanned<String>>,
     pub process: &'a Option<Spanned<String>>,
+    pub command: &'a Option<Spanned<String>>,
 }
 
-/// Exactly one of `pid`, `pidfile`, `demo`, `process`. `kind` names the fault in messages,
-/// `verb` says what it does to the process ("freeze"). `demo = "standby"` needs the demo's
-/// failover; `process` names a `[[target.process]]`.
+/// Exactly one of `pid`, `pidfile`, `demo`, `process`, `command`. `kind` names the fault in
+/// messages, `verb` says what it does to the process ("freeze"). `demo = "standby"` needs the
+/// demo's failover; `process` names a `[[target.process]]`; `command` is matched when the fault
+/// is injected.
 pub fn target(
     span: Range<usize>,
     keys: TargetKeys,
@@ -28,6 +30,25 @@ pub fn target(
     verb: &str,
 ) -> Result<ProcessTarget, Problem> {
     let demo = env.demo;
+    let exactly_one = format!(
+        "{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`, `process`, `command`"
+    );
+    if let Some(command) = keys.command {
+        if keys.process.is_some()
+            || keys.pid.is_some()
+            || keys.pidfile.is_some()
+            || keys.demo.is_some()
+        {
+            return problem(span, exactly_one);
+        }
+        if command.get_ref().trim().is_empty() {
+            return problem(
+                command.span(),
+                "`command` is empty: expected text of the target's command line, such as \"postgres: checkpointer\"",
+            );
+        }
+        return Ok(ProcessTarget::Command(command.get_ref().clone()));
+    }
     if let (Some(name), None, None, None) = (keys.process, keys.pid, keys.pidfile, keys.demo) {
         if env.processes.iter().any(|p| &p.name == name.get_ref()) {
             return Ok(ProcessTarget::Started(name.get_ref().clone()));
@@ -46,10 +67,7 @@ pub fn target(
         );
     }
     if keys.process.is_some() {
-        return problem(
-            span,
-            format!("{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`, `process`"),
-        );
+        return problem(span, exactly_one);
     }
     match (keys.pid, keys.pidfile, keys.demo) {
         (Some(pid), None, None) => {
@@ -84,9 +102,6 @@ pub fn target(
                 ),
             }
         }
-        _ => problem(
-            span,
-            format!("{kind} needs exactly one target: expected one of `pid`, `pidfile`, `demo`, `process`"),
-        ),
+        _ => problem(span, exactly_one),
     }
 }

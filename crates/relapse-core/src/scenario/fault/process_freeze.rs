@@ -16,7 +16,8 @@ pub struct ProcessFreezeSpec {
     pub process_group: bool,
 }
 
-/// `process_freeze = { … }`: exactly one target of `pid`, `pidfile`, `demo`, `process`.
+/// `process_freeze = { … }`: exactly one target of `pid`, `pidfile`, `demo`, `process`,
+/// `command`.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFreezeSection {
@@ -35,6 +36,11 @@ pub struct ProcessFreezeSection {
     /// A `[[target.process]]` of the run, by name.
     #[schemars(with = "Option<String>")]
     pub process: Option<Spanned<String>>,
+    /// The one process whose command line (its arguments joined by spaces, as `ps` shows them)
+    /// contains this text, found when the fault is injected; none or more than one is an error
+    /// that names the matches.
+    #[schemars(with = "Option<String>", length(min = 1))]
+    pub command: Option<Spanned<String>>,
     /// Freeze the target's whole process group (refused when it is relapse's own); default
     /// false.
     #[serde(default)]
@@ -48,6 +54,7 @@ pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<Proce
         pidfile: &pf.pidfile,
         demo: &pf.demo,
         process: &pf.process,
+        command: &pf.command,
     };
     let target = process::target(section.span(), keys, env, "process_freeze", "freeze")?;
     Ok(ProcessFreezeSpec {

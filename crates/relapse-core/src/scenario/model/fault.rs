@@ -105,6 +105,9 @@ pub enum ProcessTarget {
     Demo(DemoComponent),
     /// A `[[target.process]]` of the run, by name.
     Started(String),
+    /// The one process whose command line contains this text, found when the fault is
+    /// injected: for processes whose pid is not known in advance (`"postgres: checkpointer"`).
+    Command(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
