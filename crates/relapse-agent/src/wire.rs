@@ -1,0 +1,109 @@
+//! What a coordinator and an agent say to each other: JSON bodies of HTTP/2 `POST`s over TLS,
+//! one path per call, each carrying the run and its holder secret but `clock` and `held`.
+//!
+//! HTTP/2 + JSON rather than gRPC: the faults travel as the scenario's own serde types, the
+//! build needs no protobuf compiler, and an operator can ask an agent what it holds with curl.
+
+use serde::{Deserialize, Serialize};
+
+/// The paths of the calls.
+pub mod path {
+    pub const CLOCK: &str = "/v1/clock";
+    pub const LEASE: &str = "/v1/lease";
+    pub const RELEASE: &str = "/v1/release";
+    pub const APPLY: &str = "/v1/apply";
+    pub const REVERT: &str = "/v1/revert";
+    pub const HELD: &str = "/v1/held";
+}
+
+/// Who is asking: a run, and the secret its coordinator made when it took the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunId {
+    pub run: String,
+    pub holder: String,
+}
+
+/// `clock`: the agent's own monotonic readings of the request's arrival and of its answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockAnswer {
+    pub received_ns: i128,
+    pub answered_ns: i128,
+}
+
+/// `lease`: take or renew the lease.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRequest {
+    #[serde(flatten)]
+    pub id: RunId,
+    pub lease_ms: u64,
+    pub renew_every_ms: u64,
+}
+
+/// The lease runs until this reading of the agent's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAnswer {
+    pub expires_ns: i128,
+}
+
+/// `apply`: one fault, as the scenario's `[[fault]]` table names it (its kind and the kind's
+/// settings), to run on the agent's host until reverted or until the lease lapses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApplyRequest {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// The fault's name in the scenario.
+    pub name: String,
+    /// The kind, as scenarios spell it (`process_freeze`).
+    pub kind: String,
+    /// The kind's settings, the value of its key in the scenario (`{ command = "…" }`).
+    pub settings: serde_json::Value,
+    /// How long the fault is scheduled to stay: floods stop by themselves after it.
+    pub duration_ms: u64,
+}
+
+/// The fault took effect at this reading of the agent's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Applied {
+    /// The agent's handle on the fault, for its revert.
+    pub fault: u64,
+    pub effective_ns: i128,
+    pub detail: String,
+}
+
+/// `revert`: one fault the run applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertRequest {
+    #[serde(flatten)]
+    pub id: RunId,
+    pub fault: u64,
+}
+
+/// The fault was reverted (the injector confirmed it) at this reading of the agent's clock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevertAnswer {
+    pub reverted_ns: i128,
+    pub detail: String,
+}
+
+/// `held`: what the agent holds now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Holdings {
+    /// The run holding the lease, if any.
+    pub run: Option<String>,
+    pub faults: Vec<HeldFault>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldFault {
+    pub run: String,
+    pub fault: u64,
+    pub name: String,
+    pub kind: String,
+    pub describe: String,
+}
+
+/// Every refusal and failure: a status and a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    pub error: String,
+}
