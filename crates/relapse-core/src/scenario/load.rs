@@ -65,6 +65,56 @@ pub fn parse_allowing(
     convert(parsed, allowed).map_err(|Problem { span, message }| invalid(Some(span), message))
 }
 
+/// One `[[fault]]` table on its own, as an agent receives it from a coordinator: its `name`,
+/// `start` and `duration` and exactly one kind, checked as in a scenario but against the
+/// agent's own world (no demo, proxies, scratch file systems or started processes; the hosts
+/// in `allowed` besides loopback; the template variables in `vars`). `path` names the text in
+/// errors, which give its line and column.
+pub fn parse_fault_table(
+    path: &Path,
+    text: &str,
+    allowed: &[String],
+    vars: &super::Vars,
+) -> Result<super::FaultSpec, ScenarioError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct OneFault {
+        fault: Vec<toml::Spanned<fault::FaultSection>>,
+    }
+    let invalid = |span: Option<Range<usize>>, message: String| {
+        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+        ScenarioError::Invalid {
+            path: path.to_path_buf(),
+            line,
+            column,
+            message,
+        }
+    };
+    let parsed: OneFault = toml::from_str(text)
+        .map_err(|err| invalid(err.span(), err.message().trim_end_matches('.').to_string()))?;
+    if parsed.fault.len() != 1 {
+        return Err(invalid(
+            None,
+            format!(
+                "expected exactly one [[fault]], found {}",
+                parsed.fault.len()
+            ),
+        ));
+    }
+    let env = Env {
+        allowed,
+        vars,
+        demo: None,
+        db_proxies: &[],
+        scratch_fs: &[],
+        fs_gates: &[],
+        processes: &[],
+    };
+    let mut faults = fault::check(&parsed.fault, &env, &[])
+        .map_err(|Problem { span, message }| invalid(Some(span), message))?;
+    Ok(faults.remove(0))
+}
+
 /// A checking failure at a place in the file.
 pub(super) struct Problem {
     pub span: Range<usize>,

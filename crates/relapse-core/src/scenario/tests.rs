@@ -217,6 +217,35 @@ fn a_process_is_found_by_its_command_line_at_injection() {
 }
 
 #[test]
+fn one_fault_table_is_read_as_an_agent_receives_it() {
+    let text = "[[fault]]\nname = \"db-hangs\"\nstart = \"0s\"\nduration = \"2s\"\nprocess_freeze = { command = \"postgres: checkpointer\" }\n";
+    let fault = parse_fault_table(Path::new("agent"), text, &[], &Vars::default()).unwrap();
+    assert_eq!(fault.name, "db-hangs");
+    assert_eq!(
+        fault.kind,
+        FaultKind::ProcessFreeze(ProcessFreezeSpec {
+            target: ProcessTarget::Command("postgres: checkpointer".into()),
+            process_group: false,
+        })
+    );
+    // What needs a run's own world is refused, with the place in the text.
+    let demo = text.replace("command = \"postgres: checkpointer\"", "demo = \"backend\"");
+    let err = parse_fault_table(Path::new("agent"), &demo, &[], &Vars::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("agent:5:"), "{err}");
+    assert!(err.contains("no [target.demo]"), "{err}");
+    let two = format!("{text}{text}");
+    let err = parse_fault_table(Path::new("agent"), &two, &[], &Vars::default())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("expected exactly one [[fault]], found 2"),
+        "{err}"
+    );
+}
+
+#[test]
 fn an_invalid_regex_is_caught_at_load_time() {
     let text = GOOD.replace("ERROR .* timeout", "ERROR (unclosed");
     assert!(error(&text).contains("invalid regular expression"));
