@@ -8,7 +8,43 @@
 //! `(t3 − t0) − (t2 − t1)`, the estimate is off by at most half of that. Of several exchanges the
 //! one with the shortest time on the wire is the most certain (as NTP's clock filter chooses).
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+/// This process's zero: readings are nanoseconds since it. Each side has its own, and the
+/// offset between them is what [`estimate`] finds, so no absolute clock is needed.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// This process's reading of `instant`, in nanoseconds since its zero (negative before it).
+pub fn instant_ns(instant: Instant) -> i128 {
+    let base = base();
+    if instant >= base {
+        (instant - base).as_nanos() as i128
+    } else {
+        -((base - instant).as_nanos() as i128)
+    }
+}
+
+/// This process's reading of now.
+pub fn now_ns() -> i128 {
+    instant_ns(Instant::now())
+}
+
+/// The instant this process read as `ns`.
+pub fn ns_instant(ns: i128) -> Instant {
+    let base = base();
+    let magnitude = std::time::Duration::from_nanos(ns.unsigned_abs().min(u64::MAX as u128) as u64);
+    if ns >= 0 {
+        base + magnitude
+    } else {
+        base - magnitude
+    }
+}
 
 /// One exchange's four readings, in nanoseconds of each side's own monotonic clock.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

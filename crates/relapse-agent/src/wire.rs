@@ -45,8 +45,10 @@ pub struct LeaseAnswer {
     pub expires_ns: i128,
 }
 
-/// `apply`: one fault, as the scenario's `[[fault]]` table names it (its kind and the kind's
-/// settings), to run on the agent's host until reverted or until the lease lapses.
+/// `apply`: one fault, as the scenario's `[[fault]]` table writes it (its kind's key and
+/// value, as TOML), to run on the agent's host until reverted or until the lease lapses. The
+/// agent reads the table with the scenario format's own types and checks, against its own
+/// allowlist, so an error names the line and column of `table`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApplyRequest {
     #[serde(flatten)]
@@ -55,8 +57,8 @@ pub struct ApplyRequest {
     pub name: String,
     /// The kind, as scenarios spell it (`process_freeze`).
     pub kind: String,
-    /// The kind's settings, the value of its key in the scenario (`{ command = "…" }`).
-    pub settings: serde_json::Value,
+    /// The kind's key and value: `process_freeze = { command = "postgres: checkpointer" }`.
+    pub table: String,
     /// How long the fault is scheduled to stay: floods stop by themselves after it.
     pub duration_ms: u64,
 }
