@@ -14,6 +14,24 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+pub enum AgentCommand {
+    /// Make what agents and coordinators authenticate with, in DIR: a certificate authority
+    /// (ca.pem, and ca-key.pem to keep safe; both reused when ca-key.pem exists), for each
+    /// NAME=ADDRESS a certificate for that address signed by it (NAME.pem, NAME-key.pem), and
+    /// a random token (token; kept when it exists). Keys and the token are readable by their
+    /// owner only. Coordinators need ca.pem and token; each agent its own pair and token.
+    Certs {
+        /// The directory to write into (made if absent).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// An agent's name and the address coordinators dial it at (an IP or a DNS name):
+        /// `db1=10.0.0.12`.
+        #[arg(required = true, value_name = "NAME=ADDRESS")]
+        agents: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum Command {
     /// Run scenarios end to end: steady state, faults, observation, verdict.
     Run(RunArgs),
@@ -43,6 +61,12 @@ pub enum Command {
     /// addresses; prints rps, latency percentiles, statuses and errors. Bounded by --duration
     /// and --requests; loopback only unless --allow-target.
     Flood(relapse_flood::cli::FloodArgs),
+    /// relapse agents, which run faults on a target's other hosts for a `relapse run`: their
+    /// TLS material (the agent itself and `[[agent]]` in scenarios are being built).
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
     /// List the fault kinds, probe kinds and detection sources, with one line of help each.
     List,
     /// Print the JSON Schema (draft 2020-12) of the scenario format, for editors: put

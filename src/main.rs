@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use relapse::cli::{Cli, Command, ReportArgs, RunArgs};
+use relapse::cli::{AgentCommand, Cli, Command, ReportArgs, RunArgs};
 use relapse::export::pushgateway::Pushgateway;
 use relapse::harness::{run_scenario, StartError};
 use relapse::{baseline, exit, render, setup};
@@ -53,6 +53,19 @@ fn main() -> ExitCode {
             }
             outcome.exit_code()
         }
+        Command::Agent {
+            command: AgentCommand::Certs { out, agents },
+        } => match relapse::agent::certs(&out, &agents) {
+            Ok(lines) => print_out(&lines),
+            Err(relapse::agent::CertsError::Input(message)) => {
+                eprintln!("error: {message}");
+                exit::INVALID_INPUT
+            }
+            Err(relapse::agent::CertsError::Failed(message)) => {
+                eprintln!("error: {message}");
+                exit::INCONCLUSIVE
+            }
+        },
         Command::List => print_out(&render::list()),
         Command::Report(args) => report(&args),
         Command::Schema => print_out(&(relapse_core::scenario::json_schema_text() + "\n")),

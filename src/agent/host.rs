@@ -1,0 +1,224 @@
+//! What an agent does with a coordinator's fault: the same as a local run. The fault's table is
+//! read by the scenario format's own loader, its injector built from the kind table, its revert
+//! journaled before it is injected (so the agent's guardian reverts it should the agent die), and
+//! its effect confirmed by the injector.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use relapse_agent::wire::{Applied, ApplyRequest, HeldFault};
+use relapse_agent::{BoxFuture, FaultHost};
+use relapse_core::fault::{Fault, RevertLog};
+use relapse_core::scenario::{parse_fault_table, Vars};
+
+use crate::kinds::{self, BuildContext};
+use crate::safety::JournalLog;
+
+/// The kinds an agent accepts and the hosts their targets may be, fixed when it starts.
+#[derive(Debug, Clone)]
+pub struct Allowlist {
+    pub kinds: Vec<String>,
+    /// Hosts besides loopback that a fault's target may be.
+    pub hosts: Vec<String>,
+}
+
+struct AppliedFault {
+    run: String,
+    id: u64,
+    name: String,
+    kind: String,
+    describe: String,
+    fault: Box<dyn Fault>,
+    journal_id: u64,
+}
+
+/// Runs faults through the kind table, with the agent's journal.
+pub struct KindTableHost {
+    allow: Allowlist,
+    program: PathBuf,
+    protected: Vec<PathBuf>,
+    journal: JournalLog,
+    applied: Mutex<Vec<AppliedFault>>,
+    next: AtomicU64,
+}
+
+impl KindTableHost {
+    pub fn new(
+        allow: Allowlist,
+        program: PathBuf,
+        protected: Vec<PathBuf>,
+        journal: JournalLog,
+    ) -> KindTableHost {
+        KindTableHost {
+            allow,
+            program,
+            protected,
+            journal,
+            applied: Mutex::new(Vec::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    fn applied(&self) -> std::sync::MutexGuard<'_, Vec<AppliedFault>> {
+        self.applied.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn apply_fault(&self, run: &str, request: &ApplyRequest) -> Result<Applied, String> {
+        if !self.allow.kinds.iter().any(|k| k == &request.kind) {
+            return Err(format!(
+                "fault kind {} is not in this agent's allowlist (started with --allow-kind {})",
+                request.kind,
+                self.allow.kinds.join(" --allow-kind ")
+            ));
+        }
+        let entry = kinds::fault_kind(&request.kind)
+            .ok_or_else(|| format!("unknown fault kind {}", request.kind))?;
+        let duration = Duration::from_millis(request.duration_ms.max(1));
+        // A JSON string is a valid TOML basic string: the same quotes and escapes.
+        let name = serde_json::to_string(&request.name).map_err(|e| e.to_string())?;
+        let text = format!(
+            "[[fault]]\nname = {}\nstart = \"0s\"\nduration = \"{}ms\"\n{}\n",
+            name,
+            duration.as_millis(),
+            request.table
+        );
+        let spec = parse_fault_table(
+            Path::new("the fault's table"),
+            &text,
+            &self.allow.hosts,
+            &Vars::default(),
+        )
+        .map_err(|e| e.to_string())?;
+        if spec.kind.name() != request.kind {
+            return Err(format!(
+                "the table is a {} fault, not the {} it was sent as",
+                spec.kind.name(),
+                request.kind
+            ));
+        }
+        let vars = Vars::default();
+        let cx = BuildContext {
+            vars: &vars,
+            allowed: &self.allow.hosts,
+            demo: None,
+            host: None,
+            proxies: &[],
+            program: &self.program,
+            duration,
+            scratch_mounts: &[],
+            gates: &[],
+            protected: &self.protected,
+        };
+        let mut fault = (entry.build)(&spec.kind, &cx).await?;
+        let describe = fault.describe();
+        let mut journal = self.journal.clone();
+        let journal_id = journal
+            .record(&request.name, &describe, &fault.revert_instructions())
+            .map_err(|e| format!("cannot journal the revert, so nothing was injected: {e}"))?;
+        let effective = match fault.inject().await {
+            Ok(effective) => effective,
+            Err(error) => {
+                // Whatever part of it took effect is undone before the error goes back.
+                fault.revert_now();
+                let _ = journal.remove(journal_id);
+                return Err(format!("{}: {error}", request.name));
+            }
+        };
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.applied().push(AppliedFault {
+            run: run.to_string(),
+            id,
+            name: request.name.clone(),
+            kind: request.kind.clone(),
+            describe,
+            fault,
+            journal_id,
+        });
+        Ok(Applied {
+            fault: id,
+            effective_ns: relapse_agent::clock::instant_ns(effective.at),
+            detail: effective.detail,
+        })
+    }
+
+    /// Reverts one applied fault, confirmed, and strikes it from the journal; a failed revert
+    /// keeps it applied (and journaled) for another try.
+    async fn revert_applied(&self, mut applied: AppliedFault) -> Result<String, String> {
+        match applied.fault.revert().await {
+            Ok(reverted) => {
+                let mut journal = self.journal.clone();
+                if let Err(error) = journal.remove(applied.journal_id) {
+                    tracing::warn!(%error, "a confirmed revert is still in the journal (its revert is idempotent)");
+                }
+                Ok(format!(
+                    "{} ({}): {}",
+                    applied.name, applied.kind, reverted.detail
+                ))
+            }
+            Err(error) => {
+                let message = format!("{} ({}): {error}", applied.name, applied.kind);
+                self.applied().push(applied);
+                Err(message)
+            }
+        }
+    }
+
+    fn take(&self, run: &str, id: Option<u64>) -> Vec<AppliedFault> {
+        let mut applied = self.applied();
+        let mut taken = Vec::new();
+        let mut index = applied.len();
+        // Newest first: undo in the reverse order of doing.
+        while index > 0 {
+            index -= 1;
+            let matches = applied[index].run == run && id.is_none_or(|id| applied[index].id == id);
+            if matches {
+                taken.push(applied.remove(index));
+            }
+        }
+        taken
+    }
+}
+
+impl FaultHost for KindTableHost {
+    fn apply<'a>(
+        &'a self,
+        run: &'a str,
+        request: &'a ApplyRequest,
+    ) -> BoxFuture<'a, Result<Applied, String>> {
+        Box::pin(self.apply_fault(run, request))
+    }
+
+    fn revert<'a>(&'a self, run: &'a str, fault: u64) -> BoxFuture<'a, Result<String, String>> {
+        Box::pin(async move {
+            let Some(applied) = self.take(run, Some(fault)).pop() else {
+                return Err(format!("run {run} has no fault {fault} applied here"));
+            };
+            self.revert_applied(applied).await
+        })
+    }
+
+    fn revert_run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Vec<Result<String, String>>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::new();
+            for applied in self.take(run, None) {
+                outcomes.push(self.revert_applied(applied).await);
+            }
+            outcomes
+        })
+    }
+
+    fn held(&self) -> Vec<HeldFault> {
+        self.applied()
+            .iter()
+            .map(|a| HeldFault {
+                run: a.run.clone(),
+                fault: a.id,
+                name: a.name.clone(),
+                kind: a.kind.clone(),
+                describe: a.describe.clone(),
+            })
+            .collect()
+    }
+}
