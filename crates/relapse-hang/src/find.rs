@@ -72,8 +72,22 @@ mod tests {
     struct Sleeper(Child);
 
     impl Sleeper {
+        /// Started, and showing its own command line: a process seen between fork and exec
+        /// still shows its parent's (seen once in CI), and there is no event for the exec of a
+        /// process, so /proc is polled, for at most 5 s.
         fn start(seconds: &str) -> Sleeper {
-            Sleeper(Command::new("sleep").arg(seconds).spawn().expect("sleep"))
+            let sleeper = Sleeper(Command::new("sleep").arg(seconds).spawn().expect("sleep"));
+            let path = format!("/proc/{}/cmdline", sleeper.pid());
+            let wanted = format!("sleep\0{seconds}\0");
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while std::fs::read(&path).ok().as_deref() != Some(wanted.as_bytes()) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "sleep {seconds} never exec'd"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            sleeper
         }
         fn pid(&self) -> u32 {
             self.0.id()
