@@ -96,3 +96,74 @@ fn write_secret(path: &Path, text: &str) -> Result<(), String> {
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .map_err(|e| format!("{}: {e}", path.display()))
 }
+
+/// What `relapse agent serve` was given.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub listen: std::net::SocketAddr,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub token_file: std::path::PathBuf,
+    pub allow: host::Allowlist,
+    pub state_dir: std::path::PathBuf,
+}
+
+/// Why an agent did not start: bad input (exit 2) or a failure to set up (exit 3). Nothing
+/// was applied either way.
+#[derive(Debug)]
+pub enum ServeError {
+    Input(String),
+    Failed(String),
+}
+
+/// Runs an agent until `stop`: TLS material, token and allowlist checked first, then the
+/// journal and its guardian, then the listener; `ready` is told the address once it accepts
+/// coordinators. On `stop` it reverts what the current run still holds.
+pub async fn serve(
+    options: &ServeOptions,
+    stop: tokio_util::sync::CancellationToken,
+    ready: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
+    for kind in &options.allow.kinds {
+        if crate::kinds::fault_kind(kind).is_none() {
+            let known: Vec<&str> = relapse_core::scenario::FAULT_KINDS.to_vec();
+            return Err(ServeError::Input(format!(
+                "--allow-kind {kind}: unknown fault kind; expected one of {}",
+                known.join(", ")
+            )));
+        }
+    }
+    let tls = relapse_agent::tls::server_config(&options.cert, &options.key)
+        .map_err(|e| ServeError::Input(e.to_string()))?;
+    let secret = std::fs::read_to_string(&options.token_file)
+        .map_err(|e| ServeError::Input(format!("{}: {e}", options.token_file.display())))?;
+    let token = relapse_agent::Token::new(&secret)
+        .map_err(|e| ServeError::Input(format!("{}: {e}", options.token_file.display())))?;
+    let program = std::env::current_exe()
+        .map_err(|e| ServeError::Failed(format!("cannot find the relapse executable: {e}")))?;
+    let (journal, guardian) = crate::setup::start_safety(&options.state_dir)
+        .map_err(|e| ServeError::Failed(format!("{e:#}")))?;
+    let mut protected = vec![program.clone(), journal.dir()];
+    if let Ok(cwd) = std::env::current_dir() {
+        protected.push(cwd);
+    }
+    let listener = tokio::net::TcpListener::bind(options.listen)
+        .await
+        .map_err(|e| ServeError::Failed(format!("cannot listen on {}: {e}", options.listen)))?;
+    let address = listener
+        .local_addr()
+        .map_err(|e| ServeError::Failed(e.to_string()))?;
+    let fault_host = std::sync::Arc::new(host::KindTableHost::new(
+        options.allow.clone(),
+        program,
+        protected,
+        journal,
+    ));
+    let agent = relapse_agent::server::Agent::new(token, fault_host);
+    tracing::info!(%address, kinds = ?options.allow.kinds, "agent started");
+    ready(address);
+    agent.serve(listener, tls, stop).await;
+    // Every fault is reverted by now; the guardian clears the journal's directory and exits.
+    guardian.finish(std::time::Duration::from_secs(5));
+    Ok(())
+}

@@ -15,6 +15,11 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum AgentCommand {
+    /// Run an agent: apply faults on this host for coordinators that present the token, over
+    /// TLS with this agent's certificate, each run under a dead-man lease (its faults are
+    /// reverted when the coordinator stops renewing it). Prints `listening on ADDR` when ready;
+    /// Ctrl-C or SIGTERM reverts what the current run holds and stops.
+    Serve(AgentServeArgs),
     /// Make what agents and coordinators authenticate with, in DIR: a certificate authority
     /// (ca.pem, and ca-key.pem to keep safe; both reused when ca-key.pem exists), for each
     /// NAME=ADDRESS a certificate for that address signed by it (NAME.pem, NAME-key.pem), and
@@ -29,6 +34,32 @@ pub enum AgentCommand {
         #[arg(required = true, value_name = "NAME=ADDRESS")]
         agents: Vec<String>,
     },
+}
+
+#[derive(Args, Debug)]
+pub struct AgentServeArgs {
+    /// Where to listen: the address coordinators dial, which the certificate names.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: std::net::SocketAddr,
+    /// The agent's certificate (PEM), as `relapse agent certs` writes it.
+    #[arg(long, value_name = "FILE")]
+    pub cert: PathBuf,
+    /// The agent's key (PEM).
+    #[arg(long, value_name = "FILE")]
+    pub key: PathBuf,
+    /// The file holding the token coordinators must present.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: PathBuf,
+    /// A fault kind this agent applies; repeat for more. An agent applies no kind it was not
+    /// started with, whatever a coordinator asks.
+    #[arg(long = "allow-kind", value_name = "KIND", required = true)]
+    pub allow_kinds: Vec<String>,
+    /// Also let faults target HOST (by default only loopback).
+    #[arg(long = "allow-target", value_name = "HOST")]
+    pub allow_targets: Vec<String>,
+    /// The state directory for the agent's journal [default: as for `run`].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -62,7 +93,7 @@ pub enum Command {
     /// and --requests; loopback only unless --allow-target.
     Flood(relapse_flood::cli::FloodArgs),
     /// relapse agents, which run faults on a target's other hosts for a `relapse run`: their
-    /// TLS material (the agent itself and `[[agent]]` in scenarios are being built).
+    /// TLS material, and the agent itself (`[[agent]]` in scenarios is being built).
     Agent {
         #[command(subcommand)]
         command: AgentCommand,

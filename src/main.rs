@@ -99,6 +99,40 @@ async fn run_async(command: Command) -> u8 {
             sink,
             monitor_interval_ms,
         } => demo(sink, monitor_interval_ms).await,
+        Command::Agent {
+            command: AgentCommand::Serve(args),
+        } => {
+            let options = relapse::agent::ServeOptions {
+                listen: args.listen,
+                cert: args.cert,
+                key: args.key,
+                token_file: args.token_file,
+                allow: relapse::agent::host::Allowlist {
+                    kinds: args.allow_kinds,
+                    hosts: args.allow_targets,
+                },
+                state_dir: args
+                    .state_dir
+                    .unwrap_or_else(relapse_journal::default_state_dir),
+            };
+            // The one line a supervisor or a test waits for.
+            let ready = |address| {
+                use std::io::Write;
+                println!("listening on {address}");
+                let _ = std::io::stdout().flush();
+            };
+            match relapse::agent::serve(&options, cancel_on_signals(), ready).await {
+                Ok(()) => exit::PASS,
+                Err(relapse::agent::ServeError::Input(message)) => {
+                    eprintln!("error: {message}");
+                    exit::INVALID_INPUT
+                }
+                Err(relapse::agent::ServeError::Failed(message)) => {
+                    eprintln!("error: {message}; nothing was applied");
+                    exit::INCONCLUSIVE
+                }
+            }
+        }
         Command::DemoChild { args } => match relapse_demo::run_child(&args).await {
             Ok(()) => exit::PASS,
             Err(e) => {
