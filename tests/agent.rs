@@ -1,6 +1,8 @@
-//! `relapse agent serve` end to end on loopback: a real agent process (its own journal and
-//! guardian), a real target process, real TLS. The test is the coordinator, through the agent
-//! crate's client. Each fault is `process_freeze` by command line, on a `sleep` the test starts.
+//! `relapse agent serve` end to end: a real agent process (its own journal and guardian), a real
+//! target process, real TLS, on loopback or on a test host (a network namespace the test makes,
+//! joined by a veth pair, so calls cross a real network hop and the link can be cut). The test
+//! is the coordinator, through the agent crate's client. Each fault is `process_freeze` by
+//! command line, on a `sleep` the test starts.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -10,6 +12,7 @@ use std::time::Duration;
 use relapse_agent::client::{AgentClient, AgentError};
 use relapse_agent::tls::client_config;
 use relapse_agent::wire::{ApplyRequest, RunId};
+use relapse_ports::netns::Host;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -74,18 +77,38 @@ struct Agent {
 }
 
 fn start_agent(kinds: &[&str]) -> Agent {
+    start_agent_on(kinds, None)
+}
+
+/// An agent on loopback, or inside `host` at its own address.
+fn start_agent_on(kinds: &[&str], host: Option<&Host>) -> Agent {
     let dir = tempfile::tempdir().unwrap();
     let tls = dir.path().join("tls");
+    let address = host.map_or("127.0.0.1".to_string(), |h| h.inside.to_string());
     let made = Command::new(env!("CARGO_BIN_EXE_relapse"))
         .args(["agent", "certs", "--out"])
         .arg(&tls)
-        .arg("a1=127.0.0.1")
+        .arg(format!("a1={address}"))
         .output()
         .unwrap();
     assert!(made.status.success(), "{made:?}");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_relapse"));
+    // `ip netns exec` enters the namespace and execs the agent: the pid is the agent's.
+    let mut command = match host {
+        Some(host) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", host.name(), env!("CARGO_BIN_EXE_relapse")]);
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_relapse")),
+    };
     command
-        .args(["agent", "serve", "--listen", "127.0.0.1:0", "--cert"])
+        .args([
+            "agent",
+            "serve",
+            "--listen",
+            &format!("{address}:0"),
+            "--cert",
+        ])
         .arg(tls.join("a1.pem"))
         .arg("--key")
         .arg(tls.join("a1-key.pem"))
@@ -236,4 +259,57 @@ async fn a_killed_agent_leaves_nothing_frozen() {
     agent.process.0.wait().unwrap();
     // The guardian notices at once (its stdin closes) and reverts; 10 s bounds a slow machine.
     wait_state(pid, |s| s != 'T', Duration::from_secs(10)).await;
+}
+
+/// A test host: a network namespace with a veth pair to this one, removed when dropped.
+fn test_host(tag: u32) -> Host {
+    let name = format!("rlx-agent-{}-{tag}", std::process::id());
+    Host::create(&name, std::process::id().wrapping_mul(31).wrapping_add(tag)).unwrap()
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().unwrap();
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// The dead-man switch across a real link, 20 rounds: the coordinator is cut off from the
+/// agent's host (the veth end on this side set down), the renewals stop reaching it, and
+/// within the lease + 1 s of the cut the frozen process runs again. It cannot thaw sooner than
+/// the lease less one renewal interval after the cut, since a renewal was received at most an
+/// interval (and a call) before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_link_to_the_agents_host_thaws_its_process_within_the_lease_20_times() {
+    const ROUNDS: usize = 20;
+    let lease = Duration::from_millis(500);
+    let every = Duration::from_millis(100);
+    let host = test_host(1);
+    let agent = start_agent_on(&["process_freeze"], Some(&host));
+    let (sleeper, command) = target();
+    let pid = sleeper.0.id();
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        // A new connection each round: the last one died with the link.
+        let client = connect(&agent).await;
+        let id = run_id(&format!("run-cut-{round}"));
+        client.lease(&id, lease, every).await.unwrap();
+        let renewing = CancellationToken::new();
+        // Left to end by itself: its renewal in flight at the cut times out.
+        drop(client.keep_lease(id.clone(), lease, every, renewing.clone()));
+        client.apply(&freeze(&id, &command)).await.unwrap();
+        assert_eq!(state(pid), 'T', "round {round}");
+        ip(&["link", "set", host.outside_link(), "down"]);
+        // Measured from the cut: `wait_state` starts its clock now.
+        let thawed = wait_state(pid, |s| s != 'T', lease + Duration::from_secs(1)).await;
+        assert!(
+            thawed + every + Duration::from_millis(100) >= lease,
+            "round {round}: thawed {thawed:?} after the cut, before the lease could lapse"
+        );
+        slowest = slowest.max(thawed);
+        renewing.cancel();
+        ip(&["link", "set", host.outside_link(), "up"]);
+    }
+    eprintln!(
+        "{ROUNDS} link cuts: slowest thaw {slowest:?} after the cut (lease {lease:?}, bound {:?})",
+        lease + Duration::from_secs(1)
+    );
 }

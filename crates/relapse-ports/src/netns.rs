@@ -95,6 +95,8 @@ pub struct Host {
     pub outside: Ipv4Addr,
     /// The host's own address, inside the namespace.
     pub inside: Ipv4Addr,
+    /// The name of the veth pair's end in this namespace: setting it down cuts the host off.
+    outside_link: String,
     removed: bool,
 }
 
@@ -113,6 +115,7 @@ impl Host {
             name: name.to_string(),
             outside: Ipv4Addr::UNSPECIFIED,
             inside: Ipv4Addr::UNSPECIFIED,
+            outside_link: String::new(),
             removed: false,
         };
         // 2^15 blocks of 4 addresses in 198.18.0.0/15.
@@ -150,6 +153,7 @@ impl Host {
                 Ok(()) => {
                     host.outside = outside;
                     host.inside = inside;
+                    host.outside_link = veth_out;
                     return Ok(host);
                 }
                 Err(e) => {
@@ -167,6 +171,11 @@ impl Host {
 
     pub fn path(&self) -> PathBuf {
         named_path(&self.name)
+    }
+
+    /// The veth end in this (the creating) namespace.
+    pub fn outside_link(&self) -> &str {
+        &self.outside_link
     }
 
     /// Removes the namespace; idempotent.

@@ -51,18 +51,32 @@ pub fn parse_allowing(
     text: &str,
     allowed: &[String],
 ) -> Result<Scenario, ScenarioError> {
-    let invalid = |span: Option<Range<usize>>, message: String| {
-        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
-        ScenarioError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
-    };
-    let parsed: file::ScenarioFile = toml::from_str(text)
-        .map_err(|err| invalid(err.span(), err.message().trim_end_matches('.').to_string()))?;
+    let invalid = |span, message| invalid_at(path, text, span, message);
+    let parsed: file::ScenarioFile =
+        toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
     convert(parsed, allowed).map_err(|Problem { span, message }| invalid(Some(span), message))
+}
+
+/// A problem at `span` of `text` (its start; the top without one), with its line and column.
+fn invalid_at(
+    path: &Path,
+    text: &str,
+    span: Option<Range<usize>>,
+    message: String,
+) -> ScenarioError {
+    let (line, column) = line_column(text, span.map_or(0, |s| s.start));
+    ScenarioError::Invalid {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+/// serde's own error, at its place.
+fn toml_error(path: &Path, text: &str, err: toml::de::Error) -> ScenarioError {
+    let message = err.message().trim_end_matches('.').to_string();
+    invalid_at(path, text, err.span(), message)
 }
 
 /// One `[[fault]]` table on its own, as an agent receives it from a coordinator: its `name`,
@@ -81,17 +95,8 @@ pub fn parse_fault_table(
     struct OneFault {
         fault: Vec<toml::Spanned<fault::FaultSection>>,
     }
-    let invalid = |span: Option<Range<usize>>, message: String| {
-        let (line, column) = line_column(text, span.map_or(0, |s| s.start));
-        ScenarioError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-        }
-    };
-    let parsed: OneFault = toml::from_str(text)
-        .map_err(|err| invalid(err.span(), err.message().trim_end_matches('.').to_string()))?;
+    let invalid = |span, message| invalid_at(path, text, span, message);
+    let parsed: OneFault = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
     if parsed.fault.len() != 1 {
         return Err(invalid(
             None,
