@@ -272,6 +272,30 @@ fn ip(args: &[&str]) {
     assert!(status.success(), "ip {args:?}");
 }
 
+/// The clock across a real hop: the agent's host is a namespace of this machine, so it reads
+/// the same CLOCK_MONOTONIC and the true offset is 0, to within the microsecond each process
+/// takes to pair its clock with its runtime's instants (2 × 5 µs allowed). The estimate must
+/// lie within its stated uncertainty of that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clock_offset_across_a_link_is_within_its_uncertainty() {
+    let host = test_host(2);
+    let agent = start_agent_on(&["process_freeze"], Some(&host));
+    let client = connect(&agent).await;
+    let offset = client.offset(16).await.unwrap();
+    let pairing = 10_000;
+    eprintln!(
+        "clock offset across the veth link: {} ns ± {} ns",
+        offset.offset, offset.uncertainty
+    );
+    assert!(offset.uncertainty > 0);
+    assert!(
+        offset.offset.abs() <= offset.uncertainty + pairing,
+        "offset {} ns, stated uncertainty {} ns",
+        offset.offset,
+        offset.uncertainty
+    );
+}
+
 /// The dead-man switch across a real link, 20 rounds: the coordinator is cut off from the
 /// agent's host (the veth end on this side set down), the renewals stop reaching it, and
 /// within the lease + 1 s of the cut the frozen process runs again. It cannot thaw sooner than

@@ -1,6 +1,6 @@
 //! Mapping an agent's instants to the coordinator's clock.
 //!
-//! Each host reads its own monotonic clock, whose zero is its own boot: two hosts' readings are
+//! Each host reads its own monotonic clock (`CLOCK_MONOTONIC`), whose zero is its own boot: two hosts' readings are
 //! not comparable until the offset between them is known. One exchange gives four readings,
 //! the coordinator's send `t0` and receive `t3` on its clock, the agent's receive `t1` and send
 //! `t2` on its own. If the two legs took equally long, the agent's clock is ahead by
@@ -13,20 +13,27 @@ use std::sync::OnceLock;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-/// This process's zero: readings are nanoseconds since it. Each side has its own, and the
-/// offset between them is what [`estimate`] finds, so no absolute clock is needed.
-fn base() -> Instant {
-    static BASE: OnceLock<Instant> = OnceLock::new();
-    *BASE.get_or_init(Instant::now)
+/// An instant and the host's `CLOCK_MONOTONIC` reading of it, taken back to back once per
+/// process: readings are that clock's nanoseconds. Two processes on one host (or in two network
+/// namespaces of one host, which share the clock) then read the same instant alike, to within
+/// the microsecond between the two calls; on two hosts the offset is what [`estimate`] finds.
+fn base() -> (Instant, i128) {
+    static BASE: OnceLock<(Instant, i128)> = OnceLock::new();
+    *BASE.get_or_init(|| {
+        let instant = Instant::now();
+        let clock = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let ns = i128::from(clock.tv_sec) * 1_000_000_000 + i128::from(clock.tv_nsec);
+        (instant, ns)
+    })
 }
 
-/// This process's reading of `instant`, in nanoseconds since its zero (negative before it).
+/// This host's monotonic reading of `instant`, in nanoseconds.
 pub fn instant_ns(instant: Instant) -> i128 {
-    let base = base();
+    let (base, base_ns) = base();
     if instant >= base {
-        (instant - base).as_nanos() as i128
+        base_ns + (instant - base).as_nanos() as i128
     } else {
-        -((base - instant).as_nanos() as i128)
+        base_ns - (base - instant).as_nanos() as i128
     }
 }
 
@@ -35,11 +42,13 @@ pub fn now_ns() -> i128 {
     instant_ns(Instant::now())
 }
 
-/// The instant this process read as `ns`.
+/// The instant this host's monotonic clock read as `ns`.
 pub fn ns_instant(ns: i128) -> Instant {
-    let base = base();
-    let magnitude = std::time::Duration::from_nanos(ns.unsigned_abs().min(u64::MAX as u128) as u64);
-    if ns >= 0 {
+    let (base, base_ns) = base();
+    let since = ns - base_ns;
+    let magnitude =
+        std::time::Duration::from_nanos(since.unsigned_abs().min(u64::MAX as u128) as u64);
+    if since >= 0 {
         base + magnitude
     } else {
         base - magnitude

@@ -180,7 +180,7 @@ async fn a_run_takes_the_lease_applies_reverts_and_releases() {
 async fn the_clock_offset_on_one_host_is_within_its_uncertainty_of_the_truth() {
     let running = start_agent().await;
     let agent = client(&running, TOKEN).await;
-    // Agent and test share this process, hence one zero: the true offset is 0.
+    // Agent and test share this process, hence one clock: the true offset is 0.
     let offset = agent.offset(8).await.unwrap();
     assert!(offset.uncertainty > 0, "{offset:?}");
     assert!(
