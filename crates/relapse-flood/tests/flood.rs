@@ -221,7 +221,17 @@ async fn open_model_holds_its_rate_against_a_fast_target() {
         "{}",
         report.summary()
     );
-    assert_eq!(report.total_errors(), 0, "{}", report.summary());
+    // A request due just before the 1 s bound whose timer fires after it is counted as
+    // backlogged, not sent late. Timers on a busy 2-core machine fire up to ~5 ms late
+    // (benches/RESULTS.md, lateness), and at 500 req/s at most 3 requests fall due in those
+    // last 5 ms (seen in CI: 1). Any other error fails.
+    let backlogged = report
+        .errors_by_kind
+        .get("backlogged")
+        .copied()
+        .unwrap_or(0);
+    assert!(backlogged <= 3, "{}", report.summary());
+    assert_eq!(report.total_errors(), backlogged, "{}", report.summary());
     assert_eq!(server.requests(), report.completed);
 }
 
