@@ -161,6 +161,38 @@ pub struct ScenarioFile {
     /// `[limits]`: how long a run and its parts may take.
     #[serde(default)]
     pub limits: LimitsSection,
+    /// `[[agent]]` (any number): relapse agents on the target's other hosts, which apply the
+    /// faults that say `on = "NAME"` there.
+    #[serde(default)]
+    pub agent: Vec<AgentSection>,
+}
+
+/// `[[agent]]`: a relapse agent (`relapse agent serve`) that applies faults on its host for
+/// this run, over TLS, while the run holds its lease.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentSection {
+    /// Required, unique; 1 to 32 of a-z, 0-9, `_`, `-`. Faults name it in `on`.
+    #[schemars(with = "String", pattern(patterns::MADE_NAME))]
+    pub name: Spanned<String>,
+    /// Where the agent listens: `https://HOST:PORT`, the address its certificate names.
+    #[schemars(with = "String")]
+    pub url: Spanned<String>,
+    /// The CA certificate (PEM) that signed the agent's certificate; relative to the
+    /// scenario's directory. The run trusts this CA and nothing else for the agent.
+    #[schemars(with = "String")]
+    pub ca: Spanned<String>,
+    /// The file holding the agent's token (at least 16 characters); relative to the scenario's
+    /// directory.
+    #[schemars(with = "String")]
+    pub token_file: Spanned<String>,
+    /// How long the agent keeps the run's faults after the last renewal: default 5s, 1s to 5m.
+    /// When it lapses (the run died, the network was cut), the agent reverts them.
+    #[schemars(with = "Option<Dur>")]
+    pub lease: Option<Spanned<Dur>>,
+    /// How often the run renews the lease: default 1s; less than `lease`.
+    #[schemars(with = "Option<Dur>")]
+    pub renew_every: Option<Spanned<Dur>>,
 }
 
 /// `[[probe]]` and `[[fault]]` default to none for serde, so that the loader can say what is

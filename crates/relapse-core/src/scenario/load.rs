@@ -54,7 +54,7 @@ pub fn parse_allowing(
     let invalid = |span, message| invalid_at(path, text, span, message);
     let parsed: file::ScenarioFile =
         toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
-    convert(parsed, allowed).map_err(|Problem { span, message }| invalid(Some(span), message))
+    convert(parsed, allowed, text).map_err(|Problem { span, message }| invalid(Some(span), message))
 }
 
 /// A problem at `span` of `text` (its start; the top without one), with its line and column.
@@ -114,8 +114,9 @@ pub fn parse_fault_table(
         scratch_fs: &[],
         fs_gates: &[],
         processes: &[],
+        on_agent: None,
     };
-    let mut faults = fault::check(&parsed.fault, &env, &[])
+    let mut faults = fault::check(&parsed.fault, &env, &[], &fault::Remote::default())
         .map_err(|Problem { span, message }| invalid(Some(span), message))?;
     Ok(faults.remove(0))
 }
@@ -143,7 +144,11 @@ pub(super) fn line_column(text: &str, offset: usize) -> (usize, usize) {
 }
 
 /// The file's sections, checked in this order (which decides which problem is reported first).
-fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, Problem> {
+fn convert(
+    f: file::ScenarioFile,
+    extra_allowed: &[String],
+    text: &str,
+) -> Result<Scenario, Problem> {
     let allowed: Vec<String> = f
         .scenario
         .allow_targets
@@ -151,6 +156,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         .chain(extra_allowed)
         .cloned()
         .collect();
+    let agents = check::agent::check(&f.agent)?;
     let demo_host = check::demo::host(f.target.demo.as_ref())?;
     let db_proxies = check::db_proxy::check(&f.db_proxy, &allowed)?;
     // The demo's database may be reached through a proxy of the run; the demo's own variables
@@ -161,7 +167,8 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
     let mut before_demo = proxy_vars.clone();
     check::scratch_fs::variables(&scratch_fs, &mut before_demo);
     let demo = check::demo::check(f.target.demo, demo_host, &before_demo)?;
-    let vars = check::variables(&before_demo, demo.as_ref());
+    let mut vars = check::variables(&before_demo, demo.as_ref());
+    check::agent::variables(&agents, &mut vars);
     // A gate's source may be a scratch file system; what uses a gate sees its path.
     let fs_gates = check::fs_gate::check(
         &f.fs_gate,
@@ -173,6 +180,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             scratch_fs: &scratch_fs,
             fs_gates: &[],
             processes: &[],
+            on_agent: None,
         },
     )?;
     let mut vars = vars;
@@ -189,6 +197,7 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
             scratch_fs: &scratch_fs,
             fs_gates: &fs_gates,
             processes: &[],
+            on_agent: None,
         },
     )?;
     check::process::run_variables(&f.target.process, &mut vars);
@@ -203,12 +212,24 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         scratch_fs: &scratch_fs,
         fs_gates: &fs_gates,
         processes: &processes,
+        on_agent: None,
     };
     let sink_listen = check::sink::check(&f.sink)?;
     let probes = check::probe::check(&f.probe, &env)?;
     let steady_state = check::steady::check(f.steady_state, &probes)?;
     let detectors = check::detect::check(&f.detect, &env)?;
-    let faults = fault::check(&f.fault, &env, &detectors)?;
+    // A fault on an agent travels as its own table: the document read again as plain TOML
+    // values, which serde already found valid.
+    let tables = if f.fault.iter().any(|fault| fault.get_ref().on.is_some()) {
+        document_faults(text)
+    } else {
+        Vec::new()
+    };
+    let remote = fault::Remote {
+        agents: &agents,
+        tables: &tables,
+    };
+    let faults = fault::check(&f.fault, &env, &detectors, &remote)?;
     let stops = check::stop::check(&f.stop, &probes, &steady_state)?;
     let gates = check::gates::check(&f.gates, &detectors)?;
     let limits = check::limits::check(&f.limits)?;
@@ -238,5 +259,17 @@ fn convert(f: file::ScenarioFile, extra_allowed: &[String]) -> Result<Scenario, 
         fs_gates,
         backlog,
         allow_targets: allowed,
+        agents,
     })
+}
+
+/// The document's `[[fault]]` tables as plain TOML values, in order.
+fn document_faults(text: &str) -> Vec<toml::Value> {
+    match toml::from_str::<toml::Table>(text) {
+        Ok(mut document) => match document.remove("fault") {
+            Some(toml::Value::Array(faults)) => faults,
+            _ => Vec::new(),
+        },
+        Err(_) => Vec::new(),
+    }
 }

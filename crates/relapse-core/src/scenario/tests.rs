@@ -635,3 +635,143 @@ fn the_mitigation_label_is_short() {
         error(&long)
     );
 }
+
+/// A scenario with one agent and one fault on it, whose kind table is written `kind_table`.
+fn with_agent(agent_extra: &str, fault: &str) -> String {
+    format!(
+        r#"
+[scenario]
+name = "remote"
+
+[[probe]]
+name = "sli"
+tcp = {{ address = "127.0.0.1:25" }}
+
+[steady_state]
+probe = "sli"
+window = "1s"
+min_success = 0.9
+
+[[agent]]
+name = "db1"
+url = "https://10.0.0.12:7700"
+ca = "tls/ca.pem"
+token_file = "tls/token"
+{agent_extra}
+
+[[fault]]
+name = "hang"
+start = "1s"
+duration = "5s"
+{fault}
+"#
+    )
+}
+
+#[test]
+fn an_agent_gets_its_defaults_and_a_remote_fault_its_table() {
+    let scenario = parse_str(&with_agent(
+        "",
+        r#"on = "db1"
+process_freeze = { command = "postgres: checkpointer" }"#,
+    ))
+    .unwrap();
+    let agent = &scenario.agents[0];
+    assert_eq!(agent.host, "10.0.0.12");
+    assert_eq!(agent.lease, DEFAULT_LEASE);
+    assert_eq!(agent.renew_every, DEFAULT_RENEW_EVERY);
+    assert_eq!(
+        scenario.faults[0].on,
+        Some(RemoteFault {
+            agent: "db1".into(),
+            table: r#"process_freeze = { command = "postgres: checkpointer" }"#.into(),
+        })
+    );
+}
+
+#[test]
+fn a_remote_fault_written_as_a_section_travels_as_one_inline_table() {
+    let scenario = parse_str(&with_agent(
+        r#"lease = "3s"
+renew_every = "500ms""#,
+        r#"on = "db1"
+
+[fault.fd_exhaustion]
+pid = 4242
+headroom = 2"#,
+    ))
+    .unwrap();
+    let table = &scenario.faults[0].on.as_ref().unwrap().table;
+    assert!(table.starts_with("fd_exhaustion = {"), "{table}");
+    assert!(!table.contains('\n'), "{table}");
+    // The agent reads the table back into the same model.
+    let text = format!("[[fault]]\nname = \"hang\"\nstart = \"0s\"\nduration = \"5s\"\n{table}\n");
+    let again = parse_fault_table(Path::new("t"), &text, &[], &Vars::default()).unwrap();
+    assert_eq!(again.kind, scenario.faults[0].kind);
+    assert_eq!(scenario.agents[0].lease, Duration::from_secs(3));
+}
+
+#[test]
+fn on_must_name_an_agent_and_a_kind_that_can_run_away() {
+    let unknown = error(&with_agent(
+        "",
+        r#"on = "db2"
+process_freeze = { pid = 4242 }"#,
+    ));
+    assert!(
+        unknown.contains(r#"fault "hang": unknown agent "db2": expected one of "db1""#),
+        "{unknown}"
+    );
+    let demo = error(&with_agent(
+        "",
+        r#"on = "db1"
+process_freeze = { demo = "backend" }"#,
+    ));
+    assert!(demo.contains("demo"), "{demo}");
+    let renew = error(&with_agent(
+        r#"lease = "2s"
+renew_every = "2s""#,
+        "process_freeze = { pid = 4242 }",
+    ));
+    assert!(
+        renew.contains(
+            r#"agent "db1": renew_every must be more than 0ms and less than the lease (2s)"#
+        ),
+        "{renew}"
+    );
+    let url =
+        error(&with_agent("", "process_freeze = { pid = 4242 }").replace("https://", "http://"));
+    assert!(url.contains("expected https://HOST:PORT"), "{url}");
+}
+
+#[test]
+fn a_run_proxy_cannot_be_switched_from_an_agent() {
+    let text = with_agent(
+        "",
+        r#"on = "db1"
+db_proxy = { proxy = "pg", mode = "stall" }"#,
+    )
+    .replace(
+        "[[agent]]",
+        "[[db_proxy]]\nname = \"pg\"\npostgres = \"127.0.0.1:5432\"\n\n[[agent]]",
+    );
+    let message = error(&text);
+    assert!(
+        message.contains("a db_proxy fault switches what the run itself started"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_remote_fault_may_name_an_agent_address() {
+    let vars_of = |text: &str| parse_str(text).map(|s| s.faults[0].kind.name());
+    assert_eq!(
+        vars_of(&with_agent(
+            "",
+            r#"on = "db1"
+connection_flood = { url = "http://{agent.db1.address}:5432/", connections = 10 }"#,
+        ))
+        .unwrap(),
+        "connection_flood"
+    );
+}

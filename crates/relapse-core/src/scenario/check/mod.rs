@@ -1,6 +1,7 @@
 //! The checks of the file's sections besides `[[fault]]` (see `super::fault`): each converts its
 //! section into model values, or says what is wrong and where.
 
+pub mod agent;
 pub mod backlog;
 pub mod db_proxy;
 pub mod demo;
@@ -28,6 +29,7 @@ use super::{
 
 /// What the checks after the demo and the proxies may ask: which hosts are reachable, which
 /// template variables exist, whether there is a demo, which proxies the run has.
+#[derive(Clone, Copy)]
 pub struct Env<'a> {
     pub allowed: &'a [String],
     pub vars: &'a Vars,
@@ -37,6 +39,8 @@ pub struct Env<'a> {
     pub fs_gates: &'a [FsGateSpec],
     /// The run's `[[target.process]]`, which faults may name.
     pub processes: &'a [ProcessSpec],
+    /// The agent a fault is checked for (`on`), whose host has none of the run's own things.
+    pub on_agent: Option<&'a str>,
 }
 
 impl Env<'_> {

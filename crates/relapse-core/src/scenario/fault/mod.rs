@@ -17,7 +17,15 @@ use toml::Spanned;
 use super::check::{self, Env};
 use super::file::{Dur, GatesSection};
 use super::load::{problem, Problem};
-use super::{DetectorSpec, FaultSpec};
+use super::{AgentSpec, DetectorSpec, FaultSpec, RemoteFault};
+
+/// What a fault that runs on an agent needs from the rest of the file: the agents, and the
+/// document's `[[fault]]` tables as TOML values, from which its kind's table is sent on.
+#[derive(Default)]
+pub struct Remote<'a> {
+    pub agents: &'a [AgentSpec],
+    pub tables: &'a [toml::Value],
+}
 
 /// Generates, from `/// doc` and `module: SectionType => Variant(SpecType)` per kind (and
 /// `+ [Type, …]` for more model types of the module to re-export), in the file format's
@@ -52,6 +60,8 @@ macro_rules! fault_kinds {
             /// Gates for the episode this fault belongs to, with the keys of `[gates]`, over them
             /// key by key.
             pub gates: Option<Spanned<GatesSection>>,
+            /// The `[[agent]]` that applies the fault on its host; relapse's own host without it.
+            pub on: Option<Spanned<String>>,
             $($(#[doc = $doc])+ pub $module: Option<Spanned<$module::$section>>,)+
         }
 
@@ -110,6 +120,10 @@ macro_rules! fault_kinds {
                     "allOf": [gates],
                     "description": "Gates for the episode this fault belongs to, with the keys of [gates], over them key by key."
                 }).into());
+                properties.insert("on".into(), schemars::json_schema!({
+                    "type": "string",
+                    "description": "The [[agent]] that applies the fault on its host; relapse's own host without it."
+                }).into());
                 // Each kind's table by reference, with the kind's own description beside it (two
                 // kinds may share a table).
                 $(
@@ -131,6 +145,16 @@ macro_rules! fault_kinds {
         }
 
         impl FaultSection {
+            /// The first kind this table gives, as the file spells it.
+            fn kind_key(&self) -> &'static str {
+                $(
+                    if self.$module.is_some() {
+                        return stringify!($module);
+                    }
+                )+
+                unreachable!("exactly one kind was checked before")
+            }
+
             /// How many kinds this table gives; exactly one is valid.
             fn kinds_given(&self) -> usize {
                 0 $(+ usize::from(self.$module.is_some()))+
@@ -186,13 +210,14 @@ pub fn check(
     sections: &[Spanned<FaultSection>],
     env: &Env,
     detectors: &[DetectorSpec],
+    remote: &Remote,
 ) -> Result<Vec<FaultSpec>, Problem> {
     if sections.is_empty() {
         return problem(0..0, "the scenario has no [[fault]]: expected at least one");
     }
     let mut faults = Vec::new();
     let mut fault_names = BTreeSet::new();
-    for spanned in sections {
+    for (index, spanned) in sections.iter().enumerate() {
         let fault = spanned.get_ref();
         let name = fault.name.get_ref().clone();
         if !fault_names.insert(name.clone()) {
@@ -221,16 +246,52 @@ pub fn check(
             None => Default::default(),
             Some(gates) => check::gates::check(gates.get_ref(), detectors)?,
         };
+        let (kind, on) = match &fault.on {
+            None => (fault.check_kind(env)?, None),
+            Some(on) => {
+                // On an agent's host the run has made nothing: no demo, proxies, file systems
+                // or processes of its own to name; the agent renders the templates.
+                let agent_env = Env {
+                    demo: None,
+                    db_proxies: &[],
+                    scratch_fs: &[],
+                    fs_gates: &[],
+                    processes: &[],
+                    on_agent: Some(on.get_ref()),
+                    ..*env
+                };
+                let agent = check::agent::named(on, &name, remote.agents)?;
+                check::agent::runs_remotely(on, fault.kind_key(), &name)?;
+                let kind = fault.check_kind(&agent_env)?;
+                let table =
+                    remote_table(remote.tables.get(index), kind.name()).ok_or_else(|| Problem {
+                        span: on.span(),
+                        message: format!(
+                            "fault \"{name}\": its {} table cannot be sent to an agent",
+                            kind.name()
+                        ),
+                    })?;
+                (kind, Some(RemoteFault { agent, table }))
+            }
+        };
         faults.push(FaultSpec {
-            kind: fault.check_kind(env)?,
+            kind,
             name,
             start: fault.start.0,
             duration: fault.duration.0,
             gates,
+            on,
         });
     }
     check::gates::overlapping(sections, &faults)?;
     Ok(faults)
+}
+
+/// The kind's key and value of one `[[fault]]`, as one line of TOML, whichever way the file
+/// wrote it (an inline table or a `[fault.KIND]` section): a TOML value displays inline.
+fn remote_table(fault: Option<&toml::Value>, kind: &str) -> Option<String> {
+    let value = fault?.get(kind)?;
+    Some(format!("{kind} = {value}"))
 }
 
 #[cfg(test)]

@@ -53,6 +53,9 @@ pub fn target(
         if env.processes.iter().any(|p| &p.name == name.get_ref()) {
             return Ok(ProcessTarget::Started(name.get_ref().clone()));
         }
+        if let Some(agent) = env.on_agent {
+            return problem(name.span(), on_agent_message(agent));
+        }
         let known = if env.processes.is_empty() {
             "the scenario has no [[target.process]]".to_string()
         } else {
@@ -78,6 +81,9 @@ pub fn target(
         }
         (None, Some(file), None) => Ok(ProcessTarget::Pidfile(PathBuf::from(file))),
         (None, None, Some(component)) => {
+            if let Some(agent) = env.on_agent {
+                return problem(component.span(), on_agent_message(agent));
+            }
             let Some(demo) = demo else {
                 return problem(
                     component.span(),
@@ -104,4 +110,12 @@ pub fn target(
         }
         _ => problem(span, exactly_one),
     }
+}
+
+/// Why a fault on an agent cannot name the demo or a started process: those run on relapse's
+/// own host, and their pids mean nothing to the agent unless the hosts share them.
+fn on_agent_message(agent: &str) -> String {
+    format!(
+        "this fault runs on agent \"{agent}\", which has no demo or started processes of the run: name its process by `pid`, `pidfile` or `command`"
+    )
 }

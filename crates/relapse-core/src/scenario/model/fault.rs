@@ -17,7 +17,22 @@ pub struct FaultSpec {
     pub kind: FaultKind,
     /// Gates for the episode this fault belongs to, over the scenario's `[gates]`, key by key.
     pub gates: super::Gates,
+    /// Where it runs: `None` on relapse's own host, or on an agent (`on = "NAME"`).
+    pub on: Option<RemoteFault>,
 }
+
+/// A fault an agent applies: the agent, and the fault's kind table as the agent reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteFault {
+    /// The `[[agent]]`'s name.
+    pub agent: String,
+    /// The kind's key and value, as TOML on one line: `process_freeze = { command = "x" }`.
+    pub table: String,
+}
+
+/// The kinds that act on what the run itself made (its db_proxies, its fs gates), which only
+/// relapse's own host has.
+pub const LOCAL_ONLY_KINDS: &[&str] = &["db_proxy", "fs_gate"];
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum FloodLoad {

@@ -48,7 +48,35 @@ pub struct Scenario {
     pub backlog: Option<BacklogSpec>,
     /// Hosts besides loopback that probes and detection sources may reach.
     pub allow_targets: Vec<String>,
+    /// Agents on other hosts, which apply the faults that name them in `on`.
+    pub agents: Vec<AgentSpec>,
 }
+
+/// A relapse agent on another host (`[[agent]]`): where it listens, what to trust, and the
+/// lease the run holds on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentSpec {
+    pub name: String,
+    /// `https://HOST:PORT`, as written.
+    pub url: String,
+    /// The URL's host (an IP address or a name, without brackets), `{agent.NAME.address}`.
+    pub host: String,
+    /// The CA's certificate and the token's file, as written: relative to the scenario's
+    /// directory unless absolute.
+    pub ca: std::path::PathBuf,
+    pub token_file: std::path::PathBuf,
+    /// How long the agent keeps the run's faults after the last renewal.
+    pub lease: Duration,
+    pub renew_every: Duration,
+}
+
+/// The default lease on an agent and its renewal interval.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(5);
+pub const DEFAULT_RENEW_EVERY: Duration = Duration::from_secs(1);
+/// The bounds of a lease: at least a second, so a renewal has time to cross a network; at most
+/// five minutes, so a fault left by a dead coordinator does not outlive anyone's patience.
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+pub const MAX_LEASE: Duration = Duration::from_secs(300);
 
 /// A process relapse starts for the run, after the demo, in declaration order, and stops after
 /// the run in reverse order (`stop`: a signal to its process group, a grace period, then
