@@ -149,6 +149,8 @@ pub struct Harness {
     output_dir: Option<PathBuf>,
     /// The run's `[[target.process]]`, in the order they started.
     processes: Vec<processes::Started>,
+    /// The run's agents, each with its lease held, and the lease's journal entry.
+    agents: Vec<(crate::remote::Connected, Option<u64>)>,
 }
 
 impl Harness {
@@ -172,9 +174,14 @@ impl Harness {
             demo: None,
             output_dir: None,
             processes: Vec::new(),
+            agents: Vec::new(),
         };
         let started = match harness.start_parts(scenario, launcher).await {
             Ok(()) => harness.start_processes(scenario).await,
+            Err(failure) => Err(failure),
+        };
+        let started = match started {
+            Ok(()) => harness.connect_agents(scenario).await,
             Err(failure) => Err(failure),
         };
         match started {
@@ -658,6 +665,16 @@ impl Harness {
             run_dir: self.output_dir.clone(),
             processes: Vec::new(),
         };
+        // Agents first: they were connected last, and their faults act on what follows.
+        for (mut agent, entry) in std::mem::take(&mut self.agents).into_iter().rev() {
+            match agent.release().await {
+                Ok(()) => self.forget(entry),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "could not release the run on an agent; its lease lapses there, and `relapse cleanup` tries again"
+                ),
+            }
+        }
         for started in std::mem::take(&mut self.processes).into_iter().rev() {
             let entry = started.entry;
             let process = started.stop().await;
@@ -737,6 +754,46 @@ impl Harness {
 
     pub fn vars(&self) -> &Vars {
         &self.vars
+    }
+
+    /// The run's connected agents.
+    pub fn agents(&self) -> impl Iterator<Item = &crate::remote::Connected> {
+        self.agents.iter().map(|(a, _)| a)
+    }
+
+    /// Connects each `[[agent]]` and takes the run's lease on it, journaled first.
+    async fn connect_agents(&mut self, scenario: &Scenario) -> Result<(), StartFailure> {
+        for spec in &scenario.agents {
+            crate::remote::check_files(spec)
+                .map_err(|e| StartFailure::Invalid(format!("agent \"{}\": {e}", spec.name)))?;
+            let mut entry = None;
+            let journal = self.journal.clone();
+            let connected = crate::remote::Connected::connect(spec, |record| {
+                if let Some(mut journal) = journal {
+                    entry = Some(
+                        journal
+                            .record(
+                                &format!("agent {}", record.agent),
+                                &format!(
+                                    "run {} on agent {} ({})",
+                                    record.run, record.agent, record.url
+                                ),
+                                &RevertInstructions::new(record),
+                            )
+                            .map_err(|e| format!("cannot journal the agent's lease: {e}"))?,
+                    );
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| StartFailure::Harness(format!("agent \"{}\": {e}", spec.name)))?;
+            self.vars
+                .set(&format!("agent.{}.address", spec.name), spec.host.clone());
+            self.vars
+                .set(&format!("agent.{}.url", spec.name), spec.url.clone());
+            self.agents.push((connected, entry));
+        }
+        Ok(())
     }
 
     /// The hosts besides loopback the run may reach: the scenario's, and the addresses of the

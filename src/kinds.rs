@@ -52,6 +52,13 @@ impl BuildContext<'_> {
     fn pid(&self, target: &ProcessTarget) -> Result<u32, String> {
         Ok(match target {
             ProcessTarget::Pid(pid) => *pid,
+            ProcessTarget::PidOf(template) => {
+                let text = self.render(template)?;
+                match text.trim().parse::<u32>() {
+                    Ok(pid) if pid > 1 => pid,
+                    _ => return Err(format!("pid \"{text}\": expected a process id, not 0 or 1")),
+                }
+            }
             ProcessTarget::Pidfile(path) => {
                 relapse_hang::read_pidfile(path).map_err(|e| e.to_string())?
             }
@@ -377,6 +384,10 @@ source = "{scratch_fs.sample.path}"
 
 /// What the harness journals besides faults.
 pub static HARNESS_RECORDS: &[HarnessRecord] = &[
+    HarnessRecord {
+        kind: crate::remote::KIND,
+        revert: |v| crate::remote::revert_record(&decode_record(v)?),
+    },
     HarnessRecord {
         kind: relapse_ports::netns::KIND,
         revert: |v| relapse_ports::netns::revert_record(&decode_record(v)?),

@@ -13,6 +13,7 @@ pub mod junit;
 pub mod kinds;
 pub mod plan;
 pub mod reach;
+pub mod remote;
 pub mod render;
 pub mod safety;
 pub mod setup;

@@ -175,9 +175,21 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             gates: &gates,
             protected: &protected,
         };
-        let fault = kinds::build(&spec.kind, &context)
-            .await
-            .map_err(|e| format!("fault \"{}\": {e}", spec.name))?;
+        let fault = match &spec.on {
+            None => kinds::build(&spec.kind, &context)
+                .await
+                .map_err(|e| format!("fault \"{}\": {e}", spec.name))?,
+            Some(remote) => {
+                let agent =
+                    crate::remote::find(harness.agents(), &remote.agent).ok_or_else(|| {
+                        format!(
+                            "fault \"{}\": agent \"{}\" is not connected",
+                            spec.name, remote.agent
+                        )
+                    })?;
+                agent.fault(spec, remote, vars)
+            }
+        };
         faults.push(PlannedFault {
             name: spec.name.clone(),
             start: spec.start,

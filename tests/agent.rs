@@ -160,6 +160,7 @@ fn freeze(id: &RunId, command: &str) -> ApplyRequest {
         kind: "process_freeze".into(),
         table: format!("process_freeze = {{ command = \"{command}\" }}"),
         duration_ms: 10_000,
+        vars: Default::default(),
     }
 }
 
@@ -336,4 +337,159 @@ async fn cutting_the_link_to_the_agents_host_thaws_its_process_within_the_lease_
         "{ROUNDS} link cuts: slowest thaw {slowest:?} after the cut (lease {lease:?}, bound {:?})",
         lease + Duration::from_secs(1)
     );
+}
+
+/// The demo's backend hangs, frozen locally or by an agent on a test host (whose namespace
+/// shares this machine's pids, so `{demo.primary.pid}` names the same process there). `on`
+/// and the agent are the only difference.
+fn demo_scenario(agent: Option<&Agent>) -> String {
+    let (agent_section, on) = match agent {
+        None => (String::new(), ""),
+        Some(agent) => {
+            let tls = agent.dir.path().join("tls");
+            (
+                format!(
+                    "[[agent]]\nname = \"a1\"\nurl = \"{}\"\nca = \"{}\"\ntoken_file = \"{}\"\nlease = \"2s\"\nrenew_every = \"250ms\"\n",
+                    agent.url,
+                    tls.join("ca.pem").display(),
+                    tls.join("token").display()
+                ),
+                "on = \"a1\"\n",
+            )
+        }
+    };
+    format!(
+        r#"[scenario]
+name = "backend-hang"
+
+[target.demo]
+upstream_timeout = "250ms"
+monitor = {{ interval = "250ms", timeout = "250ms", fall = 2, rise = 1, alertname = "FrontendDown" }}
+
+[[probe]]
+name = "web"
+every = "50ms"
+http = {{ url = "{{demo.url}}/", timeout = "1s" }}
+
+[steady_state]
+probe = "web"
+window = "1s"
+min_success = 0.95
+timeout = "20s"
+
+[[detect]]
+name = "pager"
+webhook = {{ match = {{ alertname = "FrontendDown" }} }}
+
+{agent_section}
+[[fault]]
+name = "backend-hangs"
+{on}process_freeze = {{ pid = "{{demo.primary.pid}}" }}
+start = "500ms"
+duration = "2s"
+
+[gates]
+allowed_error_statuses = [502, 503, 504]
+
+[limits]
+observe_after = "3s"
+"#
+    )
+}
+
+/// Runs a scenario with `relapse run`; returns the run's JSON and the process's output.
+fn relapse_run(scenario: &str) -> (serde_json::Value, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let json = dir.path().join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
+        .arg(&json)
+        .env("RELAPSE_STATE_DIR", dir.path().join("state"))
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|_| {
+        panic!(
+            "no report: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let journal = dir.path().join("state");
+    let left: Vec<_> = walk(&journal);
+    assert!(left.is_empty(), "the journal still holds {left:?}");
+    (report["runs"][0].clone(), output)
+}
+
+/// The files under `dir` (none when it does not exist).
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// A remote `process_freeze` of the demo's backend through an agent on a test host measures
+/// as the same fault run locally: both detected by the demo's monitor and recovered. The
+/// monitor's alert can fire no sooner than fall × interval after the hang, and no later than
+/// fall × (interval + timeout) plus one interval; the remote instant adds at most the clock's
+/// stated uncertainty (under a millisecond on a veth link, bounded here by 5 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_freeze_of_the_demo_measures_like_a_local_one() {
+    let host = test_host(3);
+    let agent = start_agent_on(&["process_freeze"], Some(&host));
+    let (local, _) = relapse_run(&demo_scenario(None));
+    let (remote, output) = relapse_run(&demo_scenario(Some(&agent)));
+    let (interval, timeout, fall) = (250.0, 250.0, 2.0);
+    let earliest = fall * interval - 50.0;
+    let latest = fall * (interval + timeout) + interval + 5.0;
+    for (where_, run) in [("local", &local), ("remote", &remote)] {
+        let metrics = &run["metrics"];
+        let ttd = metrics["time_to_detect_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{where_}: not detected: {run}"));
+        let ttr = metrics["time_to_recover_ms"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{where_}: not recovered: {run}"));
+        eprintln!(
+            "{where_} process_freeze of the demo's backend: TTD {ttd:.1} ms, TTR {ttr:.1} ms"
+        );
+        assert!(
+            (earliest..=latest).contains(&ttd),
+            "{where_}: TTD {ttd} ms outside {earliest}..={latest}"
+        );
+        assert_eq!(run["verdict"], "pass", "{where_}: {run}");
+    }
+    let effective = remote["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"] == "fault effective")
+        .unwrap_or_else(|| panic!("no effective event: {remote}"));
+    assert!(
+        effective["detail"]
+            .as_str()
+            .unwrap()
+            .contains("on agent a1"),
+        "{effective}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    // The run released the agent: it holds nothing, and no lease.
+    let client = connect(&agent).await;
+    let held = client.held().await.unwrap();
+    assert!(held.faults.is_empty() && held.run.is_none(), "{held:?}");
 }

@@ -84,11 +84,15 @@ impl KindTableHost {
             duration.as_millis(),
             request.table
         );
+        let mut vars = Vars::default();
+        for (name, value) in &request.vars {
+            vars.set(name, value.clone());
+        }
         let spec = parse_fault_table(
             Path::new("the fault's table"),
             &text,
             &self.allow.hosts,
-            &Vars::default(),
+            &vars,
         )
         .map_err(|e| e.to_string())?;
         if spec.kind.name() != request.kind {
@@ -98,7 +102,6 @@ impl KindTableHost {
                 request.kind
             ));
         }
-        let vars = Vars::default();
         let cx = BuildContext {
             vars: &vars,
             allowed: &self.allow.hosts,

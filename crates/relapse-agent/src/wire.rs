@@ -61,6 +61,9 @@ pub struct ApplyRequest {
     pub table: String,
     /// How long the fault is scheduled to stay: floods stop by themselves after it.
     pub duration_ms: u64,
+    /// The run's template variables, which the agent renders the table's templates with.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
 }
 
 /// The fault took effect at this reading of the agent's clock.

@@ -151,6 +151,7 @@ fn freeze(id: &RunId) -> ApplyRequest {
         kind: "process_freeze".into(),
         table: r#"process_freeze = { command = "postgres: checkpointer" }"#.into(),
         duration_ms: 1000,
+        vars: Default::default(),
     }
 }
 

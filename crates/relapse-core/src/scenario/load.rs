@@ -54,7 +54,15 @@ pub fn parse_allowing(
     let invalid = |span, message| invalid_at(path, text, span, message);
     let parsed: file::ScenarioFile =
         toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
-    convert(parsed, allowed, text).map_err(|Problem { span, message }| invalid(Some(span), message))
+    let mut scenario = convert(parsed, allowed, text)
+        .map_err(|Problem { span, message }| invalid(Some(span), message))?;
+    // An agent's files are named relative to the scenario, wherever relapse runs from.
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for agent in &mut scenario.agents {
+        agent.ca = dir.join(&agent.ca);
+        agent.token_file = dir.join(&agent.token_file);
+    }
+    Ok(scenario)
 }
 
 /// A problem at `span` of `text` (its start; the top without one), with its line and column.

@@ -22,9 +22,9 @@ pub struct FdExhaustionSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FdExhaustionSection {
-    /// A process id; not 0 or 1.
-    #[schemars(range(min = 2))]
-    pub pid: Option<u32>,
+    /// A process id (not 0 or 1), or a template that renders to one when the fault is
+    /// injected, such as `"{demo.primary.pid}"`.
+    pub pid: Option<process::PidKey>,
     /// A file holding the process id, read when the fault is injected.
     pub pidfile: Option<String>,
     /// A process of `[target.demo]`: `"backend"` (or `"primary"`), `"standby"` (with
@@ -50,7 +50,7 @@ pub struct FdExhaustionSection {
 pub fn check(section: &Spanned<FdExhaustionSection>, env: &Env) -> Result<FdExhaustionSpec, Problem> {
     let fe = section.get_ref();
     let keys = process::TargetKeys {
-        pid: fe.pid,
+        pid: fe.pid.as_ref(),
         pidfile: &fe.pidfile,
         demo: &fe.demo,
         process: &fe.process,

@@ -9,9 +9,20 @@ use crate::scenario::check::{quoted_list, Env};
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{DemoComponent, ProcessTarget};
 
+/// `pid`: a number, or a template rendered when the fault is injected.
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a process id, or a template that renders to one such as \"{demo.primary.pid}\""
+)]
+pub enum PidKey {
+    Number(#[schemars(range(min = 2))] u32),
+    Template(String),
+}
+
 /// The keys of a fault's table that name its process; exactly one is set.
 pub struct TargetKeys<'a> {
-    pub pid: Option<u32>,
+    pub pid: Option<&'a PidKey>,
     pub pidfile: &'a Option<String>,
     pub demo: &'a Option<Spanned<String>>,
     pub process: &'a Option<Spanned<String>>,
@@ -73,11 +84,22 @@ pub fn target(
         return problem(span, exactly_one);
     }
     match (keys.pid, keys.pidfile, keys.demo) {
-        (Some(pid), None, None) => {
-            if pid <= 1 {
+        (Some(PidKey::Number(pid)), None, None) => {
+            if *pid <= 1 {
                 return problem(span, format!("refusing to {verb} pid 0 or 1"));
             }
-            Ok(ProcessTarget::Pid(pid))
+            Ok(ProcessTarget::Pid(*pid))
+        }
+        (Some(PidKey::Template(text)), None, None) => {
+            // Untagged, the value carries no place of its own: the table's is given.
+            let text = Spanned::new(span.clone(), text.clone());
+            if !text.get_ref().contains('{') {
+                return problem(
+                    text.span(),
+                    "expected a process id as a number, or a template such as \"{demo.primary.pid}\"",
+                );
+            }
+            Ok(ProcessTarget::PidOf(env.template(&text)?))
         }
         (None, Some(file), None) => Ok(ProcessTarget::Pidfile(PathBuf::from(file))),
         (None, None, Some(component)) => {

@@ -21,9 +21,9 @@ pub struct ProcessFreezeSpec {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessFreezeSection {
-    /// A process id; not 0 or 1.
-    #[schemars(range(min = 2))]
-    pub pid: Option<u32>,
+    /// A process id (not 0 or 1), or a template that renders to one when the fault is
+    /// injected, such as `"{demo.primary.pid}"`.
+    pub pid: Option<process::PidKey>,
     /// A file holding the process id, read when the fault is injected.
     pub pidfile: Option<String>,
     /// A process of `[target.demo]`: `"backend"` (or `"primary"`), `"standby"` (with
@@ -50,7 +50,7 @@ pub struct ProcessFreezeSection {
 pub fn check(section: &Spanned<ProcessFreezeSection>, env: &Env) -> Result<ProcessFreezeSpec, Problem> {
     let pf = section.get_ref();
     let keys = process::TargetKeys {
-        pid: pf.pid,
+        pid: pf.pid.as_ref(),
         pidfile: &pf.pidfile,
         demo: &pf.demo,
         process: &pf.process,

@@ -116,6 +116,9 @@ pub enum ReserveAmount {
 #[derive(Debug, Clone, PartialEq)]
 pub enum ProcessTarget {
     Pid(u32),
+    /// A template that renders to a process id when the fault is injected
+    /// (`"{demo.primary.pid}"`).
+    PidOf(Template),
     Pidfile(PathBuf),
     Demo(DemoComponent),
     /// A `[[target.process]]` of the run, by name.

@@ -1,0 +1,343 @@
+//! The coordinator's end of agents: for each `[[agent]]` of a run, a TLS connection, the clock
+//! offset, the run's lease and its renewals; and the fault that an agent applies
+//! ([`RemoteFault`]). The harness connects the agents and releases them; the plan builder
+//! makes a `RemoteFault` for each fault with `on`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use relapse_agent::client::{AgentClient, AgentError};
+use relapse_agent::clock::{ns_instant, Offset};
+use relapse_agent::wire::{ApplyRequest, RunId};
+use relapse_core::fault::{
+    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
+    Reverted,
+};
+use relapse_core::scenario::{AgentSpec, FaultSpec, RemoteFault as RemoteSpec, Vars};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+/// The journal kind of a run's lease on an agent (an [`AgentRunRecord`]).
+pub const KIND: &str = "agent_run";
+
+/// How many clock exchanges the offset is estimated from: the quickest wins.
+const CLOCK_ROUNDS: usize = 16;
+
+/// How to end a run on an agent from another process (the guardian, `relapse cleanup`): the
+/// agent and the run's secret. Releasing the run reverts what the agent still holds for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRunRecord {
+    pub agent: String,
+    pub url: String,
+    pub ca: PathBuf,
+    pub token_file: PathBuf,
+    pub run: String,
+    pub holder: String,
+}
+
+impl RevertRecord for AgentRunRecord {
+    const KIND: &'static str = KIND;
+}
+
+/// One agent, connected for a run: the lease is held and renewed until [`Connected::release`].
+pub struct Connected {
+    pub name: String,
+    pub url: String,
+    client: AgentClient,
+    pub offset: Offset,
+    id: RunId,
+    record: AgentRunRecord,
+    renewals: Option<(
+        CancellationToken,
+        tokio::task::JoinHandle<Option<tokio::time::Instant>>,
+    )>,
+}
+
+fn random_hex(bytes: usize) -> String {
+    (0..bytes)
+        .map(|_| format!("{:02x}", rand::random::<u8>()))
+        .collect()
+}
+
+/// A connection to the agent `spec` names, trusting only its CA, with its token.
+async fn client(
+    spec_url: &str,
+    ca: &std::path::Path,
+    token_file: &std::path::Path,
+) -> Result<AgentClient, String> {
+    let tls = relapse_agent::tls::client_config(ca).map_err(|e| e.to_string())?;
+    let token = std::fs::read_to_string(token_file)
+        .map_err(|e| format!("{}: {e}", token_file.display()))?;
+    AgentClient::connect(spec_url, tls, token.trim())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+impl Connected {
+    /// Connects, estimates the clock offset and takes the run's lease; `journal` writes the
+    /// lease's record down before the lease is taken (an error there takes nothing).
+    pub async fn connect(
+        spec: &AgentSpec,
+        journal: impl FnOnce(&AgentRunRecord) -> Result<(), String>,
+    ) -> Result<Connected, String> {
+        let client = client(&spec.url, &spec.ca, &spec.token_file).await?;
+        let offset = client
+            .offset(CLOCK_ROUNDS)
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = RunId {
+            run: random_hex(8),
+            holder: random_hex(16),
+        };
+        let record = AgentRunRecord {
+            agent: spec.name.clone(),
+            url: spec.url.clone(),
+            ca: absolute(&spec.ca),
+            token_file: absolute(&spec.token_file),
+            run: id.run.clone(),
+            holder: id.holder.clone(),
+        };
+        journal(&record)?;
+        client
+            .lease(&id, spec.lease, spec.renew_every)
+            .await
+            .map_err(|e| e.to_string())?;
+        let stop = CancellationToken::new();
+        let renewals = client.keep_lease(id.clone(), spec.lease, spec.renew_every, stop.clone());
+        tracing::info!(
+            agent = %spec.name,
+            run = %id.run,
+            offset_ns = offset.offset as i64,
+            uncertainty_ns = offset.uncertainty as i64,
+            "agent connected, lease taken"
+        );
+        Ok(Connected {
+            name: spec.name.clone(),
+            url: spec.url.clone(),
+            client,
+            offset,
+            id,
+            record,
+            renewals: Some((stop, renewals)),
+        })
+    }
+
+    pub fn record(&self) -> &AgentRunRecord {
+        &self.record
+    }
+
+    /// The injector of a fault this agent applies.
+    pub fn fault(&self, spec: &FaultSpec, remote: &RemoteSpec, vars: &Vars) -> Box<dyn Fault> {
+        Box::new(RemoteFault {
+            agent: self.name.clone(),
+            client: self.client.clone(),
+            offset: self.offset,
+            record: self.record.clone(),
+            request: ApplyRequest {
+                id: self.id.clone(),
+                name: spec.name.clone(),
+                kind: spec.kind.name().to_string(),
+                table: remote.table.clone(),
+                duration_ms: spec.duration.as_millis() as u64,
+                vars: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            },
+            applied: None,
+        })
+    }
+
+    /// Stops renewing and ends the run on the agent, which reverts what it still holds.
+    pub async fn release(&mut self) -> Result<(), String> {
+        if let Some((stop, renewals)) = self.renewals.take() {
+            stop.cancel();
+            let _ = renewals.await;
+        }
+        self.client
+            .release(&self.id)
+            .await
+            .map_err(|e| format!("agent \"{}\": {e}", self.name))
+    }
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        // Not released: the renewals stop, and the lease lapses on the agent.
+        if let Some((stop, _)) = self.renewals.take() {
+            stop.cancel();
+        }
+    }
+}
+
+fn absolute(path: &std::path::Path) -> PathBuf {
+    std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// A fault applied by an agent: `inject` is the agent's apply, confirmed by its injector there;
+/// the instant it took effect is the agent's, mapped to this host's clock by the offset.
+pub struct RemoteFault {
+    agent: String,
+    client: AgentClient,
+    offset: Offset,
+    record: AgentRunRecord,
+    request: ApplyRequest,
+    /// The agent's handle on the applied fault.
+    applied: Option<u64>,
+}
+
+impl RemoteFault {
+    fn uncertainty(&self) -> Duration {
+        Duration::from_nanos(self.offset.uncertainty.max(0) as u64)
+    }
+}
+
+fn remote_error(error: AgentError) -> FaultError {
+    match error {
+        AgentError::Refused { error, .. } => FaultError::Target(error),
+        other => FaultError::Injector(other.to_string()),
+    }
+}
+
+impl Fault for RemoteFault {
+    fn describe(&self) -> String {
+        format!(
+            "on agent {} ({}): {}",
+            self.agent,
+            self.client.url(),
+            self.request.table
+        )
+    }
+
+    fn revert_instructions(&self) -> RevertInstructions {
+        RevertInstructions::new(&self.record)
+    }
+
+    fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
+        Box::pin(async move {
+            let applied = self
+                .client
+                .apply(&self.request)
+                .await
+                .map_err(remote_error)?;
+            self.applied = Some(applied.fault);
+            Ok(Effective {
+                at: ns_instant(self.offset.to_coordinator(applied.effective_ns)),
+                detail: format!(
+                    "on agent {}: {} (its clock mapped to ours ± {:.3}ms)",
+                    self.agent,
+                    applied.detail,
+                    self.uncertainty().as_secs_f64() * 1e3
+                ),
+            })
+        })
+    }
+
+    fn revert(&mut self) -> BoxFuture<'_, Result<Reverted, FaultError>> {
+        Box::pin(async move {
+            let Some(fault) = self.applied else {
+                return Ok(Reverted {
+                    at: tokio::time::Instant::now(),
+                    detail: "nothing was applied".into(),
+                });
+            };
+            let answer = self
+                .client
+                .revert(&self.request.id, fault)
+                .await
+                .map_err(remote_error)?;
+            self.applied = None;
+            Ok(Reverted {
+                at: ns_instant(self.offset.to_coordinator(answer.reverted_ns)),
+                detail: format!("on agent {}: {}", self.agent, answer.detail),
+            })
+        })
+    }
+
+    fn revert_now(&mut self) {
+        // A drop path cannot wait for the agent: the revert goes out on the runtime, and should
+        // it not arrive, the run's release or the lease's lapse reverts the fault.
+        let Some(fault) = self.applied.take() else {
+            return;
+        };
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            let id = self.request.id.clone();
+            runtime.spawn(async move {
+                if let Err(error) = client.revert(&id, fault).await {
+                    tracing::warn!(%error, "remote revert on drop failed; the lease reverts it");
+                }
+            });
+        }
+    }
+}
+
+/// Ends a journaled run on an agent (the guardian, `relapse cleanup`): releases it, which
+/// reverts what the agent holds for it. A run the agent no longer holds was already reverted
+/// there (its lease lapsed, or it was released).
+pub fn revert_record(record: &AgentRunRecord) -> Result<String, RevertError> {
+    let record = record.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| RevertError::failed("starting a runtime", e))?;
+        runtime.block_on(async {
+            let client = client(&record.url, &record.ca, &record.token_file)
+                .await
+                .map_err(|e| {
+                    RevertError::NotConfirmed(format!("agent \"{}\": {e}", record.agent))
+                })?;
+            let id = RunId {
+                run: record.run.clone(),
+                holder: record.holder.clone(),
+            };
+            match client.release(&id).await {
+                Ok(()) => Ok(format!(
+                    "agent \"{}\": run {} released, its faults reverted",
+                    record.agent, record.run
+                )),
+                Err(AgentError::Refused { status, error, .. })
+                    if status == hyper::StatusCode::CONFLICT =>
+                {
+                    Ok(format!(
+                        "agent \"{}\": run {} no longer held there ({error})",
+                        record.agent, record.run
+                    ))
+                }
+                Err(error) => Err(RevertError::NotConfirmed(format!(
+                    "agent \"{}\": {error}",
+                    record.agent
+                ))),
+            }
+        })
+    })
+    .join()
+    .unwrap_or_else(|_| {
+        Err(RevertError::NotConfirmed(
+            "the agent release panicked".into(),
+        ))
+    })
+}
+
+/// The connected agents of a run, by name.
+pub fn find<'a>(
+    mut agents: impl Iterator<Item = &'a Connected>,
+    name: &str,
+) -> Option<&'a Connected> {
+    agents.find(|a| a.name == name)
+}
+
+/// The agent's CA certificate and token file are there and readable, before anything starts.
+pub fn check_files(spec: &AgentSpec) -> Result<(), String> {
+    relapse_agent::tls::client_config(&spec.ca).map_err(|e| e.to_string())?;
+    let token = std::fs::read_to_string(&spec.token_file)
+        .map_err(|e| format!("token_file {}: {e}", spec.token_file.display()))?;
+    if token.trim().len() < 16 {
+        return Err(format!(
+            "token_file {}: a token is at least 16 characters",
+            spec.token_file.display()
+        ));
+    }
+    Ok(())
+}
