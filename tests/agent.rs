@@ -493,3 +493,181 @@ async fn a_remote_freeze_of_the_demo_measures_like_a_local_one() {
     let held = client.held().await.unwrap();
     assert!(held.faults.is_empty() && held.run.is_none(), "{held:?}");
 }
+
+/// A scenario whose one fault freezes `command` on agent a1 for a minute, with a TCP probe of
+/// the agent's own port as its SLI (so it needs no demo): the coordinator is killed long
+/// before the fault would end.
+fn freeze_scenario(agent: &Agent, command: &str, lease: &str, renew_every: &str) -> String {
+    let tls = agent.dir.path().join("tls");
+    let authority = agent.url.trim_start_matches("https://");
+    let host = authority.rsplit_once(':').unwrap().0;
+    format!(
+        r#"[scenario]
+name = "dead-man"
+allow_targets = ["{host}"]
+
+[[probe]]
+name = "agent-port"
+every = "50ms"
+tcp = {{ address = "{authority}" }}
+
+[steady_state]
+probe = "agent-port"
+window = "200ms"
+min_success = 0.5
+
+[[agent]]
+name = "a1"
+url = "{url}"
+ca = "{ca}"
+token_file = "{token}"
+lease = "{lease}"
+renew_every = "{renew_every}"
+
+[[fault]]
+name = "hang"
+on = "a1"
+process_freeze = {{ command = "{command}" }}
+start = "0s"
+duration = "1m"
+"#,
+        url = agent.url,
+        ca = tls.join("ca.pem").display(),
+        token = tls.join("token").display(),
+    )
+}
+
+/// A `relapse run` in the background, and its guardian (its child `relapse __guardian`).
+struct Coordinator {
+    run: Started,
+    guardian: u32,
+}
+
+fn start_coordinator(scenario: &std::path::Path, state: &std::path::Path) -> Coordinator {
+    let run = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .arg("run")
+        .arg(scenario)
+        .env("RELAPSE_STATE_DIR", state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = run.id();
+    // The guardian is started before anything else, as the run's first child.
+    let children = format!("/proc/{pid}/task/{pid}/children");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let guardian = loop {
+        let listed = std::fs::read_to_string(&children).unwrap_or_default();
+        let found = listed
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| {
+                std::fs::read(format!("/proc/{p}/cmdline"))
+                    .is_ok_and(|c| c.windows(10).any(|w| w == b"__guardian"))
+            });
+        if let Some(guardian) = found {
+            break guardian;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no guardian of relapse run {pid}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    Coordinator {
+        run: Started(run),
+        guardian,
+    }
+}
+
+fn kill_9(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill -9 {pid}");
+}
+
+/// The dead-man switch against a killed coordinator, 20 rounds: `relapse run` freezes a process
+/// through the agent, then it and its guardian are killed with SIGKILL (as when its host dies:
+/// nothing of the coordinator's is left to revert), and within the lease + 1 s the agent has
+/// thawed the process. Afterwards `relapse cleanup` finds the runs' journals, asks the agent,
+/// hears that it holds none of them, and empties the journal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_coordinator_and_its_guardian_thaws_the_remote_process_20_times() {
+    const ROUNDS: usize = 20;
+    let lease = Duration::from_secs(1);
+    let host = test_host(4);
+    let agent = start_agent_on(&["process_freeze"], Some(&host));
+    let (sleeper, command) = target();
+    let pid = sleeper.0.id();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, freeze_scenario(&agent, &command, "1s", "250ms")).unwrap();
+    let state = dir.path().join("state");
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let coordinator = start_coordinator(&scenario, &state);
+        // Steady state, then the agent freezes it: 30 s bounds a slow machine's start.
+        wait_state(pid, |s| s == 'T', Duration::from_secs(30)).await;
+        kill_9(coordinator.guardian);
+        kill_9(coordinator.run.0.id());
+        let thawed = wait_state(pid, |s| s != 'T', lease + Duration::from_secs(1)).await;
+        // The lease did it: the last renewal reached the agent at most an interval (and a
+        // call, 100 ms allowed) before the kill.
+        assert!(
+            thawed + Duration::from_millis(350) >= lease,
+            "round {round}: thawed {thawed:?} after the kill, before the lease could lapse"
+        );
+        slowest = slowest.max(thawed);
+        drop(coordinator);
+        eprintln!("round {round}: thawed {thawed:?} after the kill");
+    }
+    eprintln!(
+        "{ROUNDS} coordinator kills: slowest thaw {slowest:?} after the kill (lease {lease:?}, bound {:?})",
+        lease + Duration::from_secs(1)
+    );
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .args(["cleanup", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        cleanup.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&cleanup.stdout),
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+    assert!(
+        walk(&state).is_empty(),
+        "the journal still holds {:?}",
+        walk(&state)
+    );
+}
+
+/// With its guardian alive, a killed coordinator's faults go at once: the guardian releases the
+/// run on the agent, well before the lease (5 s here) could lapse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_coordinators_guardian_releases_the_run_before_the_lease_lapses() {
+    let lease = Duration::from_secs(5);
+    let host = test_host(5);
+    let agent = start_agent_on(&["process_freeze"], Some(&host));
+    let (sleeper, command) = target();
+    let pid = sleeper.0.id();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, freeze_scenario(&agent, &command, "5s", "1s")).unwrap();
+    let state = dir.path().join("state");
+    let coordinator = start_coordinator(&scenario, &state);
+    wait_state(pid, |s| s == 'T', Duration::from_secs(30)).await;
+    kill_9(coordinator.run.0.id());
+    let thawed = wait_state(pid, |s| s != 'T', lease).await;
+    eprintln!("guardian release: thawed {thawed:?} after the kill (lease {lease:?})");
+    // The guardian removes the run's journal once it has executed it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !walk(&state).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "{:?}", walk(&state));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

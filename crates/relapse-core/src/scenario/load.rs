@@ -191,7 +191,6 @@ fn convert(
             on_agent: None,
         },
     )?;
-    let mut vars = vars;
     check::fs_gate::variables(&fs_gates, &mut vars);
     // Processes start after the demo (a proxy in front of it names its address); what comes
     // after them may name their pids, ports and output.
