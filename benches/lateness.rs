@@ -200,6 +200,7 @@ fn plan(
         steady_timeout: Duration::from_secs(10),
         detectors: Vec::new(),
         faults: vec![PlannedFault {
+            placement: None,
             name: "load".into(),
             start: Duration::ZERO,
             duration,

@@ -55,6 +55,7 @@ fn run(length: Duration, every: Duration, episodes: u32, seed: u64) -> RunReport
             .enumerate()
             .map(|(i, (injected, reverted))| EpisodeReport {
                 faults: vec![format!("fault-{i}")],
+                placements: Vec::new(),
                 injected_at: *injected,
                 reverted_at: Some(*reverted),
                 time_to_impact: Some(every),

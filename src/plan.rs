@@ -175,6 +175,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             gates: &gates,
             protected: &protected,
         };
+        let mut placement = None;
         let fault = match &spec.on {
             None => kinds::build(&spec.kind, &context)
                 .await
@@ -187,6 +188,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
                             spec.name, remote.agent
                         )
                     })?;
+                placement = Some(agent.placement(&spec.name));
                 agent.fault(spec, remote, vars)
             }
         };
@@ -196,6 +198,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             duration: spec.duration,
             fault,
             gates: spec.gates.clone(),
+            placement,
         });
     }
 

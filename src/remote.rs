@@ -122,8 +122,14 @@ impl Connected {
         })
     }
 
-    pub fn record(&self) -> &AgentRunRecord {
-        &self.record
+    /// Where `fault` runs, for the report: this agent, and its clock's uncertainty.
+    pub fn placement(&self, fault: &str) -> relapse_core::report::Placement {
+        relapse_core::report::Placement {
+            fault: fault.to_string(),
+            agent: self.name.clone(),
+            url: self.url.clone(),
+            clock_uncertainty: Duration::from_nanos(self.offset.uncertainty.max(0) as u64),
+        }
     }
 
     /// The injector of a fault this agent applies.

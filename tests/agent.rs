@@ -488,6 +488,17 @@ async fn a_remote_freeze_of_the_demo_measures_like_a_local_one() {
         "{effective}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The report says where the fault ran, and its resolution carries the clock's uncertainty.
+    let placement = &remote["metrics"]["placements"][0];
+    assert_eq!(placement["agent"], "a1", "{}", remote["metrics"]);
+    let clock = placement["clock_uncertainty_ms"].as_f64().unwrap();
+    assert!(clock > 0.0 && clock < 5.0, "clock uncertainty {clock} ms");
+    eprintln!("remote fault's clock uncertainty: ± {clock:.3} ms");
+    assert!(
+        local["metrics"]["placements"].is_null(),
+        "{}",
+        local["metrics"]
+    );
     // The run released the agent: it holds nothing, and no lease.
     let client = connect(&agent).await;
     let held = client.held().await.unwrap();

@@ -25,6 +25,7 @@ pub fn gate(name: &str, passed: bool, message: &str) -> GateResult {
 pub fn episode(faults: &[&str]) -> EpisodeReport {
     EpisodeReport {
         faults: faults.iter().map(|f| f.to_string()).collect(),
+        placements: Vec::new(),
         injected_at: ms(2_000),
         reverted_at: Some(ms(6_000)),
         time_to_impact: Some(Duration::from_micros(42_125)),

@@ -62,10 +62,27 @@ pub fn summary(r: &RunReport) -> String {
         } else {
             String::new()
         };
+        let faults: Vec<String> = e
+            .faults
+            .iter()
+            .map(|f| match e.placements.iter().find(|p| &p.fault == f) {
+                Some(p) => format!("{f} (on agent {})", p.agent),
+                None => f.clone(),
+            })
+            .collect();
+        let clock = e.clock_uncertainty();
+        let resolution = if e.placements.is_empty() {
+            resolution.clone()
+        } else {
+            format!(
+                "{resolution}; + the agent clock's ± {} for instants read on an agent",
+                human(clock)
+            )
+        };
         let _ = writeln!(
             out,
             "\n  measured{title}: {} ({resolution})",
-            e.faults.join(" + "),
+            faults.join(" + "),
         );
         let _ = writeln!(
             out,

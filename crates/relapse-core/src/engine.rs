@@ -58,6 +58,7 @@ struct Run {
     /// Name, interval and bound of the backlog gauge.
     backlog_meta: Option<(String, Duration, f64)>,
     planned_faults: Vec<(String, Duration, Duration)>,
+    placements: Vec<crate::report::Placement>,
     guards: Vec<FaultGuard>,
     activity: Vec<Option<FaultActivity>>,
     stops: Vec<StopSpec>,
@@ -134,6 +135,11 @@ impl Run {
             .iter()
             .map(|f| (f.name.clone(), f.start, f.duration))
             .collect();
+        let placements = plan
+            .faults
+            .iter()
+            .filter_map(|f| f.placement.clone())
+            .collect();
         let fault_gates = plan
             .faults
             .iter()
@@ -154,6 +160,7 @@ impl Run {
             steady_timeout: plan.steady_timeout,
             gates: plan.gates,
             fault_gates,
+            placements,
             mitigation: plan.mitigation,
             expect: plan.expect,
             limits: plan.limits,

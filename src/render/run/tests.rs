@@ -32,6 +32,7 @@ fn gate(name: &str, limit: u64, measured: Option<u64>) -> GateResult {
 fn episode(impact: u64, detect: u64, mitigate: u64, recover: u64) -> EpisodeReport {
     EpisodeReport {
         faults: vec!["freeze".into()],
+        placements: Vec::new(),
         injected_at: ms(2_000),
         reverted_at: Some(ms(12_000)),
         time_to_impact: Some(ms(impact)),

@@ -118,6 +118,12 @@ impl Run {
             .iter()
             .map(|e| EpisodeReport {
                 faults: e.faults.clone(),
+                placements: self
+                    .placements
+                    .iter()
+                    .filter(|p| e.faults.contains(&p.fault))
+                    .cloned()
+                    .collect(),
                 injected_at: e.injected - start,
                 reverted_at: e.reverted.map(|r| r - start),
                 time_to_impact: e.time_to_impact(),

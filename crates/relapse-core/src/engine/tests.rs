@@ -174,6 +174,7 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
         faults: faults
             .iter()
             .map(|(name, start, duration)| PlannedFault {
+                placement: None,
                 name: name.to_string(),
                 start: ms(*start),
                 duration: ms(*duration),

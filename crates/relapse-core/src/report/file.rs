@@ -183,6 +183,19 @@ pub struct MetricsFile {
     pub error_ratio: f64,
     pub failure_statuses: BTreeMap<String, u64>,
     pub failure_errors: BTreeMap<String, u64>,
+    /// The faults that ran on agents. Their instants came from the agent's clock, so
+    /// `resolution_ms` and `detect_resolution_ms` include the largest `clock_uncertainty_ms`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<PlacementFile>,
+}
+
+/// A fault an agent applied.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PlacementFile {
+    pub fault: String,
+    pub agent: String,
+    pub url: String,
+    pub clock_uncertainty_ms: f64,
 }
 
 /// A steady window: from `start_ms` (since the run's start) for `length_ms`.
@@ -285,6 +298,7 @@ fn window(start: Option<Duration>, length: Duration) -> Option<WindowFile> {
 }
 
 fn metrics(e: Option<&EpisodeReport>, resolution: Duration, steady: Duration) -> MetricsFile {
+    let clock = e.map(EpisodeReport::clock_uncertainty).unwrap_or_default();
     MetricsFile {
         faults: e.map(|e| e.faults.clone()).unwrap_or_default(),
         injected_at_ms: e.map(|e| ms(e.injected_at)),
@@ -301,9 +315,9 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration, steady: Duration) ->
         }),
         mitigation_window: window(e.and_then(|e| e.mitigated_at), steady),
         recovery_window: window(e.and_then(|e| e.recovered_at), steady),
-        resolution_ms: ms(resolution),
+        resolution_ms: ms(resolution + clock),
         detected_by: e.and_then(|e| e.detected_by.clone()),
-        detect_resolution_ms: e.and_then(|e| e.detect_resolution).map(ms),
+        detect_resolution_ms: e.and_then(|e| e.detect_resolution).map(|d| ms(d + clock)),
         samples: e.map_or(0, |e| e.samples),
         failures: e.map_or(0, |e| e.failures),
         error_ratio: e.map_or(0.0, EpisodeReport::error_ratio),
@@ -316,7 +330,29 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration, steady: Duration) ->
             })
             .unwrap_or_default(),
         failure_errors: e.map(|e| e.failure_errors.clone()).unwrap_or_default(),
+        placements: e
+            .map(|e| {
+                e.placements
+                    .iter()
+                    .map(|p| PlacementFile {
+                        fault: p.fault.clone(),
+                        agent: p.agent.clone(),
+                        url: p.url.clone(),
+                        clock_uncertainty_ms: ms(p.clock_uncertainty),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
     }
+}
+
+/// The largest clock uncertainty of a file's placements.
+fn clock_of(m: &MetricsFile) -> Duration {
+    m.placements
+        .iter()
+        .map(|p| from_ms(p.clock_uncertainty_ms))
+        .max()
+        .unwrap_or_default()
 }
 
 impl RunFile {
@@ -573,8 +609,19 @@ fn statuses(map: &BTreeMap<String, u64>) -> Result<BTreeMap<u16, u64>, String> {
 }
 
 fn episode(m: &MetricsFile) -> Result<EpisodeReport, String> {
+    let clock = clock_of(m);
     Ok(EpisodeReport {
         faults: m.faults.clone(),
+        placements: m
+            .placements
+            .iter()
+            .map(|p| super::Placement {
+                fault: p.fault.clone(),
+                agent: p.agent.clone(),
+                url: p.url.clone(),
+                clock_uncertainty: from_ms(p.clock_uncertainty_ms),
+            })
+            .collect(),
         injected_at: from_ms(
             m.injected_at_ms
                 .ok_or("an episode without injected_at_ms")?,
@@ -593,7 +640,9 @@ fn episode(m: &MetricsFile) -> Result<EpisodeReport, String> {
         mitigated_at: m.mitigation_window.as_ref().map(|w| from_ms(w.start_ms)),
         recovered_at: m.recovery_window.as_ref().map(|w| from_ms(w.start_ms)),
         detected_by: m.detected_by.clone(),
-        detect_resolution: m.detect_resolution_ms.map(from_ms),
+        detect_resolution: m
+            .detect_resolution_ms
+            .map(|d| from_ms(d).saturating_sub(clock)),
         samples: m.samples,
         failures: m.failures,
         failure_statuses: statuses(&m.failure_statuses)?,
@@ -665,7 +714,7 @@ impl RunFile {
             reason: self.reason.clone(),
             started,
             duration: Duration::from_millis(self.duration_ms),
-            resolution: from_ms(self.metrics.resolution_ms),
+            resolution: from_ms(self.metrics.resolution_ms).saturating_sub(clock_of(&self.metrics)),
             steady_window: from_ms(self.steady_window_ms),
             steady_confirmed_at: self
                 .steady_state

@@ -66,6 +66,8 @@ pub struct ProcessReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct EpisodeReport {
     pub faults: Vec<String>,
+    /// The episode's faults that ran on agents, and where; the others ran on relapse's host.
+    pub placements: Vec<Placement>,
     pub injected_at: Duration,
     pub reverted_at: Option<Duration>,
     pub time_to_impact: Option<Duration>,
@@ -92,7 +94,28 @@ pub struct EpisodeReport {
     pub failure_errors: BTreeMap<String, u64>,
 }
 
+/// A fault an agent applied: its instants were read on the agent's clock and mapped to this
+/// host's by an offset known to within `clock_uncertainty`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub fault: String,
+    /// The `[[agent]]`'s name.
+    pub agent: String,
+    pub url: String,
+    pub clock_uncertainty: Duration,
+}
+
 impl EpisodeReport {
+    /// How uncertain the episode's remote instants are (zero when all its faults ran here):
+    /// every time measured from its injection carries it in its resolution.
+    pub fn clock_uncertainty(&self) -> Duration {
+        self.placements
+            .iter()
+            .map(|p| p.clock_uncertainty)
+            .max()
+            .unwrap_or_default()
+    }
+
     pub fn error_ratio(&self) -> f64 {
         if self.samples == 0 {
             0.0

@@ -42,6 +42,7 @@ fn run() -> RunReport {
         }),
         episodes: vec![EpisodeReport {
             faults: vec!["freeze".into()],
+            placements: Vec::new(),
             injected_at: ms(1_100),
             reverted_at: Some(ms(2_100)),
             time_to_impact: Some(ms(100)),
@@ -143,4 +144,25 @@ fn what_is_not_a_relapse_report_is_refused_by_name() {
         ReportFile::parse(r#"{"relapse_report": 1, "runs": [{"scenario": 3}]}"#),
         Err(ReadError::Malformed(_))
     ));
+}
+
+#[test]
+fn a_remote_fault_is_named_with_its_agent_and_its_clock_widens_the_resolutions() {
+    let mut original = run();
+    original.episodes[0].placements = vec![crate::report::Placement {
+        fault: "freeze".into(),
+        agent: "db1".into(),
+        url: "https://10.0.0.12:7700".into(),
+        clock_uncertainty: Duration::from_micros(300),
+    }];
+    original.episodes[0].detect_resolution = Some(ms(50));
+    let text = ReportFile::new(std::slice::from_ref(&original)).to_json();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let metrics = &json["runs"][0]["metrics"];
+    assert_eq!(metrics["placements"][0]["agent"], "db1");
+    assert_eq!(metrics["resolution_ms"], 100.3);
+    assert_eq!(metrics["detect_resolution_ms"], 50.3);
+    let back = ReportFile::parse(&text).unwrap().to_reports().unwrap();
+    assert_eq!(back[0].episodes, original.episodes);
+    assert_eq!(back[0].resolution, original.resolution);
 }
