@@ -84,16 +84,24 @@ pub enum Command {
         /// The state directory holding the journals [default: as for `run`].
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
-        /// Also revert the faults of runs whose relapse process is still alive.
+        /// Also revert the faults of runs whose relapse process is still alive (with
+        /// --agent: of the run that holds the agent's lease, which then ends).
         #[arg(long)]
         force: bool,
+        /// Ask the agent of this name (an `[[agent]]` of --scenario) what it still holds, and
+        /// revert it, instead of reading this machine's journals.
+        #[arg(long, value_name = "NAME", requires = "scenario")]
+        agent: Option<String>,
+        /// The scenario whose `[[agent]]` --agent names.
+        #[arg(long, value_name = "FILE", requires = "agent")]
+        scenario: Option<PathBuf>,
     },
     /// Flood an HTTP target on its own, like wrk or oha: open or closed model, many source
     /// addresses; prints rps, latency percentiles, statuses and errors. Bounded by --duration
     /// and --requests; loopback only unless --allow-target.
     Flood(relapse_flood::cli::FloodArgs),
     /// relapse agents, which run faults on a target's other hosts for a `relapse run`: their
-    /// TLS material, and the agent itself (`[[agent]]` in scenarios is being built).
+    /// TLS material, and the agent itself; a scenario names them in `[[agent]]`.
     Agent {
         #[command(subcommand)]
         command: AgentCommand,

@@ -91,7 +91,15 @@ async fn run_async(command: Command) -> u8 {
             files,
             allow_targets,
         } => validate(&files, &allow_targets),
-        Command::Cleanup { state_dir, force } => cleanup(
+        Command::Cleanup {
+            agent: Some(agent),
+            scenario: Some(scenario),
+            force,
+            ..
+        } => cleanup_agent(&agent, &scenario, force).await,
+        Command::Cleanup {
+            state_dir, force, ..
+        } => cleanup(
             &state_dir.unwrap_or_else(relapse_journal::default_state_dir),
             force,
         ),
@@ -181,6 +189,56 @@ fn cleanup(state_dir: &Path, force: bool) -> u8 {
         exit::INCONCLUSIVE
     } else {
         exit::PASS
+    }
+}
+
+/// `relapse cleanup --agent NAME --scenario FILE`: what the agent held, and what was reverted.
+async fn cleanup_agent(name: &str, scenario: &Path, force: bool) -> u8 {
+    let scenario = match relapse_core::scenario::load(scenario) {
+        Ok(scenario) => scenario,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return exit::INVALID_INPUT;
+        }
+    };
+    let Some(spec) = scenario.agents.iter().find(|a| a.name == name) else {
+        let known: Vec<&str> = scenario.agents.iter().map(|a| a.name.as_str()).collect();
+        eprintln!(
+            "error: --agent {name}: the scenario has no such [[agent]] (it has: {})",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        );
+        return exit::INVALID_INPUT;
+    };
+    match relapse::remote::cleanup(spec, force).await {
+        Ok(answer) => {
+            for line in &answer.reverted {
+                println!("reverted  {line}");
+            }
+            for line in &answer.failed {
+                println!("FAILED    {line}");
+            }
+            if let Some(run) = &answer.kept {
+                println!(
+                    "kept      run {run}: it holds the agent's lease (its coordinator is alive); --force reverts it"
+                );
+            }
+            if answer.reverted.is_empty() && answer.failed.is_empty() && answer.kept.is_none() {
+                println!("agent {name} ({}) holds nothing", spec.url);
+            }
+            if answer.failed.is_empty() {
+                exit::PASS
+            } else {
+                exit::INCONCLUSIVE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: agent {name}: {e}");
+            exit::INCONCLUSIVE
+        }
     }
 }
 

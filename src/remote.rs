@@ -334,6 +334,16 @@ pub fn find<'a>(
     agents.find(|a| a.name == name)
 }
 
+/// `relapse cleanup --agent`: asks the agent to revert what it still holds.
+pub async fn cleanup(
+    spec: &AgentSpec,
+    force: bool,
+) -> Result<relapse_agent::wire::CleanupAnswer, String> {
+    check_files(spec)?;
+    let client = client(&spec.url, &spec.ca, &spec.token_file).await?;
+    client.cleanup(force).await.map_err(|e| e.to_string())
+}
+
 /// The agent's CA certificate and token file are there and readable, before anything starts.
 pub fn check_files(spec: &AgentSpec) -> Result<(), String> {
     relapse_agent::tls::client_config(&spec.ca).map_err(|e| e.to_string())?;

@@ -682,3 +682,49 @@ async fn a_killed_coordinators_guardian_releases_the_run_before_the_lease_lapses
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// `relapse cleanup --agent` keeps the faults of the run that holds the lease (its coordinator
+/// may be alive) and says so; with `--force` it reverts them and ends the lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleanup_of_an_agent_keeps_a_live_run_unless_forced() {
+    let agent = start_agent(&["process_freeze"]);
+    let (sleeper, command) = target();
+    let pid = sleeper.0.id();
+    let client = connect(&agent).await;
+    let id = run_id("run-live");
+    client
+        .lease(&id, Duration::from_secs(60), Duration::from_secs(1))
+        .await
+        .unwrap();
+    client.apply(&freeze(&id, &command)).await.unwrap();
+    let scenario = agent.dir.path().join("s.toml");
+    std::fs::write(&scenario, freeze_scenario(&agent, &command, "5s", "1s")).unwrap();
+    let cleanup = |force: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_relapse"));
+        command
+            .args(["cleanup", "--agent", "a1", "--scenario"])
+            .arg(&scenario);
+        if force {
+            command.arg("--force");
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let kept = cleanup(false);
+    assert!(kept.contains("kept      run run-live"), "{kept}");
+    assert_eq!(state(pid), 'T');
+    let forced = cleanup(true);
+    assert!(
+        forced.contains("reverted  run run-live: target-hangs"),
+        "{forced}"
+    );
+    assert_ne!(state(pid), 'T');
+    // The lease ended with it: the run cannot go on.
+    let renewed = client
+        .lease(&id, Duration::from_secs(60), Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(renewed.to_string().contains("has ended"), "{renewed}");
+    assert!(cleanup(false).contains("holds nothing"));
+}

@@ -19,8 +19,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, now_ns, ClockError, Exchange, Offset};
 use crate::wire::{
-    path, Applied, ApplyRequest, ClockAnswer, Holdings, LeaseAnswer, LeaseRequest, Problem,
-    RevertAnswer, RevertRequest, RunId,
+    path, Applied, ApplyRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings, LeaseAnswer,
+    LeaseRequest, Problem, RevertAnswer, RevertRequest, RunId,
 };
 
 /// The longest one call may take.
@@ -257,6 +257,12 @@ impl AgentClient {
     pub async fn release(&self, id: &RunId) -> Result<(), AgentError> {
         let _: serde_json::Value = self.call(path::RELEASE, id).await?;
         Ok(())
+    }
+
+    /// Reverts what the agent still holds for runs that ended; with `force`, the current run's
+    /// faults too (and its lease ends).
+    pub async fn cleanup(&self, force: bool) -> Result<CleanupAnswer, AgentError> {
+        self.call(path::CLEANUP, &CleanupRequest { force }).await
     }
 
     pub async fn held(&self) -> Result<Holdings, AgentError> {

@@ -137,6 +137,11 @@ impl Lease {
         Ok(())
     }
 
+    /// Ends whatever lease is held, at an operator's order (`relapse cleanup --agent --force`).
+    pub fn end_now(&mut self) {
+        self.end();
+    }
+
     /// Frees the lease and remembers its run as ended.
     fn end(&mut self) {
         if let Some(held) = self.held.take() {

@@ -24,8 +24,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ns;
 use crate::lease::{Lapse, Lease};
 use crate::wire::{
-    path, ApplyRequest, ClockAnswer, Holdings, LeaseAnswer, LeaseRequest, Problem, RevertAnswer,
-    RevertRequest, RunId,
+    path, ApplyRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings, LeaseAnswer,
+    LeaseRequest, Problem, RevertAnswer, RevertRequest, RunId,
 };
 use crate::{FaultHost, Token};
 
@@ -194,6 +194,7 @@ impl Agent {
                     .map(str::to_string),
                 faults: self.host.held(),
             })),
+            path::CLEANUP => self.cleanup(&body).await,
             _ => Err((StatusCode::NOT_FOUND, format!("no call {path}"))),
         };
         result.unwrap_or_else(|(status, error)| {
@@ -228,6 +229,46 @@ impl Agent {
             .expect("lease lock")
             .authorize(&id.run, &id.holder, Instant::now())
             .map_err(conflict)
+    }
+
+    /// Reverts what runs that no longer hold the lease left applied (a revert that failed at
+    /// their lapse); with `force`, the current run's faults too, and its lease ends.
+    async fn cleanup(&self, body: &[u8]) -> Reply {
+        let request: CleanupRequest = parse(body)?;
+        let _ops = self.ops.lock().await;
+        let current = {
+            let mut lease = self.lease.lock().expect("lease lock");
+            // A lapse not yet seen by the watcher counts as a lapse here.
+            let _ = lease.check(Instant::now());
+            let current = lease.run().map(str::to_string);
+            if request.force {
+                lease.end_now();
+            }
+            current
+        };
+        self.changed.notify_one();
+        let mut runs: Vec<String> = self.host.held().into_iter().map(|h| h.run).collect();
+        runs.dedup();
+        let mut answer = CleanupAnswer::default();
+        for run in runs {
+            if !request.force && current.as_deref() == Some(run.as_str()) {
+                answer.kept = Some(run);
+                continue;
+            }
+            for outcome in self.host.revert_run(&run).await {
+                match outcome {
+                    Ok(done) => {
+                        tracing::info!(%run, "cleanup reverted: {done}");
+                        answer.reverted.push(format!("run {run}: {done}"));
+                    }
+                    Err(error) => {
+                        tracing::error!(%run, "cleanup revert failed: {error}");
+                        answer.failed.push(format!("run {run}: {error}"));
+                    }
+                }
+            }
+        }
+        Ok(json(&answer))
     }
 
     async fn release(&self, body: &[u8]) -> Reply {

@@ -14,6 +14,24 @@ pub mod path {
     pub const APPLY: &str = "/v1/apply";
     pub const REVERT: &str = "/v1/revert";
     pub const HELD: &str = "/v1/held";
+    pub const CLEANUP: &str = "/v1/cleanup";
+}
+
+/// `cleanup`: an operator's order to revert what the agent still holds. The run that holds the
+/// lease keeps its faults unless `force`, which also ends its lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CleanupRequest {
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// What `cleanup` did: one line per fault reverted or failed, and the run it left alone.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CleanupAnswer {
+    pub reverted: Vec<String>,
+    pub failed: Vec<String>,
+    /// The run holding the lease, whose faults were kept (cleanup without `force`).
+    pub kept: Option<String>,
 }
 
 /// Who is asking: a run, and the secret its coordinator made when it took the lease.
