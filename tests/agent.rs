@@ -509,6 +509,23 @@ async fn a_remote_freeze_of_the_demo_measures_like_a_local_one() {
 /// the agent's own port as its SLI (so it needs no demo): the coordinator is killed long
 /// before the fault would end.
 fn freeze_scenario(agent: &Agent, command: &str, lease: &str, renew_every: &str) -> String {
+    remote_scenario(
+        agent,
+        &format!("process_freeze = {{ command = \"{command}\" }}"),
+        "1m",
+        lease,
+        renew_every,
+    )
+}
+
+/// A scenario whose one fault, `table`, runs on agent a1 for `duration`.
+fn remote_scenario(
+    agent: &Agent,
+    table: &str,
+    duration: &str,
+    lease: &str,
+    renew_every: &str,
+) -> String {
     let tls = agent.dir.path().join("tls");
     let authority = agent.url.trim_start_matches("https://");
     let host = authority.rsplit_once(':').unwrap().0;
@@ -538,9 +555,12 @@ renew_every = "{renew_every}"
 [[fault]]
 name = "hang"
 on = "a1"
-process_freeze = {{ command = "{command}" }}
+{table}
 start = "0s"
-duration = "1m"
+duration = "{duration}"
+
+[limits]
+observe_after = "1s"
 "#,
         url = agent.url,
         ca = tls.join("ca.pem").display(),
@@ -727,4 +747,80 @@ async fn cleanup_of_an_agent_keeps_a_live_run_unless_forced() {
         .unwrap_err();
     assert!(renewed.to_string().contains("has ended"), "{renewed}");
     assert!(cleanup(false).contains("holds nothing"));
+}
+
+/// The soft limit on open files of `pid`, from /proc.
+fn soft_nofile(pid: u32) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    line.split_whitespace().nth(3).unwrap().to_string()
+}
+
+/// `fd_exhaustion` through `relapse run` on an agent: the agent lowers the remote process's
+/// soft descriptor limit (seen in /proc during the run) and restores it at the revert, and the
+/// report names the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_fd_exhaustion_lowers_the_limit_and_restores_it() {
+    let host = test_host(6);
+    let agent = start_agent_on(&["fd_exhaustion"], Some(&host));
+    let (sleeper, command) = target();
+    let pid = sleeper.0.id();
+    let before = soft_nofile(pid);
+    let table = format!("fd_exhaustion = {{ command = \"{command}\", headroom = 2 }}");
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, remote_scenario(&agent, &table, "2s", "5s", "1s")).unwrap();
+    let state = dir.path().join("state");
+    let json = dir.path().join("report.json");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .arg("run")
+        .arg(&scenario)
+        .arg("--json")
+        .arg(&json)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the fault holds (2 s), the limit is the few descriptors `sleep` has plus 2; /proc
+    // has no event for a limit's change, so it is polled (30 s bounds a slow start).
+    let start = std::time::Instant::now();
+    let lowered = loop {
+        let now = soft_nofile(pid);
+        if now != before {
+            break now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30) && run.try_wait().unwrap().is_none(),
+            "the limit was never lowered"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let lowered: u64 = lowered.parse().unwrap();
+    assert!(lowered < 16, "soft limit {lowered} during the fault");
+    let output = run.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(soft_nofile(pid), before, "the limit was not restored");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        report["runs"][0]["metrics"]["placements"][0]["agent"], "a1",
+        "{report}"
+    );
+    assert!(
+        walk(&state).is_empty(),
+        "the journal still holds {:?}",
+        walk(&state)
+    );
+    let held = connect(&agent).await.held().await.unwrap();
+    assert!(held.faults.is_empty() && held.run.is_none(), "{held:?}");
 }
