@@ -189,6 +189,7 @@ fn plan(
             every: EVERY,
             timeout: Duration::from_millis(500),
             probe: Arc::new(probe),
+            placement: None,
         }],
         sli: 0,
         steady: SteadyRule {

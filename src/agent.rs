@@ -2,6 +2,7 @@
 //! itself (`host`: what it does with a coordinator's fault).
 
 pub mod host;
+mod probes;
 
 use std::path::Path;
 

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use relapse_core::engine::{Plan, PlannedBacklog, PlannedDetector, PlannedFault, PlannedProbe};
 use relapse_core::measure::SteadyRule;
-use relapse_core::scenario::{BacklogKind, DetectorKind, ProbeKind, Scenario};
+use relapse_core::report::Placed;
+use relapse_core::scenario::{BacklogKind, DetectorKind, ProbeKind, Scenario, Vars};
 use relapse_core::sense::{Detector, Gauge, Probe};
 use relapse_probe::{
     AlertmanagerDetector, CommandDetector, HttpHealthDetector, HttpProbe, ImapProbe, LogDetector,
@@ -26,49 +27,15 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
     let mut probes = Vec::new();
     for spec in &scenario.probes {
         let context = |e: String| format!("probe \"{}\": {e}", spec.name);
-        let probe: Arc<dyn Probe> = match &spec.kind {
-            ProbeKind::Http {
-                url,
-                method,
-                timeout,
-                expect,
-                headers,
-                body,
-            } => {
-                let url = render(url, vars).map_err(context)?;
-                reachable_url(&url, allowed).map_err(context)?;
-                Arc::new(
-                    HttpProbe::new(&url, method, *timeout, expect.clone())
-                        .and_then(|probe| probe.with_request(headers, body))
-                        .map_err(|e| context(e.to_string()))?,
-                )
-            }
-            ProbeKind::Tcp { address, timeout } => {
-                let address = render(address, vars).map_err(context)?;
-                reachable_address(&address, allowed).map_err(context)?;
-                Arc::new(TcpProbe::new(&address, *timeout).map_err(|e| context(e.to_string()))?)
-            }
-            ProbeKind::Imap {
-                address,
-                user,
-                password,
-                mailbox,
-                fetch_header,
-                timeout,
-            } => {
-                let address = render(address, vars).map_err(context)?;
-                reachable_address(&address, allowed).map_err(context)?;
-                Arc::new(
-                    ImapProbe::new(
-                        &address,
-                        user,
-                        password,
-                        mailbox,
-                        fetch_header.clone(),
-                        *timeout,
-                    )
-                    .map_err(|e| context(e.to_string()))?,
-                )
+        let (probe, placement) = match &spec.on {
+            None => (build_probe(&spec.kind, vars, allowed).map_err(context)?, None),
+            Some(remote) => {
+                let agent = connected(harness, &remote.agent).map_err(context)?;
+                let probe = agent
+                    .probe(spec, remote, vars)
+                    .await
+                    .map_err(context)?;
+                (probe, Some(agent.placement(Placed::Probe(spec.name.clone()))))
             }
         };
         probes.push(PlannedProbe {
@@ -76,6 +43,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             every: spec.every,
             timeout: spec.kind.timeout(),
             probe,
+            placement,
         });
     }
 
@@ -181,14 +149,9 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
                 .await
                 .map_err(|e| format!("fault \"{}\": {e}", spec.name))?,
             Some(remote) => {
-                let agent =
-                    crate::remote::find(harness.agents(), &remote.agent).ok_or_else(|| {
-                        format!(
-                            "fault \"{}\": agent \"{}\" is not connected",
-                            spec.name, remote.agent
-                        )
-                    })?;
-                placement = Some(agent.placement(&spec.name));
+                let agent = connected(harness, &remote.agent)
+                    .map_err(|e| format!("fault \"{}\": {e}", spec.name))?;
+                placement = Some(agent.placement(Placed::Fault(spec.name.clone())));
                 agent.fault(spec, remote, vars)
             }
         };
@@ -257,5 +220,64 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
         backlog,
         journal: None,
         pacer: Arc::new(relapse_probe::KernelPacer),
+    })
+}
+
+fn connected<'a>(harness: &'a Harness, agent: &str) -> Result<&'a crate::remote::Connected, String> {
+    crate::remote::find(harness.agents(), agent)
+        .ok_or_else(|| format!("agent \"{agent}\" is not connected"))
+}
+
+/// A probe that checks from this host (or, on an agent, from the agent's): its targets
+/// rendered with `vars` and checked against `allowed`.
+pub fn build_probe(
+    kind: &ProbeKind,
+    vars: &Vars,
+    allowed: &[String],
+) -> Result<Arc<dyn Probe>, String> {
+    Ok(match kind {
+        ProbeKind::Http {
+            url,
+            method,
+            timeout,
+            expect,
+            headers,
+            body,
+        } => {
+            let url = render(url, vars)?;
+            reachable_url(&url, allowed)?;
+            Arc::new(
+                HttpProbe::new(&url, method, *timeout, expect.clone())
+                    .and_then(|probe| probe.with_request(headers, body))
+                    .map_err(|e| e.to_string())?,
+            )
+        }
+        ProbeKind::Tcp { address, timeout } => {
+            let address = render(address, vars)?;
+            reachable_address(&address, allowed)?;
+            Arc::new(TcpProbe::new(&address, *timeout).map_err(|e| e.to_string())?)
+        }
+        ProbeKind::Imap {
+            address,
+            user,
+            password,
+            mailbox,
+            fetch_header,
+            timeout,
+        } => {
+            let address = render(address, vars)?;
+            reachable_address(&address, allowed)?;
+            Arc::new(
+                ImapProbe::new(
+                    &address,
+                    user,
+                    password,
+                    mailbox,
+                    fetch_header.clone(),
+                    *timeout,
+                )
+                .map_err(|e| e.to_string())?,
+            )
+        }
     })
 }

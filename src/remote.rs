@@ -1,19 +1,23 @@
 //! The coordinator's end of agents: for each `[[agent]]` of a run, a TLS connection, the clock
-//! offset, the run's lease and its renewals; and the fault that an agent applies
-//! ([`RemoteFault`]). The harness connects the agents and releases them; the plan builder
+//! offset, the run's lease and its renewals; the fault that an agent applies ([`RemoteFault`])
+//! and the probe it checks ([`RemoteProbe`]). The harness connects the agents and releases them; the plan builder
 //! makes a `RemoteFault` for each fault with `on`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use relapse_agent::client::{AgentClient, AgentError};
 use relapse_agent::clock::{ns_instant, Offset};
-use relapse_agent::wire::{ApplyRequest, RunId};
+use relapse_agent::wire::{ApplyRequest, ProbeRequest, RunId};
 use relapse_core::fault::{
     BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
     Reverted,
 };
-use relapse_core::scenario::{AgentSpec, FaultSpec, RemoteFault as RemoteSpec, Vars};
+use relapse_core::report::Placed;
+use relapse_core::scenario::{AgentSpec, FaultSpec, OnAgent, ProbeSpec, Vars};
+use relapse_core::sense::{Outcome, Probe, Timed};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
@@ -22,6 +26,9 @@ pub const KIND: &str = "agent_run";
 
 /// How many clock exchanges the offset is estimated from: the quickest wins.
 const CLOCK_ROUNDS: usize = 16;
+
+/// A remote check's call may take this much longer than the probe's own timeout.
+const CHECK_MARGIN: Duration = Duration::from_secs(1);
 
 /// How to end a run on an agent from another process (the guardian, `relapse cleanup`): the
 /// agent and the run's secret. Releasing the run reverts what the agent still holds for it.
@@ -122,10 +129,10 @@ impl Connected {
         })
     }
 
-    /// Where `fault` runs, for the report: this agent, and its clock's uncertainty.
-    pub fn placement(&self, fault: &str) -> relapse_core::report::Placement {
+    /// Where `what` runs, for the report: this agent, and its clock's uncertainty.
+    pub fn placement(&self, what: Placed) -> relapse_core::report::Placement {
         relapse_core::report::Placement {
-            fault: fault.to_string(),
+            what,
             agent: self.name.clone(),
             url: self.url.clone(),
             clock_uncertainty: Duration::from_nanos(self.offset.uncertainty.max(0) as u64),
@@ -133,7 +140,7 @@ impl Connected {
     }
 
     /// The injector of a fault this agent applies.
-    pub fn fault(&self, spec: &FaultSpec, remote: &RemoteSpec, vars: &Vars) -> Box<dyn Fault> {
+    pub fn fault(&self, spec: &FaultSpec, remote: &OnAgent, vars: &Vars) -> Box<dyn Fault> {
         Box::new(RemoteFault {
             agent: self.name.clone(),
             client: self.client.clone(),
@@ -145,13 +152,37 @@ impl Connected {
                 kind: spec.kind.name().to_string(),
                 table: remote.table.clone(),
                 duration_ms: spec.duration.as_millis() as u64,
-                vars: vars
-                    .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .collect(),
+                vars: wire_vars(vars),
             },
             applied: None,
         })
+    }
+
+    /// Opens a probe on the agent, whose checks then go out from the agent's host.
+    pub async fn probe(
+        &self,
+        spec: &ProbeSpec,
+        remote: &OnAgent,
+        vars: &Vars,
+    ) -> Result<Arc<dyn Probe>, String> {
+        let probe = self
+            .client
+            .open_probe(&ProbeRequest {
+                id: self.id.clone(),
+                name: spec.name.clone(),
+                table: remote.table.clone(),
+                vars: wire_vars(vars),
+            })
+            .await
+            .map_err(|e| format!("agent \"{}\": {e}", self.name))?;
+        Ok(Arc::new(RemoteProbe {
+            agent: self.name.clone(),
+            client: self.client.clone(),
+            offset: self.offset,
+            id: self.id.clone(),
+            probe,
+            within: spec.kind.timeout() + CHECK_MARGIN,
+        }))
     }
 
     /// Stops renewing and ends the run on the agent, which reverts what it still holds.
@@ -174,6 +205,12 @@ impl Drop for Connected {
             stop.cancel();
         }
     }
+}
+
+fn wire_vars(vars: &Vars) -> BTreeMap<String, String> {
+    vars.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn absolute(path: &std::path::Path) -> PathBuf {
@@ -277,6 +314,60 @@ impl Fault for RemoteFault {
         }
     }
 }
+
+/// A probe an agent checks from its host: each check is one call, and its instants are the
+/// agent's, mapped to this host's clock by the offset.
+pub struct RemoteProbe {
+    agent: String,
+    client: AgentClient,
+    offset: Offset,
+    id: RunId,
+    probe: u64,
+    /// The probe's own timeout and the way there and back.
+    within: Duration,
+}
+
+impl Probe for RemoteProbe {
+    fn check(&self) -> BoxFuture<'_, Outcome> {
+        Box::pin(async move { self.timed_check().await.outcome })
+    }
+
+    fn timed_check(&self) -> BoxFuture<'_, Timed> {
+        Box::pin(async move {
+            let sent = tokio::time::Instant::now();
+            match self.client.check_probe(&self.id, self.probe, self.within).await {
+                Ok(checked) => Timed {
+                    at: ns_instant(self.offset.to_coordinator(checked.started_ns)),
+                    latency: Duration::from_nanos(checked.latency_ns),
+                    outcome: match checked.error {
+                        None => Outcome::Success {
+                            status: checked.status,
+                        },
+                        Some(error) => Outcome::Failure {
+                            status: checked.status,
+                            error,
+                        },
+                    },
+                },
+                // No check was made: the SLI is not known, and the report counts it apart.
+                Err(error) => {
+                    tracing::debug!(agent = %self.agent, %error, "a remote check did not reach its agent");
+                    Timed {
+                        at: sent,
+                        latency: sent.elapsed(),
+                        outcome: Outcome::Failure {
+                            status: None,
+                            error: AGENT_UNREACHABLE.to_string(),
+                        },
+                    }
+                }
+            }
+        })
+    }
+}
+
+/// The error of a remote check that did not reach its agent or got no answer.
+pub const AGENT_UNREACHABLE: &str = "agent unreachable";
 
 /// Ends a journaled run on an agent (the guardian, `relapse cleanup`): releases it, which
 /// reverts what the agent holds for it. A run the agent no longer holds was already reverted

@@ -3,16 +3,18 @@
 //! journaled before it is injected (so the agent's guardian reverts it should the agent die), and
 //! its effect confirmed by the injector.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use relapse_agent::wire::{Applied, ApplyRequest, HeldFault};
+use relapse_agent::wire::{Applied, ApplyRequest, Checked, HeldFault, ProbeRequest};
 use relapse_agent::{BoxFuture, FaultHost};
 use relapse_core::fault::{Fault, RevertLog};
 use relapse_core::scenario::{parse_fault_table, Vars};
 
+use super::probes::Probes;
 use crate::kinds::{self, BuildContext};
 use crate::safety::JournalLog;
 
@@ -42,6 +44,16 @@ pub struct KindTableHost {
     journal: JournalLog,
     applied: Mutex<Vec<AppliedFault>>,
     next: AtomicU64,
+    probes: Probes,
+}
+
+/// A coordinator's template variables, as the loader takes them.
+pub(super) fn vars(sent: &BTreeMap<String, String>) -> Vars {
+    let mut vars = Vars::default();
+    for (name, value) in sent {
+        vars.set(name, value.clone());
+    }
+    vars
 }
 
 impl KindTableHost {
@@ -58,6 +70,7 @@ impl KindTableHost {
             journal,
             applied: Mutex::new(Vec::new()),
             next: AtomicU64::new(1),
+            probes: Probes::default(),
         }
     }
 
@@ -84,10 +97,7 @@ impl KindTableHost {
             duration.as_millis(),
             request.table
         );
-        let mut vars = Vars::default();
-        for (name, value) in &request.vars {
-            vars.set(name, value.clone());
-        }
+        let vars = vars(&request.vars);
         let spec = parse_fault_table(
             Path::new("the fault's table"),
             &text,
@@ -210,6 +220,22 @@ impl FaultHost for KindTableHost {
             }
             outcomes
         })
+    }
+
+    fn open_probe<'a>(
+        &'a self,
+        run: &'a str,
+        request: &'a ProbeRequest,
+    ) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move { self.probes.open(run, request, &self.allow.hosts) })
+    }
+
+    fn check_probe<'a>(&'a self, run: &'a str, probe: u64) -> BoxFuture<'a, Result<Checked, String>> {
+        Box::pin(self.probes.check(run, probe))
+    }
+
+    fn end_probes(&self, run: &str) {
+        self.probes.end(run);
     }
 
     fn held(&self) -> Vec<HeldFault> {

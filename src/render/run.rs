@@ -65,12 +65,16 @@ pub fn summary(r: &RunReport) -> String {
         let faults: Vec<String> = e
             .faults
             .iter()
-            .map(|f| match e.placements.iter().find(|p| &p.fault == f) {
+            .map(|f| match e.fault_agent(f) {
                 Some(p) => format!("{f} (on agent {})", p.agent),
                 None => f.clone(),
             })
             .collect();
         let clock = e.clock_uncertainty();
+        let sli = match e.probe_agent() {
+            Some(p) => format!(", the SLI checked from agent {}", p.agent),
+            None => String::new(),
+        };
         let resolution = if e.placements.is_empty() {
             resolution.clone()
         } else {
@@ -81,7 +85,7 @@ pub fn summary(r: &RunReport) -> String {
         };
         let _ = writeln!(
             out,
-            "\n  measured{title}: {} ({resolution})",
+            "\n  measured{title}: {}{sli} ({resolution})",
             faults.join(" + "),
         );
         let _ = writeln!(

@@ -19,8 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::clock::{self, now_ns, ClockError, Exchange, Offset};
 use crate::wire::{
-    path, Applied, ApplyRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings, LeaseAnswer,
-    LeaseRequest, Problem, RevertAnswer, RevertRequest, RunId,
+    path, Applied, ApplyRequest, CheckRequest, Checked, CleanupAnswer, CleanupRequest, ClockAnswer,
+    Holdings, LeaseAnswer, LeaseRequest, Problem, ProbeOpened, ProbeRequest, RevertAnswer,
+    RevertRequest, RunId,
 };
 
 /// The longest one call may take.
@@ -124,6 +125,15 @@ impl AgentClient {
         path: &'static str,
         body: &Q,
     ) -> Result<A, AgentError> {
+        self.call_within(path, body, CALL_TIMEOUT).await
+    }
+
+    async fn call_within<Q: Serialize, A: DeserializeOwned>(
+        &self,
+        path: &'static str,
+        body: &Q,
+        within: Duration,
+    ) -> Result<A, AgentError> {
         let failed = |reason: String| AgentError::Call {
             url: self.url.clone(),
             path,
@@ -146,9 +156,9 @@ impl AgentClient {
             let body = response.into_body().collect().await?.to_bytes();
             Ok::<_, hyper::Error>((status, body))
         };
-        let (status, body) = tokio::time::timeout(CALL_TIMEOUT, exchange)
+        let (status, body) = tokio::time::timeout(within, exchange)
             .await
-            .map_err(|_| failed("no answer within 10s".into()))?
+            .map_err(|_| failed(format!("no answer within {within:?}")))?
             .map_err(|e| failed(e.to_string()))?;
         if !status.is_success() {
             let error = serde_json::from_slice::<Problem>(&body)
@@ -263,6 +273,31 @@ impl AgentClient {
     /// faults too (and its lease ends).
     pub async fn cleanup(&self, force: bool) -> Result<CleanupAnswer, AgentError> {
         self.call(path::CLEANUP, &CleanupRequest { force }).await
+    }
+
+    /// Opens a probe on the agent; returns its handle.
+    pub async fn open_probe(&self, request: &ProbeRequest) -> Result<u64, AgentError> {
+        let opened: ProbeOpened = self.call(path::PROBE, request).await?;
+        Ok(opened.probe)
+    }
+
+    /// One check of an opened probe; `within` bounds the whole call (the probe's own timeout
+    /// and the way there and back).
+    pub async fn check_probe(
+        &self,
+        id: &RunId,
+        probe: u64,
+        within: Duration,
+    ) -> Result<Checked, AgentError> {
+        self.call_within(
+            path::CHECK,
+            &CheckRequest {
+                id: id.clone(),
+                probe,
+            },
+            within,
+        )
+        .await
     }
 
     pub async fn held(&self) -> Result<Holdings, AgentError> {

@@ -29,12 +29,13 @@ use std::pin::Pin;
 
 use sha2::{Digest, Sha256};
 
-use wire::{Applied, ApplyRequest, HeldFault};
+use wire::{Applied, ApplyRequest, Checked, HeldFault, ProbeRequest};
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// What runs faults on the agent's host. Each method is called with the agent's lease held
-/// for `run` and no other apply or revert under way.
+/// What runs faults (and probes) on the agent's host. Each fault method is called with the
+/// agent's lease held for `run` and no other apply or revert under way; probes are checked
+/// while faults are applied, so their methods take no such turn.
 pub trait FaultHost: Send + Sync + 'static {
     /// Applies one fault, confirmed; on an error nothing of it is left applied.
     fn apply<'a>(
@@ -48,6 +49,16 @@ pub trait FaultHost: Send + Sync + 'static {
     fn revert_run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Vec<Result<String, String>>>;
     /// What is applied now, of any run.
     fn held(&self) -> Vec<HeldFault>;
+    /// Reads and checks a probe's table, and keeps the probe for the run's checks.
+    fn open_probe<'a>(
+        &'a self,
+        run: &'a str,
+        request: &'a ProbeRequest,
+    ) -> BoxFuture<'a, Result<u64, String>>;
+    /// One check of a probe the run opened, timed on this host's clock.
+    fn check_probe<'a>(&'a self, run: &'a str, probe: u64) -> BoxFuture<'a, Result<Checked, String>>;
+    /// Forgets the run's probes (its lease lapsed, or it ended).
+    fn end_probes(&self, run: &str);
 }
 
 /// The secret a coordinator presents (`Authorization: Bearer …`). Kept as its SHA-256, and

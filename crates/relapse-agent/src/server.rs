@@ -24,8 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ns;
 use crate::lease::{Lapse, Lease};
 use crate::wire::{
-    path, ApplyRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings, LeaseAnswer,
-    LeaseRequest, Problem, RevertAnswer, RevertRequest, RunId,
+    path, ApplyRequest, CheckRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings,
+    LeaseAnswer, LeaseRequest, Problem, ProbeOpened, ProbeRequest, RevertAnswer, RevertRequest,
+    RunId,
 };
 use crate::{FaultHost, Token};
 
@@ -151,6 +152,7 @@ impl Agent {
     }
 
     async fn revert_run(&self, run: &str) {
+        self.host.end_probes(run);
         let _ops = self.ops.lock().await;
         for outcome in self.host.revert_run(run).await {
             match outcome {
@@ -195,6 +197,8 @@ impl Agent {
                 faults: self.host.held(),
             })),
             path::CLEANUP => self.cleanup(&body).await,
+            path::PROBE => self.open_probe(&body).await,
+            path::CHECK => self.check(&body).await,
             _ => Err((StatusCode::NOT_FOUND, format!("no call {path}"))),
         };
         result.unwrap_or_else(|(status, error)| {
@@ -275,6 +279,7 @@ impl Agent {
         let id: RunId = parse(body)?;
         let _ops = self.ops.lock().await;
         self.authorize(&id)?;
+        self.host.end_probes(&id.run);
         // What the coordinator did not revert itself is reverted before the lease is freed.
         for outcome in self.host.revert_run(&id.run).await {
             if let Err(error) = outcome {
@@ -317,6 +322,32 @@ impl Agent {
             reverted_ns: now_ns(),
             detail,
         }))
+    }
+}
+
+impl Agent {
+    async fn open_probe(&self, body: &[u8]) -> Reply {
+        let request: ProbeRequest = parse(body)?;
+        self.authorize(&request.id)?;
+        let probe = self
+            .host
+            .open_probe(&request.id.run, &request)
+            .await
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        tracing::info!(run = %request.id.run, probe = %request.name, "probe opened: {}", request.table);
+        Ok(json(&ProbeOpened { probe }))
+    }
+
+    /// One check, outside the faults' turn: a probe is checked while faults are applied.
+    async fn check(&self, body: &[u8]) -> Reply {
+        let request: CheckRequest = parse(body)?;
+        self.authorize(&request.id)?;
+        let checked = self
+            .host
+            .check_probe(&request.id.run, request.probe)
+            .await
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        Ok(json(&checked))
     }
 }
 

@@ -15,6 +15,8 @@ pub mod path {
     pub const REVERT: &str = "/v1/revert";
     pub const HELD: &str = "/v1/held";
     pub const CLEANUP: &str = "/v1/cleanup";
+    pub const PROBE: &str = "/v1/probe";
+    pub const CHECK: &str = "/v1/check";
 }
 
 /// `cleanup`: an operator's order to revert what the agent still holds. The run that holds the
@@ -123,6 +125,46 @@ pub struct HeldFault {
     pub name: String,
     pub kind: String,
     pub describe: String,
+}
+
+/// `probe`: an SLI probe to check from the agent's host, as the scenario's `[[probe]]` writes
+/// its kind (`http = { url = "http://127.0.0.1:8080/" }`), read and checked there like a fault's
+/// table. It lives as long as the run's lease.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeRequest {
+    #[serde(flatten)]
+    pub id: RunId,
+    /// The probe's name in the scenario.
+    pub name: String,
+    /// The kind's key and value.
+    pub table: String,
+    /// The run's template variables.
+    #[serde(default)]
+    pub vars: std::collections::BTreeMap<String, String>,
+}
+
+/// The agent's handle on an opened probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeOpened {
+    pub probe: u64,
+}
+
+/// `check`: run one check of an opened probe now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    #[serde(flatten)]
+    pub id: RunId,
+    pub probe: u64,
+}
+
+/// One check, timed on the agent's clock: it was sent at `started_ns` and took `latency_ns`.
+/// `error` is set when it failed; `status` is the HTTP status where there was one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checked {
+    pub started_ns: i128,
+    pub latency_ns: u64,
+    pub status: Option<u16>,
+    pub error: Option<String>,
 }
 
 /// Every refusal and failure: a status and a sentence.

@@ -11,7 +11,7 @@ use std::time::Duration;
 use relapse_agent::client::{AgentClient, AgentError};
 use relapse_agent::server::Agent;
 use relapse_agent::tls::{client_config, make_certs, server_config};
-use relapse_agent::wire::{Applied, ApplyRequest, HeldFault, RunId};
+use relapse_agent::wire::{Applied, ApplyRequest, Checked, HeldFault, ProbeRequest, RunId};
 use relapse_agent::{BoxFuture, FaultHost, Token};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -22,8 +22,10 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "0123456789abcdef-test-token";
 
 /// Applied faults by (run, id); every revert is also sent on `reverted`, so a test can await it.
+/// Its probes are (run, name) and every check succeeds at once.
 struct RecordingHost {
     applied: Mutex<Vec<HeldFault>>,
+    probes: Mutex<Vec<(String, String)>>,
     reverted: mpsc::UnboundedSender<(String, u64, Instant)>,
 }
 
@@ -82,6 +84,37 @@ impl FaultHost for RecordingHost {
     fn held(&self) -> Vec<HeldFault> {
         self.applied.lock().unwrap().clone()
     }
+
+    fn open_probe<'a>(
+        &'a self,
+        run: &'a str,
+        request: &'a ProbeRequest,
+    ) -> BoxFuture<'a, Result<u64, String>> {
+        Box::pin(async move {
+            let mut probes = self.probes.lock().unwrap();
+            probes.push((run.to_string(), request.name.clone()));
+            Ok(probes.len() as u64)
+        })
+    }
+
+    fn check_probe<'a>(&'a self, run: &'a str, probe: u64) -> BoxFuture<'a, Result<Checked, String>> {
+        Box::pin(async move {
+            let probes = self.probes.lock().unwrap();
+            match probes.get(probe as usize - 1) {
+                Some((of, _)) if of == run => Ok(Checked {
+                    started_ns: relapse_agent::clock::now_ns(),
+                    latency_ns: 0,
+                    status: Some(200),
+                    error: None,
+                }),
+                _ => Err(format!("run {run} has no probe {probe}")),
+            }
+        })
+    }
+
+    fn end_probes(&self, run: &str) {
+        self.probes.lock().unwrap().retain(|(of, _)| of != run);
+    }
 }
 
 struct Running {
@@ -106,6 +139,7 @@ async fn start_agent() -> Running {
     let (tx, reverted) = mpsc::unbounded_channel();
     let host = Arc::new(RecordingHost {
         applied: Mutex::new(Vec::new()),
+        probes: Mutex::new(Vec::new()),
         reverted: tx,
     });
     let agent = Agent::new(Token::new(TOKEN).unwrap(), host.clone());
@@ -175,6 +209,43 @@ async fn a_run_takes_the_lease_applies_reverts_and_releases() {
     agent.release(&id).await.unwrap();
     assert_eq!(agent.held().await.unwrap().run, None);
     assert!(running.host.held().is_empty());
+}
+
+#[tokio::test]
+async fn a_probe_is_checked_for_the_run_that_holds_the_lease_and_ends_with_it() {
+    let running = start_agent().await;
+    let agent = client(&running, TOKEN).await;
+    let id = run_id("run-1", "holder-1");
+    agent.lease(&id, LEASE, EVERY).await.unwrap();
+    let probe = agent
+        .open_probe(&ProbeRequest {
+            id: id.clone(),
+            name: "sli".into(),
+            table: r#"http = { url = "http://127.0.0.1:8080/" }"#.into(),
+            vars: Default::default(),
+        })
+        .await
+        .unwrap();
+    let before = relapse_agent::clock::now_ns();
+    let checked = agent
+        .check_probe(&id, probe, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert!(checked.started_ns >= before, "{checked:?}");
+    assert_eq!((checked.status, checked.error), (Some(200), None));
+    // Another coordinator cannot check under the run's name.
+    let other = agent
+        .check_probe(&run_id("run-1", "not-the-holder"), probe, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(other, AgentError::Refused { status, .. } if status == 409), "{other}");
+    agent.release(&id).await.unwrap();
+    assert!(running.host.probes.lock().unwrap().is_empty());
+    let after = agent
+        .check_probe(&id, probe, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(matches!(after, AgentError::Refused { status, .. } if status == 409), "{after}");
 }
 
 #[tokio::test]

@@ -97,6 +97,7 @@ impl Run {
             .iter()
             .map(|p| (p.name.clone(), p.every, p.timeout))
             .collect();
+        let sli_placement = plan.probes[plan.sli].placement.clone();
         for (index, probe) in plan.probes.into_iter().enumerate() {
             let ticks = plan.pacer.start(probe.every);
             tasks.spawn(probe_loop(
@@ -139,6 +140,7 @@ impl Run {
             .faults
             .iter()
             .filter_map(|f| f.placement.clone())
+            .chain(sli_placement)
             .collect();
         let fault_gates = plan
             .faults

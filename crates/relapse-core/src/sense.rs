@@ -1,12 +1,15 @@
 //! The contract between the engine and the probe crate: SLI probes and detection sources.
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::fault::{BoxError, BoxFuture};
 
-/// The result of one probe check. The engine times it; the probe enforces its own timeout.
+/// The result of one probe check. The engine times it (or the probe, with
+/// [`Probe::timed_check`]); the probe enforces its own timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// The check met expectations; `status` is the HTTP status where there is one.
@@ -33,6 +36,31 @@ pub trait Probe: Send + Sync {
     ///
     /// Cancel safety: cancel safe; a dropped check records nothing.
     fn check(&self) -> BoxFuture<'_, Outcome>;
+
+    /// Runs one check and says when it went out and how long it took. A probe whose checks go
+    /// out from another host (an agent) reads those instants there; by default they are read
+    /// here, around [`Probe::check`].
+    ///
+    /// Cancel safety: as [`Probe::check`].
+    fn timed_check(&self) -> BoxFuture<'_, Timed> {
+        Box::pin(async move {
+            let at = Instant::now();
+            let outcome = self.check().await;
+            Timed {
+                at,
+                latency: Instant::now() - at,
+                outcome,
+            }
+        })
+    }
+}
+
+/// One check's outcome and timing: sent at `at`, answered `latency` later.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Timed {
+    pub at: Instant,
+    pub latency: Duration,
+    pub outcome: Outcome,
 }
 
 /// A gauge read over time, such as the depth of a queue that a fault lets build up: recovery then

@@ -10,7 +10,7 @@ use crate::fault::FaultGuard;
 use crate::gate::{self, Verdict};
 use crate::measure;
 use crate::report::{
-    BacklogReport, EpisodeReport, RunReport, SeriesSample, SliSeries, TimelineEntry,
+    BacklogReport, EpisodeReport, Placed, RunReport, SeriesSample, SliSeries, TimelineEntry,
 };
 use crate::scenario::Gates;
 use crate::sense::Outcome;
@@ -121,7 +121,11 @@ impl Run {
                 placements: self
                     .placements
                     .iter()
-                    .filter(|p| e.faults.contains(&p.fault))
+                    .filter(|p| match &p.what {
+                        Placed::Fault(fault) => e.faults.contains(fault),
+                        // The SLI measured every episode.
+                        Placed::Probe(_) => true,
+                    })
                     .cloned()
                     .collect(),
                 injected_at: e.injected - start,

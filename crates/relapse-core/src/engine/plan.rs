@@ -16,6 +16,8 @@ pub struct PlannedProbe {
     /// The probe's own timeout: the longest a check can be in flight.
     pub timeout: Duration,
     pub probe: Arc<dyn Probe>,
+    /// Where its checks go out from when that is not relapse's own host: an agent.
+    pub placement: Option<Placement>,
 }
 
 /// A backlog gauge ready to read: recovery also waits for it to be at or under `max`.

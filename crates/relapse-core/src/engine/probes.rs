@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{PlannedBacklog, PlannedProbe, Run};
 use crate::measure::{self, BacklogReading, Sample};
 use crate::report::ProbeStats;
-use crate::sense::{Outcome, Ticks};
+use crate::sense::{Outcome, Ticks, Timed};
 
 impl Run {
     pub(super) fn probe_stats(&self) -> Vec<ProbeStats> {
@@ -86,9 +86,7 @@ pub(super) async fn probe_loop(
                 let probe = planned.probe.clone();
                 let samples = samples.clone();
                 in_flight.spawn(async move {
-                    let at = Instant::now();
-                    let outcome = probe.check().await;
-                    let latency = Instant::now() - at;
+                    let Timed { at, latency, outcome } = probe.timed_check().await;
                     let _ = samples.send((index, Sample { scheduled, at, latency, outcome }));
                 });
             }

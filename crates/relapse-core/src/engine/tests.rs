@@ -151,6 +151,7 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
             every: ms(100),
             timeout: ms(500),
             probe: Arc::new(SliProbe(system.clone())),
+            placement: None,
         }],
         sli: 0,
         steady: SteadyRule {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    Placed,
     BacklogReport, EpisodeReport, ProbeStats, ProcessReport, RunReport, SeriesSample, SliSeries,
     TimelineEntry,
 };
@@ -183,16 +184,20 @@ pub struct MetricsFile {
     pub error_ratio: f64,
     pub failure_statuses: BTreeMap<String, u64>,
     pub failure_errors: BTreeMap<String, u64>,
-    /// The faults that ran on agents. Their instants came from the agent's clock, so
-    /// `resolution_ms` and `detect_resolution_ms` include the largest `clock_uncertainty_ms`.
+    /// The faults that ran on agents, and the SLI probe if an agent checked it. Their instants
+    /// came from the agents' clocks, so `resolution_ms` and `detect_resolution_ms` include each
+    /// agent's `clock_uncertainty_ms` once (summed over the agents).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<PlacementFile>,
 }
 
-/// A fault an agent applied.
+/// A fault an agent applied (`fault`), or the SLI probe an agent checked (`probe`).
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct PlacementFile {
-    pub fault: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
     pub agent: String,
     pub url: String,
     pub clock_uncertainty_ms: f64,
@@ -335,7 +340,14 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration, steady: Duration) ->
                 e.placements
                     .iter()
                     .map(|p| PlacementFile {
-                        fault: p.fault.clone(),
+                        fault: match &p.what {
+                            Placed::Fault(name) => Some(name.clone()),
+                            Placed::Probe(_) => None,
+                        },
+                        probe: match &p.what {
+                            Placed::Probe(name) => Some(name.clone()),
+                            Placed::Fault(_) => None,
+                        },
                         agent: p.agent.clone(),
                         url: p.url.clone(),
                         clock_uncertainty_ms: ms(p.clock_uncertainty),
@@ -346,13 +358,13 @@ fn metrics(e: Option<&EpisodeReport>, resolution: Duration, steady: Duration) ->
     }
 }
 
-/// The largest clock uncertainty of a file's placements.
+/// The clock uncertainty of a file's placements, as [`EpisodeReport::clock_uncertainty`].
 fn clock_of(m: &MetricsFile) -> Duration {
-    m.placements
-        .iter()
-        .map(|p| from_ms(p.clock_uncertainty_ms))
-        .max()
-        .unwrap_or_default()
+    super::clock_uncertainty(
+        m.placements
+            .iter()
+            .map(|p| (p.agent.as_str(), from_ms(p.clock_uncertainty_ms))),
+    )
 }
 
 impl RunFile {
@@ -615,13 +627,20 @@ fn episode(m: &MetricsFile) -> Result<EpisodeReport, String> {
         placements: m
             .placements
             .iter()
-            .map(|p| super::Placement {
-                fault: p.fault.clone(),
-                agent: p.agent.clone(),
-                url: p.url.clone(),
-                clock_uncertainty: from_ms(p.clock_uncertainty_ms),
+            .map(|p| {
+                let what = match (&p.fault, &p.probe) {
+                    (Some(fault), None) => Placed::Fault(fault.clone()),
+                    (None, Some(probe)) => Placed::Probe(probe.clone()),
+                    _ => return Err("a placement names one fault or one probe".to_string()),
+                };
+                Ok(super::Placement {
+                    what,
+                    agent: p.agent.clone(),
+                    url: p.url.clone(),
+                    clock_uncertainty: from_ms(p.clock_uncertainty_ms),
+                })
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
         injected_at: from_ms(
             m.injected_at_ms
                 .ok_or("an episode without injected_at_ms")?,

@@ -94,26 +94,59 @@ pub struct EpisodeReport {
     pub failure_errors: BTreeMap<String, u64>,
 }
 
-/// A fault an agent applied: its instants were read on the agent's clock and mapped to this
-/// host's by an offset known to within `clock_uncertainty`.
+/// A fault an agent applied, or the SLI probe an agent checked from its host: its instants were
+/// read on the agent's clock and mapped to this host's by an offset known to within
+/// `clock_uncertainty`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
-    pub fault: String,
+    pub what: Placed,
     /// The `[[agent]]`'s name.
     pub agent: String,
     pub url: String,
     pub clock_uncertainty: Duration,
 }
 
+/// What ran on an agent, by its name in the scenario.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    Fault(String),
+    Probe(String),
+}
+
+/// How uncertain a time between instants read on these agents is: a time between two agents'
+/// instants carries both offsets' uncertainty, so each agent's counts once, summed.
+pub fn clock_uncertainty<'a>(agents: impl IntoIterator<Item = (&'a str, Duration)>) -> Duration {
+    let mut seen = BTreeMap::new();
+    for (agent, uncertainty) in agents {
+        let largest = seen.entry(agent).or_insert(Duration::ZERO);
+        *largest = (*largest).max(uncertainty);
+    }
+    seen.values().sum()
+}
+
 impl EpisodeReport {
-    /// How uncertain the episode's remote instants are (zero when all its faults ran here):
-    /// every time measured from its injection carries it in its resolution.
+    /// How uncertain the episode's remote instants are (zero when all its faults and its SLI
+    /// ran here): every time measured from its injection carries it in its resolution.
     pub fn clock_uncertainty(&self) -> Duration {
+        clock_uncertainty(
+            self.placements
+                .iter()
+                .map(|p| (p.agent.as_str(), p.clock_uncertainty)),
+        )
+    }
+
+    /// The agent a fault of this episode ran on, if not here.
+    pub fn fault_agent(&self, fault: &str) -> Option<&Placement> {
         self.placements
             .iter()
-            .map(|p| p.clock_uncertainty)
-            .max()
-            .unwrap_or_default()
+            .find(|p| matches!(&p.what, Placed::Fault(f) if f == fault))
+    }
+
+    /// The agent the SLI was checked from, if not here.
+    pub fn probe_agent(&self) -> Option<&Placement> {
+        self.placements
+            .iter()
+            .find(|p| matches!(p.what, Placed::Probe(_)))
     }
 
     pub fn error_ratio(&self) -> f64 {

@@ -532,6 +532,10 @@ pub struct ProbeSection {
     /// An IMAP session: LOGIN, SELECT (and FETCH a header), LOGOUT; success = every step
     /// answered OK in time.
     pub imap: Option<ImapProbeSection>,
+    /// The `[[agent]]` whose host the checks go out from (the SLI as users elsewhere see it);
+    /// its clock's instants are mapped to this host's. Optional: from relapse's own host.
+    #[schemars(with = "Option<String>")]
+    pub on: Option<Spanned<String>>,
 }
 
 /// `imap = { address, user, password, mailbox, fetch_header, timeout }`.

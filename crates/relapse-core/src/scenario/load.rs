@@ -129,6 +129,45 @@ pub fn parse_fault_table(
     Ok(faults.remove(0))
 }
 
+/// One `[[probe]]` table on its own, as an agent receives it: its `name` and exactly one kind,
+/// checked as in a scenario but against the agent's own world (as [`parse_fault_table`]).
+pub fn parse_probe_table(
+    path: &Path,
+    text: &str,
+    allowed: &[String],
+    vars: &super::Vars,
+) -> Result<super::ProbeSpec, ScenarioError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct OneProbe {
+        probe: Vec<file::ProbeSection>,
+    }
+    let invalid = |span, message| invalid_at(path, text, span, message);
+    let parsed: OneProbe = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
+    if parsed.probe.len() != 1 {
+        return Err(invalid(
+            None,
+            format!(
+                "expected exactly one [[probe]], found {}",
+                parsed.probe.len()
+            ),
+        ));
+    }
+    let env = Env {
+        allowed,
+        vars,
+        demo: None,
+        db_proxies: &[],
+        scratch_fs: &[],
+        fs_gates: &[],
+        processes: &[],
+        on_agent: None,
+    };
+    let mut probes = check::probe::check(&parsed.probe, &env, &fault::Remote::default())
+        .map_err(|Problem { span, message }| invalid(Some(span), message))?;
+    Ok(probes.remove(0))
+}
+
 /// A checking failure at a place in the file.
 pub(super) struct Problem {
     pub span: Range<usize>,
@@ -222,19 +261,31 @@ fn convert(
         on_agent: None,
     };
     let sink_listen = check::sink::check(&f.sink)?;
-    let probes = check::probe::check(&f.probe, &env)?;
+    // What runs on an agent travels as its own table: the document read again as plain TOML
+    // values, which serde already found valid.
+    let probe_tables = if f.probe.iter().any(|probe| probe.on.is_some()) {
+        document_tables(text, "probe")
+    } else {
+        Vec::new()
+    };
+    let probes = check::probe::check(
+        &f.probe,
+        &env,
+        &fault::Remote {
+            agents: &agents,
+            tables: &probe_tables,
+        },
+    )?;
     let steady_state = check::steady::check(f.steady_state, &probes)?;
     let detectors = check::detect::check(&f.detect, &env)?;
-    // A fault on an agent travels as its own table: the document read again as plain TOML
-    // values, which serde already found valid.
-    let tables = if f.fault.iter().any(|fault| fault.get_ref().on.is_some()) {
-        document_faults(text)
+    let fault_tables = if f.fault.iter().any(|fault| fault.get_ref().on.is_some()) {
+        document_tables(text, "fault")
     } else {
         Vec::new()
     };
     let remote = fault::Remote {
         agents: &agents,
-        tables: &tables,
+        tables: &fault_tables,
     };
     let faults = fault::check(&f.fault, &env, &detectors, &remote)?;
     let stops = check::stop::check(&f.stop, &probes, &steady_state)?;
@@ -270,10 +321,10 @@ fn convert(
     })
 }
 
-/// The document's `[[fault]]` tables as plain TOML values, in order.
-fn document_faults(text: &str) -> Vec<toml::Value> {
+/// The document's `[[section]]` tables as plain TOML values, in order.
+fn document_tables(text: &str, section: &str) -> Vec<toml::Value> {
     match toml::from_str::<toml::Table>(text) {
-        Ok(mut document) => match document.remove("fault") {
+        Ok(mut document) => match document.remove(section) {
             Some(toml::Value::Array(faults)) => faults,
             _ => Vec::new(),
         },

@@ -11,7 +11,10 @@ pub mod target;
 mod template;
 
 pub use fault::exports::*;
-pub use load::{load, load_allowing, parse, parse_allowing, parse_fault_table, ScenarioError};
+pub use load::{
+    load, load_allowing, parse, parse_allowing, parse_fault_table, parse_probe_table,
+    ScenarioError,
+};
 pub use model::*;
 pub use template::{Template, TemplateError, Vars, RUN_DIR_VARIABLE};
 

@@ -3,7 +3,7 @@ use std::time::{Duration, SystemTime};
 
 use super::*;
 use crate::gate::{GateResult, Verdict};
-use crate::report::{EpisodeReport, RunReport, SeriesSample, SliSeries};
+use crate::report::{EpisodeReport, Placed, RunReport, SeriesSample, SliSeries};
 
 fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
@@ -150,7 +150,7 @@ fn what_is_not_a_relapse_report_is_refused_by_name() {
 fn a_remote_fault_is_named_with_its_agent_and_its_clock_widens_the_resolutions() {
     let mut original = run();
     original.episodes[0].placements = vec![crate::report::Placement {
-        fault: "freeze".into(),
+        what: Placed::Fault("freeze".into()),
         agent: "db1".into(),
         url: "https://10.0.0.12:7700".into(),
         clock_uncertainty: Duration::from_micros(300),
@@ -162,6 +162,31 @@ fn a_remote_fault_is_named_with_its_agent_and_its_clock_widens_the_resolutions()
     assert_eq!(metrics["placements"][0]["agent"], "db1");
     assert_eq!(metrics["resolution_ms"], 100.3);
     assert_eq!(metrics["detect_resolution_ms"], 50.3);
+    let back = ReportFile::parse(&text).unwrap().to_reports().unwrap();
+    assert_eq!(back[0].episodes, original.episodes);
+    assert_eq!(back[0].resolution, original.resolution);
+}
+
+#[test]
+fn a_time_between_two_agents_carries_both_clocks_and_one_agent_counts_once() {
+    let placement = |what, agent: &str, us| crate::report::Placement {
+        what,
+        agent: agent.into(),
+        url: format!("https://{agent}:7700"),
+        clock_uncertainty: Duration::from_micros(us),
+    };
+    let mut original = run();
+    original.episodes[0].placements = vec![
+        placement(Placed::Fault("freeze".into()), "db1", 300),
+        placement(Placed::Fault("leak".into()), "db1", 300),
+        placement(Placed::Probe("sli".into()), "web1", 200),
+    ];
+    let text = ReportFile::new(std::slice::from_ref(&original)).to_json();
+    let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let metrics = &json["runs"][0]["metrics"];
+    assert_eq!(metrics["placements"][2]["probe"], "sli");
+    assert!(metrics["placements"][2].get("fault").is_none());
+    assert_eq!(metrics["resolution_ms"], 100.5);
     let back = ReportFile::parse(&text).unwrap().to_reports().unwrap();
     assert_eq!(back[0].episodes, original.episodes);
     assert_eq!(back[0].resolution, original.resolution);

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use super::made_name;
+use super::{made_name, Env};
 use crate::scenario::file::{AgentSection, Dur};
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{
@@ -77,8 +77,9 @@ pub fn variables(agents: &[AgentSpec], vars: &mut Vars) {
     }
 }
 
-/// A fault's `on` names an agent of the scenario. Returns the agent's name.
-pub fn named(on: &Spanned<String>, fault: &str, agents: &[AgentSpec]) -> Result<String, Problem> {
+/// A fault's or probe's `on` names an agent of the scenario (`what` says which, for the error:
+/// `fault "x"`). Returns the agent's name.
+pub fn named(on: &Spanned<String>, what: &str, agents: &[AgentSpec]) -> Result<String, Problem> {
     let name = on.get_ref();
     if agents.iter().any(|a| &a.name == name) {
         return Ok(name.clone());
@@ -93,7 +94,7 @@ pub fn named(on: &Spanned<String>, fault: &str, agents: &[AgentSpec]) -> Result<
     };
     problem(
         on.span(),
-        format!("fault \"{fault}\": unknown agent \"{name}\": {known}"),
+        format!("{what}: unknown agent \"{name}\": {known}"),
     )
 }
 
@@ -108,6 +109,28 @@ pub fn runs_remotely(on: &Spanned<String>, kind: &str, fault: &str) -> Result<()
         );
     }
     Ok(())
+}
+
+/// The key and value `key` of one `[[fault]]` or `[[probe]]` table, as one line of TOML,
+/// whichever way the file wrote it (an inline table or a `[fault.KIND]` section): a TOML value
+/// displays inline. This is what travels to the agent.
+pub fn kind_table(section: Option<&toml::Value>, key: &str) -> Option<String> {
+    let value = section?.get(key)?;
+    Some(format!("{key} = {value}"))
+}
+
+/// On an agent's host the run has made nothing: no demo, proxies, file systems or processes of
+/// its own to name; the agent renders the templates.
+pub fn env<'a>(env: &Env<'a>, agent: &'a str) -> Env<'a> {
+    Env {
+        demo: None,
+        db_proxies: &[],
+        scratch_fs: &[],
+        fs_gates: &[],
+        processes: &[],
+        on_agent: Some(agent),
+        ..*env
+    }
 }
 
 /// The host of `https://HOST:PORT` (brackets off an IPv6 address), if that is what `url` is.

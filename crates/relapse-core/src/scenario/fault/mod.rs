@@ -17,10 +17,11 @@ use toml::Spanned;
 use super::check::{self, Env};
 use super::file::{Dur, GatesSection};
 use super::load::{problem, Problem};
-use super::{AgentSpec, DetectorSpec, FaultSpec, RemoteFault};
+use super::{AgentSpec, DetectorSpec, FaultSpec, OnAgent};
 
-/// What a fault that runs on an agent needs from the rest of the file: the agents, and the
-/// document's `[[fault]]` tables as TOML values, from which its kind's table is sent on.
+/// What a fault (or probe) that runs on an agent needs from the rest of the file: the agents,
+/// and the document's `[[fault]]` (or `[[probe]]`) tables as TOML values, from which its kind's
+/// table is sent on.
 #[derive(Default)]
 pub struct Remote<'a> {
     pub agents: &'a [AgentSpec],
@@ -249,29 +250,18 @@ pub fn check(
         let (kind, on) = match &fault.on {
             None => (fault.check_kind(env)?, None),
             Some(on) => {
-                // On an agent's host the run has made nothing: no demo, proxies, file systems
-                // or processes of its own to name; the agent renders the templates.
-                let agent_env = Env {
-                    demo: None,
-                    db_proxies: &[],
-                    scratch_fs: &[],
-                    fs_gates: &[],
-                    processes: &[],
-                    on_agent: Some(on.get_ref()),
-                    ..*env
-                };
-                let agent = check::agent::named(on, &name, remote.agents)?;
+                let agent = check::agent::named(on, &format!("fault \"{name}\""), remote.agents)?;
                 check::agent::runs_remotely(on, fault.kind_key(), &name)?;
-                let kind = fault.check_kind(&agent_env)?;
-                let table =
-                    remote_table(remote.tables.get(index), kind.name()).ok_or_else(|| Problem {
+                let kind = fault.check_kind(&check::agent::env(env, on.get_ref()))?;
+                let table = check::agent::kind_table(remote.tables.get(index), kind.name())
+                    .ok_or_else(|| Problem {
                         span: on.span(),
                         message: format!(
                             "fault \"{name}\": its {} table cannot be sent to an agent",
                             kind.name()
                         ),
                     })?;
-                (kind, Some(RemoteFault { agent, table }))
+                (kind, Some(OnAgent { agent, table }))
             }
         };
         faults.push(FaultSpec {
@@ -285,13 +275,6 @@ pub fn check(
     }
     check::gates::overlapping(sections, &faults)?;
     Ok(faults)
-}
-
-/// The kind's key and value of one `[[fault]]`, as one line of TOML, whichever way the file
-/// wrote it (an inline table or a `[fault.KIND]` section): a TOML value displays inline.
-fn remote_table(fault: Option<&toml::Value>, kind: &str) -> Option<String> {
-    let value = fault?.get(kind)?;
-    Some(format!("{kind} = {value}"))
 }
 
 #[cfg(test)]

@@ -18,12 +18,12 @@ pub struct FaultSpec {
     /// Gates for the episode this fault belongs to, over the scenario's `[gates]`, key by key.
     pub gates: super::Gates,
     /// Where it runs: `None` on relapse's own host, or on an agent (`on = "NAME"`).
-    pub on: Option<RemoteFault>,
+    pub on: Option<OnAgent>,
 }
 
-/// A fault an agent applies: the agent, and the fault's kind table as the agent reads it.
+/// A fault or probe an agent runs: the agent, and the kind's table as the agent reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RemoteFault {
+pub struct OnAgent {
     /// The `[[agent]]`'s name.
     pub agent: String,
     /// The kind's key and value, as TOML on one line: `process_freeze = { command = "x" }`.

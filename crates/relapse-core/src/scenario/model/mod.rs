@@ -271,6 +271,9 @@ pub struct ProbeSpec {
     pub name: String,
     pub every: Duration,
     pub kind: ProbeKind,
+    /// Where it checks from: `None` from relapse's own host, or from an agent's
+    /// (`on = "NAME"`).
+    pub on: Option<OnAgent>,
 }
 
 #[derive(Debug, Clone)]
@@ -302,6 +305,15 @@ pub enum ProbeKind {
 }
 
 impl ProbeKind {
+    /// The kind's key in a `[[probe]]` table.
+    pub fn key(&self) -> &'static str {
+        match self {
+            ProbeKind::Http { .. } => "http",
+            ProbeKind::Tcp { .. } => "tcp",
+            ProbeKind::Imap { .. } => "imap",
+        }
+    }
+
     pub fn timeout(&self) -> Duration {
         match self {
             ProbeKind::Http { timeout, .. }
