@@ -28,14 +28,17 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
     for spec in &scenario.probes {
         let context = |e: String| format!("probe \"{}\": {e}", spec.name);
         let (probe, placement) = match &spec.on {
-            None => (build_probe(&spec.kind, vars, allowed).map_err(context)?, None),
+            None => (
+                build_probe(&spec.kind, vars, allowed).map_err(context)?,
+                None,
+            ),
             Some(remote) => {
                 let agent = connected(harness, &remote.agent).map_err(context)?;
-                let probe = agent
-                    .probe(spec, remote, vars)
-                    .await
-                    .map_err(context)?;
-                (probe, Some(agent.placement(Placed::Probe(spec.name.clone()))))
+                let probe = agent.probe(spec, remote, vars).await.map_err(context)?;
+                (
+                    probe,
+                    Some(agent.placement(Placed::Probe(spec.name.clone()))),
+                )
             }
         };
         probes.push(PlannedProbe {
@@ -223,7 +226,10 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
     })
 }
 
-fn connected<'a>(harness: &'a Harness, agent: &str) -> Result<&'a crate::remote::Connected, String> {
+fn connected<'a>(
+    harness: &'a Harness,
+    agent: &str,
+) -> Result<&'a crate::remote::Connected, String> {
     crate::remote::find(harness.agents(), agent)
         .ok_or_else(|| format!("agent \"{agent}\" is not connected"))
 }

@@ -335,7 +335,11 @@ impl Probe for RemoteProbe {
     fn timed_check(&self) -> BoxFuture<'_, Timed> {
         Box::pin(async move {
             let sent = tokio::time::Instant::now();
-            match self.client.check_probe(&self.id, self.probe, self.within).await {
+            match self
+                .client
+                .check_probe(&self.id, self.probe, self.within)
+                .await
+            {
                 Ok(checked) => Timed {
                     at: ns_instant(self.offset.to_coordinator(checked.started_ns)),
                     latency: Duration::from_nanos(checked.latency_ns),

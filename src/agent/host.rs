@@ -230,7 +230,11 @@ impl FaultHost for KindTableHost {
         Box::pin(async move { self.probes.open(run, request, &self.allow.hosts) })
     }
 
-    fn check_probe<'a>(&'a self, run: &'a str, probe: u64) -> BoxFuture<'a, Result<Checked, String>> {
+    fn check_probe<'a>(
+        &'a self,
+        run: &'a str,
+        probe: u64,
+    ) -> BoxFuture<'a, Result<Checked, String>> {
         Box::pin(self.probes.check(run, probe))
     }
 

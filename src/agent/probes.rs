@@ -47,7 +47,12 @@ impl Probes {
 
     /// Reads and checks the probe's table against `allowed` (hosts besides loopback), builds
     /// it, and keeps it for `run`.
-    pub fn open(&self, run: &str, request: &ProbeRequest, allowed: &[String]) -> Result<u64, String> {
+    pub fn open(
+        &self,
+        run: &str,
+        request: &ProbeRequest,
+        allowed: &[String],
+    ) -> Result<u64, String> {
         // A JSON string is a valid TOML basic string: the same quotes and escapes.
         let name = serde_json::to_string(&request.name).map_err(|e| e.to_string())?;
         let text = format!("[[probe]]\nname = {name}\n{}\n", request.table);

@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{self, now_ns, ClockError, Exchange, Offset};
 use crate::wire::{
     path, Applied, ApplyRequest, CheckRequest, Checked, CleanupAnswer, CleanupRequest, ClockAnswer,
-    Holdings, LeaseAnswer, LeaseRequest, Problem, ProbeOpened, ProbeRequest, RevertAnswer,
+    Holdings, LeaseAnswer, LeaseRequest, ProbeOpened, ProbeRequest, Problem, RevertAnswer,
     RevertRequest, RunId,
 };
 

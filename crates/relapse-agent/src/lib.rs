@@ -56,7 +56,11 @@ pub trait FaultHost: Send + Sync + 'static {
         request: &'a ProbeRequest,
     ) -> BoxFuture<'a, Result<u64, String>>;
     /// One check of a probe the run opened, timed on this host's clock.
-    fn check_probe<'a>(&'a self, run: &'a str, probe: u64) -> BoxFuture<'a, Result<Checked, String>>;
+    fn check_probe<'a>(
+        &'a self,
+        run: &'a str,
+        probe: u64,
+    ) -> BoxFuture<'a, Result<Checked, String>>;
     /// Forgets the run's probes (its lease lapsed, or it ended).
     fn end_probes(&self, run: &str);
 }

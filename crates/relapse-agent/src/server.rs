@@ -25,7 +25,7 @@ use crate::clock::now_ns;
 use crate::lease::{Lapse, Lease};
 use crate::wire::{
     path, ApplyRequest, CheckRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings,
-    LeaseAnswer, LeaseRequest, Problem, ProbeOpened, ProbeRequest, RevertAnswer, RevertRequest,
+    LeaseAnswer, LeaseRequest, ProbeOpened, ProbeRequest, Problem, RevertAnswer, RevertRequest,
     RunId,
 };
 use crate::{FaultHost, Token};

@@ -97,7 +97,11 @@ impl FaultHost for RecordingHost {
         })
     }
 
-    fn check_probe<'a>(&'a self, run: &'a str, probe: u64) -> BoxFuture<'a, Result<Checked, String>> {
+    fn check_probe<'a>(
+        &'a self,
+        run: &'a str,
+        probe: u64,
+    ) -> BoxFuture<'a, Result<Checked, String>> {
         Box::pin(async move {
             let probes = self.probes.lock().unwrap();
             match probes.get(probe as usize - 1) {
@@ -235,17 +239,27 @@ async fn a_probe_is_checked_for_the_run_that_holds_the_lease_and_ends_with_it() 
     assert_eq!((checked.status, checked.error), (Some(200), None));
     // Another coordinator cannot check under the run's name.
     let other = agent
-        .check_probe(&run_id("run-1", "not-the-holder"), probe, Duration::from_secs(2))
+        .check_probe(
+            &run_id("run-1", "not-the-holder"),
+            probe,
+            Duration::from_secs(2),
+        )
         .await
         .unwrap_err();
-    assert!(matches!(other, AgentError::Refused { status, .. } if status == 409), "{other}");
+    assert!(
+        matches!(other, AgentError::Refused { status, .. } if status == 409),
+        "{other}"
+    );
     agent.release(&id).await.unwrap();
     assert!(running.host.probes.lock().unwrap().is_empty());
     let after = agent
         .check_probe(&id, probe, Duration::from_secs(2))
         .await
         .unwrap_err();
-    assert!(matches!(after, AgentError::Refused { status, .. } if status == 409), "{after}");
+    assert!(
+        matches!(after, AgentError::Refused { status, .. } if status == 409),
+        "{after}"
+    );
 }
 
 #[tokio::test]

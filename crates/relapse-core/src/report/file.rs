@@ -10,9 +10,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Placed,
-    BacklogReport, EpisodeReport, ProbeStats, ProcessReport, RunReport, SeriesSample, SliSeries,
-    TimelineEntry,
+    BacklogReport, EpisodeReport, Placed, ProbeStats, ProcessReport, RunReport, SeriesSample,
+    SliSeries, TimelineEntry,
 };
 use crate::compare::{stats, Comparison, ScenarioComparison, TimeComparison};
 use crate::gate::{ExpectationOutcome, GateResult, Verdict};

@@ -48,22 +48,22 @@ pub fn check(
             None => kind(p, env)?,
             Some((_, on)) => kind(p, &check::agent::env(env, on.get_ref()))?,
         };
-        let on = match on {
-            None => None,
-            Some((agent, on)) => {
-                let key = kind.key();
-                let table = check::agent::kind_table(remote.tables.get(index), key).ok_or_else(
-                    || Problem {
-                        span: on.span(),
-                        message: format!(
-                            "probe \"{}\": its {key} table cannot be sent to an agent",
-                            p.name.get_ref()
-                        ),
-                    },
-                )?;
-                Some(OnAgent { agent, table })
-            }
-        };
+        let on =
+            match on {
+                None => None,
+                Some((agent, on)) => {
+                    let key = kind.key();
+                    let table = check::agent::kind_table(remote.tables.get(index), key)
+                        .ok_or_else(|| Problem {
+                            span: on.span(),
+                            message: format!(
+                                "probe \"{}\": its {key} table cannot be sent to an agent",
+                                p.name.get_ref()
+                            ),
+                        })?;
+                    Some(OnAgent { agent, table })
+                }
+            };
         probes.push(ProbeSpec {
             name: p.name.get_ref().clone(),
             every,
@@ -125,4 +125,3 @@ fn kind(p: &ProbeSection, env: &Env) -> Result<ProbeKind, Problem> {
     };
     Ok(kind)
 }
-

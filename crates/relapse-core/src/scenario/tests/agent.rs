@@ -148,10 +148,8 @@ connection_flood = { url = "http://{agent.db1.address}:5432/", connections = 10 
 
 /// A scenario with one agent whose SLI probe, written `probe`, may check from it.
 fn with_remote_probe(probe: &str) -> String {
-    with_agent("", "process_freeze = { pid = 4242 }").replace(
-        "tcp = { address = \"127.0.0.1:25\" }",
-        probe,
-    )
+    with_agent("", "process_freeze = { pid = 4242 }")
+        .replace("tcp = { address = \"127.0.0.1:25\" }", probe)
 }
 
 #[test]
@@ -215,5 +213,8 @@ fn an_agent_reads_a_probe_table_against_its_own_allowlist() {
     let refused = parse_probe_table(Path::new("t"), two, &[], &Vars::default())
         .unwrap_err()
         .to_string();
-    assert!(refused.contains("expected exactly one [[probe]], found 2"), "{refused}");
+    assert!(
+        refused.contains("expected exactly one [[probe]], found 2"),
+        "{refused}"
+    );
 }
