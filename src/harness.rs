@@ -785,8 +785,22 @@ impl Harness {
                 }
                 Ok(())
             })
-            .await
-            .map_err(|e| StartFailure::Harness(format!("agent \"{}\": {e}", spec.name)))?;
+            .await;
+            let connected = match connected {
+                Ok(connected) => connected,
+                Err(error) => {
+                    // Journaled, but no lease was taken: nothing to end on the agent.
+                    if let (Some(mut journal), Some(id)) = (self.journal.clone(), entry) {
+                        if let Err(error) = journal.remove(id) {
+                            tracing::warn!(%error, "the agent's journal entry stays (its release is harmless)");
+                        }
+                    }
+                    return Err(StartFailure::Harness(format!(
+                        "agent \"{}\": {error}",
+                        spec.name
+                    )));
+                }
+            };
             self.vars
                 .set(&format!("agent.{}.address", spec.name), spec.host.clone());
             self.vars

@@ -339,3 +339,48 @@ async fn the_sli_checked_from_an_agent_measures_like_the_sli_checked_from_here()
     let held = connect(&agent).await.held().await.unwrap();
     assert!(held.faults.is_empty() && held.run.is_none(), "{held:?}");
 }
+
+/// An agent whose lease another run holds refuses this run's: `relapse run` stops before it
+/// probes or applies anything (inconclusive, exit 3), says which agent and why, and strikes its
+/// journal's entry for the lease it never took at once (the guardian is left nothing to do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_that_cannot_take_an_agents_lease_stops_with_nothing_journaled() {
+    let agent = start_agent(&["process_freeze"]);
+    let client = connect(&agent).await;
+    let other = run_id("someone-else");
+    client
+        .lease(&other, Duration::from_secs(60), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let (sleeper, command) = target();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    std::fs::write(&scenario, freeze_scenario(&agent, &command, "5s", "1s")).unwrap();
+    let state = dir.path().join("state");
+    let output = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .arg("run")
+        .arg(&scenario)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("agent \"a1\"") && stderr.contains("someone-else"),
+        "{stderr}"
+    );
+    assert_ne!(support::agents::state(sleeper.0.id()), 'T');
+    // The entry went at once: the guardian found nothing to revert at the end.
+    assert!(!stderr.contains("relapse guardian: reverted"), "{stderr}");
+    assert!(
+        walk(&state).is_empty(),
+        "the journal holds {:?}",
+        walk(&state)
+    );
+    // The other run's lease is untouched.
+    assert_eq!(
+        client.held().await.unwrap().run.as_deref(),
+        Some("someone-else")
+    );
+}
