@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use support::agents::*;
+use support::PgTable;
 
 /// The demo's backend hangs, frozen locally or by an agent on a test host (whose namespace
 /// shares this machine's pids, so `{demo.primary.pid}` names the same process there). `on`
@@ -140,58 +141,197 @@ async fn a_remote_fd_exhaustion_lowers_the_limit_and_restores_it() {
     let pid = sleeper.0.id();
     let before = soft_nofile(pid);
     let table = format!("fd_exhaustion = {{ command = \"{command}\", headroom = 2 }}");
-    let dir = tempfile::tempdir().unwrap();
-    let scenario = dir.path().join("s.toml");
-    std::fs::write(&scenario, remote_scenario(&agent, &table, "2s", "5s", "1s")).unwrap();
-    let state = dir.path().join("state");
-    let json = dir.path().join("report.json");
-    let mut run = Command::new(env!("CARGO_BIN_EXE_relapse"))
-        .arg("run")
-        .arg(&scenario)
-        .arg("--json")
-        .arg(&json)
-        .env("RELAPSE_STATE_DIR", &state)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // While the fault holds (2 s), the limit is the few descriptors `sleep` has plus 2; /proc
-    // has no event for a limit's change, so it is polled (30 s bounds a slow start).
-    let start = std::time::Instant::now();
-    let lowered = loop {
-        let now = soft_nofile(pid);
-        if now != before {
-            break now;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30) && run.try_wait().unwrap().is_none(),
-            "the limit was never lowered"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    let lowered: u64 = lowered.parse().unwrap();
-    assert!(lowered < 16, "soft limit {lowered} during the fault");
-    let output = run.wait_with_output().unwrap();
+    let scenario = remote_scenario(&agent, &table, "2s", "5s", "1s");
+    // While the fault holds (2 s), the limit is the few descriptors `sleep` has plus 2.
+    let mut lowered = None;
+    let (run, output) = tokio::task::block_in_place(|| {
+        run_while(&scenario, || {
+            let now = soft_nofile(pid);
+            lowered = (now != before).then_some(now);
+            lowered.is_some()
+        })
+    });
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let lowered: u64 = lowered.unwrap().parse().unwrap();
+    assert!(lowered < 16, "soft limit {lowered} during the fault");
     assert_eq!(soft_nofile(pid), before, "the limit was not restored");
-    let report: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
-    assert_eq!(
-        report["runs"][0]["metrics"]["placements"][0]["agent"], "a1",
-        "{report}"
+    assert_eq!(run["metrics"]["placements"][0]["agent"], "a1", "{run}");
+    assert!(holds_nothing(&agent).await);
+}
+
+/// `port_exhaustion` through an agent: the agent's port holders take every ephemeral port of
+/// another test host's namespace (by name), where an implicit-bind connect then fails with
+/// EADDRNOTAVAIL; after the run it connects again, and the holders are gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_port_exhaustion_starves_the_namespace_and_frees_it() {
+    let host = test_host(8);
+    let victim = test_host(9);
+    let agent = start_agent_on(&["port_exhaustion"], Some(&host));
+    assert_eq!(connect_inside(&victim), Ok(()));
+    let table = format!("port_exhaustion = {{ netns = \"{}\" }}", victim.name());
+    let scenario = remote_scenario(&agent, &table, "1s", "5s", "1s");
+    let (run, output) = tokio::task::block_in_place(|| {
+        run_while(&scenario, || {
+            connect_inside(&victim) == Err(nix::libc::EADDRNOTAVAIL)
+        })
+    });
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     assert!(
-        walk(&state).is_empty(),
-        "the journal still holds {:?}",
-        walk(&state)
+        event_detail(&run, "fault effective").contains("on agent a1"),
+        "{run}"
     );
-    let held = connect(&agent).await.held().await.unwrap();
-    assert!(held.faults.is_empty() && held.run.is_none(), "{held:?}");
+    assert_eq!(connect_inside(&victim), Ok(()), "the ports were not freed");
+    assert!(holds_nothing(&agent).await);
+}
+
+/// `db_lock` through an agent: its session (over PostgreSQL's unix socket, which the test
+/// host's namespace shares with this one) holds an ACCESS EXCLUSIVE lock on a table of the
+/// test's own while the fault holds, and no lock is left after the run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_db_lock_is_held_and_released() {
+    let host = test_host(10);
+    let agent = start_agent_on(&["db_lock"], Some(&host));
+    let table = PgTable::create("agent_lock");
+    let fault = format!(
+        "db_lock = {{ postgres = \"host=/var/run/postgresql user=postgres dbname=test\", table = \"{}\" }}",
+        table.0
+    );
+    let scenario = remote_scenario(&agent, &fault, "1s", "5s", "1s");
+    let (run, output) =
+        tokio::task::block_in_place(|| run_while(&scenario, || table.locks_held() > 0));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        event_detail(&run, "fault effective").contains("ACCESS EXCLUSIVE"),
+        "{run}"
+    );
+    assert_eq!(table.locks_held(), 0, "the lock outlived the run");
+    assert!(holds_nothing(&agent).await);
+}
+
+/// The three floods through an agent, each at the server on the agent's own loopback (where a
+/// flood's sources must be): each sends, and its revert, confirmed on the agent, leaves no
+/// connection open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remote_floods_send_and_close_every_connection() {
+    let host = test_host(11);
+    let agent = start_agent_on(
+        &["http_flood", "slowloris", "connection_flood"],
+        Some(&host),
+    );
+    let (_server, _root) = server_in(&host);
+    // (table, what its effective instant says, what its confirmed revert says)
+    let floods = [
+        (
+            r#"http_flood = { url = "http://127.0.0.1:8080/", rate = 200, connections = 4, max_requests = 400 }"#,
+            "first request sent",
+            "http flood stopped after",
+        ),
+        (
+            r#"slowloris = { url = "http://127.0.0.1:8080/", connections = 20 }"#,
+            "20 of 20 connections open",
+            "slowloris: 0 connections open",
+        ),
+        (
+            r#"connection_flood = { url = "http://127.0.0.1:8080/", connections = 20 }"#,
+            "20 of 20 connections open",
+            "connection_flood: 0 connections open",
+        ),
+    ];
+    for (table, effective, reverted) in floods {
+        // The SLI is the agent's port, as in the other tests; the server is what is flooded.
+        let scenario = remote_scenario(&agent, table, "1s", "5s", "1s");
+        let (run, output) = tokio::task::block_in_place(|| relapse_run_quietly(&scenario));
+        assert!(
+            output.status.success(),
+            "{table}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let applied = event_detail(&run, "fault effective");
+        let detail = event_detail(&run, "fault reverted");
+        eprintln!("remote: {applied} / {detail}");
+        assert!(applied.contains(effective), "{table}: {applied}");
+        assert!(detail.contains(reverted), "{table}: {detail}");
+        if let Some(answered) = detail.split(" requests (").nth(1) {
+            // 200 requests a second for its 1 s; half of them at least.
+            let answered: u64 = answered.split(' ').next().unwrap().parse().unwrap();
+            assert!(answered >= 100, "{detail}");
+        }
+        assert!(holds_nothing(&agent).await, "{table}");
+    }
+}
+
+/// `relapse run` until it ends, for a fault whose effect the test does not watch.
+fn relapse_run_quietly(scenario: &str) -> (serde_json::Value, std::process::Output) {
+    run_while(scenario, || true)
+}
+
+/// `fs_freeze` through an agent, of a file system the test made (so `allow_foreign_mount`:
+/// the agent did not make it): a writer here that writes and syncs every 20 ms is held for the
+/// fault's second (its longest gap is at least the duration less 100 ms for the confirmations
+/// either side), and after the run a write goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_fs_freeze_holds_writers_for_its_duration_and_thaws() {
+    let dir = tempfile::tempdir().unwrap();
+    // Made before the agent starts, so the agent's mount namespace has it too.
+    let fs =
+        relapse_fs::ScratchFs::create(dir.path(), "agentfs", 64 << 20, &mut |_, _| Ok(())).unwrap();
+    let mount = fs.mountpoint().to_path_buf();
+    let host = test_host(12);
+    let agent = start_agent_on(&["fs_freeze"], Some(&host));
+    let table = format!(
+        "fs_freeze = {{ mount = \"{}\", allow_foreign_mount = true }}",
+        mount.display()
+    );
+    let scenario = remote_scenario(&agent, &table, "1s", "5s", "1s");
+    let writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writer = {
+        let (mount, writing) = (mount.clone(), writing.clone());
+        std::thread::spawn(move || {
+            let mut longest = Duration::ZERO;
+            let mut last = std::time::Instant::now();
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut file = std::fs::File::create(mount.join("canary")).unwrap();
+                std::io::Write::write_all(&mut file, b"x").unwrap();
+                file.sync_all().unwrap();
+                longest = longest.max(last.elapsed());
+                last = std::time::Instant::now();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            longest
+        })
+    };
+    let (run, output) = tokio::task::block_in_place(|| relapse_run_quietly(&scenario));
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let longest = writer.join().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        event_detail(&run, "fault effective").contains("on agent a1"),
+        "{run}"
+    );
+    eprintln!("remote fs_freeze: the writer's longest wait {longest:?} (fault 1 s)");
+    assert!(
+        longest >= Duration::from_millis(900),
+        "the writer waited at most {longest:?}"
+    );
+    std::fs::write(mount.join("after"), b"thawed").unwrap();
+    assert!(holds_nothing(&agent).await);
+    drop(fs);
 }
 
 /// An HTTP server (Python's) inside `host`, on port 8080 of all its addresses, serving a

@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+mod support;
+
+use support::PgTable;
+
 fn relapse() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_relapse"));
     command.stdin(Stdio::null());
@@ -848,66 +852,6 @@ fn port_exhaustion_refuses_relapses_own_namespace() {
 
 /// Runs SQL on the machine's PostgreSQL (127.0.0.1:5432, trust auth, database `test`) with psql,
 /// the server's own client; returns its unaligned output.
-fn psql(sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-XAtqc",
-            sql,
-        ])
-        .output()
-        .expect("psql is installed with PostgreSQL");
-    assert!(
-        output.status.success(),
-        "psql {sql}: {}",
-        text(&output.stderr)
-    );
-    text(&output.stdout).trim().to_string()
-}
-
-/// A table of this test's own on the real PostgreSQL, dropped at the end.
-struct PgTable(String);
-
-impl PgTable {
-    fn create(test: &str) -> PgTable {
-        let name = format!("relapse_e2e_{}_{test}", std::process::id());
-        psql(&format!("DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int primary key, body text); INSERT INTO {name} VALUES (1, 'mail')"));
-        PgTable(name)
-    }
-
-    /// Granted locks on the table, held by sessions other than psql's own.
-    fn locks_held(&self) -> u32 {
-        psql(&format!(
-            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid WHERE c.relname = '{}' AND l.granted AND l.pid <> pg_backend_pid()",
-            self.0
-        ))
-        .parse()
-        .unwrap()
-    }
-}
-
-impl Drop for PgTable {
-    fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-XAtqc",
-                &format!("DROP TABLE IF EXISTS {}", self.0),
-            ])
-            .output();
-    }
-}
-
 /// A scenario that holds an ACCESS EXCLUSIVE lock on `table` while a TCP probe watches `port`.
 fn db_lock_scenario(table: &str, port: u16, duration: &str) -> String {
     freeze_scenario(1, port, "10s", duration).replace(

@@ -350,3 +350,88 @@ pub fn soft_nofile(pid: u32) -> String {
         .to_string();
     line.split_whitespace().nth(3).unwrap().to_string()
 }
+
+/// `relapse run` of `scenario` in the background, with `--json`: `during` is polled (every
+/// 10 ms; a fault's effect on another process has no event to await) until it holds, at most
+/// 30 s and only while the run goes on; then the run is awaited. Returns the run's report and
+/// the process's output; the run's journal must be empty by then.
+pub fn run_while(
+    scenario: &str,
+    mut during: impl FnMut() -> bool,
+) -> (serde_json::Value, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(&file, scenario).unwrap();
+    let state = dir.path().join("state");
+    let json = dir.path().join("report.json");
+    let mut run = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .arg("run")
+        .arg(&file)
+        .arg("--json")
+        .arg(&json)
+        .env("RELAPSE_STATE_DIR", &state)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !during() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30) && run.try_wait().unwrap().is_none(),
+            "the fault's effect was never seen: {:?}",
+            run.wait_with_output()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let output = run.wait_with_output().unwrap();
+    let text = std::fs::read_to_string(&json).unwrap_or_else(|_| {
+        panic!(
+            "no report: {}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(
+        walk(&state).is_empty(),
+        "the journal still holds {:?}",
+        walk(&state)
+    );
+    let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+    (report["runs"][0].clone(), output)
+}
+
+/// The detail of the run's first timeline event named `event`.
+pub fn event_detail(run: &serde_json::Value, event: &str) -> String {
+    run["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["event"] == event)
+        .unwrap_or_else(|| panic!("no {event} event: {run}"))["detail"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// What an implicit-bind `connect()` inside `host` gets: Ok, or the errno. The listener is on
+/// the namespace's own loopback, below the ephemeral range (a port-0 bind would need one of
+/// the ports under test).
+pub fn connect_inside(host: &Host) -> Result<(), i32> {
+    relapse_ports::netns::within(&host.path(), || {
+        let listener = std::net::TcpListener::bind("127.0.0.1:2000").unwrap();
+        std::net::TcpStream::connect_timeout(
+            &listener.local_addr().unwrap(),
+            Duration::from_secs(1),
+        )
+        .map(drop)
+        .map_err(|e| e.raw_os_error().unwrap_or(-1))
+    })
+    .unwrap()
+}
+
+/// Whether an agent holds nothing: no fault, no lease.
+pub async fn holds_nothing(agent: &Agent) -> bool {
+    let held = connect(agent).await.held().await.unwrap();
+    held.faults.is_empty() && held.run.is_none()
+}

@@ -1,4 +1,4 @@
-//! What the end-to-end tests of `[[target.process]]` and of the examples share: running the
+//! What the end-to-end tests share: running the
 //! `relapse` binary and looking at processes and the journal afterwards.
 
 #![allow(dead_code)] // each test file uses its own part
@@ -84,4 +84,65 @@ pub fn assert_processes_gone(run: &Value, state: &Path) {
         assert!(!alive(pid), "{process} outlived the run");
     }
     assert!(journal_is_empty(state), "the journal is not empty");
+}
+
+/// One statement through psql on the real PostgreSQL (database test, user postgres); its output.
+pub fn psql(sql: &str) -> String {
+    let output = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "test",
+            "-XAtqc",
+            sql,
+        ])
+        .output()
+        .expect("psql is installed with PostgreSQL");
+    assert!(
+        output.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// A table of this test's own on the real PostgreSQL, dropped at the end.
+pub struct PgTable(pub String);
+
+impl PgTable {
+    pub fn create(test: &str) -> PgTable {
+        let name = format!("relapse_e2e_{}_{test}", std::process::id());
+        psql(&format!("DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (id int primary key, body text); INSERT INTO {name} VALUES (1, 'mail')"));
+        PgTable(name)
+    }
+
+    /// Granted locks on the table, held by sessions other than psql's own.
+    pub fn locks_held(&self) -> u32 {
+        psql(&format!(
+            "SELECT count(*) FROM pg_locks l JOIN pg_class c ON l.relation = c.oid WHERE c.relname = '{}' AND l.granted AND l.pid <> pg_backend_pid()",
+            self.0
+        ))
+        .parse()
+        .unwrap()
+    }
+}
+
+impl Drop for PgTable {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "test",
+                "-XAtqc",
+                &format!("DROP TABLE IF EXISTS {}", self.0),
+            ])
+            .output();
+    }
 }
