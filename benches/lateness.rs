@@ -219,6 +219,7 @@ fn plan(
         stops: Vec::new(),
         backlog: None,
         journal: None,
+        aborts: None,
         pacer,
     }
 }

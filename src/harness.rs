@@ -64,12 +64,13 @@ pub async fn run_scenario(
     progress: Option<watch::Sender<Progress>>,
 ) -> Result<RunReport, StartError> {
     let file_name = file.display().to_string();
-    let harness = Harness::start(scenario, launcher, journal.clone())
+    let mut harness = Harness::start(scenario, launcher, journal.clone())
         .await
         .map_err(|failure| failure.into_start_error(&file_name))?;
     let result = match crate::plan::build_plan(scenario, &harness).await {
         Ok(mut plan) => {
             plan.journal = journal.map(|j| Box::new(j) as Box<dyn RevertLog>);
+            plan.aborts = harness.take_lost_leases();
             Ok(engine::run(plan, cancel, progress).await)
         }
         Err(message) => Err(StartError::Invalid {
@@ -151,6 +152,11 @@ pub struct Harness {
     processes: Vec<processes::Started>,
     /// The run's agents, each with its lease held, and the lease's journal entry.
     agents: Vec<(crate::remote::Connected, Option<u64>)>,
+    /// Why an agent's lease was lost, for the engine to abort the run at once.
+    lost: (
+        tokio::sync::mpsc::UnboundedSender<String>,
+        Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
+    ),
 }
 
 impl Harness {
@@ -175,6 +181,10 @@ impl Harness {
             output_dir: None,
             processes: Vec::new(),
             agents: Vec::new(),
+            lost: {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                (tx, Some(rx))
+            },
         };
         let started = match harness.start_parts(scenario, launcher).await {
             Ok(()) => harness.start_processes(scenario).await,
@@ -761,6 +771,12 @@ impl Harness {
         self.agents.iter().map(|(a, _)| a)
     }
 
+    /// Why an agent's lease was lost, once: the engine aborts the run on it (the agent has
+    /// reverted, or is reverting, the run's faults there).
+    pub fn take_lost_leases(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<String>> {
+        self.lost.1.take()
+    }
+
     /// Connects each `[[agent]]` and takes the run's lease on it, journaled first.
     async fn connect_agents(&mut self, scenario: &Scenario) -> Result<(), StartFailure> {
         for spec in &scenario.agents {
@@ -768,23 +784,27 @@ impl Harness {
                 .map_err(|e| StartFailure::Invalid(format!("agent \"{}\": {e}", spec.name)))?;
             let mut entry = None;
             let journal = self.journal.clone();
-            let connected = crate::remote::Connected::connect(spec, |record| {
-                if let Some(mut journal) = journal {
-                    entry = Some(
-                        journal
-                            .record(
-                                &format!("agent {}", record.agent),
-                                &format!(
-                                    "run {} on agent {} ({})",
-                                    record.run, record.agent, record.url
-                                ),
-                                &RevertInstructions::new(record),
-                            )
-                            .map_err(|e| format!("cannot journal the agent's lease: {e}"))?,
-                    );
-                }
-                Ok(())
-            })
+            let connected = crate::remote::Connected::connect(
+                spec,
+                |record| {
+                    if let Some(mut journal) = journal {
+                        entry = Some(
+                            journal
+                                .record(
+                                    &format!("agent {}", record.agent),
+                                    &format!(
+                                        "run {} on agent {} ({})",
+                                        record.run, record.agent, record.url
+                                    ),
+                                    &RevertInstructions::new(record),
+                                )
+                                .map_err(|e| format!("cannot journal the agent's lease: {e}"))?,
+                        );
+                    }
+                    Ok(())
+                },
+                self.lost.0.clone(),
+            )
             .await;
             let connected = match connected {
                 Ok(connected) => connected,

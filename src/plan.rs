@@ -222,6 +222,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
         stops: scenario.stops.clone(),
         backlog,
         journal: None,
+        aborts: None,
         pacer: Arc::new(relapse_probe::KernelPacer),
     })
 }

@@ -82,10 +82,13 @@ async fn client(
 
 impl Connected {
     /// Connects, estimates the clock offset and takes the run's lease; `journal` writes the
-    /// lease's record down before the lease is taken (an error there takes nothing).
+    /// lease's record down before the lease is taken (an error there takes nothing). Should the
+    /// lease be lost later (the agent ended the run, or no renewal reached it for a lease),
+    /// why goes to `lost`.
     pub async fn connect(
         spec: &AgentSpec,
         journal: impl FnOnce(&AgentRunRecord) -> Result<(), String>,
+        lost: tokio::sync::mpsc::UnboundedSender<String>,
     ) -> Result<Connected, String> {
         let client = client(&spec.url, &spec.ca, &spec.token_file).await?;
         let offset = client
@@ -105,12 +108,28 @@ impl Connected {
             holder: id.holder.clone(),
         };
         journal(&record)?;
+        let taken = tokio::time::Instant::now();
         client
             .lease(&id, spec.lease, spec.renew_every)
             .await
             .map_err(|e| e.to_string())?;
         let stop = CancellationToken::new();
-        let renewals = client.keep_lease(id.clone(), spec.lease, spec.renew_every, stop.clone());
+        let name = spec.name.clone();
+        let (why, mut lost_here) = tokio::sync::mpsc::unbounded_channel();
+        // The agent's name goes in front of why: the run may have several.
+        tokio::spawn(async move {
+            if let Some(why) = lost_here.recv().await {
+                let _ = lost.send(format!("agent \"{name}\": lease lost: {why}"));
+            }
+        });
+        let renewals = client.keep_lease(
+            id.clone(),
+            spec.lease,
+            spec.renew_every,
+            taken,
+            stop.clone(),
+            why,
+        );
         tracing::info!(
             agent = %spec.name,
             run = %id.run,
@@ -185,16 +204,21 @@ impl Connected {
         }))
     }
 
-    /// Stops renewing and ends the run on the agent, which reverts what it still holds.
+    /// Stops renewing and ends the run on the agent, which reverts what it still holds. A run
+    /// the agent had already ended (its lease lapsed) needs no release: it reverted then.
     pub async fn release(&mut self) -> Result<(), String> {
         if let Some((stop, renewals)) = self.renewals.take() {
             stop.cancel();
             let _ = renewals.await;
         }
-        self.client
-            .release(&self.id)
-            .await
-            .map_err(|e| format!("agent \"{}\": {e}", self.name))
+        match self.client.release(&self.id).await {
+            Ok(()) => Ok(()),
+            Err(error) if ended_there(&error) => {
+                tracing::info!(agent = %self.name, %error, "the run had already ended on the agent, which reverted its faults then");
+                Ok(())
+            }
+            Err(error) => Err(format!("agent \"{}\": {error}", self.name)),
+        }
     }
 }
 
@@ -233,6 +257,13 @@ impl RemoteFault {
     fn uncertainty(&self) -> Duration {
         Duration::from_nanos(self.offset.uncertainty.max(0) as u64)
     }
+}
+
+/// The agent refused because the run no longer holds its lease: the lease lapsed or was ended
+/// there, and the agent reverted the run's faults at that moment (or keeps a failed revert for
+/// `relapse cleanup`, and logs it).
+fn ended_there(error: &AgentError) -> bool {
+    matches!(error, AgentError::Refused { status, .. } if *status == hyper::StatusCode::CONFLICT)
 }
 
 fn remote_error(error: AgentError) -> FaultError {
@@ -284,11 +315,20 @@ impl Fault for RemoteFault {
                     detail: "nothing was applied".into(),
                 });
             };
-            let answer = self
-                .client
-                .revert(&self.request.id, fault)
-                .await
-                .map_err(remote_error)?;
+            let answer = match self.client.revert(&self.request.id, fault).await {
+                Ok(answer) => answer,
+                Err(error) if ended_there(&error) => {
+                    self.applied = None;
+                    return Ok(Reverted {
+                        at: tokio::time::Instant::now(),
+                        detail: format!(
+                            "on agent {}: the run's lease had ended there, and the agent reverted it then ({error})",
+                            self.agent
+                        ),
+                    });
+                }
+                Err(error) => return Err(remote_error(error)),
+            };
             self.applied = None;
             Ok(Reverted {
                 at: ns_instant(self.offset.to_coordinator(answer.reverted_ns)),
@@ -398,14 +438,10 @@ pub fn revert_record(record: &AgentRunRecord) -> Result<String, RevertError> {
                     "agent \"{}\": run {} released, its faults reverted",
                     record.agent, record.run
                 )),
-                Err(AgentError::Refused { status, error, .. })
-                    if status == hyper::StatusCode::CONFLICT =>
-                {
-                    Ok(format!(
-                        "agent \"{}\": run {} no longer held there ({error})",
-                        record.agent, record.run
-                    ))
-                }
+                Err(error) if ended_there(&error) => Ok(format!(
+                    "agent \"{}\": run {} no longer held there ({error})",
+                    record.agent, record.run
+                )),
                 Err(error) => Err(RevertError::NotConfirmed(format!(
                     "agent \"{}\": {error}",
                     record.agent

@@ -69,9 +69,11 @@ async fn a_lapsed_lease_thaws_the_remote_process() {
     let (sleeper, command) = target();
     let pid = sleeper.0.id();
     let id = run_id("run-lapse");
+    let taken = tokio::time::Instant::now();
     client.lease(&id, lease, every).await.unwrap();
     let renewing = CancellationToken::new();
-    let renewals = client.keep_lease(id.clone(), lease, every, renewing.clone());
+    let (lost, _) = tokio::sync::mpsc::unbounded_channel();
+    let renewals = client.keep_lease(id.clone(), lease, every, taken, renewing.clone(), lost);
     client.apply(&freeze(&id, &command)).await.unwrap();
     assert_eq!(state(pid), 'T');
     renewing.cancel();
@@ -149,10 +151,12 @@ async fn cutting_the_link_to_the_agents_host_thaws_its_process_within_the_lease_
         // A new connection each round: the last one died with the link.
         let client = connect(&agent).await;
         let id = run_id(&format!("run-cut-{round}"));
+        let taken = tokio::time::Instant::now();
         client.lease(&id, lease, every).await.unwrap();
         let renewing = CancellationToken::new();
+        let (lost, mut lost_rx) = tokio::sync::mpsc::unbounded_channel();
         // Left to end by itself: its renewal in flight at the cut times out.
-        drop(client.keep_lease(id.clone(), lease, every, renewing.clone()));
+        drop(client.keep_lease(id.clone(), lease, every, taken, renewing.clone(), lost));
         client.apply(&freeze(&id, &command)).await.unwrap();
         assert_eq!(state(pid), 'T', "round {round}");
         ip(&["link", "set", host.outside_link(), "down"]);
@@ -163,6 +167,15 @@ async fn cutting_the_link_to_the_agents_host_thaws_its_process_within_the_lease_
             "round {round}: thawed {thawed:?} after the cut, before the lease could lapse"
         );
         slowest = slowest.max(thawed);
+        // The coordinator's side knows too: no renewal got through for a lease.
+        let why = tokio::time::timeout(lease + Duration::from_secs(1), lost_rx.recv())
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the lost lease was not reported"))
+            .unwrap();
+        assert!(
+            why.contains("no lease renewal reached"),
+            "round {round}: {why}"
+        );
         renewing.cancel();
         ip(&["link", "set", host.outside_link(), "up"]);
     }
@@ -299,4 +312,75 @@ async fn cleanup_of_an_agent_keeps_a_live_run_unless_forced() {
         .unwrap_err();
     assert!(renewed.to_string().contains("has ended"), "{renewed}");
     assert!(cleanup(false).contains("holds nothing"));
+}
+
+/// The dead-man switch across a cut link with `relapse run` as the coordinator, 20 rounds: the
+/// run freezes a process through an agent on a test host, the link to that host is cut, and
+/// within the lease + 1 s of the cut the agent has thawed it (no sooner than the lease less one
+/// renewal interval and a call). The run learns it too, from its renewals, and aborts with the
+/// reason (exit 3) instead of measuring a fault that is gone; its revert and release find the
+/// run already ended on the agent, which then holds nothing, and its journal is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cutting_the_link_under_relapse_run_thaws_the_remote_process_20_times() {
+    const ROUNDS: usize = 20;
+    let lease = Duration::from_secs(1);
+    let every = Duration::from_millis(250);
+    let host = test_host(13);
+    let agent = start_agent_on(&["process_freeze"], Some(&host));
+    let (sleeper, command) = target();
+    let pid = sleeper.0.id();
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = dir.path().join("s.toml");
+    // The fault would stay 30 s: only the lease can end it this soon.
+    let table = format!("process_freeze = {{ command = \"{command}\" }}");
+    let text = remote_scenario(&agent, &table, "30s", "1s", "250ms");
+    std::fs::write(&scenario, text).unwrap();
+    let state = dir.path().join("state");
+    let mut slowest = Duration::ZERO;
+    for round in 0..ROUNDS {
+        let mut run = Started(
+            Command::new(env!("CARGO_BIN_EXE_relapse"))
+                .arg("run")
+                .arg(&scenario)
+                .env("RELAPSE_STATE_DIR", &state)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let start = std::time::Instant::now();
+        while support::agents::state(pid) != 'T' {
+            if start.elapsed() > Duration::from_secs(30) || run.0.try_wait().unwrap().is_some() {
+                let (status, stdout, stderr) = run.finish();
+                panic!("round {round}: never frozen: {status}\n{stdout}\n{stderr}");
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        ip(&["link", "set", host.outside_link(), "down"]);
+        let thawed = wait_state(pid, |s| s != 'T', lease + Duration::from_secs(1)).await;
+        ip(&["link", "set", host.outside_link(), "up"]);
+        assert!(
+            thawed + every + Duration::from_millis(100) >= lease,
+            "round {round}: thawed {thawed:?} after the cut, before the lease could lapse"
+        );
+        slowest = slowest.max(thawed);
+        let (status, stdout, stderr) = run.finish();
+        assert_eq!(status.code(), Some(3), "round {round}: {stdout}\n{stderr}");
+        assert!(
+            stdout.contains("agent \"a1\": lease lost: no lease renewal reached agent")
+                && stdout.contains("the agent reverted it then"),
+            "round {round}: {stdout}"
+        );
+        assert!(
+            walk(&state).is_empty(),
+            "round {round}: {:?}\n{stdout}\n{stderr}",
+            walk(&state)
+        );
+        assert!(holds_nothing(&agent).await, "round {round}");
+    }
+    eprintln!(
+        "{ROUNDS} link cuts under relapse run: slowest thaw {slowest:?} after the cut (lease {lease:?}, bound {:?})",
+        lease + Duration::from_secs(1)
+    );
 }

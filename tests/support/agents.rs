@@ -16,6 +16,28 @@ use tokio::time::Instant;
 /// A process the test started, ended by its pid when dropped.
 pub struct Started(pub Child);
 
+impl Started {
+    /// Waits for the process to end by itself: its exit status, stdout and stderr (each read
+    /// whole, stderr on a thread so neither pipe can fill while the other is read).
+    pub fn finish(&mut self) -> (std::process::ExitStatus, String, String) {
+        use std::io::Read;
+        let stderr = self.0.stderr.take().map(|mut pipe| {
+            std::thread::spawn(move || {
+                let mut text = String::new();
+                let _ = pipe.read_to_string(&mut text);
+                text
+            })
+        });
+        let mut stdout = String::new();
+        if let Some(mut pipe) = self.0.stdout.take() {
+            let _ = pipe.read_to_string(&mut stdout);
+        }
+        let status = self.0.wait().unwrap();
+        let stderr = stderr.map(|t| t.join().unwrap()).unwrap_or_default();
+        (status, stdout, stderr)
+    }
+}
+
 impl Drop for Started {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -116,10 +138,12 @@ pub fn start_agent_on(kinds: &[&str], host: Option<&Host>) -> Agent {
     for kind in kinds {
         command.args(["--allow-kind", kind]);
     }
+    // Its log goes to a file: a pipe nobody reads would fill, and block the agent's writes.
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
     let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stderr(log)
         .spawn()
         .unwrap();
     let mut line = String::new();

@@ -13,6 +13,7 @@ use rustls::pki_types::ServerName;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_util::sync::CancellationToken;
@@ -216,32 +217,66 @@ impl AgentClient {
         Ok(answer.expires_ns)
     }
 
-    /// Renews the lease every `every` until `stop`, logging a renewal that failed (the agent
-    /// reverts on its own when the lease lapses; that is the point of it). The task ends with
-    /// the instant the last renewal was sent, of those the agent accepted.
+    /// Renews the lease every `every` until `stop`, from a lease taken at `taken` (the instant
+    /// its call was sent). A renewal that fails is logged (the first of a streak as a warning)
+    /// and tried again at the next tick. The lease is lost when the agent says the run has
+    /// ended, or when no renewal was accepted for a whole lease (the agent has let it lapse
+    /// by then, or is about to, and reverts the run's faults on its own: that is the point of
+    /// it): the task then sends why on `lost` and ends, since a run is not resumed. It ends with
+    /// the instant the last accepted renewal was sent.
     pub fn keep_lease(
         &self,
         id: RunId,
         lease: Duration,
         every: Duration,
+        taken: Instant,
         stop: CancellationToken,
+        lost: mpsc::UnboundedSender<String>,
     ) -> tokio::task::JoinHandle<Option<Instant>> {
         let client = self.clone();
         tokio::spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last = None;
+            let mut failing = false;
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => return last,
                     _ = ticks.tick() => {
                         let sent = Instant::now();
-                        match client.lease(&id, lease, every).await {
-                            Ok(_) => last = Some(sent),
-                            Err(error) => {
-                                tracing::warn!(agent = %client.url, %error, "lease renewal failed");
+                        let lapses = last.unwrap_or(taken) + lease;
+                        let renewal = tokio::select! {
+                            _ = stop.cancelled() => return last,
+                            answer = tokio::time::timeout_at(lapses, client.lease(&id, lease, every)) => answer,
+                        };
+                        let why = match renewal {
+                            Ok(Ok(_)) => {
+                                last = Some(sent);
+                                failing = false;
+                                continue;
                             }
-                        }
+                            Ok(Err(AgentError::Refused { status, error, .. }))
+                                if status == StatusCode::CONFLICT =>
+                            {
+                                format!("agent {} ended the run: {error}", client.url)
+                            }
+                            Ok(Err(error)) if Instant::now() < lapses => {
+                                if failing {
+                                    tracing::debug!(agent = %client.url, %error, "lease renewal failed again");
+                                } else {
+                                    tracing::warn!(agent = %client.url, %error, "lease renewal failed; trying again");
+                                }
+                                failing = true;
+                                continue;
+                            }
+                            Ok(Err(_)) | Err(_) => format!(
+                                "no lease renewal reached agent {} for {lease:?}: the lease lapsed there, and the agent reverts the run's faults itself",
+                                client.url
+                            ),
+                        };
+                        tracing::error!(agent = %client.url, "lease lost: {why}");
+                        let _ = lost.send(why);
+                        return last;
                     }
                 }
             }

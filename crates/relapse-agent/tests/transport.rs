@@ -361,9 +361,11 @@ async fn when_renewals_stop_the_agent_reverts_within_the_lease_and_a_second() {
     let mut running = start_agent().await;
     let agent = client(&running, TOKEN).await;
     let id = run_id("run-1", "holder-1");
+    let taken = Instant::now();
     agent.lease(&id, lease, every).await.unwrap();
     let renewing = CancellationToken::new();
-    let renewals = agent.keep_lease(id.clone(), lease, every, renewing.clone());
+    let (lost, mut lost_rx) = mpsc::unbounded_channel();
+    let renewals = agent.keep_lease(id.clone(), lease, every, taken, renewing.clone(), lost);
     agent.apply(&freeze(&id)).await.unwrap();
     agent.apply(&freeze(&id)).await.unwrap();
     // Held across several renewals: nothing is reverted while they come.
@@ -377,6 +379,10 @@ async fn when_renewals_stop_the_agent_reverts_within_the_lease_and_a_second() {
     // which is after the instant that renewal was sent: the bound is measured from the send.
     renewing.cancel();
     let last_renewal = renewals.await.unwrap().expect("renewals were accepted");
+    assert!(
+        lost_rx.try_recv().is_err(),
+        "stopped renewals are not a lost lease"
+    );
     let bound = lease + Duration::from_secs(1);
     for _ in 0..2 {
         let (run, _, at) = tokio::time::timeout_at(last_renewal + bound, running.reverted.recv())
@@ -393,4 +399,35 @@ async fn when_renewals_stop_the_agent_reverts_within_the_lease_and_a_second() {
     // The lapsed run is over: it cannot come back and apply again.
     assert!(agent.apply(&freeze(&id)).await.is_err());
     assert!(agent.lease(&id, lease, every).await.is_err());
+}
+
+/// The renewals say so when the agent ends the run under them (here an operator's forced
+/// cleanup): the next renewal is refused, the lease is reported lost with the agent's reason,
+/// and the renewals stop.
+#[tokio::test]
+async fn renewals_report_a_run_the_agent_ended_as_a_lost_lease() {
+    let lease = Duration::from_secs(5);
+    let every = Duration::from_millis(100);
+    let running = start_agent().await;
+    let agent = client(&running, TOKEN).await;
+    let id = run_id("run-1", "holder-1");
+    let taken = Instant::now();
+    agent.lease(&id, lease, every).await.unwrap();
+    let (lost, mut lost_rx) = mpsc::unbounded_channel();
+    let renewals = agent.keep_lease(
+        id.clone(),
+        lease,
+        every,
+        taken,
+        CancellationToken::new(),
+        lost,
+    );
+    agent.cleanup(true).await.unwrap();
+    let why = lost_rx.recv().await.expect("the loss is reported");
+    assert!(
+        why.contains("ended the run") && why.contains("has ended"),
+        "{why}"
+    );
+    // The task ended by itself, with the last renewal the agent accepted.
+    assert!(renewals.await.unwrap().is_some());
 }

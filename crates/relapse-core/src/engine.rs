@@ -35,6 +35,17 @@ pub async fn run(
     run.finish(ending).await
 }
 
+/// The next reason to abort; never, without a source or once every sender is gone.
+async fn next_abort(aborts: &mut Option<mpsc::UnboundedReceiver<String>>) -> String {
+    if let Some(reason) = match aborts {
+        Some(aborts) => aborts.recv().await,
+        None => None,
+    } {
+        return reason;
+    }
+    std::future::pending().await
+}
+
 /// How the schedule ended.
 enum Ending {
     Completed,
@@ -71,6 +82,8 @@ struct Run {
     tasks: TaskTracker,
     samples_rx: mpsc::UnboundedReceiver<(usize, Sample)>,
     signals_rx: mpsc::UnboundedReceiver<Signal>,
+    /// Reasons from outside to abort at once (an agent's lease lost).
+    aborts: Option<mpsc::UnboundedReceiver<String>>,
     backlog_rx: mpsc::UnboundedReceiver<BacklogReading>,
 
     backlog: Vec<BacklogReading>,
@@ -181,6 +194,7 @@ impl Run {
             tasks,
             samples_rx,
             signals_rx,
+            aborts: plan.aborts,
             backlog_rx,
             backlog: Vec::new(),
             sli_samples: Vec::new(),
@@ -250,6 +264,7 @@ impl Run {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ending::Aborted("cancelled before injection".into()),
+                reason = next_abort(&mut self.aborts) => return Ending::Aborted(reason),
                 _ = sleep_until(run_deadline) => return Ending::Aborted("limits.max_run reached before injection".into()),
                 _ = sleep_until(steady_deadline) => {
                     return Ending::Inconclusive(format!(
@@ -290,6 +305,7 @@ impl Run {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ending::Aborted("cancelled while faults were scheduled".into()),
+                reason = next_abort(&mut self.aborts) => return Ending::Aborted(reason),
                 _ = sleep_until(run_deadline) => return Ending::Aborted("limits.max_run reached while faults were scheduled".into()),
                 Some(signal) = self.signals_rx.recv() => self.record_signal(signal),
                 Some((i, sample)) = self.samples_rx.recv() => self.record_sample(i, sample),
@@ -324,6 +340,7 @@ impl Run {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return Ending::Aborted("cancelled while observing recovery".into()),
+                reason = next_abort(&mut self.aborts) => return Ending::Aborted(reason),
                 _ = sleep_until(observe_deadline) => {
                     let at = Instant::now();
                     self.event(at, "observation bound", "observation ended at its bound (limits.observe_after or limits.max_run)");

@@ -78,6 +78,9 @@ pub struct Plan {
     /// What paces the probes' checks: a kernel timer in a real run, the runtime's timer in
     /// tests on a paused clock.
     pub pacer: Arc<dyn Pacer>,
+    /// Reasons to abort the run at once, from outside the engine: an agent's lease lost (the
+    /// agent reverts the run's faults there, so what follows would not measure them).
+    pub aborts: Option<tokio::sync::mpsc::UnboundedReceiver<String>>,
 }
 
 /// Where a run is, for a live display.

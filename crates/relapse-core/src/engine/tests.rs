@@ -201,6 +201,7 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
         stops: Vec::new(),
         backlog: None,
         journal: None,
+        aborts: None,
         pacer: Arc::new(crate::sense::RuntimePacer),
     }
 }
@@ -401,6 +402,40 @@ async fn cancellation_mid_fault_reverts_and_aborts() {
     let e = report.headline().unwrap();
     assert_eq!(e.reverted_at, Some(ms(3000)));
     assert!(report.timeline.iter().any(|t| t.event == "aborted"));
+}
+
+/// A reason from outside (an agent's lease lost) aborts the run at once with that reason, and
+/// what is applied is reverted then, not at its scheduled end.
+#[tokio::test(start_paused = true)]
+async fn an_outside_abort_mid_fault_reverts_and_aborts_with_its_reason() {
+    let system = Arc::new(System::default());
+    let (abort, aborts) = tokio::sync::mpsc::unbounded_channel();
+    let mut p = plan(&system, &[("freeze", 1050, 30_000)], Some(700));
+    p.aborts = Some(aborts);
+    let sender = tokio::spawn(async move {
+        tokio::time::sleep(ms(2500)).await;
+        abort.send("agent \"a1\": lease lost".to_string()).unwrap();
+        // Held open: a closed channel must not abort by itself.
+        tokio::time::sleep(ms(60_000)).await;
+    });
+    let report = run(p, CancellationToken::new(), None).await;
+    sender.abort();
+    assert_eq!(report.verdict, Verdict::Aborted);
+    assert_eq!(report.reason.as_deref(), Some("agent \"a1\": lease lost"));
+    assert_eq!(system.applied.load(Ordering::SeqCst), 0);
+    assert_eq!(report.headline().unwrap().reverted_at, Some(ms(2500)));
+}
+
+/// An abort source whose senders are all gone (the agents released) never aborts.
+#[tokio::test(start_paused = true)]
+async fn a_closed_abort_source_lets_the_run_complete() {
+    let system = Arc::new(System::default());
+    let (abort, aborts) = tokio::sync::mpsc::unbounded_channel::<String>();
+    drop(abort);
+    let mut p = plan(&system, &[("freeze", 1050, 3000)], Some(700));
+    p.aborts = Some(aborts);
+    let report = run(p, CancellationToken::new(), None).await;
+    assert_ne!(report.verdict, Verdict::Aborted, "{:?}", report.reason);
 }
 
 #[tokio::test(start_paused = true)]
