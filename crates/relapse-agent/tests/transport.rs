@@ -428,6 +428,9 @@ async fn renewals_report_a_run_the_agent_ended_as_a_lost_lease() {
         why.contains("ended the run") && why.contains("has ended"),
         "{why}"
     );
-    // The task ended by itself, with the last renewal the agent accepted.
-    assert!(renewals.await.unwrap().is_some());
+    // The task ends by itself: nobody cancels it here.
+    tokio::time::timeout(Duration::from_secs(5), renewals)
+        .await
+        .expect("the renewals stopped")
+        .unwrap();
 }
