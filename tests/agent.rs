@@ -384,3 +384,82 @@ async fn cutting_the_link_under_relapse_run_thaws_the_remote_process_20_times() 
         lease + Duration::from_secs(1)
     );
 }
+
+/// The agent's log, once it holds `wanted` `times` times (a log line has no event to await:
+/// polled, 5 s).
+fn log_with(agent: &Agent, wanted: &str, times: usize) -> String {
+    let path = agent.dir.path().join("agent.log");
+    let start = std::time::Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&path).unwrap_or_default();
+        if log.matches(wanted).count() >= times {
+            return log;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the agent never logged {wanted:?}:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The real agent refuses a wrong token, a client that trusts another CA and a plain-text
+/// client, logs each refusal, and applies nothing for any of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_refuses_and_logs_a_wrong_token_an_unknown_ca_and_plain_text() {
+    let agent = start_agent(&["process_freeze"]);
+    let (sleeper, command) = target();
+    let tls = agent.dir.path().join("tls");
+    let authority = agent.url.trim_start_matches("https://").to_string();
+
+    let wrong = relapse_agent::client::AgentClient::connect(
+        &agent.url,
+        relapse_agent::tls::client_config(&tls.join("ca.pem")).unwrap(),
+        "not-the-token-of-this-agent",
+    )
+    .await
+    .unwrap();
+    let id = run_id("run-wrong");
+    let refused = wrong.apply(&freeze(&id, &command)).await.unwrap_err();
+    assert!(
+        matches!(&refused, AgentError::Refused { status, .. } if *status == 401),
+        "{refused}"
+    );
+    log_with(&agent, "refused: missing or wrong token", 1);
+
+    let other = agent.dir.path().join("other");
+    let made = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .args(["agent", "certs", "--out"])
+        .arg(&other)
+        .arg("a1=127.0.0.1")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let untrusted = relapse_agent::client::AgentClient::connect(
+        &agent.url,
+        relapse_agent::tls::client_config(&other.join("ca.pem")).unwrap(),
+        std::fs::read_to_string(tls.join("token")).unwrap().trim(),
+    )
+    .await;
+    assert!(
+        untrusted.is_err(),
+        "a client trusting another CA got through"
+    );
+    log_with(&agent, "refused: TLS handshake failed", 1);
+
+    let mut plain = std::net::TcpStream::connect(&authority).unwrap();
+    std::io::Write::write_all(
+        &mut plain,
+        b"POST /v1/apply HTTP/1.1\r\nHost: agent\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut plain, &mut answer);
+    assert!(
+        !String::from_utf8_lossy(&answer).contains("HTTP/1.1"),
+        "a plain-text client got an HTTP answer"
+    );
+    log_with(&agent, "refused: TLS handshake failed", 2);
+    assert_ne!(state(sleeper.0.id()), 'T');
+    assert!(holds_nothing(&agent).await);
+}
