@@ -334,6 +334,12 @@ impl Agent {
             .open_probe(&request.id.run, &request)
             .await
             .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        // A lease that lapsed while the probe was being built has forgotten the run's probes
+        // already: this one goes too.
+        if let Err(refused) = self.authorize(&request.id) {
+            self.host.end_probes(&request.id.run);
+            return Err(refused);
+        }
         tracing::info!(run = %request.id.run, probe = %request.name, "probe opened: {}", request.table);
         Ok(json(&ProbeOpened { probe }))
     }
