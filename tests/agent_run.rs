@@ -16,18 +16,7 @@ use support::PgTable;
 fn demo_scenario(agent: Option<&Agent>) -> String {
     let (agent_section, on) = match agent {
         None => (String::new(), ""),
-        Some(agent) => {
-            let tls = agent.dir.path().join("tls");
-            (
-                format!(
-                    "[[agent]]\nname = \"a1\"\nurl = \"{}\"\nca = \"{}\"\ntoken_file = \"{}\"\nlease = \"2s\"\nrenew_every = \"250ms\"\n",
-                    agent.url,
-                    tls.join("ca.pem").display(),
-                    tls.join("token").display()
-                ),
-                "on = \"a1\"\n",
-            )
-        }
+        Some(agent) => (agent_section(agent, "2s", "250ms"), "on = \"a1\"\n"),
     };
     format!(
         r#"[scenario]
@@ -359,7 +348,6 @@ fn server_in(host: &relapse_ports::netns::Host) -> (Started, tempfile::TempDir) 
 /// loopback, which only a check made there can reach) and `local` from here (the host's
 /// address across the link); `sli` names the one measured. The agent freezes the server.
 fn remote_sli_scenario(agent: &Agent, inside: &str, pid: u32, sli: &str) -> String {
-    let tls = agent.dir.path().join("tls");
     format!(
         r#"[scenario]
 name = "remote-sli"
@@ -382,14 +370,7 @@ window = "500ms"
 min_success = 0.95
 timeout = "20s"
 
-[[agent]]
-name = "a1"
-url = "{url}"
-ca = "{ca}"
-token_file = "{token}"
-lease = "2s"
-renew_every = "250ms"
-
+{agent}
 [[fault]]
 name = "server-hangs"
 on = "a1"
@@ -400,9 +381,7 @@ duration = "1s"
 [limits]
 observe_after = "2s"
 "#,
-        url = agent.url,
-        ca = tls.join("ca.pem").display(),
-        token = tls.join("token").display(),
+        agent = agent_section(agent, "2s", "250ms"),
     )
 }
 

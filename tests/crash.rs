@@ -16,6 +16,10 @@ use rand::{Rng, SeedableRng};
 use relapse::kinds::{FaultKindEntry, FAULT_KINDS};
 use serde_json::Value;
 
+mod support;
+
+use support::psql;
+
 /// How long after the kill everything must be gone.
 const CLEAN_WITHIN: Duration = Duration::from_secs(1);
 /// The same where the sample makes a scratch file system (`[[scratch_fs]]`): removing it
@@ -100,24 +104,6 @@ fn pending(state: &Path) -> Vec<(String, Value)> {
 
 fn journal_is_empty(state: &Path) -> bool {
     std::fs::read_dir(state.join("runs")).map_or(true, |mut d| d.next().is_none())
-}
-
-fn psql(sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-Atc",
-            sql,
-        ])
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "psql {sql}: {output:?}");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 /// Network namespaces whose name says this harness made them.

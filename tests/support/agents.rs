@@ -270,7 +270,6 @@ pub fn remote_scenario(
     lease: &str,
     renew_every: &str,
 ) -> String {
-    let tls = agent.dir.path().join("tls");
     let authority = agent.url.trim_start_matches("https://");
     let host = authority.rsplit_once(':').unwrap().0;
     format!(
@@ -288,14 +287,7 @@ probe = "agent-port"
 window = "200ms"
 min_success = 0.5
 
-[[agent]]
-name = "a1"
-url = "{url}"
-ca = "{ca}"
-token_file = "{token}"
-lease = "{lease}"
-renew_every = "{renew_every}"
-
+{agent_section}
 [[fault]]
 name = "hang"
 on = "a1"
@@ -306,9 +298,18 @@ duration = "{duration}"
 [limits]
 observe_after = "1s"
 "#,
-        url = agent.url,
-        ca = tls.join("ca.pem").display(),
-        token = tls.join("token").display(),
+        agent_section = agent_section(agent, lease, renew_every),
+    )
+}
+
+/// The `[[agent]]` table of agent a1: its URL, CA and token, and the lease.
+pub fn agent_section(agent: &Agent, lease: &str, renew_every: &str) -> String {
+    let tls = agent.dir.path().join("tls");
+    format!(
+        "[[agent]]\nname = \"a1\"\nurl = \"{}\"\nca = \"{}\"\ntoken_file = \"{}\"\nlease = \"{lease}\"\nrenew_every = \"{renew_every}\"\n",
+        agent.url,
+        tls.join("ca.pem").display(),
+        tls.join("token").display()
     )
 }
 

@@ -86,19 +86,25 @@ pub fn assert_processes_gone(run: &Value, state: &Path) {
     assert!(journal_is_empty(state), "the journal is not empty");
 }
 
-/// One statement through psql on the real PostgreSQL (database test, user postgres); its output.
+/// psql on the real PostgreSQL (database test, user postgres), for one statement.
+fn psql_command(sql: &str) -> Command {
+    let mut command = Command::new("psql");
+    command.args([
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "test",
+        "-XAtqc",
+        sql,
+    ]);
+    command
+}
+
+/// One statement through psql; its output.
 pub fn psql(sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "test",
-            "-XAtqc",
-            sql,
-        ])
+    let output = psql_command(sql)
         .output()
         .expect("psql is installed with PostgreSQL");
     assert!(
@@ -132,17 +138,6 @@ impl PgTable {
 
 impl Drop for PgTable {
     fn drop(&mut self) {
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                "test",
-                "-XAtqc",
-                &format!("DROP TABLE IF EXISTS {}", self.0),
-            ])
-            .output();
+        let _ = psql_command(&format!("DROP TABLE IF EXISTS {}", self.0)).output();
     }
 }

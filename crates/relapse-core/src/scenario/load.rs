@@ -87,85 +87,77 @@ fn toml_error(path: &Path, text: &str, err: toml::de::Error) -> ScenarioError {
     invalid_at(path, text, err.span(), message)
 }
 
+/// What an agent receives from a coordinator: one `[[fault]]` or one `[[probe]]` table.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentTables {
+    #[serde(default)]
+    fault: Vec<toml::Spanned<fault::FaultSection>>,
+    #[serde(default)]
+    probe: Vec<file::ProbeSection>,
+}
+
+/// Reads `text` as [`AgentTables`], picks the sections of `what` with `sections`, and checks
+/// that there is exactly one, with `check`, against the agent's own world: no demo, proxies,
+/// scratch file systems or started processes; the hosts in `allowed` besides loopback; the
+/// template variables in `vars`. `path` names the text in errors, which give its line and
+/// column.
+fn one_agent_table<S, T>(
+    path: &Path,
+    text: &str,
+    (allowed, vars): (&[String], &super::Vars),
+    what: &str,
+    sections: impl FnOnce(AgentTables) -> Vec<S>,
+    check: impl FnOnce(&[S], &Env) -> Result<Vec<T>, Problem>,
+) -> Result<T, ScenarioError> {
+    let parsed: AgentTables = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
+    let tables = parsed.fault.len() + parsed.probe.len();
+    let sections = sections(parsed);
+    if sections.len() != 1 || tables != 1 {
+        let message =
+            format!("expected exactly one [[{what}]] and nothing else, found {tables} tables");
+        return Err(invalid_at(path, text, None, message));
+    }
+    let env = Env {
+        allowed,
+        vars,
+        demo: None,
+        db_proxies: &[],
+        scratch_fs: &[],
+        fs_gates: &[],
+        processes: &[],
+        on_agent: None,
+    };
+    let mut checked = check(&sections, &env)
+        .map_err(|Problem { span, message }| invalid_at(path, text, Some(span), message))?;
+    Ok(checked.remove(0))
+}
+
 /// One `[[fault]]` table on its own, as an agent receives it from a coordinator: its `name`,
 /// `start` and `duration` and exactly one kind, checked as in a scenario but against the
-/// agent's own world (no demo, proxies, scratch file systems or started processes; the hosts
-/// in `allowed` besides loopback; the template variables in `vars`). `path` names the text in
-/// errors, which give its line and column.
+/// agent's own world (see [`one_agent_table`]).
 pub fn parse_fault_table(
     path: &Path,
     text: &str,
     allowed: &[String],
     vars: &super::Vars,
 ) -> Result<super::FaultSpec, ScenarioError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct OneFault {
-        fault: Vec<toml::Spanned<fault::FaultSection>>,
-    }
-    let invalid = |span, message| invalid_at(path, text, span, message);
-    let parsed: OneFault = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
-    if parsed.fault.len() != 1 {
-        return Err(invalid(
-            None,
-            format!(
-                "expected exactly one [[fault]], found {}",
-                parsed.fault.len()
-            ),
-        ));
-    }
-    let env = Env {
-        allowed,
-        vars,
-        demo: None,
-        db_proxies: &[],
-        scratch_fs: &[],
-        fs_gates: &[],
-        processes: &[],
-        on_agent: None,
-    };
-    let mut faults = fault::check(&parsed.fault, &env, &[], &fault::Remote::default())
-        .map_err(|Problem { span, message }| invalid(Some(span), message))?;
-    Ok(faults.remove(0))
+    let check =
+        |sections: &[_], env: &Env| fault::check(sections, env, &[], &fault::Remote::default());
+    one_agent_table(path, text, (allowed, vars), "fault", |t| t.fault, check)
 }
 
 /// One `[[probe]]` table on its own, as an agent receives it: its `name` and exactly one kind,
-/// checked as in a scenario but against the agent's own world (as [`parse_fault_table`]).
+/// checked as in a scenario but against the agent's own world (see [`one_agent_table`]).
 pub fn parse_probe_table(
     path: &Path,
     text: &str,
     allowed: &[String],
     vars: &super::Vars,
 ) -> Result<super::ProbeSpec, ScenarioError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct OneProbe {
-        probe: Vec<file::ProbeSection>,
-    }
-    let invalid = |span, message| invalid_at(path, text, span, message);
-    let parsed: OneProbe = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
-    if parsed.probe.len() != 1 {
-        return Err(invalid(
-            None,
-            format!(
-                "expected exactly one [[probe]], found {}",
-                parsed.probe.len()
-            ),
-        ));
-    }
-    let env = Env {
-        allowed,
-        vars,
-        demo: None,
-        db_proxies: &[],
-        scratch_fs: &[],
-        fs_gates: &[],
-        processes: &[],
-        on_agent: None,
-    };
-    let mut probes = check::probe::check(&parsed.probe, &env, &fault::Remote::default())
-        .map_err(|Problem { span, message }| invalid(Some(span), message))?;
-    Ok(probes.remove(0))
+    let check =
+        |sections: &[_], env: &Env| check::probe::check(sections, env, &fault::Remote::default());
+    one_agent_table(path, text, (allowed, vars), "probe", |t| t.probe, check)
 }
 
 /// A checking failure at a place in the file.

@@ -240,7 +240,7 @@ fn one_fault_table_is_read_as_an_agent_receives_it() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("expected exactly one [[fault]], found 2"),
+        err.contains("expected exactly one [[fault]] and nothing else, found 2 tables"),
         "{err}"
     );
 }

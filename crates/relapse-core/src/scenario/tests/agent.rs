@@ -214,7 +214,19 @@ fn an_agent_reads_a_probe_table_against_its_own_allowlist() {
         .unwrap_err()
         .to_string();
     assert!(
-        refused.contains("expected exactly one [[probe]], found 2"),
+        refused.contains("expected exactly one [[probe]] and nothing else, found 2 tables"),
         "{refused}"
     );
+    // A fault's table cannot bring a probe along, nor the other way round.
+    let both = "[[fault]]\nname = \"f\"\nstart = \"0s\"\nduration = \"1s\"\nprocess_freeze = { pid = 1 }\n[[probe]]\nname = \"a\"\ntcp = { address = \"127.0.0.1:1\" }\n";
+    for refused in [
+        parse_fault_table(Path::new("t"), both, &[], &Vars::default()).map(|_| ()),
+        parse_probe_table(Path::new("t"), both, &[], &Vars::default()).map(|_| ()),
+    ] {
+        let refused = refused.unwrap_err().to_string();
+        assert!(
+            refused.contains("and nothing else, found 2 tables"),
+            "{refused}"
+        );
+    }
 }
