@@ -2,7 +2,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all build test crash lint fmt bench fuzz demo flg clean
+.PHONY: all build test crash lint deploy-check fmt bench fuzz demo flg clean
 
 all: build
 
@@ -18,6 +18,11 @@ test:
 CRASH_ROUNDS ?= 200
 crash:
 	RELAPSE_CRASH_ROUNDS=$(CRASH_ROUNDS) $(CARGO) test --test crash -- --nocapture
+
+# The Kubernetes manifests, validated offline against the Kubernetes schema (needs kubectl and
+# PyPI's kubernetes-validate; .ci/run installs both).
+deploy-check:
+	deploy/kubernetes/check
 
 lint:
 	$(CARGO) fmt --all -- --check

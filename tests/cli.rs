@@ -411,10 +411,17 @@ fn malformed_scenarios_exit_2_with_file_line_column_and_what_was_expected() {
 fn the_shipped_scenarios_validate() {
     let mut command = relapse();
     command.arg("validate");
-    for entry in std::fs::read_dir(repo("scenarios")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            command.arg(path);
+    // The incidents' scenarios, and those the Kubernetes manifests ship in their ConfigMaps.
+    for dir in [
+        "scenarios",
+        "deploy/kubernetes/base",
+        "deploy/kubernetes/overlays/kolab-staging",
+    ] {
+        for entry in std::fs::read_dir(repo(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                command.arg(path);
+            }
         }
     }
     let output = command.output().unwrap();

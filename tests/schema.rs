@@ -115,7 +115,8 @@ fn every_shipped_scenario_is_valid_and_each_malformed_case_the_schema_can_expres
     let validator = jsonschema::draft202012::new(&schema).unwrap();
     let mut shipped = Vec::new();
     scenarios(&repo("scenarios"), &mut shipped);
-    assert!(shipped.len() >= 10, "{shipped:?}");
+    scenarios(&repo("deploy"), &mut shipped);
+    assert!(shipped.len() >= 12, "{shipped:?}");
     for path in &shipped {
         let scenario = as_json(path).unwrap();
         let errors: Vec<String> = validator
