@@ -17,6 +17,7 @@ pub mod cli;
 pub mod faults;
 mod http1;
 pub mod load;
+pub mod shard;
 pub mod source;
 pub mod template;
 

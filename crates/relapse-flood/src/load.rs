@@ -500,7 +500,7 @@ struct Stats {
     per_source: BTreeMap<IpAddr, SourceStats>,
 }
 
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     // Two significant digits keep a worker's histogram around 10 KB (there may be thousands of
     // workers); it grows to the largest latency seen.
     Histogram::new(2).expect("2 significant digits are valid")

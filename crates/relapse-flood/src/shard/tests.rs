@@ -1,0 +1,104 @@
+use std::time::Duration;
+
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+#[test]
+fn shares_add_up_and_differ_by_at_most_one() {
+    assert_eq!(shares(10, 4), [3, 3, 2, 2]);
+    assert_eq!(shares(3, 4), [1, 1, 1, 0]);
+    assert_eq!(shares(0, 2), [0, 0]);
+    assert!(shares(5, 0).is_empty());
+    for (total, n) in [(1_000_003, 7), (10_000, 3), (1, 1), (99, 100)] {
+        let parts = shares(total, n);
+        assert_eq!(parts.len(), n);
+        assert_eq!(parts.iter().sum::<u64>(), total);
+        assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
+    }
+}
+
+#[test]
+fn segments_are_disjoint_contiguous_and_cover_every_item() {
+    let sources: Vec<u32> = (0..10).collect();
+    let runs = segments(&sources, 4);
+    assert_eq!(runs, [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7], vec![8, 9]]);
+    assert_eq!(runs.concat(), sources);
+}
+
+fn load_report(latency: Histogram<u64>, sent: u64) -> LoadReport {
+    LoadReport {
+        sent,
+        completed: latency.len(),
+        errors_by_kind: BTreeMap::from([("timeout".to_string(), sent - latency.len())]),
+        statuses: BTreeMap::from([(200, latency.len())]),
+        duration: Duration::from_millis(1000 + sent),
+        achieved_rps: 0.0,
+        latency,
+        per_source: None,
+        intended_rate: Some(250.0),
+        intended: Some(sent),
+    }
+}
+
+/// The exactness: the shards' histograms, each serialized as V2, read back and added,
+/// give the same percentiles (and count, min, max, mean) as one histogram of all the values,
+/// with the same settings.
+#[test]
+fn merged_shards_have_exactly_the_percentiles_of_one_histogram_of_all_values() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(16);
+    let mut whole = new_histogram();
+    let mut parts: Vec<Histogram<u64>> = (0..4).map(|_| new_histogram()).collect();
+    for i in 0..200_000u64 {
+        // Latencies from 50 µs to a few seconds, with a long tail: what a flood sees.
+        let value = if rng.random_bool(0.01) {
+            rng.random_range(100_000..5_000_000)
+        } else {
+            rng.random_range(50..20_000)
+        };
+        whole.record(value).unwrap();
+        parts[(i % 4) as usize].record(value).unwrap();
+    }
+    let reports: Vec<ShardReport> = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, part)| {
+            let sent = part.len() + i as u64;
+            let report = ShardReport::new(&load_report(part, sent)).unwrap();
+            // Through JSON, as it travels.
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap()
+        })
+        .collect();
+    let merged = merge(&reports).unwrap();
+    assert_eq!(merged.latency.len(), whole.len());
+    for q in [0.0, 0.1, 0.5, 0.9, 0.99, 0.999, 0.9999, 1.0] {
+        assert_eq!(
+            merged.latency.value_at_quantile(q),
+            whole.value_at_quantile(q),
+            "quantile {q}"
+        );
+    }
+    assert_eq!(merged.latency.min(), whole.min());
+    assert_eq!(merged.latency.max(), whole.max());
+    assert_eq!(merged.latency.mean(), whole.mean());
+    // The counts add up (each shard sent i more than were answered); the duration is the
+    // longest shard's.
+    assert_eq!(merged.sent, whole.len() + 6);
+    assert_eq!(merged.completed, whole.len());
+    assert_eq!(merged.errors("timeout"), 6);
+    assert_eq!(merged.statuses[&200], whole.len());
+    assert_eq!(merged.intended_rate, Some(1000.0));
+    assert_eq!(merged.duration, Duration::from_millis(1000 + 50_003));
+}
+
+#[test]
+fn a_shard_whose_histogram_is_not_v2_is_an_error() {
+    let mut report = ShardReport::new(&load_report(new_histogram(), 0)).unwrap();
+    report.latency_v2 = "not base64!".into();
+    assert!(matches!(
+        merge(std::slice::from_ref(&report)),
+        Err(ShardError::Base64(_))
+    ));
+    report.latency_v2 = base64::engine::general_purpose::STANDARD.encode(b"not a histogram");
+    assert!(matches!(merge(&[report]), Err(ShardError::Deserialize(_))));
+}
