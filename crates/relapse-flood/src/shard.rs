@@ -1,6 +1,7 @@
-//! A flood spread over agents: each shard's part of the whole, and each shard's report as it
-//! travels back (its counts, and its latency histogram serialized as HdrHistogram V2), merged
-//! into one report whose percentiles are those of one histogram of every shard's values.
+//! A flood spread over agents: each shard's report as it travels back (its counts, and its
+//! latency histogram serialized as HdrHistogram V2), merged into one report whose percentiles
+//! are those of one histogram of every shard's values. Each shard's part of the whole is
+//! `relapse_core::scenario::spread`'s.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,33 +12,6 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::load::{new_histogram, LoadReport};
-
-/// `total` split into `shards` parts that differ by at most one and add up to `total`; the
-/// first `total % shards` parts get the one more. So a flood's bounds (its requests, its
-/// connections) hold for the whole, not per shard.
-pub fn shares(total: u64, shards: usize) -> Vec<u64> {
-    if shards == 0 {
-        return Vec::new();
-    }
-    let n = shards as u64;
-    (0..n)
-        .map(|i| total / n + u64::from(i < total % n))
-        .collect()
-}
-
-/// `items` split into `shards` contiguous runs, disjoint and in order, sized by [`shares`]:
-/// each shard's own source addresses.
-pub fn segments<T: Clone>(items: &[T], shards: usize) -> Vec<Vec<T>> {
-    let mut start = 0;
-    shares(items.len() as u64, shards)
-        .into_iter()
-        .map(|size| {
-            let run = items[start..start + size as usize].to_vec();
-            start += size as usize;
-            run
-        })
-        .collect()
-}
 
 /// Why a shard's report cannot be read or merged.
 #[derive(Debug, thiserror::Error)]

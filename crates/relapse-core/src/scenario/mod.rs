@@ -7,6 +7,7 @@ mod fault;
 mod file;
 mod load;
 mod model;
+pub mod spread;
 pub mod target;
 mod template;
 

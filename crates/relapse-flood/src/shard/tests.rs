@@ -4,28 +4,6 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 
-#[test]
-fn shares_add_up_and_differ_by_at_most_one() {
-    assert_eq!(shares(10, 4), [3, 3, 2, 2]);
-    assert_eq!(shares(3, 4), [1, 1, 1, 0]);
-    assert_eq!(shares(0, 2), [0, 0]);
-    assert!(shares(5, 0).is_empty());
-    for (total, n) in [(1_000_003, 7), (10_000, 3), (1, 1), (99, 100)] {
-        let parts = shares(total, n);
-        assert_eq!(parts.len(), n);
-        assert_eq!(parts.iter().sum::<u64>(), total);
-        assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
-    }
-}
-
-#[test]
-fn segments_are_disjoint_contiguous_and_cover_every_item() {
-    let sources: Vec<u32> = (0..10).collect();
-    let runs = segments(&sources, 4);
-    assert_eq!(runs, [vec![0, 1, 2], vec![3, 4, 5], vec![6, 7], vec![8, 9]]);
-    assert_eq!(runs.concat(), sources);
-}
-
 fn load_report(latency: Histogram<u64>, sent: u64) -> LoadReport {
     LoadReport {
         sent,
