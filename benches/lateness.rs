@@ -201,7 +201,7 @@ fn plan(
         steady_timeout: Duration::from_secs(10),
         detectors: Vec::new(),
         faults: vec![PlannedFault {
-            placement: None,
+            placements: Vec::new(),
             name: "load".into(),
             start: Duration::ZERO,
             duration,

@@ -86,6 +86,7 @@ fn run(length: Duration, every: Duration, episodes: u32, seed: u64) -> RunReport
         probes: Vec::new(),
         run_dir: None,
         processes: Vec::new(),
+        floods: Vec::new(),
     }
 }
 

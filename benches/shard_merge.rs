@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use hdrhistogram::Histogram;
+use relapse_core::report::FloodFigures;
 use relapse_flood::load::LoadReport;
-use relapse_flood::shard::{merge, ShardReport};
+use relapse_flood::shard::{figures, merge};
 
 const PER_SHARD: usize = 50_000;
 
@@ -53,7 +54,7 @@ fn shard_json(values: &[u64]) -> String {
         intended_rate: Some(5000.0),
         intended: Some(PER_SHARD as u64),
     };
-    serde_json::to_string(&ShardReport::new(&report).unwrap()).unwrap()
+    serde_json::to_string(&figures(&report)).unwrap()
 }
 
 fn bench(c: &mut Criterion) {
@@ -66,7 +67,7 @@ fn bench(c: &mut Criterion) {
             &texts,
             |b, texts| {
                 b.iter(|| {
-                    let reports: Vec<ShardReport> = texts
+                    let reports: Vec<FloodFigures> = texts
                         .iter()
                         .map(|t| serde_json::from_str(t).unwrap())
                         .collect();

@@ -382,11 +382,16 @@ source = "{scratch_fs.sample.path}"
     },
 ];
 
-/// What the harness journals besides faults.
+/// What the harness journals besides faults, and what a fault on agents journals: the records
+/// that release a run on its agents.
 pub static HARNESS_RECORDS: &[HarnessRecord] = &[
     HarnessRecord {
         kind: crate::remote::KIND,
         revert: |v| crate::remote::revert_record(&decode_record(v)?),
+    },
+    HarnessRecord {
+        kind: crate::remote::SPREAD_KIND,
+        revert: |v| crate::remote::revert_spread_record(&decode_record(v)?),
     },
     HarnessRecord {
         kind: relapse_ports::netns::KIND,

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use relapse_core::engine::{Plan, PlannedBacklog, PlannedDetector, PlannedFault, PlannedProbe};
 use relapse_core::measure::SteadyRule;
 use relapse_core::report::Placed;
-use relapse_core::scenario::{BacklogKind, DetectorKind, ProbeKind, Scenario, Vars};
+use relapse_core::scenario::{
+    BacklogKind, DetectorKind, FaultKind, FloodLoad, ProbeKind, Scenario, Vars,
+};
 use relapse_core::sense::{Detector, Gauge, Probe};
 use relapse_probe::{
     AlertmanagerDetector, CommandDetector, HttpHealthDetector, HttpProbe, ImapProbe, LogDetector,
@@ -146,16 +148,27 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             gates: &gates,
             protected: &protected,
         };
-        let mut placement = None;
-        let fault = match &spec.on {
-            None => kinds::build(&spec.kind, &context)
+        let in_context = |e: String| format!("fault \"{}\": {e}", spec.name);
+        let mut placements = Vec::new();
+        let fault = match spec.on.as_slice() {
+            [] => kinds::build(&spec.kind, &context)
                 .await
-                .map_err(|e| format!("fault \"{}\": {e}", spec.name))?,
-            Some(remote) => {
-                let agent = connected(harness, &remote.agent)
-                    .map_err(|e| format!("fault \"{}\": {e}", spec.name))?;
-                placement = Some(agent.placement(Placed::Fault(spec.name.clone())));
+                .map_err(in_context)?,
+            [remote] => {
+                let agent = connected(harness, &remote.agent).map_err(in_context)?;
+                placements.push(agent.placement(Placed::Fault(spec.name.clone())));
                 agent.fault(spec, remote, vars)
+            }
+            shards => {
+                let rate = shard_rate(&spec.kind, shards.len());
+                let mut faults = Vec::with_capacity(shards.len());
+                for remote in shards {
+                    let agent = connected(harness, &remote.agent).map_err(in_context)?;
+                    placements.push(agent.placement(Placed::Fault(spec.name.clone())));
+                    faults.push((agent.remote_fault(spec, remote, vars, true), rate));
+                }
+                let describe = format!("{} \"{}\"", spec.kind.name(), spec.name);
+                Box::new(crate::remote::SpreadFault::new(describe, faults))
             }
         };
         faults.push(PlannedFault {
@@ -164,7 +177,7 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
             duration: spec.duration,
             fault,
             gates: spec.gates.clone(),
-            placement,
+            placements,
         });
     }
 
@@ -225,6 +238,18 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
         aborts: None,
         pacer: Arc::new(relapse_probe::KernelPacer),
     })
+}
+
+/// Each shard's asked rate when a flood of the open model is spread over `shards` agents (the
+/// loader's shares of it).
+fn shard_rate(kind: &FaultKind, shards: usize) -> Option<f64> {
+    match kind {
+        FaultKind::HttpFlood(flood) => match flood.load {
+            FloodLoad::Open { rate, .. } => Some(rate / shards as f64),
+            FloodLoad::Closed { .. } => None,
+        },
+        _ => None,
+    }
 }
 
 fn connected<'a>(

@@ -15,11 +15,14 @@ use relapse_core::fault::{
     BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
     Reverted,
 };
-use relapse_core::report::Placed;
+use relapse_core::report::{FloodFigures, FloodOutcome, Placed};
 use relapse_core::scenario::{AgentSpec, FaultSpec, OnAgent, ProbeSpec, Vars};
 use relapse_core::sense::{Outcome, Probe, Timed};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+
+mod spread;
+pub use spread::{revert_spread_record, SpreadFault, SpreadRecord, SPREAD_KIND};
 
 /// The journal kind of a run's lease on an agent (an [`AgentRunRecord`]).
 pub const KIND: &str = "agent_run";
@@ -160,7 +163,19 @@ impl Connected {
 
     /// The injector of a fault this agent applies.
     pub fn fault(&self, spec: &FaultSpec, remote: &OnAgent, vars: &Vars) -> Box<dyn Fault> {
-        Box::new(RemoteFault {
+        Box::new(self.remote_fault(spec, remote, vars, false))
+    }
+
+    /// The injector of a fault this agent applies; with `prepare`, one shard of a spread flood,
+    /// which [`RemoteFault::prepare`] gets ready and [`RemoteFault::go`] starts.
+    pub fn remote_fault(
+        &self,
+        spec: &FaultSpec,
+        remote: &OnAgent,
+        vars: &Vars,
+        prepare: bool,
+    ) -> RemoteFault {
+        RemoteFault {
             agent: self.name.clone(),
             client: self.client.clone(),
             offset: self.offset,
@@ -172,9 +187,17 @@ impl Connected {
                 table: remote.table.clone(),
                 duration_ms: spec.duration.as_millis() as u64,
                 vars: wire_vars(vars),
+                prepare,
             },
             applied: None,
-        })
+            figures: None,
+            ended: None,
+        }
+    }
+
+    /// The record that releases this run on the agent, for a spread flood's journal entry.
+    pub fn record(&self) -> &AgentRunRecord {
+        &self.record
     }
 
     /// Opens a probe on the agent, whose checks then go out from the agent's host.
@@ -251,11 +274,59 @@ pub struct RemoteFault {
     request: ApplyRequest,
     /// The agent's handle on the applied fault.
     applied: Option<u64>,
+    /// What the flood did, as its revert's answer said.
+    figures: Option<FloodFigures>,
+    /// Why the agent had reverted the fault before we asked: the run's lease had ended there.
+    ended: Option<String>,
 }
 
 impl RemoteFault {
     fn uncertainty(&self) -> Duration {
         Duration::from_nanos(self.offset.uncertainty.max(0) as u64)
+    }
+
+    pub fn agent(&self) -> &str {
+        &self.agent
+    }
+
+    /// A prepared shard: built and journaled on the agent, not started; returns when it was
+    /// ready, on this host's clock.
+    pub async fn prepare(&mut self) -> Result<tokio::time::Instant, FaultError> {
+        let ready = self
+            .client
+            .apply(&self.request)
+            .await
+            .map_err(remote_error)?;
+        self.applied = Some(ready.fault);
+        Ok(ns_instant(self.offset.to_coordinator(ready.effective_ns)))
+    }
+
+    /// Starts a prepared shard at `at` on this host's clock, which the agent reads through the
+    /// offset.
+    pub async fn go(&mut self, at: tokio::time::Instant) -> Result<Effective, FaultError> {
+        let fault = self
+            .applied
+            .ok_or_else(|| FaultError::Injector("the shard was not prepared".into()))?;
+        let at_ns = self.offset.to_agent(relapse_agent::clock::instant_ns(at));
+        let applied = self
+            .client
+            .go(&self.request.id, fault, at_ns)
+            .await
+            .map_err(remote_error)?;
+        Ok(Effective {
+            at: ns_instant(self.offset.to_coordinator(applied.effective_ns)),
+            detail: applied.detail,
+        })
+    }
+
+    /// The flood's figures its revert brought back, if it was a flood.
+    pub fn figures(&self) -> Option<&FloodFigures> {
+        self.figures.as_ref()
+    }
+
+    /// Why the agent had already reverted the fault when it was asked to.
+    pub fn ended(&self) -> Option<&str> {
+        self.ended.as_deref()
     }
 }
 
@@ -319,6 +390,7 @@ impl Fault for RemoteFault {
                 Ok(answer) => answer,
                 Err(error) if ended_there(&error) => {
                     self.applied = None;
+                    self.ended = Some(error.to_string());
                     return Ok(Reverted {
                         at: tokio::time::Instant::now(),
                         detail: format!(
@@ -330,10 +402,25 @@ impl Fault for RemoteFault {
                 Err(error) => return Err(remote_error(error)),
             };
             self.applied = None;
+            if let Some(figures) = answer.figures {
+                match serde_json::from_value(figures) {
+                    Ok(figures) => self.figures = Some(figures),
+                    Err(error) => {
+                        tracing::warn!(agent = %self.agent, %error, "the flood's figures from the agent are unreadable")
+                    }
+                }
+            }
             Ok(Reverted {
                 at: ns_instant(self.offset.to_coordinator(answer.reverted_ns)),
                 detail: format!("on agent {}: {}", self.agent, answer.detail),
             })
+        })
+    }
+
+    fn flood_outcome(&self) -> Option<FloodOutcome> {
+        self.figures.clone().map(|figures| FloodOutcome {
+            figures,
+            shards: Vec::new(),
         })
     }
 

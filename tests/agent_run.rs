@@ -323,27 +323,6 @@ async fn a_remote_fs_freeze_holds_writers_for_its_duration_and_thaws() {
     drop(fs);
 }
 
-/// An HTTP server (Python's) inside `host`, on port 8080 of all its addresses, serving a
-/// directory of its own.
-fn server_in(host: &relapse_ports::netns::Host) -> (Started, tempfile::TempDir) {
-    let root = tempfile::tempdir().unwrap();
-    std::fs::write(root.path().join("index.html"), "ok\n").unwrap();
-    // `ip netns exec` enters the namespace and execs the server: the pid is the server's.
-    let server = Started(
-        Command::new("ip")
-            .args(["netns", "exec", host.name(), "python3", "-m", "http.server"])
-            .args(["--bind", "0.0.0.0", "--directory"])
-            .arg(root.path())
-            .arg("8080")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    (server, root)
-}
-
 /// Two probes of the same server inside the agent's host: `remote` from the agent (its own
 /// loopback, which only a check made there can reach) and `local` from here (the host's
 /// address across the link); `sli` names the one measured. The agent freezes the server.

@@ -10,9 +10,10 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use relapse_agent::wire::{Applied, ApplyRequest, Checked, HeldFault, ProbeRequest};
-use relapse_agent::{BoxFuture, FaultHost};
+use relapse_agent::{BoxFuture, FaultHost, Reverted};
 use relapse_core::fault::{Fault, RevertLog};
 use relapse_core::scenario::{parse_fault_table, Vars};
+use tokio::time::Instant;
 
 use super::probes::Probes;
 use crate::kinds::{self, BuildContext};
@@ -34,6 +35,8 @@ struct AppliedFault {
     describe: String,
     fault: Box<dyn Fault>,
     journal_id: u64,
+    /// Built and journaled, waiting for `go` (a shard of a spread flood).
+    prepared: bool,
 }
 
 /// Runs faults through the kind table, with the agent's journal.
@@ -124,23 +127,14 @@ impl KindTableHost {
             gates: &[],
             protected: &self.protected,
         };
-        let mut fault = (entry.build)(&spec.kind, &cx).await?;
+        let fault = (entry.build)(&spec.kind, &cx).await?;
         let describe = fault.describe();
         let mut journal = self.journal.clone();
         let journal_id = journal
             .record(&request.name, &describe, &fault.revert_instructions())
             .map_err(|e| format!("cannot journal the revert, so nothing was injected: {e}"))?;
-        let effective = match fault.inject().await {
-            Ok(effective) => effective,
-            Err(error) => {
-                // Whatever part of it took effect is undone before the error goes back.
-                fault.revert_now();
-                let _ = journal.remove(journal_id);
-                return Err(format!("{}: {error}", request.name));
-            }
-        };
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        self.applied().push(AppliedFault {
+        let mut applied = AppliedFault {
             run: run.to_string(),
             id,
             name: request.name.clone(),
@@ -148,27 +142,78 @@ impl KindTableHost {
             describe,
             fault,
             journal_id,
-        });
-        Ok(Applied {
-            fault: id,
-            effective_ns: relapse_agent::clock::instant_ns(effective.at),
-            detail: effective.detail,
-        })
+            prepared: request.prepare,
+        };
+        if request.prepare {
+            let detail = format!("ready: {}", applied.describe);
+            self.applied().push(applied);
+            return Ok(Applied {
+                fault: id,
+                effective_ns: relapse_agent::clock::now_ns(),
+                detail,
+            });
+        }
+        let effective = self.inject(&mut applied).await?;
+        self.applied().push(applied);
+        Ok(effective)
+    }
+
+    /// Injects a built fault, confirmed; on an error, whatever part of it took effect is undone
+    /// and its journal entry struck before the error goes back.
+    async fn inject(&self, applied: &mut AppliedFault) -> Result<Applied, String> {
+        match applied.fault.inject().await {
+            Ok(effective) => Ok(Applied {
+                fault: applied.id,
+                effective_ns: relapse_agent::clock::instant_ns(effective.at),
+                detail: effective.detail,
+            }),
+            Err(error) => {
+                applied.fault.revert_now();
+                let _ = self.journal.clone().remove(applied.journal_id);
+                Err(format!("{}: {error}", applied.name))
+            }
+        }
+    }
+
+    /// Injects a prepared fault at `at`; should `at` have passed already, at once, and the
+    /// detail says how late.
+    async fn go_at(&self, run: &str, id: u64, at: Instant) -> Result<Applied, String> {
+        let Some(mut applied) = self.take(run, Some(id)).pop() else {
+            return Err(format!("run {run} has no fault {id} here"));
+        };
+        if !applied.prepared {
+            let error = format!("fault {id} of run {run} is applied already");
+            self.applied().push(applied);
+            return Err(error);
+        }
+        let late = Instant::now().saturating_duration_since(at);
+        tokio::time::sleep_until(at).await;
+        let mut effective = self.inject(&mut applied).await?;
+        if !late.is_zero() {
+            effective.detail = format!("{} ({late:?} after the go instant)", effective.detail);
+        }
+        applied.prepared = false;
+        self.applied().push(applied);
+        Ok(effective)
     }
 
     /// Reverts one applied fault, confirmed, and strikes it from the journal; a failed revert
     /// keeps it applied (and journaled) for another try.
-    async fn revert_applied(&self, mut applied: AppliedFault) -> Result<String, String> {
+    async fn revert_applied(&self, mut applied: AppliedFault) -> Result<Reverted, String> {
         match applied.fault.revert().await {
             Ok(reverted) => {
                 let mut journal = self.journal.clone();
                 if let Err(error) = journal.remove(applied.journal_id) {
                     tracing::warn!(%error, "a confirmed revert is still in the journal (its revert is idempotent)");
                 }
-                Ok(format!(
-                    "{} ({}): {}",
-                    applied.name, applied.kind, reverted.detail
-                ))
+                let figures = applied
+                    .fault
+                    .flood_outcome()
+                    .and_then(|outcome| serde_json::to_value(outcome.figures).ok());
+                Ok(Reverted {
+                    detail: format!("{} ({}): {}", applied.name, applied.kind, reverted.detail),
+                    figures,
+                })
             }
             Err(error) => {
                 let message = format!("{} ({}): {error}", applied.name, applied.kind);
@@ -203,7 +248,16 @@ impl FaultHost for KindTableHost {
         Box::pin(self.apply_fault(run, request))
     }
 
-    fn revert<'a>(&'a self, run: &'a str, fault: u64) -> BoxFuture<'a, Result<String, String>> {
+    fn go<'a>(
+        &'a self,
+        run: &'a str,
+        fault: u64,
+        at: Instant,
+    ) -> BoxFuture<'a, Result<Applied, String>> {
+        Box::pin(self.go_at(run, fault, at))
+    }
+
+    fn revert<'a>(&'a self, run: &'a str, fault: u64) -> BoxFuture<'a, Result<Reverted, String>> {
         Box::pin(async move {
             let Some(applied) = self.take(run, Some(fault)).pop() else {
                 return Err(format!("run {run} has no fault {fault} applied here"));
@@ -216,7 +270,7 @@ impl FaultHost for KindTableHost {
         Box::pin(async move {
             let mut outcomes = Vec::new();
             for applied in self.take(run, None) {
-                outcomes.push(self.revert_applied(applied).await);
+                outcomes.push(self.revert_applied(applied).await.map(|r| r.detail));
             }
             outcomes
         })

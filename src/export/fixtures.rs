@@ -72,6 +72,7 @@ pub fn run(scenario: &str) -> RunReport {
         probes: Vec::new(),
         run_dir: None,
         processes: Vec::new(),
+        floods: Vec::new(),
     }
 }
 

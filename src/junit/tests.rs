@@ -70,6 +70,7 @@ fn run(gates: Gates) -> RunReport {
         probes: Vec::new(),
         run_dir: None,
         processes: Vec::new(),
+        floods: Vec::new(),
         run_id: "5eed000000000002".into(),
         steady_window: ms(1_000),
         steady_confirmed_at: Some(ms(1_500)),

@@ -182,6 +182,7 @@ pub fn freeze(id: &RunId, command: &str) -> ApplyRequest {
         table: format!("process_freeze = {{ command = \"{command}\" }}"),
         duration_ms: 10_000,
         vars: Default::default(),
+        prepare: false,
     }
 }
 
@@ -304,9 +305,14 @@ observe_after = "1s"
 
 /// The `[[agent]]` table of agent a1: its URL, CA and token, and the lease.
 pub fn agent_section(agent: &Agent, lease: &str, renew_every: &str) -> String {
+    named_agent_section(agent, "a1", lease, renew_every)
+}
+
+/// The `[[agent]]` table of `agent` under `name`.
+pub fn named_agent_section(agent: &Agent, name: &str, lease: &str, renew_every: &str) -> String {
     let tls = agent.dir.path().join("tls");
     format!(
-        "[[agent]]\nname = \"a1\"\nurl = \"{}\"\nca = \"{}\"\ntoken_file = \"{}\"\nlease = \"{lease}\"\nrenew_every = \"{renew_every}\"\n",
+        "[[agent]]\nname = \"{name}\"\nurl = \"{}\"\nca = \"{}\"\ntoken_file = \"{}\"\nlease = \"{lease}\"\nrenew_every = \"{renew_every}\"\n",
         agent.url,
         tls.join("ca.pem").display(),
         tls.join("token").display()
@@ -459,4 +465,25 @@ pub fn connect_inside(host: &Host) -> Result<(), i32> {
 pub async fn holds_nothing(agent: &Agent) -> bool {
     let held = connect(agent).await.held().await.unwrap();
     held.faults.is_empty() && held.run.is_none()
+}
+
+/// An HTTP server (Python's) inside `host`, on port 8080 of all its addresses, serving a
+/// directory of its own.
+pub fn server_in(host: &relapse_ports::netns::Host) -> (Started, tempfile::TempDir) {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "ok\n").unwrap();
+    // `ip netns exec` enters the namespace and execs the server: the pid is the server's.
+    let server = Started(
+        Command::new("ip")
+            .args(["netns", "exec", host.name(), "python3", "-m", "http.server"])
+            .args(["--bind", "0.0.0.0", "--directory"])
+            .arg(root.path())
+            .arg("8080")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    (server, root)
 }

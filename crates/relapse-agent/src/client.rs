@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::{self, now_ns, ClockError, Exchange, Offset};
 use crate::wire::{
     path, Applied, ApplyRequest, CheckRequest, Checked, CleanupAnswer, CleanupRequest, ClockAnswer,
-    Holdings, LeaseAnswer, LeaseRequest, ProbeOpened, ProbeRequest, Problem, RevertAnswer,
-    RevertRequest, RunId,
+    GoRequest, Holdings, LeaseAnswer, LeaseRequest, ProbeOpened, ProbeRequest, Problem,
+    RevertAnswer, RevertRequest, RunId,
 };
 
 /// The longest one call may take.
@@ -285,6 +285,19 @@ impl AgentClient {
 
     pub async fn apply(&self, request: &ApplyRequest) -> Result<Applied, AgentError> {
         self.call(path::APPLY, request).await
+    }
+
+    /// Injects a fault applied with `prepare`, at `at_ns` on the agent's clock.
+    pub async fn go(&self, id: &RunId, fault: u64, at_ns: i128) -> Result<Applied, AgentError> {
+        self.call(
+            path::GO,
+            &GoRequest {
+                id: id.clone(),
+                fault,
+                at_ns,
+            },
+        )
+        .await
     }
 
     pub async fn revert(&self, id: &RunId, fault: u64) -> Result<RevertAnswer, AgentError> {

@@ -90,6 +90,11 @@ impl Offset {
     pub fn to_coordinator(&self, agent: i128) -> i128 {
         agent - self.offset
     }
+
+    /// The agent's reading of the instant the coordinator read as `coordinator`.
+    pub fn to_agent(&self, coordinator: i128) -> i128 {
+        coordinator + self.offset
+    }
 }
 
 /// Why no offset could be estimated.
@@ -175,6 +180,11 @@ mod tests {
         assert_eq!(
             estimated.to_coordinator(1_000_000 + offset),
             1_000_000 - 10_000
+        );
+        // And back: a coordinator instant maps to the agent reading it came from.
+        assert_eq!(
+            estimated.to_agent(estimated.to_coordinator(7_000_000)),
+            7_000_000
         );
     }
 

@@ -31,20 +31,36 @@ use sha2::{Digest, Sha256};
 
 use wire::{Applied, ApplyRequest, Checked, HeldFault, ProbeRequest};
 
+/// A confirmed revert: what was done, and a flood's figures as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reverted {
+    pub detail: String,
+    pub figures: Option<serde_json::Value>,
+}
+
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What runs faults (and probes) on the agent's host. Each fault method is called with the
 /// agent's lease held for `run` and no other apply or revert under way; probes are checked
 /// while faults are applied, so their methods take no such turn.
 pub trait FaultHost: Send + Sync + 'static {
-    /// Applies one fault, confirmed; on an error nothing of it is left applied.
+    /// Applies one fault, confirmed (or, with `prepare`, builds it and journals its revert, for
+    /// `go`); on an error nothing of it is left applied.
     fn apply<'a>(
         &'a self,
         run: &'a str,
         request: &'a ApplyRequest,
     ) -> BoxFuture<'a, Result<Applied, String>>;
+    /// Injects a prepared fault at `at` (this host's clock), confirmed; on an error nothing of
+    /// it is left applied.
+    fn go<'a>(
+        &'a self,
+        run: &'a str,
+        fault: u64,
+        at: tokio::time::Instant,
+    ) -> BoxFuture<'a, Result<Applied, String>>;
     /// Reverts one fault the run applied, confirmed; returns what was done.
-    fn revert<'a>(&'a self, run: &'a str, fault: u64) -> BoxFuture<'a, Result<String, String>>;
+    fn revert<'a>(&'a self, run: &'a str, fault: u64) -> BoxFuture<'a, Result<Reverted, String>>;
     /// Reverts everything the run still has applied (its lease lapsed, or it ended).
     fn revert_run<'a>(&'a self, run: &'a str) -> BoxFuture<'a, Vec<Result<String, String>>>;
     /// What is applied now, of any run.

@@ -24,9 +24,9 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::now_ns;
 use crate::lease::{Lapse, Lease};
 use crate::wire::{
-    path, ApplyRequest, CheckRequest, CleanupAnswer, CleanupRequest, ClockAnswer, Holdings,
-    LeaseAnswer, LeaseRequest, ProbeOpened, ProbeRequest, Problem, RevertAnswer, RevertRequest,
-    RunId,
+    path, ApplyRequest, CheckRequest, CleanupAnswer, CleanupRequest, ClockAnswer, GoRequest,
+    Holdings, LeaseAnswer, LeaseRequest, ProbeOpened, ProbeRequest, Problem, RevertAnswer,
+    RevertRequest, RunId,
 };
 use crate::{FaultHost, Token};
 
@@ -34,6 +34,9 @@ use crate::{FaultHost, Token};
 const MAX_BODY: usize = 1 << 20;
 /// A client that has not finished its TLS handshake by then is dropped.
 const HANDSHAKE_WITHIN: Duration = Duration::from_secs(5);
+/// The furthest ahead a `go` may name its instant: a shard waits for it holding the agent's
+/// turn.
+const GO_WITHIN: Duration = Duration::from_secs(10);
 
 /// The agent: its lease, its fault host, and the token a coordinator must present.
 pub struct Agent {
@@ -186,6 +189,7 @@ impl Agent {
             path::LEASE => self.take_lease(&body),
             path::RELEASE => self.release(&body).await,
             path::APPLY => self.apply(&body).await,
+            path::GO => self.go(&body).await,
             path::REVERT => self.revert(&body).await,
             path::HELD => Ok(json(&Holdings {
                 run: self
@@ -308,19 +312,42 @@ impl Agent {
         Ok(json(&applied))
     }
 
+    /// Injects a prepared fault at the instant asked, holding the agent's turn while it waits,
+    /// so that a lapse of the lease in the meantime reverts it after, never before.
+    async fn go(&self, body: &[u8]) -> Reply {
+        let request: GoRequest = parse(body)?;
+        let at = crate::clock::ns_instant(request.at_ns);
+        if at > Instant::now() + GO_WITHIN {
+            return Err((
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("go names an instant more than {GO_WITHIN:?} ahead"),
+            ));
+        }
+        let _ops = self.ops.lock().await;
+        self.authorize(&request.id)?;
+        let applied = self
+            .host
+            .go(&request.id.run, request.fault, at)
+            .await
+            .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e))?;
+        tracing::info!(run = %request.id.run, fault = request.fault, "applied at go: {}", applied.detail);
+        Ok(json(&applied))
+    }
+
     async fn revert(&self, body: &[u8]) -> Reply {
         let request: RevertRequest = parse(body)?;
         let _ops = self.ops.lock().await;
         self.authorize(&request.id)?;
-        let detail = self
+        let reverted = self
             .host
             .revert(&request.id.run, request.fault)
             .await
             .map_err(|e| (StatusCode::UNPROCESSABLE_ENTITY, e))?;
-        tracing::info!(run = %request.id.run, fault = request.fault, "reverted: {detail}");
+        tracing::info!(run = %request.id.run, fault = request.fault, "reverted: {}", reverted.detail);
         Ok(json(&RevertAnswer {
             reverted_ns: now_ns(),
-            detail,
+            detail: reverted.detail,
+            figures: reverted.figures,
         }))
     }
 }

@@ -17,6 +17,7 @@ pub mod path {
     pub const CLEANUP: &str = "/v1/cleanup";
     pub const PROBE: &str = "/v1/probe";
     pub const CHECK: &str = "/v1/check";
+    pub const GO: &str = "/v1/go";
 }
 
 /// `cleanup`: an operator's order to revert what the agent still holds. The run that holds the
@@ -84,6 +85,21 @@ pub struct ApplyRequest {
     /// The run's template variables, which the agent renders the table's templates with.
     #[serde(default)]
     pub vars: std::collections::BTreeMap<String, String>,
+    /// Only get ready: build the fault and journal its revert, then wait for `go` (a shard of
+    /// a spread flood, which starts with the others). The answer's instant is when it was
+    /// ready.
+    #[serde(default)]
+    pub prepare: bool,
+}
+
+/// `go`: inject a prepared fault at `at_ns`, a reading of the agent's clock (the coordinator
+/// maps one instant of its own through each agent's offset).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoRequest {
+    #[serde(flatten)]
+    pub id: RunId,
+    pub fault: u64,
+    pub at_ns: i128,
 }
 
 /// The fault took effect at this reading of the agent's clock.
@@ -104,10 +120,14 @@ pub struct RevertRequest {
 }
 
 /// The fault was reverted (the injector confirmed it) at this reading of the agent's clock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RevertAnswer {
     pub reverted_ns: i128,
     pub detail: String,
+    /// What a request flood did (`relapse_core::report::FloodFigures` as JSON): its counts and
+    /// its latency histogram, for the coordinator to merge with the other shards'.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<serde_json::Value>,
 }
 
 /// `held`: what the agent holds now.

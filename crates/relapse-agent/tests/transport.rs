@@ -53,7 +53,37 @@ impl FaultHost for RecordingHost {
         })
     }
 
-    fn revert<'a>(&'a self, run: &'a str, fault: u64) -> BoxFuture<'a, Result<String, String>> {
+    /// A prepared fault takes effect at the instant asked.
+    fn go<'a>(
+        &'a self,
+        run: &'a str,
+        fault: u64,
+        at: Instant,
+    ) -> BoxFuture<'a, Result<Applied, String>> {
+        Box::pin(async move {
+            if !self
+                .applied
+                .lock()
+                .unwrap()
+                .iter()
+                .any(|f| f.run == run && f.fault == fault)
+            {
+                return Err(format!("no fault {fault} of run {run}"));
+            }
+            tokio::time::sleep_until(at).await;
+            Ok(Applied {
+                fault,
+                effective_ns: relapse_agent::clock::now_ns(),
+                detail: format!("fault {fault} went"),
+            })
+        })
+    }
+
+    fn revert<'a>(
+        &'a self,
+        run: &'a str,
+        fault: u64,
+    ) -> BoxFuture<'a, Result<relapse_agent::Reverted, String>> {
         Box::pin(async move {
             let mut applied = self.applied.lock().unwrap();
             let before = applied.len();
@@ -62,7 +92,10 @@ impl FaultHost for RecordingHost {
                 return Err(format!("no fault {fault} of run {run}"));
             }
             let _ = self.reverted.send((run.to_string(), fault, Instant::now()));
-            Ok(format!("fault {fault} reverted"))
+            Ok(relapse_agent::Reverted {
+                detail: format!("fault {fault} reverted"),
+                figures: None,
+            })
         })
     }
 
@@ -190,6 +223,7 @@ fn freeze(id: &RunId) -> ApplyRequest {
         table: r#"process_freeze = { command = "postgres: checkpointer" }"#.into(),
         duration_ms: 1000,
         vars: Default::default(),
+        prepare: false,
     }
 }
 

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::fault::{FaultGuard, RevertLog};
 use crate::measure::{self, BacklogReading, FaultActivity, Sample, SteadyRule};
-use crate::report::RunReport;
+use crate::report::{FloodReport, RunReport};
 use crate::scenario::{Expectation, Gates, Limits, StopSpec};
 use crate::sense::{Signal, SignalSender};
 
@@ -93,6 +93,8 @@ struct Run {
     other_samples: Vec<(usize, Sample)>,
     signals: Vec<Signal>,
     timeline: Vec<(Instant, String, String)>,
+    /// What each flood did, as it was reverted.
+    floods: Vec<FloodReport>,
     progress: Option<watch::Sender<Progress>>,
     status: Progress,
 }
@@ -152,7 +154,7 @@ impl Run {
         let placements = plan
             .faults
             .iter()
-            .filter_map(|f| f.placement.clone())
+            .flat_map(|f| f.placements.iter().cloned())
             .chain(sli_placement)
             .collect();
         let fault_gates = plan
@@ -202,6 +204,7 @@ impl Run {
             other_samples: Vec::new(),
             signals: Vec::new(),
             timeline: Vec::new(),
+            floods: Vec::new(),
             progress,
             status: Progress::default(),
         }
@@ -506,6 +509,12 @@ impl Run {
                 );
                 if let Some(activity) = &mut self.activity[index] {
                     activity.reverted = Some(reverted.at);
+                }
+                if let Some(outcome) = self.guards[index].flood_outcome() {
+                    self.floods.push(FloodReport {
+                        fault: name,
+                        outcome,
+                    });
                 }
                 self.strike_from_journal(index);
                 Ok(())

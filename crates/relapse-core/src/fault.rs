@@ -162,6 +162,12 @@ pub trait Fault: Send {
     /// Removes the fault without waiting for confirmation, for drop paths that cannot await.
     /// Idempotent like `revert`.
     fn revert_now(&mut self);
+
+    /// What a request flood did, once reverted: its counts and latencies (a spread flood's
+    /// merged from its shards'). `None` for every other fault.
+    fn flood_outcome(&self) -> Option<crate::report::FloodOutcome> {
+        None
+    }
 }
 
 /// Where the engine writes down how to revert each fault before injecting it, and strikes it out
@@ -210,6 +216,11 @@ impl FaultGuard {
     pub async fn inject(&mut self) -> Result<Effective, FaultError> {
         self.applied = true;
         self.fault.inject().await
+    }
+
+    /// What the fault hands back once reverted, if it is a request flood.
+    pub fn flood_outcome(&self) -> Option<crate::report::FloodOutcome> {
+        self.fault.flood_outcome()
     }
 
     /// Reverts the fault if it is applied; `Ok(None)` when there was nothing to revert.

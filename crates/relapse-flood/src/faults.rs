@@ -282,6 +282,14 @@ impl Fault for HttpFlood {
         Box::pin(self.stop())
     }
 
+    fn flood_outcome(&self) -> Option<relapse_core::report::FloodOutcome> {
+        self.last_report()
+            .map(|report| relapse_core::report::FloodOutcome {
+                figures: crate::shard::figures(&report),
+                shards: Vec::new(),
+            })
+    }
+
     fn revert_now(&mut self) {
         if let Some(running) = self.running.take() {
             running.cancel.cancel();

@@ -74,6 +74,7 @@ fn report(scenario: &str, verdict: Verdict, episodes: Vec<EpisodeReport>) -> Run
         probes: Vec::new(),
         run_dir: None,
         processes: Vec::new(),
+        floods: Vec::new(),
     }
 }
 

@@ -207,6 +207,7 @@ impl Run {
             probes,
             run_dir: None,
             processes: Vec::new(),
+            floods: std::mem::take(&mut self.floods),
         }
     }
 }

@@ -45,9 +45,10 @@ pub struct PlannedFault {
     pub fault: Box<dyn Fault>,
     /// Gates for this fault's episode, over the plan's; `Gates::default()` adds none.
     pub gates: Gates,
-    /// Where it runs when that is not relapse's own host: an agent, and how uncertain the
-    /// mapping of the agent's instants to this host's clock is.
-    pub placement: Option<Placement>,
+    /// Where it runs when that is not relapse's own host: an agent (or, for a spread flood,
+    /// each of its agents), and how uncertain the mapping of the agent's instants to this
+    /// host's clock is.
+    pub placements: Vec<Placement>,
 }
 
 pub use crate::report::Placement;

@@ -175,7 +175,7 @@ fn plan(system: &Arc<System>, faults: &[(&str, u64, u64)], detector_delay: Optio
         faults: faults
             .iter()
             .map(|(name, start, duration)| PlannedFault {
-                placement: None,
+                placements: Vec::new(),
                 name: name.to_string(),
                 start: ms(*start),
                 duration: ms(*duration),

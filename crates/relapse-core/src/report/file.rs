@@ -134,6 +134,10 @@ pub struct RunFile {
     /// Where the run's `[[target.process]]` kept their files and output (kept after the run).
     pub run_dir: Option<String>,
     pub processes: Vec<ProcessFile>,
+    /// What each request flood did: its counts, percentiles and latency histogram (V2, base64),
+    /// and a spread flood's shards.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub floods: Vec<super::FloodReport>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -457,6 +461,7 @@ impl RunFile {
                     ended: p.ended.clone(),
                 })
                 .collect(),
+            floods: r.floods.clone(),
         }
     }
 }
@@ -789,6 +794,7 @@ impl RunFile {
                     ended: p.ended.clone(),
                 })
                 .collect(),
+            floods: self.floods.clone(),
         })
     }
 }

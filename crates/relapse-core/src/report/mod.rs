@@ -1,7 +1,10 @@
 //! The report model: what a run measured, in a form the CLI renders (terminal, JSON, JUnit).
 
 pub mod file;
+mod flood;
 mod json;
+
+pub use flood::{FiguresError, FloodFigures, FloodOutcome, FloodReport, ShardOutcome};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -50,6 +53,8 @@ pub struct RunReport {
     pub run_dir: Option<PathBuf>,
     /// The run's `[[target.process]]` and how each ended.
     pub processes: Vec<ProcessReport>,
+    /// What each request flood of the run did, in the order the faults were reverted.
+    pub floods: Vec<FloodReport>,
 }
 
 /// A process relapse started for the run.

@@ -408,6 +408,49 @@ impl<'de> Deserialize<'de> for FailoverSetting {
     }
 }
 
+/// A fault's `on`: one `[[agent]]`'s name, or a list of them, over which a flood is spread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnAgents {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OnAgents {
+    /// The names, in the order written.
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            OnAgents::One(name) => vec![name.clone()],
+            OnAgents::Many(names) => names.clone(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OnAgents {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = OnAgents;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an [[agent]]'s name, or a list of them (\"a1\" or [\"a1\", \"a2\"])")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(OnAgents::One(text.to_string()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element::<String>()? {
+                    names.push(name);
+                }
+                Ok(OnAgents::Many(names))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
 /// `failover = { … }`: the frontend checks the primary and the standby the way a load balancer
 /// does, and sends every request to the active one.
 #[derive(Debug, Deserialize, JsonSchema)]

@@ -72,6 +72,7 @@ fn run() -> RunReport {
         probes: Vec::new(),
         run_dir: None,
         processes: Vec::new(),
+        floods: Vec::new(),
     }
 }
 

@@ -77,12 +77,16 @@ pub fn variables(agents: &[AgentSpec], vars: &mut Vars) {
     }
 }
 
-/// A fault's or probe's `on` names an agent of the scenario (`what` says which, for the error:
-/// `fault "x"`). Returns the agent's name.
-pub fn named(on: &Spanned<String>, what: &str, agents: &[AgentSpec]) -> Result<String, Problem> {
-    let name = on.get_ref();
-    if agents.iter().any(|a| &a.name == name) {
-        return Ok(name.clone());
+/// A fault's or probe's `on` (at `span`) names an agent of the scenario (`what` says which, for
+/// the error: `fault "x"`). Returns the agent's name.
+pub fn named(
+    name: &str,
+    span: std::ops::Range<usize>,
+    what: &str,
+    agents: &[AgentSpec],
+) -> Result<String, Problem> {
+    if agents.iter().any(|a| a.name == name) {
+        return Ok(name.to_string());
     }
     let known = if agents.is_empty() {
         "the scenario has no [[agent]]".to_string()
@@ -92,17 +96,14 @@ pub fn named(on: &Spanned<String>, what: &str, agents: &[AgentSpec]) -> Result<S
             super::quoted_list(agents.iter().map(|a| a.name.as_str()))
         )
     };
-    problem(
-        on.span(),
-        format!("{what}: unknown agent \"{name}\": {known}"),
-    )
+    problem(span, format!("{what}: unknown agent \"{name}\": {known}"))
 }
 
 /// A fault on an agent must be of a kind that can run away from the run's own host.
-pub fn runs_remotely(on: &Spanned<String>, kind: &str, fault: &str) -> Result<(), Problem> {
+pub fn runs_remotely(span: std::ops::Range<usize>, kind: &str, fault: &str) -> Result<(), Problem> {
     if LOCAL_ONLY_KINDS.contains(&kind) {
         return problem(
-            on.span(),
+            span,
             format!(
                 "fault \"{fault}\": a {kind} fault switches what the run itself started, so it runs only on relapse's own host: remove `on`"
             ),
@@ -115,8 +116,13 @@ pub fn runs_remotely(on: &Spanned<String>, kind: &str, fault: &str) -> Result<()
 /// whichever way the file wrote it (an inline table or a `[fault.KIND]` section): a TOML value
 /// displays inline. This is what travels to the agent.
 pub fn kind_table(section: Option<&toml::Value>, key: &str) -> Option<String> {
-    let value = section?.get(key)?;
+    let value = kind_value(section, key)?;
     Some(format!("{key} = {value}"))
+}
+
+/// The value of `key` in one `[[fault]]` or `[[probe]]` table.
+pub fn kind_value<'a>(section: Option<&'a toml::Value>, key: &str) -> Option<&'a toml::Value> {
+    section?.get(key)
 }
 
 /// On an agent's host the run has made nothing: no demo, proxies, file systems or processes of

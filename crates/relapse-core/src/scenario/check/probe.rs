@@ -41,7 +41,10 @@ pub fn check(
             None => None,
             Some(on) => {
                 let what = format!("probe \"{}\"", p.name.get_ref());
-                Some((check::agent::named(on, &what, remote.agents)?, on))
+                Some((
+                    check::agent::named(on.get_ref(), on.span(), &what, remote.agents)?,
+                    on,
+                ))
             }
         };
         let kind = match on {

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::check::{self, Env};
-use super::file::{Dur, GatesSection};
+use super::file::{Dur, GatesSection, OnAgents};
 use super::load::{problem, Problem};
 use super::{AgentSpec, DetectorSpec, FaultSpec, OnAgent};
 
@@ -61,8 +61,9 @@ macro_rules! fault_kinds {
             /// Gates for the episode this fault belongs to, with the keys of `[gates]`, over them
             /// key by key.
             pub gates: Option<Spanned<GatesSection>>,
-            /// The `[[agent]]` that applies the fault on its host; relapse's own host without it.
-            pub on: Option<Spanned<String>>,
+            /// The `[[agent]]` that applies the fault on its host, or a list of them over which a
+            /// flood is spread; relapse's own host without it.
+            pub on: Option<Spanned<OnAgents>>,
             $($(#[doc = $doc])+ pub $module: Option<Spanned<$module::$section>>,)+
         }
 
@@ -122,8 +123,11 @@ macro_rules! fault_kinds {
                     "description": "Gates for the episode this fault belongs to, with the keys of [gates], over them key by key."
                 }).into());
                 properties.insert("on".into(), schemars::json_schema!({
-                    "type": "string",
-                    "description": "The [[agent]] that applies the fault on its host; relapse's own host without it."
+                    "oneOf": [
+                        { "type": "string" },
+                        { "type": "array", "items": { "type": "string" }, "minItems": 1, "uniqueItems": true }
+                    ],
+                    "description": "The [[agent]] that applies the fault on its host, or a list of them over which an http_flood, slowloris or connection_flood is spread; relapse's own host without it."
                 }).into());
                 // Each kind's table by reference, with the kind's own description beside it (two
                 // kinds may share a table).
@@ -248,21 +252,8 @@ pub fn check(
             Some(gates) => check::gates::check(gates.get_ref(), detectors)?,
         };
         let (kind, on) = match &fault.on {
-            None => (fault.check_kind(env)?, None),
-            Some(on) => {
-                let agent = check::agent::named(on, &format!("fault \"{name}\""), remote.agents)?;
-                check::agent::runs_remotely(on, fault.kind_key(), &name)?;
-                let kind = fault.check_kind(&check::agent::env(env, on.get_ref()))?;
-                let table = check::agent::kind_table(remote.tables.get(index), kind.name())
-                    .ok_or_else(|| Problem {
-                        span: on.span(),
-                        message: format!(
-                            "fault \"{name}\": its {} table cannot be sent to an agent",
-                            kind.name()
-                        ),
-                    })?;
-                (kind, Some(OnAgent { agent, table }))
-            }
+            None => (fault.check_kind(env)?, Vec::new()),
+            Some(on) => placed(fault, on, index, env, remote)?,
         };
         faults.push(FaultSpec {
             kind,
@@ -276,6 +267,78 @@ pub fn check(
     check::gates::overlapping(sections, &faults)?;
     Ok(faults)
 }
+
+/// A fault's kind and its agents' tables, for `on`: one agent gets the kind's table as written;
+/// a flood spread over several gets one shard's table each (`spread::shard_tables`).
+fn placed(
+    fault: &FaultSection,
+    on: &Spanned<OnAgents>,
+    index: usize,
+    env: &Env,
+    remote: &Remote,
+) -> Result<(FaultKind, Vec<OnAgent>), Problem> {
+    let name = fault.name.get_ref();
+    let what = format!("fault \"{name}\"");
+    let names = on.get_ref().names();
+    let Some(first) = names.first() else {
+        return problem(
+            on.span(),
+            format!("{what}: `on` lists no agent: expected one [[agent]] name or more"),
+        );
+    };
+    for (i, agent) in names.iter().enumerate() {
+        check::agent::named(agent, on.span(), &what, remote.agents)?;
+        if names[..i].contains(agent) {
+            return problem(
+                on.span(),
+                format!("{what}: `on` lists agent \"{agent}\" twice: each share of a flood needs an agent of its own"),
+            );
+        }
+    }
+    let key = fault.kind_key();
+    check::agent::runs_remotely(on.span(), key, name)?;
+    if names.len() > 1 && !SPREAD_KINDS.contains(&key) {
+        return problem(
+            on.span(),
+            format!(
+                "{what}: a {key} fault runs on one agent: `on` takes a list only for {} (a flood spread over agents)",
+                check::quoted_list(SPREAD_KINDS.iter().copied())
+            ),
+        );
+    }
+    let kind = fault.check_kind(&check::agent::env(env, first))?;
+    let unsendable = || Problem {
+        span: on.span(),
+        message: format!("{what}: its {key} table cannot be sent to an agent"),
+    };
+    let value = check::agent::kind_value(remote.tables.get(index), key).ok_or_else(unsendable)?;
+    if names.len() == 1 {
+        let table = format!("{key} = {value}");
+        return Ok((
+            kind,
+            vec![OnAgent {
+                agent: first.clone(),
+                table,
+            }],
+        ));
+    }
+    let shards = super::spread::shard_tables(&kind, value, names.len()).map_err(|e| Problem {
+        span: on.span(),
+        message: format!("{what}: {e}"),
+    })?;
+    let on = names
+        .into_iter()
+        .zip(shards)
+        .map(|(agent, shard)| OnAgent {
+            agent,
+            table: format!("{key} = {shard}"),
+        })
+        .collect();
+    Ok((kind, on))
+}
+
+/// The kinds whose `on` may list several agents, which the flood is spread over.
+pub const SPREAD_KINDS: &[&str] = &["http_flood", "slowloris", "connection_flood"];
 
 #[cfg(test)]
 mod tests;

@@ -17,8 +17,9 @@ pub struct FaultSpec {
     pub kind: FaultKind,
     /// Gates for the episode this fault belongs to, over the scenario's `[gates]`, key by key.
     pub gates: super::Gates,
-    /// Where it runs: `None` on relapse's own host, or on an agent (`on = "NAME"`).
-    pub on: Option<OnAgent>,
+    /// Where it runs: none on relapse's own host; one agent (`on = "NAME"`); or, for a flood
+    /// spread over agents (`on = ["a1", "a2"]`), one per shard, each with its shard's table.
+    pub on: Vec<OnAgent>,
 }
 
 /// A fault or probe an agent runs: the agent, and the kind's table as the agent reads it.

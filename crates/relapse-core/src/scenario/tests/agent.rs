@@ -52,10 +52,10 @@ process_freeze = { command = "postgres: checkpointer" }"#,
     assert_eq!(agent.renew_every, DEFAULT_RENEW_EVERY);
     assert_eq!(
         scenario.faults[0].on,
-        Some(OnAgent {
+        vec![OnAgent {
             agent: "db1".into(),
             table: r#"process_freeze = { command = "postgres: checkpointer" }"#.into(),
-        })
+        }]
     );
 }
 
@@ -71,7 +71,7 @@ pid = 4242
 headroom = 2"#,
     ))
     .unwrap();
-    let table = &scenario.faults[0].on.as_ref().unwrap().table;
+    let table = &scenario.faults[0].on[0].table;
     assert!(table.starts_with("fd_exhaustion = {"), "{table}");
     assert!(!table.contains('\n'), "{table}");
     // The agent reads the table back into the same model.
@@ -229,4 +229,99 @@ fn an_agent_reads_a_probe_table_against_its_own_allowlist() {
             "{refused}"
         );
     }
+}
+
+/// `with_agent` with a second agent, `db2`, and a third, `db3`.
+fn with_three_agents(fault: &str) -> String {
+    let mut agents = String::new();
+    for (name, address) in [("db2", "10.0.0.13"), ("db3", "10.0.0.14")] {
+        agents.push_str(&format!(
+            "[[agent]]\nname = \"{name}\"\nurl = \"https://{address}:7700\"\nca = \"tls/ca.pem\"\ntoken_file = \"tls/token\"\n\n"
+        ));
+    }
+    with_agent("", fault).replace("[[fault]]", &format!("{agents}[[fault]]"))
+}
+
+#[test]
+fn a_flood_on_a_list_of_agents_sends_each_its_share_and_its_own_sources() {
+    let scenario = parse_str(&with_three_agents(
+        r#"on = ["db1", "db2", "db3"]
+http_flood = { url = "http://127.0.0.1:8080/", rate = 300, connections = 30, max_requests = 1000, source_cidr = "127.0.0.8/29" }"#,
+    ))
+    .unwrap();
+    let on = &scenario.faults[0].on;
+    let agents: Vec<&str> = on.iter().map(|o| o.agent.as_str()).collect();
+    assert_eq!(agents, ["db1", "db2", "db3"]);
+    // Each agent reads its table back with its own loader: the shares add up to the flood.
+    let mut rate = 0.0;
+    let mut requests = 0;
+    let mut sources = Vec::new();
+    for shard in on {
+        let text = format!(
+            "[[fault]]\nname = \"hang\"\nstart = \"0s\"\nduration = \"5s\"\n{}\n",
+            shard.table
+        );
+        let spec = parse_fault_table(Path::new("t"), &text, &[], &Vars::default()).unwrap();
+        let FaultKind::HttpFlood(flood) = spec.kind else {
+            panic!("{:?}", spec.kind)
+        };
+        let FloodLoad::Open { rate: own, .. } = flood.load else {
+            panic!("{:?}", flood.load)
+        };
+        rate += own;
+        requests += flood.max_requests;
+        let FloodSources::List(own) = flood.sources else {
+            panic!("{:?}", flood.sources)
+        };
+        sources.extend(own);
+    }
+    assert!((rate - 300.0).abs() < 1e-9, "{rate}");
+    assert_eq!(requests, 1000);
+    assert_eq!(sources.len(), 8);
+    sources.sort();
+    sources.dedup();
+    assert_eq!(sources.len(), 8, "no two shards share a source");
+}
+
+#[test]
+fn a_list_of_agents_is_only_for_floods_and_names_each_agent_once() {
+    let freeze = error(&with_three_agents(
+        r#"on = ["db1", "db2"]
+process_freeze = { pid = 4242 }"#,
+    ));
+    assert!(
+        freeze.contains(r#"fault "hang": a process_freeze fault runs on one agent: `on` takes a list only for "http_flood", "slowloris", "connection_flood""#),
+        "{freeze}"
+    );
+    let twice = error(&with_three_agents(
+        r#"on = ["db1", "db1"]
+connection_flood = { url = "http://127.0.0.1:25/", connections = 10 }"#,
+    ));
+    assert!(twice.contains(r#"`on` lists agent "db1" twice"#), "{twice}");
+    let unknown = error(&with_three_agents(
+        r#"on = ["db1", "db9"]
+connection_flood = { url = "http://127.0.0.1:25/", connections = 10 }"#,
+    ));
+    assert!(unknown.contains(r#"unknown agent "db9""#), "{unknown}");
+    let none = error(&with_three_agents(
+        r#"on = []
+connection_flood = { url = "http://127.0.0.1:25/", connections = 10 }"#,
+    ));
+    assert!(none.contains("`on` lists no agent"), "{none}");
+    let small = error(&with_three_agents(
+        r#"on = ["db1", "db2", "db3"]
+slowloris = { url = "http://127.0.0.1:25/", connections = 2 }"#,
+    ));
+    assert!(
+        small.contains("2 connections cannot be spread over 3 agents"),
+        "{small}"
+    );
+    let number = error(&with_three_agents(
+        r#"on = 3
+connection_flood = { url = "http://127.0.0.1:25/", connections = 10 }"#,
+    ));
+    assert!(
+        number.contains("an [[agent]]'s name, or a list of them"),
+        "{number}"
+    );
 }
