@@ -34,6 +34,7 @@ const REFUSED_BY_THE_SCHEMA: &[&str] = &[
     "failover-unknown-key",
     "failover-unknown-name",
     "failover-zero-fall",
+    "flood-delivered-out-of-range",
     "flood-too-many-connections",
     "freeze-init",
     "https-url",

@@ -47,13 +47,14 @@ fn gates(detect_within: bool) -> Gates {
         recover_within: Some(ms(2_000)),
         max_error_ratio: Some(0.1),
         allowed_error_statuses: Some(vec![503]),
+        ..Gates::default()
     }
 }
 
 fn run(gates: Gates) -> RunReport {
     let base = Instant::now();
     let episodes = [hurt(base, 1_000, "hang"), hurt(base, 20_000, "hang-again")];
-    let judged = gate::judge(&episodes, &[gates.clone(), gates], true);
+    let judged = gate::judge(&episodes, &[gates.clone(), gates], true, &[]);
     RunReport {
         scenario: "flg-healthcheck-hang".into(),
         file: None,

@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use crate::duration::format_duration;
 use crate::measure::Episode;
+use crate::report::FloodReport;
+
+mod flood;
 use crate::scenario::{Expectation, Gates};
 
 /// The outcome of a run.
@@ -49,7 +52,14 @@ pub struct GateResult {
 ///
 /// `has_detectors`: a scenario that declares detection sources but no `detect_within` still
 /// fails when nothing was detected (gate `detected`): silence is never a pass.
-pub fn judge(episodes: &[Episode], gates: &[Gates], has_detectors: bool) -> Vec<GateResult> {
+///
+/// `floods`: what the run's request floods did, for the flood gates of their episodes.
+pub fn judge(
+    episodes: &[Episode],
+    gates: &[Gates],
+    has_detectors: bool,
+    floods: &[FloodReport],
+) -> Vec<GateResult> {
     assert_eq!(episodes.len(), gates.len(), "one set of gates per episode");
     let mut results = Vec::new();
     for (i, (episode, gates)) in episodes.iter().zip(gates).enumerate() {
@@ -174,6 +184,7 @@ pub fn judge(episodes: &[Episode], gates: &[Gates], has_detectors: bool) -> Vec<
                 },
             });
         }
+        results.extend(flood::judge(episode, gates, floods, name));
     }
     results
 }
@@ -341,7 +352,7 @@ mod tests {
             recover_within: Some(Duration::from_millis(99)),
             ..Gates::default()
         };
-        let results = judge(&[e], &[gates], true);
+        let results = judge(&[e], &[gates], true, &[]);
         assert_eq!(results[0].name, "detect_within");
         assert!(results[0].passed, "{}", results[0].message);
         assert_eq!(results[0].measured, Some(Duration::from_millis(1500)));
@@ -358,7 +369,7 @@ mod tests {
     async fn silence_fails_even_without_a_detect_gate() {
         let mut e = episode(Instant::now());
         e.detected = None;
-        let results = judge(&[e], &[Gates::default()], true);
+        let results = judge(&[e], &[Gates::default()], true, &[]);
         assert_eq!(results.len(), 1);
         assert_eq!(results[0].name, "detected");
         assert!(!results[0].passed);
@@ -375,7 +386,7 @@ mod tests {
             recover_within: Some(Duration::from_secs(2)),
             ..Gates::default()
         };
-        let messages: Vec<String> = judge(&[e.clone()], &[gates], true)
+        let messages: Vec<String> = judge(&[e.clone()], &[gates], true, &[])
             .into_iter()
             .map(|g| g.message)
             .collect();
@@ -388,7 +399,7 @@ mod tests {
                 "steady state did not return in the 5s observed after the revert (limit 2s)",
             ]
         );
-        let detected = judge(&[e], &[Gates::default()], true);
+        let detected = judge(&[e], &[Gates::default()], true, &[]);
         assert_eq!(
             detected[0].message,
             "not detected in the 8s observed after t_inject; required: a detection, as detection sources are declared"
@@ -403,7 +414,7 @@ mod tests {
             max_error_ratio: Some(0.5),
             ..Gates::default()
         };
-        let results = judge(&[e], &[gates], false);
+        let results = judge(&[e], &[gates], false, &[]);
         assert!(!results[0].passed);
         assert!(
             results[0].message.contains("30 of 31"),
@@ -426,7 +437,7 @@ mod tests {
         };
         let mut second = episode(base);
         second.detected = None;
-        let results = judge(&[episode(base), second], &[gates.clone(), gates], true);
+        let results = judge(&[episode(base), second], &[gates.clone(), gates], true, &[]);
         let names: Vec<&str> = results.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(names, ["detect_within[1]", "detect_within[2]"]);
         assert!(results[0].passed && !results[1].passed);
@@ -440,7 +451,7 @@ mod tests {
             mitigate_within: Some(Duration::from_secs(1)),
             ..Gates::default()
         };
-        let results = judge(&[e], &[gates], false);
+        let results = judge(&[e], &[gates], false, &[]);
         assert!(results[0].passed);
         assert_eq!(
             results[0].message,
@@ -465,7 +476,7 @@ mod tests {
         });
         let mut one_frozen = episode(base);
         one_frozen.mitigated = Some(one_frozen.injected + Duration::from_millis(700));
-        let results = judge(&[one_frozen, both_frozen], &[failover, run], true);
+        let results = judge(&[one_frozen, both_frozen], &[failover, run], true, &[]);
         let names: Vec<&str> = results.iter().map(|g| g.name.as_str()).collect();
         assert_eq!(
             names,

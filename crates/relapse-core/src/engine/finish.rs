@@ -72,7 +72,12 @@ impl Run {
                     .iter()
                     .map(|e| self.episode_gates(&e.faults))
                     .collect();
-                let gates = gate::judge(&episodes, &per_episode, !self.detector_meta.is_empty());
+                let gates = gate::judge(
+                    &episodes,
+                    &per_episode,
+                    !self.detector_meta.is_empty(),
+                    &self.floods,
+                );
                 let expectation = gate::expectation(&self.expect, &gates);
                 (gate::verdict(&gates), None, gates, expectation)
             }

@@ -886,6 +886,15 @@ pub struct GatesSection {
     /// The statuses failed SLI samples may carry during impact; timeouts and refused
     /// connections have none to judge.
     pub allowed_error_statuses: Option<Vec<u16>>,
+    /// The episode's request flood (`http_flood`; a spread flood's latencies merged from its
+    /// shards') answered with a p99 latency of at most this; not answered = failed.
+    #[schemars(with = "Option<Dur>")]
+    pub flood_p99_within: Option<Spanned<Dur>>,
+    /// The episode's request flood sent at least this share of the requests due at its rate, 0
+    /// to 1 (open model): below it the load the run judged was not the load asked for. A
+    /// spread flood's lost shard counts as due and not sent.
+    #[schemars(with = "Option<f64>", range(min = 0, max = 1))]
+    pub flood_min_delivered: Option<Spanned<f64>>,
 }
 
 /// `[limits]`: how long a run and its parts may take.

@@ -281,7 +281,8 @@ fn convert(
     };
     let faults = fault::check(&f.fault, &env, &detectors, &remote)?;
     let stops = check::stop::check(&f.stop, &probes, &steady_state)?;
-    let gates = check::gates::check(&f.gates, &detectors)?;
+    let has_http_flood = f.fault.iter().any(|s| s.get_ref().http_flood.is_some());
+    let gates = check::gates::check(&f.gates, &detectors, has_http_flood)?;
     let limits = check::limits::check(&f.limits)?;
     let backlog = check::backlog::check(f.backlog.as_ref(), &env)?;
 

@@ -73,10 +73,14 @@ pub fn check(
             }
         }
         if !is_judged(gate, gates, faults, has_detectors) {
-            let hint = if gate == "detected" {
-                "it is judged only with a [[detect]] and an episode without detect_within"
-            } else {
-                "expected it in [gates] or in a fault's gates"
+            let hint = match gate {
+                "detected" => {
+                    "it is judged only with a [[detect]] and an episode without detect_within"
+                }
+                "flood_shards" => {
+                    "it is judged only for a flood spread over agents (`on` a list of several)"
+                }
+                _ => "expected it in [gates] or in a fault's gates",
             };
             return problem(
                 entry.span(),
@@ -109,6 +113,10 @@ fn is_judged(gate: &str, gates: &Gates, faults: &[FaultSpec], has_detectors: boo
     let per_fault = || faults.iter().map(|f| gates.overlay(&f.gates));
     if gate == "detected" {
         return has_detectors && per_fault().any(|g| g.detect_within.is_none());
+    }
+    if gate == "flood_shards" {
+        // Judged, without being set, for every flood spread over agents.
+        return faults.iter().any(|f| f.on.len() > 1);
     }
     per_fault().any(|g| g.set_names().contains(&gate))
 }

@@ -7,7 +7,12 @@ use crate::scenario::file::GatesSection;
 use crate::scenario::load::{problem, Problem};
 use crate::scenario::{DetectorSpec, FaultSpec, Gates};
 
-pub fn check(section: &GatesSection, detectors: &[DetectorSpec]) -> Result<Gates, Problem> {
+/// `has_http_flood`: the scenario has a request flood, whose figures the flood gates judge.
+pub fn check(
+    section: &GatesSection,
+    detectors: &[DetectorSpec],
+    has_http_flood: bool,
+) -> Result<Gates, Problem> {
     let gates = Gates {
         detect_within: section.detect_within.as_ref().map(|d| d.get_ref().0),
         recover_within: section.recover_within.map(|d| d.0),
@@ -19,11 +24,36 @@ pub fn check(section: &GatesSection, detectors: &[DetectorSpec]) -> Result<Gates
             r => r.as_ref().map(|r| *r.get_ref()),
         },
         allowed_error_statuses: section.allowed_error_statuses.clone(),
+        flood_p99_within: section.flood_p99_within.as_ref().map(|d| d.get_ref().0),
+        flood_min_delivered: match &section.flood_min_delivered {
+            Some(r) if !(0.0..=1.0).contains(r.get_ref()) => {
+                return problem(r.span(), "flood_min_delivered must lie between 0 and 1")
+            }
+            r => r.as_ref().map(|r| *r.get_ref()),
+        },
     };
     if let (Some(gate), true) = (&section.detect_within, detectors.is_empty()) {
         return problem(
             gate.span(),
             "detect_within needs a detection source: expected at least one [[detect]]",
+        );
+    }
+    let flood_gate = [
+        (
+            "flood_p99_within",
+            section.flood_p99_within.as_ref().map(Spanned::span),
+        ),
+        (
+            "flood_min_delivered",
+            section.flood_min_delivered.as_ref().map(Spanned::span),
+        ),
+    ]
+    .into_iter()
+    .find_map(|(name, span)| Some((name, span?)));
+    if let (Some((name, span)), false) = (flood_gate, has_http_flood) {
+        return problem(
+            span,
+            format!("{name} judges a request flood's figures: expected an http_flood fault in the scenario"),
         );
     }
     Ok(gates)
@@ -73,6 +103,8 @@ fn gate_value(gates: &Gates, name: &str) -> String {
         "recover_within" => format!("{:?}", gates.recover_within),
         "mitigate_within" => format!("{:?}", gates.mitigate_within),
         "max_error_ratio" => format!("{:?}", gates.max_error_ratio),
+        "flood_p99_within" => format!("{:?}", gates.flood_p99_within),
+        "flood_min_delivered" => format!("{:?}", gates.flood_min_delivered),
         _ => format!("{:?}", gates.allowed_error_statuses),
     }
 }

@@ -222,6 +222,7 @@ pub fn check(
     }
     let mut faults = Vec::new();
     let mut fault_names = BTreeSet::new();
+    let has_http_flood = sections.iter().any(|s| s.get_ref().http_flood.is_some());
     for (index, spanned) in sections.iter().enumerate() {
         let fault = spanned.get_ref();
         let name = fault.name.get_ref().clone();
@@ -249,7 +250,7 @@ pub fn check(
         }
         let gates = match &fault.gates {
             None => Default::default(),
-            Some(gates) => check::gates::check(gates.get_ref(), detectors)?,
+            Some(gates) => check::gates::check(gates.get_ref(), detectors, has_http_flood)?,
         };
         let (kind, on) = match &fault.on {
             None => (fault.check_kind(env)?, Vec::new()),

@@ -413,6 +413,10 @@ pub struct Gates {
     pub mitigate_within: Option<Duration>,
     pub max_error_ratio: Option<f64>,
     pub allowed_error_statuses: Option<Vec<u16>>,
+    /// The request flood's p99 latency at most this (a spread flood's merged).
+    pub flood_p99_within: Option<Duration>,
+    /// The request flood sent at least this share of the requests due (open model), 0 to 1.
+    pub flood_min_delivered: Option<f64>,
 }
 
 impl Gates {
@@ -427,6 +431,8 @@ impl Gates {
                 .allowed_error_statuses
                 .clone()
                 .or_else(|| self.allowed_error_statuses.clone()),
+            flood_p99_within: over.flood_p99_within.or(self.flood_p99_within),
+            flood_min_delivered: over.flood_min_delivered.or(self.flood_min_delivered),
         }
     }
 
@@ -447,6 +453,12 @@ impl Gates {
         }
         if self.allowed_error_statuses.is_some() {
             names.push("allowed_error_statuses");
+        }
+        if self.flood_p99_within.is_some() {
+            names.push("flood_p99_within");
+        }
+        if self.flood_min_delivered.is_some() {
+            names.push("flood_min_delivered");
         }
         names
     }
@@ -475,6 +487,9 @@ pub const GATE_NAMES: &[&str] = &[
     "recover_within",
     "max_error_ratio",
     "allowed_error_statuses",
+    "flood_p99_within",
+    "flood_min_delivered",
+    "flood_shards",
 ];
 
 #[derive(Debug, Clone, PartialEq)]
