@@ -168,7 +168,12 @@ pub async fn build_plan(scenario: &Scenario, harness: &Harness) -> Result<Plan, 
                     faults.push((agent.remote_fault(spec, remote, vars, true), rate));
                 }
                 let describe = format!("{} \"{}\"", spec.kind.name(), spec.name);
-                Box::new(crate::remote::SpreadFault::new(describe, faults))
+                let counts_requests = matches!(spec.kind, FaultKind::HttpFlood(_));
+                Box::new(crate::remote::SpreadFault::new(
+                    describe,
+                    faults,
+                    counts_requests,
+                ))
             }
         };
         faults.push(PlannedFault {

@@ -419,7 +419,7 @@ impl Fault for RemoteFault {
 
     fn flood_outcome(&self) -> Option<FloodOutcome> {
         self.figures.clone().map(|figures| FloodOutcome {
-            figures,
+            figures: Some(figures),
             shards: Vec::new(),
         })
     }

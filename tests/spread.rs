@@ -1,20 +1,30 @@
 //! A flood spread over agents (`on = ["a1", "a2"]`) on test hosts (network namespaces the test
 //! makes): the shards start behind one barrier, each sends its share, and the run's report
-//! holds each shard's figures and the whole flood's, merged from theirs.
+//! holds each shard's figures and the whole flood's, merged from theirs. A shard whose agent
+//! dies is reported lost and its share counted as not sent; a coordinator that dies leaves
+//! every shard to stop when its lease lapses.
 
 mod support;
 
+use std::process::Command;
+use std::time::Duration;
+
 use relapse_core::report::FloodFigures;
 use support::agents::*;
+use tokio::time::Instant;
+
+/// The floods of these tests share the machine's cores: one at a time, so that none measures
+/// another's load.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Each agent on a host of its own floods the server on its own loopback (where a flood's
-/// sources must be); the SLI is a1's port.
+/// sources must be); the SLI is a1's port. Leases of 1 s, renewed every 250 ms.
 fn spread_scenario(agents: &[&Agent], table: &str, duration: &str) -> String {
     let names: Vec<String> = (1..=agents.len()).map(|i| format!("\"a{i}\"")).collect();
     let sections: String = agents
         .iter()
         .enumerate()
-        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), "2s", "250ms"))
+        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), "1s", "250ms"))
         .collect::<Vec<_>>()
         .join("\n");
     let authority = agents[0].url.trim_start_matches("https://");
@@ -57,6 +67,7 @@ fn figures(value: &serde_json::Value) -> FloodFigures {
 /// figures, and the whole flood's are exactly theirs merged (counts added, histograms added).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spread_flood_starts_its_shards_together_and_merges_their_figures() {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let hosts = [test_host(21), test_host(22)];
     let agents: Vec<Agent> = hosts
         .iter()
@@ -124,6 +135,225 @@ async fn a_spread_flood_starts_its_shards_together_and_merges_their_figures() {
     );
     assert_eq!(whole.intended_rate, Some(200.0));
     assert_eq!(whole.sent, parts[0].sent + parts[1].sent);
+    for agent in &agents {
+        assert!(holds_nothing(agent).await);
+    }
+}
+
+/// The lease of every agent in these scenarios.
+const LEASE: Duration = Duration::from_secs(1);
+
+/// A flood of 100 req/s per shard for 20 s, stopped long before by what the test does.
+const LONG_FLOOD: &str = r#"http_flood = { url = "http://127.0.0.1:8080/", rate = 200, connections = 8, max_requests = 8000 }"#;
+
+/// Agent a2 is killed (SIGKILL) once its shard has been answered 20 times: its lease is lost, so
+/// the run aborts (exit 3) and stops a1's shard. The report names a2's shard lost, counts the
+/// requests due of its share over the flood's duration as due and not sent; the run's journal
+/// keeps the lease it could not release on a2, for `relapse cleanup`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_whose_agent_dies_is_reported_lost_and_its_share_counted_as_not_sent() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hosts = [test_host(23), test_host(24)];
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| start_agent_on(&["http_flood"], Some(h)))
+        .collect();
+    let servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let scenario = spread_scenario(&agents.iter().collect::<Vec<_>>(), LONG_FLOOD, "20s");
+    let doomed = agents[1].process.0.id();
+    let mut killed = None;
+    let (run, output, left) = tokio::task::block_in_place(|| {
+        run_in_background(&scenario, || {
+            if requests_answered(&servers[1].1) < 20 {
+                return false;
+            }
+            kill_9(doomed);
+            killed = Some(Instant::now());
+            true
+        })
+    });
+    let ended = killed.unwrap().elapsed();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    assert_eq!(run["verdict"], "aborted");
+    let aborted = event_detail(&run, "aborted");
+    assert!(aborted.contains("agent \"a2\": lease lost"), "{aborted}");
+
+    let flood = &run["floods"][0];
+    let shards = flood["shards"].as_array().unwrap();
+    let lost = shards[1]["lost"].as_str().unwrap();
+    assert!(shards[1]["figures"].is_null(), "{}", shards[1]);
+    assert!(shards[0].get("lost").is_none(), "{}", shards[0]);
+    let survivor = figures(&shards[0]["figures"]);
+    let whole = figures(&flood["figures"]);
+    eprintln!(
+        "lost shard: {lost}; a1 sent {} in {:?}; whole {} sent of {:?} due; run ended {ended:?} after the kill",
+        survivor.sent, survivor.duration, whole.sent, whole.intended
+    );
+    // The lost shard sent nothing that counts; its 100 req/s were due all along.
+    assert_eq!(whole.sent, survivor.sent);
+    let due = (100.0 * whole.duration.as_secs_f64()).round() as u64;
+    assert_eq!(whole.intended, Some(survivor.intended.unwrap() + due));
+    assert_eq!(whole.intended_rate, Some(200.0));
+    assert!(whole.delivered().unwrap() < 0.6, "{whole:?}");
+    // The flood stopped long before its 20 s: the lease lapsed 1 s after the last renewal
+    // before the kill, and a1's shard was stopped then; 5 s covers the report's writing.
+    assert!(survivor.duration < Duration::from_secs(15), "{survivor:?}");
+    assert!(ended < LEASE + Duration::from_secs(5), "{ended:?}");
+    // An aborted run is judged by no gate: the abort is its verdict.
+    assert_eq!(run["gates"], serde_json::json!([]));
+    assert!(holds_nothing(&agents[0]).await);
+    // What could not be undone is kept: a2's lease, which only a2 (if it comes back) can end
+    // (beside it, the run's owner: its pid and start time).
+    let entries: Vec<&String> = left.iter().filter(|e| e.contains("\"kind\"")).collect();
+    assert_eq!(entries.len(), 1, "{left:?}");
+    assert!(entries[0].contains("\"agent_run\""), "{left:?}");
+    assert!(entries[0].contains(&agents[1].url), "{left:?}");
+}
+
+/// The dead-man lease with shards: `relapse run` and its guardian are killed (SIGKILL) while
+/// both shards flood, and each agent stops its shard when the lease lapses: within the lease
+/// + 1 s of the kill, and not before the lease less a renewal interval and a call (350 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_man_lease_stops_every_shard_when_the_coordinator_dies() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hosts = [test_host(25), test_host(26)];
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| start_agent_on(&["http_flood"], Some(h)))
+        .collect();
+    let servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        spread_scenario(&agents.iter().collect::<Vec<_>>(), LONG_FLOOD, "20s"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let coordinator = start_coordinator(&file, &state);
+    // Steady state, then both shards flood: 30 s bounds a slow machine's start.
+    let start = Instant::now();
+    while servers.iter().any(|(_, root)| requests_answered(root) < 20) {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the shards never flooded"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    kill_9(coordinator.guardian);
+    kill_9(coordinator.run.0.id());
+    let killed = Instant::now();
+    for (i, agent) in agents.iter().enumerate() {
+        while !holds_nothing(agent).await {
+            assert!(
+                killed.elapsed() < LEASE + Duration::from_secs(1),
+                "a{}'s shard still held {:?} after the kill",
+                i + 1,
+                killed.elapsed()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = killed.elapsed();
+        eprintln!("a{}: shard stopped {stopped:?} after the kill", i + 1);
+        assert!(
+            stopped + Duration::from_millis(350) >= LEASE,
+            "a{}'s shard stopped {stopped:?} after the kill, before the lease could lapse",
+            i + 1
+        );
+    }
+    drop(coordinator);
+    // The coordinator's journal is left for `relapse cleanup`, which finds both runs ended.
+    let cleanup = Command::new(env!("CARGO_BIN_EXE_relapse"))
+        .args(["cleanup", "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(
+        cleanup.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&cleanup.stdout),
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+    assert!(walk(&state).is_empty(), "{:?}", walk(&state));
+}
+
+/// The whole flood's figures of a spread flood over `agents` against their own nginx, run to
+/// its end (`duration`).
+fn spread_flood(agents: &[Agent], table: &str, duration: &str) -> FloodFigures {
+    let scenario = spread_scenario(&agents.iter().collect::<Vec<_>>(), table, duration);
+    let (run, output) = tokio::task::block_in_place(|| run_while(&scenario, || true));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let flood = &run["floods"][0];
+    for shard in flood["shards"].as_array().unwrap() {
+        let part = figures(&shard["figures"]);
+        eprintln!(
+            "  shard {}: {} sent, {} answered, {:.1} req/s, p99 {:?}",
+            shard["agent"],
+            part.sent,
+            part.completed,
+            part.achieved_rps(),
+            part.latency_at(0.99)
+        );
+    }
+    figures(&flood["figures"])
+}
+
+/// Four shards on four hosts, each flooding an nginx on its host: first as fast as they can
+/// (closed model, 8 connections each, 2 s), then, open model, at 70 % of the total they
+/// reached. The four together send the asked total within 1 % (of the requests due at that
+/// rate over the flood's duration) and every one is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_shards_hold_the_asked_total_rate_within_one_percent_at_70_percent_of_capacity() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hosts: Vec<_> = (27..31).map(test_host).collect();
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| start_agent_on(&["http_flood"], Some(h)))
+        .collect();
+    let _servers: Vec<_> = hosts.iter().map(nginx_in).collect();
+    let url = "http://127.0.0.1:8080/";
+    eprintln!("capacity:");
+    let capacity = spread_flood(
+        &agents,
+        &format!("http_flood = {{ url = \"{url}\", connections = 32 }}"),
+        "2s",
+    );
+    let rate = (capacity.achieved_rps() * 0.7).round();
+    eprintln!(
+        "capacity {:.1} req/s ({} answered); asking 70 %: {rate} req/s",
+        capacity.achieved_rps(),
+        capacity.completed
+    );
+    assert!(rate >= 100.0, "{capacity:?}");
+    eprintln!("at {rate} req/s:");
+    let held = spread_flood(
+        &agents,
+        &format!(
+            "http_flood = {{ url = \"{url}\", rate = {rate}, connections = 64, max_requests = 10000000 }}"
+        ),
+        "3s",
+    );
+    let delivered = held.delivered().unwrap();
+    eprintln!(
+        "whole: {} sent of {} due ({:.2} %), {} answered, {:.1} req/s of {rate} asked, p99 {:?}",
+        held.sent,
+        held.intended.unwrap(),
+        delivered * 100.0,
+        held.completed,
+        held.achieved_rps(),
+        held.latency_at(0.99)
+    );
+    assert_eq!(held.intended_rate, Some(rate));
+    assert!((0.99..=1.01).contains(&delivered), "{held:?}");
+    assert!(
+        held.completed as f64 >= 0.99 * held.intended.unwrap() as f64,
+        "{held:?}"
+    );
     for agent in &agents {
         assert!(holds_nothing(agent).await);
     }

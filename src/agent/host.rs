@@ -209,7 +209,8 @@ impl KindTableHost {
                 let figures = applied
                     .fault
                     .flood_outcome()
-                    .and_then(|outcome| serde_json::to_value(outcome.figures).ok());
+                    .and_then(|outcome| outcome.figures)
+                    .and_then(|figures| serde_json::to_value(figures).ok());
                 Ok(Reverted {
                     detail: format!("{} ({}): {}", applied.name, applied.kind, reverted.detail),
                     figures,

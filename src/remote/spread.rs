@@ -4,8 +4,10 @@
 //! sent to all, each mapped to its agent's clock by the offset, and every shard starts then. At
 //! the revert each agent sends back its shard's figures, which merge into the whole flood's.
 //!
-//! A shard that is lost (its agent failed or could not be reached) is named in the report, and
-//! the requests due of its share count as due and not sent.
+//! A shard that is lost (its agent failed or could not be reached, or an http_flood's shard
+//! sent no figures back) is named in the report, and the requests due of its share count as due
+//! and not sent. A slowloris or connection_flood counts no requests: its shards are reported
+//! without figures, and lost ones all the same.
 
 use std::time::Duration;
 
@@ -68,13 +70,22 @@ pub struct SpreadFault {
     describe: String,
     shards: Vec<Shard>,
     record: SpreadRecord,
+    /// An http_flood: each shard sends its figures back, and one that sends none is lost.
+    counts_requests: bool,
+    /// The instant the shards were told to start; `None` until they were.
+    went: Option<Instant>,
     started: bool,
     outcome: Option<FloodOutcome>,
 }
 
 impl SpreadFault {
-    /// `shards` in the order of the fault's `on`, each with its asked rate in the open model.
-    pub fn new(describe: String, shards: Vec<(RemoteFault, Option<f64>)>) -> SpreadFault {
+    /// `shards` in the order of the fault's `on`, each with its asked rate in the open model;
+    /// `counts_requests` for an http_flood, whose shards send back figures.
+    pub fn new(
+        describe: String,
+        shards: Vec<(RemoteFault, Option<f64>)>,
+        counts_requests: bool,
+    ) -> SpreadFault {
         let record = SpreadRecord {
             shards: shards.iter().map(|(f, _)| f.record.clone()).collect(),
         };
@@ -89,6 +100,8 @@ impl SpreadFault {
                 })
                 .collect(),
             record,
+            counts_requests,
+            went: None,
             started: false,
             outcome: None,
         }
@@ -142,12 +155,18 @@ impl SpreadFault {
             .await;
         let mut at = None::<Instant>;
         let mut details = Vec::new();
+        let counts_requests = self.counts_requests;
         for (shard, result) in self.shards.iter_mut().zip(results) {
             match result {
                 Ok(reverted) => {
                     at = Some(at.map_or(reverted.at, |a| a.max(reverted.at)));
                     if let Some(ended) = shard.fault.ended() {
                         shard.lost.get_or_insert_with(|| ended.to_string());
+                    }
+                    if counts_requests && shard.fault.figures().is_none() {
+                        shard.lost.get_or_insert_with(|| {
+                            "its agent sent no readable figures back".to_string()
+                        });
                     }
                     details.push(reverted.detail);
                 }
@@ -157,9 +176,10 @@ impl SpreadFault {
                 }
             }
         }
-        self.outcome = self.merged();
+        let stopped = at.unwrap_or_else(Instant::now);
+        self.outcome = Some(self.merged(stopped));
         Ok(Reverted {
-            at: at.unwrap_or_else(Instant::now),
+            at: stopped,
             detail: format!(
                 "spread flood stopped on {} agents: {}",
                 self.shards.len(),
@@ -169,30 +189,40 @@ impl SpreadFault {
     }
 
     /// The whole flood from the shards that reported; a lost shard's share of the requests
-    /// due over the flood's duration counts as due and not sent.
-    fn merged(&self) -> Option<FloodOutcome> {
-        let reported: Vec<FloodFigures> = self
-            .shards
-            .iter()
-            .filter(|s| s.lost.is_none())
-            .filter_map(|s| s.fault.figures().cloned())
-            .collect();
-        let mut figures = match FloodFigures::merge(&reported) {
-            Ok(figures) => figures,
-            Err(error) => {
-                // No shard reported (all lost, or not an HTTP flood): nothing to merge.
-                tracing::debug!(%error, "no spread flood figures");
-                return None;
+    /// due over the flood's duration counts as due and not sent. The flood's duration is its
+    /// longest reported shard's, or from the go to `stopped` when none reported.
+    fn merged(&self, stopped: Instant) -> FloodOutcome {
+        let figures = self.counts_requests.then(|| {
+            let reported: Vec<FloodFigures> = self
+                .shards
+                .iter()
+                .filter(|s| s.lost.is_none())
+                .filter_map(|s| s.fault.figures().cloned())
+                .collect();
+            let mut whole = FloodFigures::merge(&reported).unwrap_or_else(|error| {
+                // Empty when no shard reported; any other error is a histogram that would
+                // not add up, which figures of one flood's settings never are.
+                match error {
+                    relapse_core::report::FiguresError::Empty => {
+                        tracing::debug!("no shard of the spread flood reported")
+                    }
+                    error => tracing::error!(%error, "the shards' figures do not merge"),
+                }
+                let ran = self.went.map_or(Duration::ZERO, |went| {
+                    stopped.saturating_duration_since(went)
+                });
+                FloodFigures::nothing_sent(ran)
+            });
+            for shard in self.shards.iter().filter(|s| s.lost.is_some()) {
+                if let Some(rate) = shard.rate {
+                    let due = (rate * whole.duration.as_secs_f64()).round() as u64;
+                    *whole.intended.get_or_insert(0) += due;
+                    *whole.intended_rate.get_or_insert(0.0) += rate;
+                }
             }
-        };
-        for shard in self.shards.iter().filter(|s| s.lost.is_some()) {
-            if let Some(rate) = shard.rate {
-                let due = (rate * figures.duration.as_secs_f64()).round() as u64;
-                *figures.intended.get_or_insert(0) += due;
-                *figures.intended_rate.get_or_insert(0.0) += rate;
-            }
-        }
-        Some(FloodOutcome {
+            whole
+        });
+        FloodOutcome {
             figures,
             shards: self
                 .shards
@@ -207,7 +237,7 @@ impl SpreadFault {
                     lost: s.lost.clone(),
                 })
                 .collect(),
-        })
+        }
     }
 }
 
@@ -240,6 +270,7 @@ impl Fault for SpreadFault {
                 )));
             }
             let go = Instant::now() + GO_AHEAD;
+            self.went = Some(go);
             let went = self
                 .each(move |mut fault| {
                     Box::pin(async move {

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 mod cleanup;
 mod compare;
+mod flood;
 pub mod html;
 mod list;
 mod run;

@@ -203,6 +203,7 @@ pub fn summary(r: &RunReport) -> String {
             }
         );
     }
+    out.push_str(&super::flood::floods(&r.floods));
     if !r.processes.is_empty() {
         let _ = writeln!(
             out,

@@ -388,8 +388,19 @@ pub fn soft_nofile(pid: u32) -> String {
 /// the process's output; the run's journal must be empty by then.
 pub fn run_while(
     scenario: &str,
-    mut during: impl FnMut() -> bool,
+    during: impl FnMut() -> bool,
 ) -> (serde_json::Value, std::process::Output) {
+    let (report, output, left) = run_in_background(scenario, during);
+    assert!(left.is_empty(), "the journal still holds {left:?}");
+    (report, output)
+}
+
+/// As [`run_while`], and returns what the run's journal still holds (the files' contents)
+/// rather than requiring it empty.
+pub fn run_in_background(
+    scenario: &str,
+    mut during: impl FnMut() -> bool,
+) -> (serde_json::Value, std::process::Output, Vec<String>) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
     std::fs::write(&file, scenario).unwrap();
@@ -423,13 +434,12 @@ pub fn run_while(
             String::from_utf8_lossy(&output.stderr)
         )
     });
-    assert!(
-        walk(&state).is_empty(),
-        "the journal still holds {:?}",
-        walk(&state)
-    );
+    let left = walk(&state)
+        .iter()
+        .map(|file| std::fs::read_to_string(file).unwrap_or_default())
+        .collect();
     let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-    (report["runs"][0].clone(), output)
+    (report["runs"][0].clone(), output, left)
 }
 
 /// The detail of the run's first timeline event named `event`.
@@ -468,10 +478,11 @@ pub async fn holds_nothing(agent: &Agent) -> bool {
 }
 
 /// An HTTP server (Python's) inside `host`, on port 8080 of all its addresses, serving a
-/// directory of its own.
+/// directory of its own; it logs each request it answers to `requests.log` there.
 pub fn server_in(host: &relapse_ports::netns::Host) -> (Started, tempfile::TempDir) {
     let root = tempfile::tempdir().unwrap();
     std::fs::write(root.path().join("index.html"), "ok\n").unwrap();
+    let log = std::fs::File::create(root.path().join("requests.log")).unwrap();
     // `ip netns exec` enters the namespace and execs the server: the pid is the server's.
     let server = Started(
         Command::new("ip")
@@ -481,9 +492,80 @@ pub fn server_in(host: &relapse_ports::netns::Host) -> (Started, tempfile::TempD
             .arg("8080")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()
             .unwrap(),
     );
     (server, root)
+}
+
+/// How many requests a [`server_in`] has answered.
+pub fn requests_answered(root: &tempfile::TempDir) -> usize {
+    std::fs::read_to_string(root.path().join("requests.log"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|line| line.contains("\"GET "))
+        .count()
+}
+
+/// nginx inside `host`, on port 8080 of its loopback, as one process in the foreground
+/// (`master_process off`) with everything it writes under a directory of its own; answers 200
+/// "ok" to every request. Waits until it accepts a connection (at most 10 s).
+pub fn nginx_in(host: &Host) -> (Started, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().display().to_string();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let config = format!(
+        r#"daemon off;
+master_process off;
+pid {root}/nginx.pid;
+error_log {root}/error.log notice;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {root}/tmp/body;
+    proxy_temp_path {root}/tmp/proxy;
+    fastcgi_temp_path {root}/tmp/fastcgi;
+    uwsgi_temp_path {root}/tmp/uwsgi;
+    scgi_temp_path {root}/tmp/scgi;
+    server {{
+        listen 127.0.0.1:8080;
+        location / {{ return 200 "ok\n"; }}
+    }}
+}}
+"#
+    );
+    std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+    // `ip netns exec` enters the namespace and execs nginx: the pid is nginx's.
+    let server = Started(
+        Command::new("ip")
+            .args(["netns", "exec", host.name(), "nginx", "-p", &root, "-c"])
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let start = std::time::Instant::now();
+    let listening = || {
+        relapse_ports::netns::within(&host.path(), || {
+            std::net::TcpStream::connect(("127.0.0.1", 8080)).is_ok()
+        })
+        .unwrap()
+    };
+    // nginx says nothing when it listens; its port is polled.
+    while !listening() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nginx in {} never listened: {}",
+            host.name(),
+            std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (server, dir)
 }

@@ -285,7 +285,7 @@ impl Fault for HttpFlood {
     fn flood_outcome(&self) -> Option<relapse_core::report::FloodOutcome> {
         self.last_report()
             .map(|report| relapse_core::report::FloodOutcome {
-                figures: crate::shard::figures(&report),
+                figures: Some(crate::shard::figures(&report)),
                 shards: Vec::new(),
             })
     }

@@ -503,7 +503,8 @@ struct Stats {
 pub(crate) fn new_histogram() -> Histogram<u64> {
     // Two significant digits keep a worker's histogram around 10 KB (there may be thousands of
     // workers); it grows to the largest latency seen.
-    Histogram::new(2).expect("2 significant digits are valid")
+    Histogram::new(relapse_core::report::LATENCY_SIGNIFICANT_DIGITS)
+        .expect("2 significant digits are valid")
 }
 
 impl Stats {

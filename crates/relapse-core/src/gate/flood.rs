@@ -4,7 +4,7 @@
 
 use super::{fmt, GateResult};
 use crate::measure::Episode;
-use crate::report::FloodReport;
+use crate::report::{FloodFigures, FloodReport};
 use crate::scenario::Gates;
 
 /// Judges each episode's floods (`floods` whose fault is one of the episode's) against its
@@ -21,11 +21,16 @@ pub fn judge(
         .iter()
         .filter(|f| episode.faults.contains(&f.fault))
         .collect();
+    // The floods that counted requests (an http_flood's), with their figures.
+    let counted: Vec<(&FloodReport, &FloodFigures)> = mine
+        .iter()
+        .filter_map(|f| Some((*f, f.outcome.figures.as_ref()?)))
+        .collect();
     let mut results = Vec::new();
     if let Some(limit) = gates.flood_p99_within {
-        for flood in &mine {
-            let answered = flood.outcome.figures.completed;
-            let p99 = flood.outcome.figures.latency_at(0.99);
+        for (flood, figures) in &counted {
+            let answered = figures.completed;
+            let p99 = figures.latency_at(0.99);
             results.push(GateResult {
                 name: name("flood_p99_within"),
                 limit: Some(limit),
@@ -50,8 +55,7 @@ pub fn judge(
         }
     }
     if let Some(limit) = gates.flood_min_delivered {
-        for flood in &mine {
-            let figures = &flood.outcome.figures;
+        for (flood, figures) in &counted {
             let delivered = figures.delivered();
             results.push(GateResult {
                 name: name("flood_min_delivered"),
@@ -116,7 +120,7 @@ fn micros(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::{FloodFigures, FloodOutcome, ShardOutcome};
+    use crate::report::{FloodOutcome, ShardOutcome};
     use hdrhistogram::Histogram;
     use std::collections::BTreeMap;
     use std::time::Duration;
@@ -164,7 +168,7 @@ mod tests {
         FloodReport {
             fault: fault.into(),
             outcome: FloodOutcome {
-                figures: figures(),
+                figures: Some(figures()),
                 shards,
             },
         }
@@ -227,8 +231,9 @@ mod tests {
         );
         assert!(none.is_empty(), "{none:?}");
         let mut silent = flood("flood", vec![]);
-        silent.outcome.figures.completed = 0;
-        silent.outcome.figures.latency.reset();
+        let figures = silent.outcome.figures.as_mut().unwrap();
+        figures.completed = 0;
+        figures.latency.reset();
         let unanswered = judge(&episode(), &gates(4, 0.5), &[silent], str::to_string);
         assert_eq!(
             unanswered[0].message,

@@ -43,7 +43,26 @@ pub enum FiguresError {
     Empty,
 }
 
+/// The significant digits of every flood's latency histogram: shards' histograms add up only
+/// when recorded with the same settings.
+pub const LATENCY_SIGNIFICANT_DIGITS: u8 = 2;
+
 impl FloodFigures {
+    /// A flood that sent nothing (every shard of a spread flood lost), over `duration`.
+    pub fn nothing_sent(duration: Duration) -> FloodFigures {
+        FloodFigures {
+            sent: 0,
+            completed: 0,
+            errors_by_kind: BTreeMap::new(),
+            statuses: BTreeMap::new(),
+            duration,
+            intended_rate: None,
+            intended: None,
+            latency: Histogram::new(LATENCY_SIGNIFICANT_DIGITS)
+                .expect("2 significant digits are valid"),
+        }
+    }
+
     /// The latency at quantile `q` (0.5, 0.99, …).
     pub fn latency_at(&self, q: f64) -> Duration {
         Duration::from_micros(self.latency.value_at_quantile(q))
@@ -81,6 +100,9 @@ impl FloodFigures {
             intended: None,
             latency: Histogram::new_from(&first.latency),
         };
+        // A histogram read back from V2 is as large as its own values need; the whole grows to
+        // hold every shard's largest.
+        whole.latency.auto(true);
         for shard in shards {
             whole.sent += shard.sent;
             whole.completed += shard.completed;
@@ -204,8 +226,10 @@ pub struct FloodReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FloodOutcome {
     /// The whole flood; for a spread flood, merged from the shards that reported, with the
-    /// requests due of a shard that did not counted as due and not sent.
-    pub figures: FloodFigures,
+    /// requests due of a shard that did not counted as due and not sent. `None` for a flood
+    /// that holds connections rather than counting requests (`slowloris`, `connection_flood`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub figures: Option<FloodFigures>,
     /// A spread flood's shards, in the order of its `on`; empty for a flood on one host.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub shards: Vec<ShardOutcome>,
@@ -257,8 +281,13 @@ mod tests {
 
     #[test]
     fn merged_figures_add_the_counts_and_keep_the_longest_duration() {
-        let a = figures(&[100, 200, 300], 4);
-        let b = figures(&[1_000, 2_000], 2);
+        // As they arrive from agents: read back from JSON, each histogram only as large as its
+        // own values; the second's reach far past the first's.
+        let travelled = |f: FloodFigures| -> FloodFigures {
+            serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap()
+        };
+        let a = travelled(figures(&[100, 200, 300], 4));
+        let b = travelled(figures(&[1_000, 5_000_000], 2));
         let whole = FloodFigures::merge(&[a.clone(), b.clone()]).unwrap();
         assert_eq!(whole.sent, 6);
         assert_eq!(whole.completed, 5);

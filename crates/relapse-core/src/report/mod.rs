@@ -4,7 +4,9 @@ pub mod file;
 mod flood;
 mod json;
 
-pub use flood::{FiguresError, FloodFigures, FloodOutcome, FloodReport, ShardOutcome};
+pub use flood::{
+    FiguresError, FloodFigures, FloodOutcome, FloodReport, ShardOutcome, LATENCY_SIGNIFICANT_DIGITS,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
