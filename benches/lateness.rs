@@ -19,13 +19,14 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
-use std::io::{BufRead, BufReader};
+#[path = "support/bench_server.rs"]
+mod bench_server;
+
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bench_server::Server;
 use relapse_core::engine::{self, Plan, PlannedFault, PlannedProbe};
 use relapse_core::fault::{BoxFuture, Effective, Fault, FaultError, RevertInstructions, Reverted};
 use relapse_core::measure::SteadyRule;
@@ -40,53 +41,6 @@ use tokio_util::sync::CancellationToken;
 
 const EVERY: Duration = Duration::from_millis(50);
 const CONNECTIONS: usize = 64;
-
-/// The bench server, stopped by closing its stdin (it exits on EOF) and then by its pid.
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start() -> Server {
-        // target/release/deps/lateness-… → target/release/relapse-bench-server
-        let exe = std::env::current_exe().expect("own path");
-        let bin: PathBuf = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/<profile>/deps")
-            .join("relapse-bench-server");
-        let mut child = Command::new(&bin)
-            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {} ({e}); build it first: cargo build --release -p relapse-flood --bin relapse-bench-server",
-                    bin.display()
-                )
-            });
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("piped"))
-            .read_line(&mut line)
-            .expect("the server prints its address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .and_then(|a| a.parse().ok())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Server { child, addr }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A fault that changes nothing: the idle baseline, through the same schedule.
 struct Nothing;
@@ -255,7 +209,7 @@ fn line(mode: &str, round: u64, report: &RunReport, rate: Option<f64>) {
 fn main() {
     let rounds = env("ROUNDS", 2);
     let duration = Duration::from_secs(env("DURATION_S", 20));
-    let server = Server::start();
+    let server = Server::start(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -2,7 +2,8 @@
 //! makes): the shards start behind one barrier, each sends its share, and the run's report
 //! holds each shard's figures and the whole flood's, merged from theirs. A shard whose agent
 //! dies is reported lost and its share counted as not sent; a coordinator that dies leaves
-//! every shard to stop when its lease lapses.
+//! every shard to stop when its lease lapses. Each agent, on a host of its own, floods a server
+//! on its host's loopback.
 
 mod support;
 
@@ -16,48 +17,6 @@ use tokio::time::Instant;
 /// The floods of these tests share the machine's cores: one at a time, so that none measures
 /// another's load.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Each agent on a host of its own floods the server on its own loopback (where a flood's
-/// sources must be); the SLI is a1's port. Leases of 1 s, renewed every 250 ms.
-fn spread_scenario(agents: &[&Agent], table: &str, duration: &str) -> String {
-    let names: Vec<String> = (1..=agents.len()).map(|i| format!("\"a{i}\"")).collect();
-    let sections: String = agents
-        .iter()
-        .enumerate()
-        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), "1s", "250ms"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let authority = agents[0].url.trim_start_matches("https://");
-    let host = authority.rsplit_once(':').unwrap().0;
-    format!(
-        r#"[scenario]
-name = "spread"
-allow_targets = ["{host}"]
-
-[[probe]]
-name = "agent-port"
-every = "50ms"
-tcp = {{ address = "{authority}" }}
-
-[steady_state]
-probe = "agent-port"
-window = "200ms"
-min_success = 0.5
-
-{sections}
-[[fault]]
-name = "flood"
-on = [{names}]
-{table}
-start = "0s"
-duration = "{duration}"
-
-[limits]
-observe_after = "1s"
-"#,
-        names = names.join(", ")
-    )
-}
 
 fn figures(value: &serde_json::Value) -> FloodFigures {
     serde_json::from_value(value.clone()).unwrap()

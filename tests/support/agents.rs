@@ -569,3 +569,45 @@ http {{
     }
     (server, dir)
 }
+
+/// A scenario whose one fault, `table`, is a flood spread over `agents` (named a1, a2, …) for
+/// `duration`, with the first agent's port as its SLI. Leases of 1 s, renewed every 250 ms.
+pub fn spread_scenario(agents: &[&Agent], table: &str, duration: &str) -> String {
+    let names: Vec<String> = (1..=agents.len()).map(|i| format!("\"a{i}\"")).collect();
+    let sections: String = agents
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), "1s", "250ms"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let authority = agents[0].url.trim_start_matches("https://");
+    let host = authority.rsplit_once(':').unwrap().0;
+    format!(
+        r#"[scenario]
+name = "spread"
+allow_targets = ["{host}"]
+
+[[probe]]
+name = "agent-port"
+every = "50ms"
+tcp = {{ address = "{authority}" }}
+
+[steady_state]
+probe = "agent-port"
+window = "200ms"
+min_success = 0.5
+
+{sections}
+[[fault]]
+name = "flood"
+on = [{names}]
+{table}
+start = "0s"
+duration = "{duration}"
+
+[limits]
+observe_after = "1s"
+"#,
+        names = names.join(", ")
+    )
+}

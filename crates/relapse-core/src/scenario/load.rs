@@ -324,3 +324,77 @@ fn document_tables(text: &str, section: &str) -> Vec<toml::Value> {
         Err(_) => Vec::new(),
     }
 }
+
+/// A file of `[[agent]]` tables and nothing else (`relapse flood --agents`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentsFile {
+    #[serde(default)]
+    agent: Vec<file::AgentSection>,
+}
+
+/// Reads a file of `[[agent]]` tables, checked as a scenario's are; their `ca` and
+/// `token_file` are relative to the file's directory.
+pub fn load_agents(path: &Path) -> Result<Vec<super::AgentSpec>, ScenarioError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parsed: AgentsFile = toml::from_str(&text).map_err(|err| toml_error(path, &text, err))?;
+    if parsed.agent.is_empty() {
+        let message = "no [[agent]]: expected one table per agent (name, url, ca, token_file)";
+        return Err(invalid_at(path, &text, None, message.into()));
+    }
+    let mut agents = check::agent::check(&parsed.agent)
+        .map_err(|Problem { span, message }| invalid_at(path, &text, Some(span), message))?;
+    let dir = path.parent().unwrap_or(Path::new(""));
+    for agent in &mut agents {
+        agent.ca = dir.join(&agent.ca);
+        agent.token_file = dir.join(&agent.token_file);
+    }
+    Ok(agents)
+}
+
+/// One `[[fault]]` table whose `on` spreads it over some of `agents`, checked as in a scenario
+/// (`relapse flood --agents` writes it from its flags); `path` names the text in errors.
+pub fn parse_spread_fault(
+    path: &Path,
+    text: &str,
+    agents: &[super::AgentSpec],
+    allowed: &[String],
+) -> Result<super::FaultSpec, ScenarioError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct OneFault {
+        fault: Vec<toml::Spanned<fault::FaultSection>>,
+    }
+    let parsed: OneFault = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
+    let mut vars = super::Vars::default();
+    check::agent::variables(agents, &mut vars);
+    let env = Env {
+        allowed,
+        vars: &vars,
+        demo: None,
+        db_proxies: &[],
+        scratch_fs: &[],
+        fs_gates: &[],
+        processes: &[],
+        on_agent: None,
+    };
+    let tables = document_tables(text, "fault");
+    let remote = fault::Remote {
+        agents,
+        tables: &tables,
+    };
+    let mut faults = fault::check(&parsed.fault, &env, &[], &remote)
+        .map_err(|Problem { span, message }| invalid_at(path, text, Some(span), message))?;
+    match faults.len() {
+        1 => Ok(faults.remove(0)),
+        n => Err(invalid_at(
+            path,
+            text,
+            None,
+            format!("expected exactly one [[fault]], found {n}"),
+        )),
+    }
+}

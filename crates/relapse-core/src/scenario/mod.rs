@@ -13,7 +13,8 @@ mod template;
 
 pub use fault::exports::*;
 pub use load::{
-    load, load_allowing, parse, parse_allowing, parse_fault_table, parse_probe_table, ScenarioError,
+    load, load_agents, load_allowing, parse, parse_allowing, parse_fault_table, parse_probe_table,
+    parse_spread_fault, ScenarioError,
 };
 pub use model::*;
 pub use template::{Template, TemplateError, Vars, RUN_DIR_VARIABLE};
