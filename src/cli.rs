@@ -99,7 +99,7 @@ pub enum Command {
     /// Flood an HTTP target on its own, like wrk or oha: open or closed model, many source
     /// addresses; prints rps, latency percentiles, statuses and errors. Bounded by --duration
     /// and --requests; loopback only unless --allow-target.
-    Flood(relapse_flood::cli::FloodArgs),
+    Flood(FloodCommand),
     /// relapse agents, which run faults on a target's other hosts for a `relapse run`: their
     /// TLS material, and the agent itself; a scenario names them in `[[agent]]`.
     Agent {
@@ -241,4 +241,17 @@ mod tests {
     fn the_command_line_is_well_formed() {
         <Cli as clap::CommandFactory>::command().debug_assert();
     }
+}
+
+/// `relapse flood`: the standalone flood's flags, and the agents it may be spread over.
+#[derive(Debug, clap::Args)]
+pub struct FloodCommand {
+    #[command(flatten)]
+    pub flood: relapse_flood::cli::FloodArgs,
+    /// Spread the flood over the agents of this file (`[[agent]]` tables, as in a scenario):
+    /// each gets an equal share of --rate, --connections, --requests and the sources, all start
+    /// at one instant, and their figures merge into one report. --threads is then each agent's
+    /// own choice.
+    #[arg(long, value_name = "FILE")]
+    pub agents: Option<std::path::PathBuf>,
 }

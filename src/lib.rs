@@ -8,6 +8,7 @@ pub mod agent;
 pub mod baseline;
 pub mod cli;
 pub mod export;
+pub mod flood_agents;
 pub mod harness;
 pub mod junit;
 pub mod kinds;

@@ -43,8 +43,11 @@ fn main() -> ExitCode {
             }
         },
         // A flood runs on threads of its own, each with its own runtime, as wrk does.
-        Command::Flood(args) => {
-            let outcome = relapse_flood::cli::run_standalone(&args);
+        Command::Flood(command) => {
+            let outcome = match &command.agents {
+                None => relapse_flood::cli::run_standalone(&command.flood),
+                Some(agents) => relapse::flood_agents::run(&command.flood, agents),
+            };
             if let Some(report) = outcome.report() {
                 print!("{report}");
             }

@@ -317,3 +317,112 @@ async fn four_shards_hold_the_asked_total_rate_within_one_percent_at_70_percent_
         assert!(holds_nothing(agent).await);
     }
 }
+
+/// `relapse flood URL --agents FILE`: the standalone flood spread over two agents on hosts of
+/// their own, 200 req/s for 2 s. Its JSON holds each shard's figures and the whole's, exactly
+/// their merge; a flood that cannot be split and an agents file with a wrong key are bad input
+/// (exit 2, nothing sent), the latter with its file, line and column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relapse_flood_over_agents_merges_its_shards_into_one_report() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let hosts = [test_host(31), test_host(32)];
+    let agents: Vec<Agent> = hosts
+        .iter()
+        .map(|h| start_agent_on(&["http_flood"], Some(h)))
+        .collect();
+    let servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("agents.toml");
+    let sections: Vec<String> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), "1s", "250ms"))
+        .collect();
+    std::fs::write(&file, sections.join("\n")).unwrap();
+    let flood = |extra: &[&str], agents_file: &std::path::Path| {
+        Command::new(env!("CARGO_BIN_EXE_relapse"))
+            .args(["flood", "http://127.0.0.1:8080/", "--agents"])
+            .arg(agents_file)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let output = tokio::task::block_in_place(|| {
+        flood(&["--rate", "200", "-c", "8", "-d", "2s", "--json"], &file)
+    });
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let parts: Vec<FloodFigures> = report["shards"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|shard| figures(&shard["figures"]))
+        .collect();
+    let whole = figures(&report["figures"]);
+    assert_eq!(parts.len(), 2);
+    assert_eq!(whole, FloodFigures::merge(&parts).unwrap());
+    assert_eq!(whole.intended_rate, Some(200.0));
+    for (part, (_, root)) in parts.iter().zip(&servers) {
+        eprintln!(
+            "shard: {} sent, {} answered, {:.1} req/s",
+            part.sent,
+            part.completed,
+            part.achieved_rps()
+        );
+        // Its share for 2 s: 200 requests, less what a slow start or stop costs; every one
+        // reached its own host's server.
+        assert!(part.sent >= 150 && part.sent <= 300, "{part:?}");
+        assert_eq!(requests_answered(root) as u64, part.completed);
+    }
+    for agent in &agents {
+        assert!(holds_nothing(agent).await);
+    }
+    // For people: the whole flood's summary, then one line per shard.
+    let summary =
+        tokio::task::block_in_place(|| flood(&["--rate", "20", "-c", "2", "-d", "1s"], &file));
+    let text = String::from_utf8_lossy(&summary.stdout);
+    eprintln!("{text}");
+    assert!(summary.status.success(), "{text}");
+    assert!(text.contains(" sent, ") && text.contains("req/s"), "{text}");
+    assert!(
+        text.contains("shard on a1: ") && text.contains("shard on a2: "),
+        "{text}"
+    );
+    let whole_completed = whole.completed
+        + text
+            .split(" completed")
+            .next()
+            .and_then(|head| head.rsplit(", ").next())
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("no count of answers: {text}"));
+
+    let unsplittable = flood(&["-c", "1", "-d", "1s"], &file);
+    assert_eq!(unsplittable.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&unsplittable.stderr);
+    assert!(
+        stderr.contains("1 connections cannot be spread over 2 agents"),
+        "{stderr}"
+    );
+    let wrong = dir.path().join("wrong.toml");
+    std::fs::write(&wrong, format!("{}lease_time = \"1s\"\n", sections[0])).unwrap();
+    let refused = flood(&["-c", "2", "-d", "1s"], &wrong);
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "{}:8:1: unknown field `lease_time`",
+            wrong.display()
+        )),
+        "{stderr}"
+    );
+    let sent: usize = servers
+        .iter()
+        .map(|(_, root)| requests_answered(root))
+        .sum();
+    assert_eq!(sent as u64, whole_completed, "bad input sent nothing");
+}

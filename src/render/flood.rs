@@ -20,14 +20,21 @@ pub fn floods(floods: &[FloodReport]) -> String {
             None => "holds connections; no requests counted".to_string(),
         };
         let _ = writeln!(out, "    {}: {whole}", flood.fault);
-        for shard in &flood.outcome.shards {
-            let line = match (&shard.lost, &shard.figures) {
-                (Some(why), _) => format!("LOST ({why}); its share counted as not sent"),
-                (None, Some(figures)) => figures_line(figures),
-                (None, None) => "reported".to_string(),
-            };
-            let _ = writeln!(out, "      shard on {}: {line}", shard.agent);
-        }
+        out.push_str(&flood_shards(flood));
+    }
+    out
+}
+
+/// One line per shard of a spread flood: its figures, or why it was lost.
+pub fn flood_shards(flood: &FloodReport) -> String {
+    let mut out = String::new();
+    for shard in &flood.outcome.shards {
+        let line = match (&shard.lost, &shard.figures) {
+            (Some(why), _) => format!("LOST ({why}); its share counted as not sent"),
+            (None, Some(figures)) => figures_line(figures),
+            (None, None) => "reported".to_string(),
+        };
+        let _ = writeln!(out, "      shard on {}: {line}", shard.agent);
     }
     out
 }

@@ -13,6 +13,7 @@ mod validate;
 
 pub use cleanup::cleanup_report;
 pub use compare::comparison;
+pub use flood::flood_shards;
 pub use list::list;
 pub use run::{progress_line, spread, summary, verdict_line};
 pub use validate::validated;
