@@ -1,7 +1,7 @@
 //! Finding a process by its command line, for targets whose pid is not known in advance: a
 //! database's background worker on another host (`"postgres: checkpointer"`).
 
-use super::TargetError;
+use super::{proc_stat, TargetError};
 
 /// A process whose command line matched.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,8 +16,12 @@ pub struct Match {
 /// Kernel threads (no command line) never match.
 pub fn find_by_command(text: &str) -> Result<u32, TargetError> {
     let own = std::process::id();
+    let own_command = std::fs::read("/proc/self/cmdline")
+        .ok()
+        .and_then(|raw| command_line(&raw));
     let matches: Vec<Match> = processes()
         .filter(|m| m.pid != own && m.command.contains(text))
+        .filter(|m| !is_own_fork(m, own, own_command.as_deref()))
         .collect();
     match matches.as_slice() {
         [one] => Ok(one.pid),
@@ -31,6 +35,13 @@ pub fn find_by_command(text: &str) -> Result<u32, TargetError> {
                 .join(", "),
         }),
     }
+}
+
+/// A child of relapse caught between fork and exec still shows relapse's own command line: it is
+/// relapse itself for a moment, not a target (seen in CI, while another thread spawned a child).
+fn is_own_fork(candidate: &Match, own: u32, own_command: Option<&str>) -> bool {
+    own_command == Some(candidate.command.as_str())
+        && proc_stat(candidate.pid as i32).is_some_and(|stat| stat.ppid == own as i32)
 }
 
 /// Every process `/proc` shows with a command line. A process that ends while it is read is
@@ -144,6 +155,30 @@ mod tests {
         assert_eq!(
             find_by_command(&seconds),
             Err(TargetError::NoCommandMatch(seconds.clone()))
+        );
+    }
+
+    #[test]
+    #[allow(unsafe_code)]
+    fn a_child_of_ours_before_its_exec_is_relapse_itself() {
+        use nix::sys::signal::{kill, Signal};
+        use nix::sys::wait::waitpid;
+        use nix::unistd::{fork, pause, ForkResult};
+
+        let own_name = std::env::args().next().unwrap();
+        // SAFETY: the child only waits for signals (async-signal-safe) until it is killed.
+        let child = match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => loop {
+                pause();
+            },
+            ForkResult::Parent { child } => child,
+        };
+        let found = find_by_command(&own_name);
+        kill(child, Signal::SIGKILL).expect("kill the forked child");
+        waitpid(child, None).expect("reap the forked child");
+        assert!(
+            matches!(found, Err(TargetError::NoCommandMatch(_))),
+            "{found:?}"
         );
     }
 

@@ -2,7 +2,9 @@
 //! SIGCONT. This reproduces the FLG incident, where a healthcheck script hung the database server:
 //! the process is still there, its sockets still accept connections, but nothing answers.
 
-#![forbid(unsafe_code)]
+// No unsafe code; one test forks (a child caught before exec), so tests may allow it where said.
+#![cfg_attr(not(test), forbid(unsafe_code))]
+#![cfg_attr(test, deny(unsafe_code))]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::Path;
@@ -67,6 +69,7 @@ pub fn read_pidfile(path: &Path) -> Result<u32, TargetError> {
 struct Stat {
     /// `R`, `S`, `T`, …
     state: char,
+    ppid: i32,
     pgrp: i32,
     /// Clock ticks since boot: with the pid, it names one process even after the pid is reused.
     start_time: u64,
@@ -79,6 +82,7 @@ fn proc_stat(pid: i32) -> Option<Stat> {
     let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
     Some(Stat {
         state: fields.first()?.chars().next()?,
+        ppid: fields.get(1)?.parse().ok()?,
         pgrp: fields.get(2)?.parse().ok()?,
         start_time: fields.get(19)?.parse().ok()?,
     })
