@@ -11,12 +11,36 @@ use std::process::Command;
 use std::time::Duration;
 
 use relapse_core::report::FloodFigures;
+use relapse_ports::netns::Host;
 use support::agents::*;
 use tokio::time::Instant;
 
 /// The floods of these tests share the machine's cores: one at a time, so that none measures
 /// another's load.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Flood agents on the test hosts of these tags, each host with a server of `serve` on its
+/// loopback. The fields drop in their order: the servers, then the agents, then the hosts.
+struct FloodHosts {
+    servers: Vec<(Started, tempfile::TempDir)>,
+    agents: Vec<Agent>,
+    _hosts: Vec<Host>,
+}
+
+fn flood_hosts(
+    tags: impl IntoIterator<Item = u32>,
+    serve: fn(&Host) -> (Started, tempfile::TempDir),
+) -> FloodHosts {
+    let hosts: Vec<Host> = tags.into_iter().map(test_host).collect();
+    FloodHosts {
+        agents: hosts
+            .iter()
+            .map(|h| start_agent_on(&["http_flood"], Some(h)))
+            .collect(),
+        servers: hosts.iter().map(serve).collect(),
+        _hosts: hosts,
+    }
+}
 
 fn figures(value: &serde_json::Value) -> FloodFigures {
     serde_json::from_value(value.clone()).unwrap()
@@ -27,12 +51,8 @@ fn figures(value: &serde_json::Value) -> FloodFigures {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spread_flood_starts_its_shards_together_and_merges_their_figures() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hosts = [test_host(21), test_host(22)];
-    let agents: Vec<Agent> = hosts
-        .iter()
-        .map(|h| start_agent_on(&["http_flood"], Some(h)))
-        .collect();
-    let _servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let world = flood_hosts([21, 22], server_in);
+    let agents = &world.agents;
     let scenario = spread_scenario(
         &agents.iter().collect::<Vec<_>>(),
         r#"http_flood = { url = "http://127.0.0.1:8080/", rate = 200, connections = 8, max_requests = 2000 }"#,
@@ -94,7 +114,7 @@ async fn a_spread_flood_starts_its_shards_together_and_merges_their_figures() {
     );
     assert_eq!(whole.intended_rate, Some(200.0));
     assert_eq!(whole.sent, parts[0].sent + parts[1].sent);
-    for agent in &agents {
+    for agent in agents {
         assert!(holds_nothing(agent).await);
     }
 }
@@ -112,12 +132,8 @@ const LONG_FLOOD: &str = r#"http_flood = { url = "http://127.0.0.1:8080/", rate 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_whose_agent_dies_is_reported_lost_and_its_share_counted_as_not_sent() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hosts = [test_host(23), test_host(24)];
-    let agents: Vec<Agent> = hosts
-        .iter()
-        .map(|h| start_agent_on(&["http_flood"], Some(h)))
-        .collect();
-    let servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let world = flood_hosts([23, 24], server_in);
+    let (agents, servers) = (&world.agents, &world.servers);
     let scenario = spread_scenario(&agents.iter().collect::<Vec<_>>(), LONG_FLOOD, "20s");
     let doomed = agents[1].process.0.id();
     let mut killed = None;
@@ -176,12 +192,8 @@ async fn a_shard_whose_agent_dies_is_reported_lost_and_its_share_counted_as_not_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dead_man_lease_stops_every_shard_when_the_coordinator_dies() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hosts = [test_host(25), test_host(26)];
-    let agents: Vec<Agent> = hosts
-        .iter()
-        .map(|h| start_agent_on(&["http_flood"], Some(h)))
-        .collect();
-    let servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let world = flood_hosts([25, 26], server_in);
+    let (agents, servers) = (&world.agents, &world.servers);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("s.toml");
     std::fs::write(
@@ -269,16 +281,12 @@ fn spread_flood(agents: &[Agent], table: &str, duration: &str) -> FloodFigures {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_shards_hold_the_asked_total_rate_within_one_percent_at_70_percent_of_capacity() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hosts: Vec<_> = (27..31).map(test_host).collect();
-    let agents: Vec<Agent> = hosts
-        .iter()
-        .map(|h| start_agent_on(&["http_flood"], Some(h)))
-        .collect();
-    let _servers: Vec<_> = hosts.iter().map(nginx_in).collect();
+    let world = flood_hosts(27..31, nginx_in);
+    let agents = &world.agents;
     let url = "http://127.0.0.1:8080/";
     eprintln!("capacity:");
     let capacity = spread_flood(
-        &agents,
+        agents,
         &format!("http_flood = {{ url = \"{url}\", connections = 32 }}"),
         "2s",
     );
@@ -291,7 +299,7 @@ async fn four_shards_hold_the_asked_total_rate_within_one_percent_at_70_percent_
     assert!(rate >= 100.0, "{capacity:?}");
     eprintln!("at {rate} req/s:");
     let held = spread_flood(
-        &agents,
+        agents,
         &format!(
             "http_flood = {{ url = \"{url}\", rate = {rate}, connections = 64, max_requests = 10000000 }}"
         ),
@@ -313,7 +321,7 @@ async fn four_shards_hold_the_asked_total_rate_within_one_percent_at_70_percent_
         held.completed as f64 >= 0.99 * held.intended.unwrap() as f64,
         "{held:?}"
     );
-    for agent in &agents {
+    for agent in agents {
         assert!(holds_nothing(agent).await);
     }
 }
@@ -325,12 +333,8 @@ async fn four_shards_hold_the_asked_total_rate_within_one_percent_at_70_percent_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relapse_flood_over_agents_merges_its_shards_into_one_report() {
     let _alone = ONE_AT_A_TIME.lock().await;
-    let hosts = [test_host(31), test_host(32)];
-    let agents: Vec<Agent> = hosts
-        .iter()
-        .map(|h| start_agent_on(&["http_flood"], Some(h)))
-        .collect();
-    let servers: Vec<_> = hosts.iter().map(server_in).collect();
+    let world = flood_hosts([31, 32], server_in);
+    let (agents, servers) = (&world.agents, &world.servers);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("agents.toml");
     let sections: Vec<String> = agents
@@ -367,7 +371,7 @@ async fn relapse_flood_over_agents_merges_its_shards_into_one_report() {
     assert_eq!(parts.len(), 2);
     assert_eq!(whole, FloodFigures::merge(&parts).unwrap());
     assert_eq!(whole.intended_rate, Some(200.0));
-    for (part, (_, root)) in parts.iter().zip(&servers) {
+    for (part, (_, root)) in parts.iter().zip(servers) {
         eprintln!(
             "shard: {} sent, {} answered, {:.1} req/s",
             part.sent,
@@ -379,7 +383,7 @@ async fn relapse_flood_over_agents_merges_its_shards_into_one_report() {
         assert!(part.sent >= 150 && part.sent <= 300, "{part:?}");
         assert_eq!(requests_answered(root) as u64, part.completed);
     }
-    for agent in &agents {
+    for agent in agents {
         assert!(holds_nothing(agent).await);
     }
     // For people: the whole flood's summary, then one line per shard.

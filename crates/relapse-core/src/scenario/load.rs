@@ -118,16 +118,7 @@ fn one_agent_table<S, T>(
             format!("expected exactly one [[{what}]] and nothing else, found {tables} tables");
         return Err(invalid_at(path, text, None, message));
     }
-    let env = Env {
-        allowed,
-        vars,
-        demo: None,
-        db_proxies: &[],
-        scratch_fs: &[],
-        fs_gates: &[],
-        processes: &[],
-        on_agent: None,
-    };
+    let env = Env::bare(allowed, vars);
     let mut checked = check(&sections, &env)
         .map_err(|Problem { span, message }| invalid_at(path, text, Some(span), message))?;
     Ok(checked.remove(0))
@@ -371,16 +362,7 @@ pub fn parse_spread_fault(
     let parsed: OneFault = toml::from_str(text).map_err(|err| toml_error(path, text, err))?;
     let mut vars = super::Vars::default();
     check::agent::variables(agents, &mut vars);
-    let env = Env {
-        allowed,
-        vars: &vars,
-        demo: None,
-        db_proxies: &[],
-        scratch_fs: &[],
-        fs_gates: &[],
-        processes: &[],
-        on_agent: None,
-    };
+    let env = Env::bare(allowed, &vars);
     let tables = document_tables(text, "fault");
     let remote = fault::Remote {
         agents,

@@ -129,13 +129,8 @@ pub fn kind_value<'a>(section: Option<&'a toml::Value>, key: &str) -> Option<&'a
 /// its own to name; the agent renders the templates.
 pub fn env<'a>(env: &Env<'a>, agent: &'a str) -> Env<'a> {
     Env {
-        demo: None,
-        db_proxies: &[],
-        scratch_fs: &[],
-        fs_gates: &[],
-        processes: &[],
         on_agent: Some(agent),
-        ..*env
+        ..Env::bare(env.allowed, env.vars)
     }
 }
 

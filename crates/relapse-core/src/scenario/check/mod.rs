@@ -43,7 +43,23 @@ pub struct Env<'a> {
     pub on_agent: Option<&'a str>,
 }
 
-impl Env<'_> {
+impl<'a> Env<'a> {
+    /// A world of reachable hosts and variables only: no demo, proxies, scratch file systems,
+    /// gates or processes; what an agent's own tables, or a table written from flags, are
+    /// checked against.
+    pub fn bare(allowed: &'a [String], vars: &'a Vars) -> Env<'a> {
+        Env {
+            allowed,
+            vars,
+            demo: None,
+            db_proxies: &[],
+            scratch_fs: &[],
+            fs_gates: &[],
+            processes: &[],
+            on_agent: None,
+        }
+    }
+
     /// See [`reachable`].
     pub fn reachable(&self, s: &Spanned<String>, host: Option<&str>) -> Result<(), Problem> {
         reachable(self.allowed, s, host)
