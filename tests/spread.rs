@@ -162,8 +162,11 @@ async fn a_shard_whose_agent_dies_is_reported_lost_and_its_share_counted_as_not_
     let survivor = figures(&shards[0]["figures"]);
     let whole = figures(&flood["figures"]);
     eprintln!(
-        "lost shard: {lost}; a1 sent {} in {:?}; whole {} sent of {:?} due; run ended {ended:?} after the kill",
-        survivor.sent, survivor.duration, whole.sent, whole.intended
+        "lost shard: {lost}; a1 sent {} in {:?}; whole {} sent of {} due; run ended {ended:?} after the kill",
+        survivor.sent,
+        survivor.duration,
+        whole.sent,
+        whole.intended.unwrap_or(0)
     );
     // The lost shard sent nothing that counts; its 100 req/s were due all along.
     assert_eq!(whole.sent, survivor.sent);
