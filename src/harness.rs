@@ -3,6 +3,9 @@
 //! once, in reverse order, on every path: a normal end, an error, and a failure half way through
 //! start-up (which tears down what had started). What outlives a crash (the namespace, the
 //! tables) is journaled before it exists, so the guardian or `relapse cleanup` removes it.
+//!
+//! Here: the order of start-up and of teardown. The demo is started in `demo`, the run's own
+//! file systems in `file_systems`, its `[[target.process]]` in `processes`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,29 +15,22 @@ use std::time::Duration;
 use relapse_core::engine::{self, Progress};
 use relapse_core::fault::{RevertInstructions, RevertLog};
 use relapse_core::report::RunReport;
-use relapse_core::scenario::{target, DemoHostKind, DemoTarget, Scenario, Vars};
-use relapse_demo::{Demo, DemoHost, DemoOptions, Launcher, MonitorOptions};
-use relapse_ports::netns::{Host, NetnsRecord};
+use relapse_core::scenario::{target, Scenario, Vars};
+use relapse_demo::{Demo, Launcher};
+use relapse_ports::netns::Host;
 use relapse_probe::WebhookSink;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::reach::{dsn_host, reachable, render, resolve_upstream};
+use crate::reach::resolve_upstream;
 use crate::safety::JournalLog;
 
+mod demo;
+mod file_systems;
 pub mod processes;
 
 /// The journal kind of the demo's tables (a [`relapse_demo::DemoTablesRecord`]).
 pub const DEMO_TABLES: &str = "demo_tables";
-
-/// Where scratch file systems keep their images: in memory (a tmpfs), when the machine has it.
-const IMAGES_IN_MEMORY: &str = "/dev/shm";
-
-/// A number for each scratch image this process makes, for unique names in a shared directory.
-fn images() -> u32 {
-    static IMAGES: AtomicU32 = AtomicU32::new(0);
-    IMAGES.fetch_add(1, Ordering::SeqCst)
-}
 
 /// How long a db_proxy's connections may take to close when the run ends.
 const PROXY_SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -246,33 +242,13 @@ impl Harness {
             self.start_gate(spec).await?;
         }
 
-        let Some(target) = &scenario.demo else {
-            return Ok(());
-        };
-        if target.host == DemoHostKind::Netns {
-            self.start_host()?;
-        }
-        let database = match &target.database {
-            None => None,
-            Some(db) => Some(self.demo_database(db, &upstream, &scenario.allow_targets)?),
-        };
-        let mailstore = match &target.mailstore {
-            None => None,
-            Some(path) => {
-                Some(PathBuf::from(render(path, &self.vars).map_err(|e| {
-                    StartFailure::Invalid(format!("demo mailstore: {e}"))
-                })?))
+        match &scenario.demo {
+            Some(target) => {
+                self.start_demo(target, launcher, &upstream, &scenario.allow_targets)
+                    .await
             }
-        };
-        let mut options = self.demo_options(target, launcher, database);
-        options.mailstore = mailstore;
-        options.event_log = Some(self.event_log()?);
-        let demo = Demo::start(options)
-            .await
-            .map_err(|e| harness(format!("demo target: {e}")))?;
-        set_demo_vars(&mut self.vars, &demo);
-        self.demo = Some(demo);
-        Ok(())
+            None => Ok(()),
+        }
     }
 
     /// The run's `[[target.process]]`, after the demo (a proxy in front of it names its
@@ -365,280 +341,11 @@ impl Harness {
         }
     }
 
-    /// A file system for the run: an ext4 image on a loop device, mounted under the run's
-    /// directory, journaled before its first step so a crash at any step leaves nothing.
-    async fn start_scratch(
-        &mut self,
-        spec: &relapse_core::scenario::ScratchFsSpec,
-    ) -> Result<(), StartFailure> {
-        let dir = self.run_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| {
-            StartFailure::Harness(format!(
-                "scratch_fs \"{}\": {}: {e}",
-                spec.name,
-                dir.display()
-            ))
-        })?;
-        let journal = self.journal.clone();
-        let (name, size) = (spec.name.clone(), spec.size);
-        // Making a file system blocks (mkfs, losetup, mount): off the runtime's threads.
-        let made = tokio::task::spawn_blocking(move || {
-            let mut entry = None;
-            let mut on_step = |step: relapse_fs::ScratchStep,
-                               record: &relapse_fs::ScratchFsRecord|
-             -> Result<(), relapse_core::fault::BoxError> {
-                if let (Some(journal), None) = (&journal, entry) {
-                    let description = format!(
-                        "scratch file system {} on {}",
-                        record.mountpoint.display(),
-                        record.image.display()
-                    );
-                    let id = journal.clone().record(
-                        "scratch_fs",
-                        &description,
-                        &RevertInstructions::new(record),
-                    )?;
-                    entry = Some(id);
-                }
-                tracing::debug!(step = step.name(), "scratch_fs");
-                Ok(())
-            };
-            // The image in memory where the machine has a tmpfs for it: a write on the scratch
-            // file system then waits for a freeze, never for the host disk's fsync (hundreds of
-            // milliseconds on a busy CI machine, which a deep health check would take for a
-            // lockup).
-            let prefix = format!("relapse-{}-{}", std::process::id(), images());
-            let memory = Path::new(IMAGES_IN_MEMORY);
-            let image_dir = memory.is_dir().then_some((memory, prefix.as_str()));
-            let made = relapse_fs::ScratchFs::create_with_image(
-                &dir,
-                image_dir,
-                &name,
-                size,
-                &mut on_step,
-            );
-            (made, entry)
-        })
-        .await
-        .map_err(|e| StartFailure::Harness(format!("scratch_fs \"{}\": {e}", spec.name)))?;
-        match made {
-            (Ok(fs), entry) => {
-                self.vars.set(
-                    &format!("scratch_fs.{}.path", spec.name),
-                    fs.mountpoint().display().to_string(),
-                );
-                self.scratch.push((fs, entry));
-                Ok(())
-            }
-            (Err(e), entry) => {
-                // `create` removes what it made before it returns an error.
-                self.forget(entry);
-                Err(StartFailure::Harness(format!(
-                    "scratch_fs \"{}\": {e}",
-                    spec.name
-                )))
-            }
-        }
-    }
-
-    /// A FUSE passthrough of the spec's source, mounted under the run's directory; journaled
-    /// once its daemon exists and before it mounts.
-    async fn start_gate(
-        &mut self,
-        spec: &relapse_core::scenario::FsGateSpec,
-    ) -> Result<(), StartFailure> {
-        let failed = |e: String| StartFailure::Harness(format!("fs_gate \"{}\": {e}", spec.name));
-        let source = PathBuf::from(render(&spec.source, &self.vars).map_err(&failed)?);
-        let mountpoint = self.run_dir().join(format!("{}.gate", spec.name));
-        std::fs::create_dir_all(&mountpoint)
-            .map_err(|e| failed(format!("{}: {e}", mountpoint.display())))?;
-        let launcher = relapse_fs::HolderLauncher {
-            program: self.program.clone(),
-            args: vec![
-                crate::kinds::HELPER_COMMAND.to_string(),
-                relapse_fs::GATE_KIND.to_string(),
-            ],
-        };
-        let journal = self.journal.clone();
-        let mut entry = None;
-        let mut on_record =
-            |record: &relapse_fs::GateRecord| -> Result<(), relapse_core::fault::BoxError> {
-                if let Some(journal) = &journal {
-                    let description = format!(
-                        "fs_gate {} over {}",
-                        record.mountpoint.display(),
-                        record.source.display()
-                    );
-                    entry = Some(journal.clone().record(
-                        "fs_gate",
-                        &description,
-                        &RevertInstructions::new(record),
-                    )?);
-                }
-                Ok(())
-            };
-        let started = relapse_fs::Gate::start(&source, &mountpoint, launcher, &mut on_record).await;
-        match started {
-            Ok(gate) => {
-                self.vars.set(
-                    &format!("fs_gate.{}.path", spec.name),
-                    gate.mountpoint().display().to_string(),
-                );
-                self.gates.push((gate, entry));
-                Ok(())
-            }
-            Err(e) => {
-                // `start` unmounts and ends its daemon before it returns an error.
-                self.forget(entry);
-                let _ = std::fs::remove_dir(&mountpoint);
-                Err(failed(e.to_string()))
-            }
-        }
-    }
-
-    /// The demo frontend's event log (its backends' state and its switches), `{demo.frontend.log}`:
-    /// in the run's directory, which goes when the run does; emptied for each run of a repeat.
-    fn event_log(&self) -> Result<PathBuf, StartFailure> {
-        let dir = self.run_dir();
-        let path = dir.join("demo-frontend.log");
-        std::fs::create_dir_all(&dir)
-            .and_then(|()| std::fs::write(&path, b""))
-            .map_err(|e| {
-                StartFailure::Harness(format!("demo event log {}: {e}", path.display()))
-            })?;
-        Ok(path)
-    }
-
     /// Where what the run makes on disk lives: the journal's run directory, else a temporary one.
     fn run_dir(&self) -> PathBuf {
         match &self.journal {
             Some(journal) => journal.dir(),
             None => std::env::temp_dir().join(format!("relapse-{}-scratch", std::process::id())),
-        }
-    }
-
-    /// The demo's own host: a namespace journaled before it exists, so a crash of relapse
-    /// leaves nothing for `cleanup` to miss.
-    fn start_host(&mut self) -> Result<(), StartFailure> {
-        static HOSTS: AtomicU32 = AtomicU32::new(0);
-        let n = HOSTS.fetch_add(1, Ordering::SeqCst);
-        let name = format!("relapse-{}-{n}", std::process::id());
-        let description = format!("network namespace {name}");
-        let record = NetnsRecord { name: name.clone() };
-        let entry =
-            self.journal_record("demo host", &description, RevertInstructions::new(&record))?;
-        let seed = std::process::id().wrapping_mul(131).wrapping_add(n);
-        match Host::create(&name, seed) {
-            Ok(host) => {
-                self.host = Some((host, entry));
-                Ok(())
-            }
-            Err(e) => {
-                // `create` removes what it made on failure; nothing is left to revert.
-                self.forget(entry);
-                Err(StartFailure::Harness(format!("demo host: {e}")))
-            }
-        }
-    }
-
-    /// The demo's database settings, its DSN rendered (it may name a proxy of the run) and
-    /// checked; its tables journaled before the demo creates them.
-    fn demo_database(
-        &mut self,
-        db: &relapse_core::scenario::DemoDatabaseSpec,
-        upstream: &Vars,
-        allowed: &[String],
-    ) -> Result<relapse_demo::DemoDatabase, StartFailure> {
-        let invalid = |e: String| StartFailure::Invalid(format!("demo database: {e}"));
-        let dsn = render(&db.dsn, &self.vars).map_err(invalid)?;
-        reachable(dsn_host(&dsn), allowed).map_err(invalid)?;
-        // The guardian drops the tables after a crash, when the proxies are gone with relapse:
-        // it must reach the server itself.
-        let server_dsn = render(&db.dsn, upstream).map_err(invalid)?;
-        let profile = if db.misleading_errors {
-            relapse_demo::ErrorProfile::MisleadingErrors
-        } else {
-            relapse_demo::ErrorProfile::Honest
-        };
-        let as_dsn = |text: String| match db.server {
-            relapse_core::scenario::DbServer::Postgres => relapse_demo::DatabaseDsn::Postgres(text),
-            relapse_core::scenario::DbServer::Mysql => relapse_demo::DatabaseDsn::Mysql(text),
-        };
-        let database = relapse_demo::DemoDatabase::new(as_dsn(dsn), profile);
-        let record = relapse_demo::DemoTablesRecord::new(&as_dsn(server_dsn), &database.tables);
-        let description = format!(
-            "demo tables {}, {} on {}",
-            record.mail, record.queue, record.server
-        );
-        let entry = self.journal_record(
-            "demo tables",
-            &description,
-            RevertInstructions::for_kind(DEMO_TABLES, &record),
-        )?;
-        self.tables = Some((record, entry));
-        Ok(database)
-    }
-
-    fn demo_options(
-        &self,
-        target: &DemoTarget,
-        launcher: &Launcher,
-        database: Option<relapse_demo::DemoDatabase>,
-    ) -> DemoOptions {
-        let monitor = MonitorOptions {
-            interval: target.monitor.interval,
-            timeout: target.monitor.timeout,
-            fall: target.monitor.fall,
-            rise: target.monitor.rise,
-            alertname: target.monitor.alertname.clone(),
-            sink_url: self.sink.as_ref().map(|(sink, _)| sink.url()),
-        };
-        let host = self.host.as_ref().map(|(h, _)| {
-            let mut args: Vec<std::ffi::OsString> = vec![
-                "netns".into(),
-                "exec".into(),
-                h.name().into(),
-                launcher.program.clone().into(),
-            ];
-            args.extend(launcher.args.iter().cloned());
-            DemoHost {
-                frontend_launcher: Launcher {
-                    program: "ip".into(),
-                    args,
-                },
-                frontend_address: h.inside.into(),
-                backend_address: h.outside.into(),
-            }
-        });
-        DemoOptions {
-            upstream_timeout: target.upstream_timeout,
-            monitor: Some(monitor),
-            launcher: launcher.clone(),
-            host,
-            database,
-            mailstore: None,
-            event_log: None,
-            failover: target
-                .failover
-                .as_ref()
-                .map(|f| relapse_demo::FailoverOptions {
-                    inter: f.inter,
-                    timeout: f.timeout,
-                    fall: f.fall,
-                    rise: f.rise,
-                    failback: f.failback,
-                }),
-            jobs: target.jobs.as_ref().map(|j| relapse_demo::JobOptions {
-                per_request: j.per_request,
-                work: j.work,
-                max_queue: j.max_queue,
-            }),
-            auth: target.auth.as_ref().map(|a| relapse_demo::DemoAuth {
-                mitigation: a.mitigation,
-                max_failures: a.max_failures,
-                window: a.window,
-                ban: a.ban,
-            }),
         }
     }
 
@@ -922,41 +629,4 @@ fn set_address_vars(vars: &mut Vars, proxy: &str, address: SocketAddr) {
         &address.ip().to_string(),
         &address.port().to_string(),
     );
-}
-
-fn set_demo_vars(vars: &mut Vars, demo: &Demo) {
-    vars.set("demo.url", demo.frontend_url());
-    vars.set("demo.frontend.url", demo.frontend_url());
-    vars.set("demo.frontend.pid", demo.frontend_pid().to_string());
-    vars.set(
-        "demo.frontend.log",
-        demo.event_log()
-            .map_or(String::new(), |path| path.display().to_string()),
-    );
-    // `backend` is the name from before the demo had a standby; both name the primary.
-    for role in ["backend", "primary"] {
-        set_backend_vars(vars, role, demo.primary_url(), demo.primary_pid());
-    }
-    if let (Some(url), Some(pid)) = (demo.standby_url(), demo.standby_pid()) {
-        set_backend_vars(vars, "standby", url, pid);
-    }
-    let tables = demo.database_tables();
-    vars.set(
-        "demo.mail_table",
-        tables.as_ref().map_or(String::new(), |t| t.mail.clone()),
-    );
-    vars.set(
-        "demo.queue_table",
-        tables.as_ref().map_or(String::new(), |t| t.queue.clone()),
-    );
-}
-
-/// `{demo.ROLE.url}`, `{demo.ROLE.address}` and `{demo.ROLE.pid}` of one backend.
-fn set_backend_vars(vars: &mut Vars, role: &str, url: &str, pid: u32) {
-    vars.set(&format!("demo.{role}.url"), url);
-    vars.set(
-        &format!("demo.{role}.address"),
-        url.trim_start_matches("http://"),
-    );
-    vars.set(&format!("demo.{role}.pid"), pid.to_string());
 }
