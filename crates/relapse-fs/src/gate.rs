@@ -9,36 +9,37 @@
 //! controlled over its stdin, whose write end only relapse holds: when relapse dies, even by
 //! SIGKILL, the daemon reads EOF and fails open — every parked request answered, `pass` for
 //! good — and keeps serving until the guardian unmounts it ([`revert_record`]).
+//!
+//! Here: starting and stopping a gate, and the handle that switches it. Its journal record and
+//! teardown are in `record`, the fault and its canary in `fault`.
 
 pub(crate) mod daemon;
+mod fault;
 pub mod mode;
 mod passthrough;
+mod record;
 mod switch;
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{ChildStdin, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use nix::errno::Errno;
-use nix::mount::{umount2, MntFlags};
-use relapse_core::fault::{
-    BoxError, BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions,
-    RevertRecord, Reverted,
-};
-use serde::{Deserialize, Serialize};
-use tokio::io::AsyncBufReadExt;
+use relapse_core::fault::BoxError;
 use tokio::sync::{oneshot, watch};
-use tokio::time::Instant;
 
+pub(crate) use fault::canary_main;
+pub use fault::FsGateFault;
 pub use mode::{GateErrno, GateMode, Scope};
+use record::{is_ours, teardown};
+pub use record::{revert_record, GateRecord};
 
 use crate::freeze::HolderLauncher;
-use crate::mounts::{mount_at, mounts};
-use crate::{FsError, CANARY_PREFIX};
+use crate::mounts::mount_at;
+use crate::FsError;
 
 /// The fault kind, as scenarios and the journal spell it.
 pub const GATE_KIND: &str = "fs_gate";
@@ -77,163 +78,6 @@ pub fn proc_start_time(pid: u32) -> Option<u64> {
         return None;
     }
     fields.get(19)?.parse().ok()
-}
-
-/// The journal's record of a gate: enough to unmount it and end its daemon from another
-/// process. Given to the caller before the mount exists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GateRecord {
-    /// The mirrored directory (canonical).
-    pub source: PathBuf,
-    /// Where it is mounted (canonical).
-    pub mountpoint: PathBuf,
-    pub daemon_pid: u32,
-    /// The daemon's start time (`/proc/PID/stat` field 22): it is killed only if it matches.
-    pub daemon_start_time: u64,
-}
-
-impl GateRecord {
-    /// The mount source its daemon mounts with, which tells its mount from any other.
-    pub fn fsname(&self) -> String {
-        fsname(self.daemon_pid, self.daemon_start_time)
-    }
-}
-
-impl RevertRecord for GateRecord {
-    const KIND: &'static str = GATE_KIND;
-}
-
-/// Unmounts a journaled gate and ends its daemon; used by the guardian and `relapse cleanup`
-/// (and by [`Gate::stop`] and drop). Idempotent. Unmounts only a FUSE mount at the record's
-/// mountpoint whose source is the record's daemon's fsname (lazily if busy), kills the daemon
-/// only if its start time is the record's and it has not exited by itself within 2 s of the
-/// unmount; as a last resort aborts the FUSE connection (fusectl), which ends a daemon stuck in
-/// the kernel.
-pub fn revert_record(record: &GateRecord) -> Result<String, RevertError> {
-    teardown(record).map_err(|e| {
-        RevertError::failed(
-            format!("removing the gate at {}", record.mountpoint.display()),
-            e,
-        )
-    })
-}
-
-fn is_ours(m: &crate::mounts::Mount, record: &GateRecord) -> bool {
-    m.fstype.starts_with("fuse") && m.source == record.fsname()
-}
-
-fn teardown(record: &GateRecord) -> Result<String, FsError> {
-    let mut said = Vec::new();
-    let mut devs = Vec::new();
-    let mountpoint = record.mountpoint.as_path();
-    // A loop: stacked mounts of the same daemon (a mount retried) each need one.
-    for _ in 0..8 {
-        let Some(m) = mount_at(mountpoint).map_err(FsError::io("reading mountinfo"))? else {
-            break;
-        };
-        if !is_ours(&m, record) {
-            said.push(format!(
-                "left the mount at {} alone: it is {} from {:?}, not this gate's",
-                mountpoint.display(),
-                m.fstype,
-                m.source
-            ));
-            break;
-        }
-        devs.push(m.dev);
-        match umount2(mountpoint, MntFlags::empty()) {
-            Ok(()) => said.push(format!("unmounted {}", mountpoint.display())),
-            Err(Errno::EINVAL) => break,
-            Err(Errno::EBUSY) => {
-                umount2(mountpoint, MntFlags::MNT_DETACH)
-                    .map_err(FsError::sys(format!("unmounting {}", mountpoint.display())))?;
-                said.push(format!("unmounted {} lazily (busy)", mountpoint.display()));
-            }
-            Err(e) => {
-                // The last resort: a connection that cannot be unmounted is aborted, which
-                // answers everything with ECONNABORTED, and then detached.
-                said.push(abort_connection(m.dev));
-                umount2(mountpoint, MntFlags::MNT_DETACH).map_err(|e2| {
-                    FsError::sys(format!("unmounting {} (after {e})", mountpoint.display()))(e2)
-                })?;
-                said.push(format!("unmounted {} lazily", mountpoint.display()));
-            }
-        }
-    }
-
-    let pid = record.daemon_pid;
-    let ours = || proc_start_time(pid) == Some(record.daemon_start_time);
-    if ours() {
-        // Unmounted, it exits by itself (its /dev/fuse reads ENODEV); lazily unmounted and
-        // still in use, it would serve on, and is killed.
-        if !gone_within(&ours, DAEMON_EXITS_WITHIN) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-            said.push(format!("killed daemon pid {pid}"));
-            if !gone_within(&ours, DAEMON_EXITS_WITHIN) {
-                // Stuck in the kernel (a request on its own mount): aborting its connection
-                // releases it.
-                for dev in &devs {
-                    said.push(abort_connection(*dev));
-                }
-                if !gone_within(&ours, DAEMON_EXITS_WITHIN) {
-                    return Err(FsError::NotConfirmed(format!(
-                        "gate daemon pid {pid} is still there after SIGKILL and abort"
-                    )));
-                }
-            }
-        } else {
-            said.push(format!("daemon pid {pid} exited"));
-        }
-    }
-    if said.is_empty() {
-        return Ok(format!(
-            "nothing was left of the gate at {}",
-            mountpoint.display()
-        ));
-    }
-    Ok(said.join("; "))
-}
-
-/// Polls (a process that is not our child sends no event) until `alive` is false.
-fn gone_within(alive: &dyn Fn() -> bool, within: Duration) -> bool {
-    let deadline = std::time::Instant::now() + within;
-    loop {
-        if !alive() {
-            return true;
-        }
-        if std::time::Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-const FUSECTL: &str = "/sys/fs/fuse/connections";
-
-/// Aborts the FUSE connection of mount device `dev` through fusectl (mounting fusectl first if
-/// needed); says what happened.
-fn abort_connection(dev: u64) -> String {
-    let fusectl_mounted = mounts()
-        .map(|all| all.iter().any(|m| m.fstype == "fusectl"))
-        .unwrap_or(false);
-    if !fusectl_mounted {
-        let _ = nix::mount::mount(
-            Some("fusectl"),
-            FUSECTL,
-            Some("fusectl"),
-            nix::mount::MsFlags::empty(),
-            None::<&str>,
-        );
-    }
-    // The connection's directory is the kernel's dev_t (MKDEV: major << 20 | minor).
-    let id = (nix::sys::stat::major(dev) << 20) | nix::sys::stat::minor(dev);
-    match std::fs::write(format!("{FUSECTL}/{id}/abort"), "1") {
-        Ok(()) => format!("aborted FUSE connection {id}"),
-        Err(e) => format!("could not abort FUSE connection {id}: {e}"),
-    }
 }
 
 /// The request/answer channel to one daemon.
@@ -604,259 +448,6 @@ impl Drop for Gate {
             if proc_start_time(child.id()).is_none() {
                 let _ = child.wait();
             }
-        }
-    }
-}
-
-/// The canary of a fault: a process that creates a file in the gate's root while it passes,
-/// then — once told — writes, fsyncs and deletes it (the launcher's `gate-canary FILE`).
-///
-/// Why not the freeze's create-write-fsync canary: a create parked in the gate holds its
-/// directory's lock in the kernel, and would block every lookup and listing of the gate's root
-/// in the VFS — reads a `writes` stall must let through. A write or fsync parked on a file of
-/// its own holds only that file's lock.
-struct Canary {
-    child: tokio::process::Child,
-    stdin: Option<tokio::process::ChildStdin>,
-    pid: u32,
-}
-
-/// Entry point of the canary process (`gate-canary FILE`).
-pub(crate) fn canary_main(file: &Path) -> Result<(), FsError> {
-    let context = || format!("gate canary {}", file.display());
-    let mut f = std::fs::File::create_new(file).map_err(FsError::io(context()))?;
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "ready").and_then(|()| out.flush());
-    let mut line = String::new();
-    // EOF (relapse gone) is as good as a go: the canary must not outlive the fault.
-    let _ = std::io::stdin().read_line(&mut line);
-    let written = f
-        .write_all(b"relapse fs_gate canary\n")
-        .and_then(|()| f.sync_all());
-    drop(f);
-    let removed = std::fs::remove_file(file);
-    written.and(removed).map_err(FsError::io(context()))
-}
-
-impl Canary {
-    /// Starts the canary and waits until its file exists (created while the gate passes).
-    async fn start(handle: &GateHandle, n: u32) -> Result<Canary, FaultError> {
-        let file = handle
-            .mountpoint()
-            .join(format!("{CANARY_PREFIX}gate-{}-{n}", std::process::id()));
-        let mut child = tokio::process::Command::new(&handle.launcher.program)
-            .args(&handle.launcher.args)
-            .arg("gate-canary")
-            .arg(&file)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                FaultError::Injector(format!(
-                    "cannot start the canary ({}): {e}",
-                    handle.launcher.program.display()
-                ))
-            })?;
-        let pid = child.id().expect("a child not yet waited for has its pid");
-        let stdout = child.stdout.take().expect("piped");
-        let stdin = child.stdin.take();
-        let mut line = String::new();
-        let mut reader = tokio::io::BufReader::new(stdout);
-        match tokio::time::timeout(CANARY_PARKS_WITHIN, reader.read_line(&mut line)).await {
-            Ok(Ok(_)) if line.trim() == "ready" => Ok(Canary { child, stdin, pid }),
-            _ => Err(FaultError::NotConfirmed(format!(
-                "the canary failed to create {} (said {:?})",
-                file.display(),
-                line.trim()
-            ))),
-        }
-    }
-
-    /// Tells it to write, fsync and delete.
-    async fn go(&mut self) -> Result<(), FaultError> {
-        use tokio::io::AsyncWriteExt;
-        if let Some(mut stdin) = self.stdin.take() {
-            stdin
-                .write_all(b"go\n")
-                .await
-                .map_err(|e| FaultError::Injector(format!("telling the canary to go: {e}")))?;
-        }
-        Ok(())
-    }
-}
-
-/// Switches a gate to a mode until reverted (back to `pass`).
-pub struct FsGateFault {
-    handle: GateHandle,
-    mode: GateMode,
-    canary: Option<Canary>,
-    canaries: u32,
-    applied: bool,
-}
-
-impl FsGateFault {
-    /// A fault that puts the gate in `mode`; `pass` is no fault and is refused.
-    pub fn new(handle: GateHandle, mode: GateMode) -> Result<FsGateFault, FsError> {
-        if mode == GateMode::Pass {
-            return Err(FsError::Gate("pass is no fault".into()));
-        }
-        Ok(FsGateFault {
-            handle,
-            mode,
-            canary: None,
-            canaries: 0,
-            applied: false,
-        })
-    }
-
-    async fn set_mode(&self) -> Result<String, FaultError> {
-        self.handle
-            .set_mode(self.mode)
-            .await
-            .map_err(|e| FaultError::Injector(e.to_string()))
-    }
-
-    pub fn canary_pid(&self) -> Option<u32> {
-        self.canary.as_ref().map(|c| c.pid)
-    }
-
-    async fn inject_now(&mut self) -> Result<Effective, FaultError> {
-        let where_ = self.handle.mountpoint().display().to_string();
-        self.applied = true;
-        if !matches!(self.mode, GateMode::Stall(_)) {
-            let acked = self.set_mode().await?;
-            return Ok(Effective {
-                at: Instant::now(),
-                detail: format!("gate at {where_}: daemon acked {acked}"),
-            });
-        }
-        // Effective means: a request is parked. The service's own may come first; the canary
-        // (a separate process: a thread of ours parked in FUSE would tie relapse to the gate)
-        // makes sure one comes at all — its write (scopes all, writes) or its fsync. Its file
-        // is created before the switch, so the create itself is never what parks.
-        let mut canary = match self.canary.take() {
-            Some(canary) => canary,
-            None => {
-                self.canaries += 1;
-                Canary::start(&self.handle, self.canaries).await?
-            }
-        };
-        let acked = self.set_mode().await;
-        let went = canary.go().await;
-        self.canary = Some(canary);
-        let acked = acked?;
-        went?;
-        let parked = self
-            .handle
-            .wait_parked(None, CANARY_PARKS_WITHIN)
-            .await
-            .map_err(|e| FaultError::NotConfirmed(e.to_string()))?;
-        Ok(Effective {
-            at: Instant::now(),
-            detail: format!(
-                "gate at {where_}: {acked}; {parked}{}",
-                self.canary_pid()
-                    .map(|p| format!(" (canary pid {p})"))
-                    .unwrap_or_default()
-            ),
-        })
-    }
-
-    async fn revert_async(&mut self) -> Result<Reverted, FaultError> {
-        let where_ = self.handle.mountpoint().display().to_string();
-        if !self.applied {
-            return Ok(Reverted {
-                at: Instant::now(),
-                detail: format!("gate at {where_} was not switched by this fault"),
-            });
-        }
-        let acked = self
-            .handle
-            .set_mode(GateMode::Pass)
-            .await
-            .map_err(|e| FaultError::Injector(e.to_string()))?;
-        // Reverted means: nothing parked, and a canary's create, write, fsync and unlink
-        // passed — the one parked at inject, or a fresh one.
-        let mut canary = match self.canary.take() {
-            Some(canary) => canary,
-            None => {
-                self.canaries += 1;
-                let mut canary = Canary::start(&self.handle, self.canaries).await?;
-                canary.go().await?;
-                canary
-            }
-        };
-        let status = tokio::time::timeout(CANARY_COMPLETES_WITHIN, canary.child.wait())
-            .await
-            .map_err(|_| {
-                FaultError::NotConfirmed(format!(
-                    "the canary on {where_} did not complete within {CANARY_COMPLETES_WITHIN:?} of pass"
-                ))
-            })?
-            .map_err(|e| FaultError::Injector(format!("waiting for the canary: {e}")))?;
-        if !status.success() {
-            return Err(FaultError::NotConfirmed(format!(
-                "the canary on {where_} failed after pass ({status})"
-            )));
-        }
-        let now = self
-            .handle
-            .status()
-            .await
-            .map_err(|e| FaultError::Injector(e.to_string()))?;
-        if now.parked != 0 || now.mode != "pass" {
-            return Err(FaultError::NotConfirmed(format!(
-                "the gate at {where_} is in {} with {} parked after pass",
-                now.mode, now.parked
-            )));
-        }
-        self.applied = false;
-        Ok(Reverted {
-            at: Instant::now(),
-            detail: format!(
-                "gate at {where_}: {acked}; nothing parked, a canary create/write/fsync/unlink passed"
-            ),
-        })
-    }
-}
-
-impl Fault for FsGateFault {
-    fn describe(&self) -> String {
-        format!(
-            "{} on the gate at {}",
-            self.mode,
-            self.handle.mountpoint().display()
-        )
-    }
-
-    fn revert_instructions(&self) -> RevertInstructions {
-        // After a crash the daemon has failed open by itself; the guardian removes the gate.
-        RevertInstructions::new(&self.handle.record)
-    }
-
-    fn inject(&mut self) -> BoxFuture<'_, Result<Effective, FaultError>> {
-        Box::pin(self.inject_now())
-    }
-
-    fn revert(&mut self) -> BoxFuture<'_, Result<Reverted, FaultError>> {
-        Box::pin(self.revert_async())
-    }
-
-    fn revert_now(&mut self) {
-        if self.applied {
-            self.handle.pass_now();
-            self.applied = false;
-        }
-        // A parked canary completes by itself once released; tokio reaps it.
-        self.canary = None;
-    }
-}
-
-impl Drop for FsGateFault {
-    fn drop(&mut self) {
-        if self.applied {
-            self.revert_now();
         }
     }
 }
