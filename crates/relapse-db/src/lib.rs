@@ -13,13 +13,21 @@
 //! Trust: the table name and lock mode are checked (the mode against a fixed list, the table
 //! quoted as an identifier), but a row lock's `where_clause` is SQL taken as it is written in the
 //! scenario: scenarios are trusted input, like a shell command in a CI file.
+//!
+//! Here: the fault (connect, lock, confirm, release). What it locks is in `lock_spec`, the
+//! revert from a journal record alone in `revert`, the SQL gauge in `gauge`.
 
 #![forbid(unsafe_code)]
 #![deny(clippy::print_stdout, clippy::print_stderr)]
 
 mod gauge;
+mod lock_spec;
+mod revert;
 
 pub use gauge::SqlGauge;
+pub use lock_spec::LockSpec;
+use lock_spec::Statements;
+pub use revert::{revert_record, revert_record_blocking};
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,8 +35,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 use relapse_core::fault::{
-    BoxFuture, Effective, Fault, FaultError, RevertError, RevertInstructions, RevertRecord,
-    Reverted,
+    BoxFuture, Effective, Fault, FaultError, RevertInstructions, RevertRecord, Reverted,
 };
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
@@ -83,21 +90,6 @@ impl std::fmt::Display for DbKind {
     }
 }
 
-/// What to lock.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "lock")]
-pub enum LockSpec {
-    /// A whole table. `table` is a name, or `schema.table`; each part is quoted, so it is taken
-    /// literally (case-sensitive on PostgreSQL) and may not itself contain a dot. `mode` is one of
-    /// [`POSTGRES_TABLE_MODES`] or [`MYSQL_TABLE_MODES`], in any case, `_` allowed for spaces.
-    Table { table: String, mode: String },
-    /// The rows of `table` that `where_clause` selects, `FOR UPDATE` in an open transaction.
-    /// `where_clause` is trusted SQL from the scenario; it must select at least one row.
-    Rows { table: String, where_clause: String },
-    /// MySQL/MariaDB only: `FLUSH TABLES WITH READ LOCK`, which stalls every write on the server.
-    GlobalRead,
-}
-
 /// Why a database lock was refused before anything was locked.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum DbError {
@@ -149,127 +141,6 @@ pub(crate) enum ConnectError {
     Postgres(#[from] tokio_postgres::Error),
     #[error(transparent)]
     Mysql(#[from] mysql_async::Error),
-}
-
-/// A lock statement that has been checked and quoted.
-#[derive(Debug, Clone)]
-struct Statements {
-    /// Run before the lock statement, in the same session (`BEGIN`).
-    begin: Option<&'static str>,
-    lock: String,
-    /// Whether `lock` returns rows, of which there must be at least one.
-    returns_rows: bool,
-    /// Releases the lock.
-    release: &'static str,
-}
-
-fn quote_postgres(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn quote_mysql(name: &str) -> String {
-    format!("`{}`", name.replace('`', "``"))
-}
-
-/// Quotes `name` or `schema.name`.
-fn quote_table(kind: DbKind, table: &str) -> Result<String, DbError> {
-    let parts: Vec<&str> = table.split('.').collect();
-    if parts.len() > 2 || parts.iter().any(|p| p.is_empty() || p.contains('\0')) {
-        return Err(DbError::Table(table.to_string()));
-    }
-    let quote = match kind {
-        DbKind::Postgres => quote_postgres,
-        DbKind::Mysql => quote_mysql,
-    };
-    Ok(parts.into_iter().map(quote).collect::<Vec<_>>().join("."))
-}
-
-/// Normalises a mode ("access_exclusive", "Access  Exclusive") and checks it against the list.
-fn check_mode(kind: DbKind, mode: &str) -> Result<&'static str, DbError> {
-    let wanted = mode
-        .replace('_', " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_ascii_uppercase();
-    let modes = match kind {
-        DbKind::Postgres => POSTGRES_TABLE_MODES,
-        DbKind::Mysql => MYSQL_TABLE_MODES,
-    };
-    modes
-        .iter()
-        .copied()
-        .find(|m| *m == wanted)
-        .ok_or_else(|| DbError::Mode {
-            kind,
-            mode: mode.to_string(),
-            expected: modes.join(", "),
-        })
-}
-
-impl LockSpec {
-    /// Checks the spec for `kind` without connecting, for scenario validation.
-    pub fn validate(&self, kind: DbKind) -> Result<(), DbError> {
-        self.statements(kind).map(|_| ())
-    }
-
-    fn statements(&self, kind: DbKind) -> Result<Statements, DbError> {
-        match (self, kind) {
-            (LockSpec::Table { table, mode }, DbKind::Postgres) => Ok(Statements {
-                begin: Some("BEGIN"),
-                lock: format!(
-                    "LOCK TABLE {} IN {} MODE",
-                    quote_table(kind, table)?,
-                    check_mode(kind, mode)?
-                ),
-                returns_rows: false,
-                release: "ROLLBACK",
-            }),
-            (LockSpec::Table { table, mode }, DbKind::Mysql) => Ok(Statements {
-                begin: None,
-                lock: format!(
-                    "LOCK TABLES {} {}",
-                    quote_table(kind, table)?,
-                    check_mode(kind, mode)?
-                ),
-                returns_rows: false,
-                release: "UNLOCK TABLES",
-            }),
-            (
-                LockSpec::Rows {
-                    table,
-                    where_clause,
-                },
-                _,
-            ) => {
-                if where_clause.trim().is_empty() {
-                    return Err(DbError::EmptyWhere);
-                }
-                // The clause goes between parentheses on lines of its own, so that a trailing
-                // `--` comment in it cannot swallow the `FOR UPDATE` and silently lock nothing.
-                Ok(Statements {
-                    begin: Some(match kind {
-                        DbKind::Postgres => "BEGIN",
-                        DbKind::Mysql => "START TRANSACTION",
-                    }),
-                    lock: format!(
-                        "SELECT 1 FROM {} WHERE (\n{}\n) FOR UPDATE",
-                        quote_table(kind, table)?,
-                        where_clause
-                    ),
-                    returns_rows: true,
-                    release: "ROLLBACK",
-                })
-            }
-            (LockSpec::GlobalRead, DbKind::Mysql) => Ok(Statements {
-                begin: None,
-                lock: "FLUSH TABLES WITH READ LOCK".to_string(),
-                returns_rows: false,
-                release: "UNLOCK TABLES",
-            }),
-            (LockSpec::GlobalRead, DbKind::Postgres) => Err(DbError::GlobalReadUnsupported(kind)),
-        }
-    }
 }
 
 /// A unique session tag: this process, a counter, and the time, so that two harness runs never
@@ -611,190 +482,9 @@ impl Fault for DbLock {
     }
 }
 
-/// Kills the session a journaled lock was held by, from a new session; used by the guardian and
-/// `relapse cleanup`. Only a session that still carries the record's tag is killed. Returns once
-/// the session is confirmed gone (its locks released), or it was already gone. Idempotent.
-///
-/// Async: from blocking code use [`revert_record_blocking`].
-pub async fn revert_record(record: &DbLockRecord) -> Result<String, RevertError> {
-    match record.kind {
-        DbKind::Postgres => revert_postgres(record).await,
-        DbKind::Mysql => revert_mysql(record).await,
-    }
-}
-
-/// [`revert_record`] on a runtime of its own. Must not be called from inside a tokio runtime.
-pub fn revert_record_blocking(record: &DbLockRecord) -> Result<String, RevertError> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| RevertError::failed("cannot start a runtime", e))?
-        .block_on(revert_record(record))
-}
-
-async fn revert_postgres(record: &DbLockRecord) -> Result<String, RevertError> {
-    let (client, task) = connect_postgres(&record.dsn, "relapse-db-lock-cleanup")
-        .await
-        .map_err(|e| RevertError::failed("cannot connect to postgres", e))?;
-    let pid = i32::try_from(record.session_id).map_err(|_| {
-        RevertError::NotConfirmed(format!(
-            "invalid postgres backend pid {}",
-            record.session_id
-        ))
-    })?;
-    let result = async {
-        let alive = "SELECT 1 FROM pg_stat_activity WHERE pid = $1 AND application_name = $2";
-        let rows = client
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                 WHERE pid = $1 AND application_name = $2",
-                &[&pid, &record.tag],
-            )
-            .await
-            .map_err(|e| RevertError::failed(format!("pg_terminate_backend({pid})"), e))?;
-        if rows.is_empty() {
-            return Ok(format!(
-                "postgres backend {pid} ({}) is gone; nothing to release",
-                record.tag
-            ));
-        }
-        let deadline = Instant::now() + KILL_CONFIRM_WITHIN;
-        loop {
-            let left = client
-                .query(alive, &[&pid, &record.tag])
-                .await
-                .map_err(|e| RevertError::failed(format!("watching backend {pid}"), e))?;
-            if left.is_empty() {
-                return Ok(format!(
-                    "postgres backend {pid} ({}) terminated; its locks are released",
-                    record.tag
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(RevertError::NotConfirmed(format!(
-                    "postgres backend {pid} was still there {KILL_CONFIRM_WITHIN:?} after pg_terminate_backend"
-                )));
-            }
-            tokio::time::sleep(KILL_CONFIRM_POLL).await;
-        }
-    }
-    .await;
-    drop(client);
-    let _ = task.await;
-    result
-}
-
-/// The connection that holds the user lock `tag`, if any.
-async fn tag_holder(
-    conn: &mut mysql_async::Conn,
-    tag: &str,
-) -> Result<Option<u64>, mysql_async::Error> {
-    conn.exec_first::<Option<u64>, _, _>("SELECT IS_USED_LOCK(?)", (tag,))
-        .await
-        .map(Option::flatten)
-}
-
-async fn revert_mysql(record: &DbLockRecord) -> Result<String, RevertError> {
-    let mut conn = connect_mysql(&record.dsn)
-        .await
-        .map_err(|e| RevertError::failed("cannot connect to mysql", e))?;
-    let id = record.session_id;
-    let result = async {
-        let current = tag_holder(&mut conn, &record.tag)
-            .await
-            .map_err(|e| RevertError::failed("IS_USED_LOCK", e))?;
-        match current {
-            None => {
-                return Ok(format!(
-                    "mysql connection {id} ({}) is gone; nothing to release",
-                    record.tag
-                ))
-            }
-            Some(other) if other != id => {
-                return Err(RevertError::NotConfirmed(format!(
-                    "mysql tag {} is held by connection {other}, not {id}; not killing it",
-                    record.tag
-                )))
-            }
-            Some(_) => {}
-        }
-        // An integer of our own, so formatting it in is safe.
-        if let Err(e) = conn.query_drop(format!("KILL CONNECTION {id}")).await {
-            // It may have ended between the check and the kill ("unknown thread id").
-            tracing::debug!(error = %e, "KILL CONNECTION {id}");
-        }
-        let deadline = Instant::now() + KILL_CONFIRM_WITHIN;
-        loop {
-            let held = tag_holder(&mut conn, &record.tag)
-                .await
-                .map_err(|e| RevertError::failed("IS_USED_LOCK", e))?;
-            let listed: Option<u64> = conn
-                .exec_first(
-                    "SELECT COUNT(*) FROM information_schema.processlist WHERE id = ?",
-                    (id,),
-                )
-                .await
-                .map_err(|e| RevertError::failed("processlist", e))?;
-            if held.is_none() && listed == Some(0) {
-                return Ok(format!(
-                    "mysql connection {id} ({}) killed; its locks are released",
-                    record.tag
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(RevertError::NotConfirmed(format!(
-                    "mysql connection {id} was still there {KILL_CONFIRM_WITHIN:?} after KILL"
-                )));
-            }
-            tokio::time::sleep(KILL_CONFIRM_POLL).await;
-        }
-    }
-    .await;
-    let _ = conn.disconnect().await;
-    result
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn modes_are_checked_and_normalised() {
-        assert_eq!(
-            check_mode(DbKind::Postgres, "access_exclusive"),
-            Ok("ACCESS EXCLUSIVE")
-        );
-        assert_eq!(
-            check_mode(DbKind::Postgres, " share  row exclusive "),
-            Ok("SHARE ROW EXCLUSIVE")
-        );
-        assert_eq!(check_mode(DbKind::Mysql, "write"), Ok("WRITE"));
-        assert!(check_mode(DbKind::Postgres, "EXCLUSIVE MODE; DROP TABLE x").is_err());
-        assert!(check_mode(DbKind::Mysql, "ACCESS EXCLUSIVE").is_err());
-    }
-
-    #[test]
-    fn identifiers_are_quoted() {
-        assert_eq!(quote_table(DbKind::Postgres, "a\"b").unwrap(), "\"a\"\"b\"");
-        assert_eq!(quote_table(DbKind::Mysql, "s.t`x").unwrap(), "`s`.`t``x`");
-        assert!(quote_table(DbKind::Postgres, "").is_err());
-        assert!(quote_table(DbKind::Postgres, "a.b.c").is_err());
-        assert!(quote_table(DbKind::Mysql, "a.").is_err());
-    }
-
-    #[test]
-    fn global_read_is_mysql_only_and_where_is_required() {
-        assert_eq!(
-            LockSpec::GlobalRead.validate(DbKind::Postgres),
-            Err(DbError::GlobalReadUnsupported(DbKind::Postgres))
-        );
-        assert!(LockSpec::GlobalRead.validate(DbKind::Mysql).is_ok());
-        let rows = LockSpec::Rows {
-            table: "t".into(),
-            where_clause: " ".into(),
-        };
-        assert_eq!(rows.validate(DbKind::Mysql), Err(DbError::EmptyWhere));
-    }
 
     #[test]
     fn records_round_trip() {
