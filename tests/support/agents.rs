@@ -271,11 +271,41 @@ pub fn remote_scenario(
     lease: &str,
     renew_every: &str,
 ) -> String {
-    let authority = agent.url.trim_start_matches("https://");
+    scenario_on_agents(
+        ("dead-man", "hang"),
+        &[agent],
+        table,
+        duration,
+        (lease, renew_every),
+    )
+}
+
+/// A scenario named `name` whose one fault, `fault` (`table`), runs on `agents` (a1, a2, … in
+/// order; `on = "a1"` for one, a list for more) for `duration`, each agent with the same
+/// `(lease, renew_every)`; its probe watches the first agent's port.
+fn scenario_on_agents(
+    (name, fault): (&str, &str),
+    agents: &[&Agent],
+    table: &str,
+    duration: &str,
+    (lease, renew_every): (&str, &str),
+) -> String {
+    let names: Vec<String> = (1..=agents.len()).map(|i| format!("\"a{i}\"")).collect();
+    let on = match names.as_slice() {
+        [one] => one.clone(),
+        many => format!("[{}]", many.join(", ")),
+    };
+    let sections: String = agents
+        .iter()
+        .enumerate()
+        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), lease, renew_every))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let authority = agents[0].url.trim_start_matches("https://");
     let host = authority.rsplit_once(':').unwrap().0;
     format!(
         r#"[scenario]
-name = "dead-man"
+name = "{name}"
 allow_targets = ["{host}"]
 
 [[probe]]
@@ -288,18 +318,17 @@ probe = "agent-port"
 window = "200ms"
 min_success = 0.5
 
-{agent_section}
+{sections}
 [[fault]]
-name = "hang"
-on = "a1"
+name = "{fault}"
+on = {on}
 {table}
 start = "0s"
 duration = "{duration}"
 
 [limits]
 observe_after = "1s"
-"#,
-        agent_section = agent_section(agent, lease, renew_every),
+"#
     )
 }
 
@@ -573,41 +602,11 @@ http {{
 /// A scenario whose one fault, `table`, is a flood spread over `agents` (named a1, a2, …) for
 /// `duration`, with the first agent's port as its SLI. Leases of 1 s, renewed every 250 ms.
 pub fn spread_scenario(agents: &[&Agent], table: &str, duration: &str) -> String {
-    let names: Vec<String> = (1..=agents.len()).map(|i| format!("\"a{i}\"")).collect();
-    let sections: String = agents
-        .iter()
-        .enumerate()
-        .map(|(i, agent)| named_agent_section(agent, &format!("a{}", i + 1), "1s", "250ms"))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let authority = agents[0].url.trim_start_matches("https://");
-    let host = authority.rsplit_once(':').unwrap().0;
-    format!(
-        r#"[scenario]
-name = "spread"
-allow_targets = ["{host}"]
-
-[[probe]]
-name = "agent-port"
-every = "50ms"
-tcp = {{ address = "{authority}" }}
-
-[steady_state]
-probe = "agent-port"
-window = "200ms"
-min_success = 0.5
-
-{sections}
-[[fault]]
-name = "flood"
-on = [{names}]
-{table}
-start = "0s"
-duration = "{duration}"
-
-[limits]
-observe_after = "1s"
-"#,
-        names = names.join(", ")
+    scenario_on_agents(
+        ("spread", "flood"),
+        agents,
+        table,
+        duration,
+        ("1s", "250ms"),
     )
 }
